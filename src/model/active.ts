@@ -1,0 +1,79 @@
+/**
+ * The active (served) version of every model, kept in Redis so every API process and
+ * worker agrees. Each process caches it in memory and learns of a switch through
+ * pub/sub, with a short poll as a safety net when a message is lost: a promote is seen
+ * everywhere within a second.
+ */
+import type { Keys } from "../cache/keys.ts";
+import type { Redis } from "../redis/connection.ts";
+import type { ModelRegistry } from "./registry.ts";
+
+export interface ActiveVersionsOptions {
+  /** Poll period (ms) in case a pub/sub message is missed. */
+  pollMs?: number;
+}
+
+export class ActiveVersions {
+  private readonly cache = new Map<string, string>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<(model: string, version: string) => void>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly subscriber: Redis,
+    private readonly keys: Keys,
+    private readonly registry: ModelRegistry,
+    private readonly options: ActiveVersionsOptions = {},
+  ) {}
+
+  /** Sets unset pointers to each model's default version, loads all, starts listening. */
+  async start(): Promise<void> {
+    for (const name of this.registry.names()) {
+      const fallback = this.registry.defaultVersion(name);
+      if (fallback) await this.redis.set(this.keys.active(name), fallback.version, "NX");
+    }
+    await this.refresh();
+    this.subscriber.on("message", (channel: string, model: string) => {
+      if (channel === this.keys.activeChannel()) void this.refreshOne(model).catch(() => {});
+    });
+    await this.subscriber.subscribe(this.keys.activeChannel());
+    this.timer = setInterval(() => void this.refresh().catch(() => {}), this.options.pollMs ?? 500);
+    this.timer.unref();
+  }
+
+  /** The cached active version id (undefined when unknown). */
+  get(model: string): string | undefined {
+    return this.cache.get(model);
+  }
+
+  onChange(listener: (model: string, version: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async refresh(): Promise<void> {
+    await Promise.all(this.registry.names().map((name) => this.refreshOne(name)));
+  }
+
+  private async refreshOne(model: string): Promise<void> {
+    const version = await this.redis.get(this.keys.active(model));
+    if (version && this.cache.get(model) !== version) {
+      this.cache.set(model, version);
+      for (const listener of this.listeners) listener(model, version);
+    }
+  }
+
+  /** Makes `version` active (pushing the old one on the history) and tells every process. */
+  async set(model: string, version: string): Promise<string | undefined> {
+    const previous = await this.redis.getset(this.keys.active(model), version);
+    if (previous && previous !== version)
+      await this.redis.lpush(this.keys.history(model), previous);
+    await this.redis.publish(this.keys.activeChannel(), model);
+    await this.refreshOne(model);
+    return previous ?? undefined;
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+}

@@ -1,0 +1,250 @@
+/**
+ * The one feature encoding shared by every path — precompute, live inference, the API's
+ * key derivation and the browser client — so a cached answer can never disagree with
+ * what the model would say for the same input (no training–serving skew).
+ *
+ * encode(raw) validates and normalizes a raw input (query-string strings or JSON values)
+ * and returns both the model's feature row and the canonical cache key: the JSON array of
+ * the normalized values in schema order. Equal inputs after normalization give equal
+ * keys; different inputs give different keys; keys decode back to inputs.
+ *
+ * Browser-safe: no Node-only imports.
+ */
+import { canonicalJson } from "./canonical-json.ts";
+import { fnv1a32, sha256Hex } from "./hash.ts";
+import type { EncodingDefinition, Feature } from "./manifest.ts";
+
+export const ENCODING_FORMAT = "predcache-encoding/1";
+
+export type FeatureValue = string | number;
+export type NormalizedInput = Record<string, FeatureValue>;
+
+export type InputIssueCode =
+  | "missing"
+  | "unknown_field"
+  | "wrong_type"
+  | "not_integer"
+  | "not_finite"
+  | "out_of_range"
+  | "unknown_category"
+  | "too_long"
+  | "empty";
+
+export interface InputIssue {
+  field: string;
+  code: InputIssueCode;
+  message: string;
+}
+
+export interface EncodedInput {
+  /** Canonical cache key: JSON array of normalized values in schema order. */
+  key: string;
+  /** The model's feature row, one number per feature. */
+  row: number[];
+  normalized: NormalizedInput;
+  /** Fields whose value lies outside the training distribution (policy "flag"). */
+  outOfDistribution: string[];
+}
+
+export type EncodeOutcome = { ok: true; value: EncodedInput } | { ok: false; issues: InputIssue[] };
+
+export interface Encoder {
+  readonly definition: EncodingDefinition;
+  /** Hash of everything that decides rows and keys; part of every cache key. */
+  readonly hash: string;
+  readonly featureNames: readonly string[];
+  encode(raw: Readonly<Record<string, unknown>>): EncodeOutcome;
+  /** The normalized input a key stands for (keys come from encode, or from storage). */
+  decodeKey(key: string): NormalizedInput;
+}
+
+const INTEGER_TEXT = /^[+-]?\d{1,15}$/;
+const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+type FeatureOutcome =
+  | { ok: true; value: FeatureValue; tensor: number; ood: boolean }
+  | { ok: false; issue: InputIssue };
+
+function fail(field: string, code: InputIssueCode, message: string): FeatureOutcome {
+  return { ok: false, issue: { field, code, message } };
+}
+
+function normalizeText(text: string, mode: "none" | "upper" | "lower"): string {
+  const trimmed = text.trim().normalize("NFC");
+  return mode === "upper"
+    ? trimmed.toUpperCase()
+    : mode === "lower"
+      ? trimmed.toLowerCase()
+      : trimmed;
+}
+
+function asText(raw: unknown): string | undefined {
+  if (typeof raw === "string") return raw;
+  if (typeof raw === "number" && Number.isFinite(raw)) return String(raw);
+  return undefined;
+}
+
+function asNumber(raw: unknown): number | undefined {
+  if (typeof raw === "number") return raw;
+  if (typeof raw === "string") {
+    const text = raw.trim();
+    return NUMBER_TEXT.test(text) ? Number(text) : Number.NaN;
+  }
+  return undefined;
+}
+
+function encodeFeature(
+  feature: Feature,
+  raw: unknown,
+  categoryIndex: Map<string, number> | undefined,
+): FeatureOutcome {
+  const { name } = feature;
+  switch (feature.type) {
+    case "categorical": {
+      const text = asText(raw);
+      if (text === undefined) return fail(name, "wrong_type", `${name} must be a string`);
+      const value = normalizeText(text, feature.normalize);
+      if (value === "") return fail(name, "empty", `${name} must not be empty`);
+      if (value.length > 256)
+        return fail(name, "too_long", `${name} is longer than 256 characters`);
+      const index = categoryIndex?.get(value);
+      if (index !== undefined) return { ok: true, value, tensor: index, ood: false };
+      if (feature.unknown === "reject") {
+        return fail(
+          name,
+          "unknown_category",
+          `${name} "${value.slice(0, 64)}" is not one of the ${feature.vocabulary.length} known values`,
+        );
+      }
+      return { ok: true, value, tensor: 0, ood: true };
+    }
+    case "integer": {
+      if (typeof raw === "string" && !INTEGER_TEXT.test(raw.trim())) {
+        return fail(name, "not_integer", `${name} must be an integer`);
+      }
+      const value = asNumber(raw);
+      if (value === undefined) return fail(name, "wrong_type", `${name} must be an integer`);
+      if (!Number.isSafeInteger(value))
+        return fail(name, "not_integer", `${name} must be an integer`);
+      return ranged(feature, value === 0 ? 0 : value, (v) =>
+        feature.encodeAs === "index" ? v - feature.min : v,
+      );
+    }
+    case "number": {
+      const value = asNumber(raw);
+      if (value === undefined) return fail(name, "wrong_type", `${name} must be a number`);
+      if (!Number.isFinite(value))
+        return fail(name, "not_finite", `${name} must be a finite number`);
+      const scale = feature.scale;
+      return ranged(feature, value === 0 ? 0 : value, (v) =>
+        scale ? (v - scale.mean) / scale.std : v,
+      );
+    }
+    case "string": {
+      const text = asText(raw);
+      if (text === undefined) return fail(name, "wrong_type", `${name} must be a string`);
+      const value = normalizeText(text, feature.normalize);
+      if (value.length > feature.maxLength) {
+        return fail(name, "too_long", `${name} is longer than ${feature.maxLength} characters`);
+      }
+      return { ok: true, value, tensor: 1 + (fnv1a32(value) % feature.hashBuckets), ood: false };
+    }
+  }
+}
+
+function ranged(
+  feature: Extract<Feature, { type: "integer" | "number" }>,
+  value: number,
+  toTensor: (v: number) => number,
+): FeatureOutcome {
+  const inRange = value >= feature.min && value <= feature.max;
+  if (inRange) return { ok: true, value, tensor: toTensor(value), ood: false };
+  if (feature.outOfRange === "reject") {
+    return fail(
+      feature.name,
+      "out_of_range",
+      `${feature.name} must be between ${feature.min} and ${feature.max}`,
+    );
+  }
+  // Flagged: the model sees the nearest value it was trained on; the reply says so.
+  const clamped = Math.min(Math.max(value, feature.min), feature.max);
+  return { ok: true, value, tensor: toTensor(clamped), ood: true };
+}
+
+/** The parts of the definition that decide rows and keys (descriptions do not). */
+function hashedDefinition(definition: EncodingDefinition): unknown {
+  return {
+    format: ENCODING_FORMAT,
+    input: definition.input,
+    features: definition.features.map(({ description: _, ...rest }) => rest),
+  };
+}
+
+export function encodingHash(definition: EncodingDefinition): string {
+  return sha256Hex(canonicalJson(hashedDefinition(definition))).slice(0, 16);
+}
+
+export function createEncoder(definition: EncodingDefinition): Encoder {
+  const features = definition.features;
+  const featureNames = features.map((f) => f.name);
+  const known = new Set(featureNames);
+  const categoryIndexes = features.map((f) =>
+    f.type === "categorical" ? new Map(f.vocabulary.map((v, i) => [v, i + 1])) : undefined,
+  );
+
+  function encode(raw: Readonly<Record<string, unknown>>): EncodeOutcome {
+    const issues: InputIssue[] = [];
+    for (const field of Object.keys(raw)) {
+      if (!known.has(field)) {
+        issues.push({
+          field,
+          code: "unknown_field",
+          message: `${field.slice(0, 64)} is not an input of this model (expected ${featureNames.join(", ")})`,
+        });
+      }
+    }
+    const values: FeatureValue[] = [];
+    const row: number[] = [];
+    const normalized: NormalizedInput = {};
+    const outOfDistribution: string[] = [];
+    features.forEach((feature, i) => {
+      const given = Object.hasOwn(raw, feature.name) ? raw[feature.name] : undefined;
+      const value = given ?? feature.default;
+      if (value === undefined || value === null) {
+        issues.push({
+          field: feature.name,
+          code: "missing",
+          message: `${feature.name} is required`,
+        });
+        return;
+      }
+      const outcome = encodeFeature(feature, value, categoryIndexes[i]);
+      if (!outcome.ok) {
+        issues.push(outcome.issue);
+        return;
+      }
+      values.push(outcome.value);
+      row.push(outcome.tensor);
+      normalized[feature.name] = outcome.value;
+      if (outcome.ood) outOfDistribution.push(feature.name);
+    });
+    if (issues.length > 0) return { ok: false, issues };
+    return { ok: true, value: { key: JSON.stringify(values), row, normalized, outOfDistribution } };
+  }
+
+  function decodeKey(key: string): NormalizedInput {
+    const values: unknown = JSON.parse(key);
+    if (!Array.isArray(values) || values.length !== features.length) {
+      throw new TypeError(`not a key of this encoding: ${key.slice(0, 80)}`);
+    }
+    const input: NormalizedInput = {};
+    values.forEach((v, i) => {
+      if (typeof v !== "string" && typeof v !== "number")
+        throw new TypeError(`not a key of this encoding: ${key.slice(0, 80)}`);
+      input[featureNames[i] as string] = v;
+    });
+    return input;
+  }
+
+  return { definition, hash: encodingHash(definition), featureNames, encode, decodeKey };
+}

@@ -1,0 +1,170 @@
+/**
+ * The model manifest: everything predcache needs to serve a model besides the ONNX file —
+ * its input schema (which the shared encoding turns into a feature row and a cache key),
+ * how to decode its output tensors, and its model card. Validated with zod at the
+ * boundary (files, admin uploads); the rest of the code trusts the derived types.
+ *
+ * Browser-safe: imported by the client library through the encoding.
+ */
+import { z } from "zod";
+
+const name = z
+  .string()
+  .regex(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, "letters, digits and _ only, starting with a letter");
+
+const unknownPolicy = z
+  .enum(["reject", "flag"])
+  .describe("reject: invalid input; flag: accepted, predicted and marked outOfDistribution");
+
+const categorical = z.object({
+  name,
+  type: z.literal("categorical"),
+  description: z.string().optional(),
+  /** Known categories; category i is encoded as index i + 1, index 0 is the unknown slot. */
+  vocabulary: z.array(z.string().min(1).max(256)).min(1),
+  normalize: z.enum(["none", "upper", "lower"]).default("none"),
+  unknown: unknownPolicy.default("reject"),
+  default: z.string().optional(),
+});
+
+const integer = z.object({
+  name,
+  type: z.literal("integer"),
+  description: z.string().optional(),
+  min: z.number().int(),
+  max: z.number().int(),
+  /** index: the tensor holds value − min (an embedding row); value: the value itself. */
+  encodeAs: z.enum(["value", "index"]).default("value"),
+  outOfRange: unknownPolicy.default("reject"),
+  default: z.number().int().optional(),
+});
+
+const number = z.object({
+  name,
+  type: z.literal("number"),
+  description: z.string().optional(),
+  min: z.number(),
+  max: z.number(),
+  /** The tensor holds (value − mean) / std. */
+  scale: z.object({ mean: z.number(), std: z.number().positive() }).optional(),
+  outOfRange: unknownPolicy.default("reject"),
+  default: z.number().optional(),
+});
+
+const text = z.object({
+  name,
+  type: z.literal("string"),
+  description: z.string().optional(),
+  maxLength: z.number().int().positive().max(4096),
+  normalize: z.enum(["none", "upper", "lower"]).default("none"),
+  /** The tensor holds 1 + (FNV-1a 32 of the UTF-8 bytes mod buckets); 0 is never used. */
+  hashBuckets: z.number().int().positive(),
+  default: z.string().optional(),
+});
+
+export const featureSchema = z.discriminatedUnion("type", [categorical, integer, number, text]);
+
+export const encodingSchema = z
+  .object({
+    /** The model's single input tensor: [N, features.length]. */
+    input: z.object({ name: z.string().min(1), dtype: z.enum(["int64", "float32"]) }),
+    features: z.array(featureSchema).min(1).max(256),
+  })
+  .superRefine((encoding, ctx) => {
+    const seen = new Set<string>();
+    encoding.features.forEach((f, i) => {
+      if (seen.has(f.name))
+        ctx.addIssue({
+          code: "custom",
+          message: `duplicate feature ${f.name}`,
+          path: ["features", i],
+        });
+      seen.add(f.name);
+      if ((f.type === "integer" || f.type === "number") && f.min > f.max) {
+        ctx.addIssue({ code: "custom", message: "min > max", path: ["features", i] });
+      }
+      if (f.type === "number" && encoding.input.dtype === "int64") {
+        ctx.addIssue({
+          code: "custom",
+          message: "number features need a float32 input tensor",
+          path: ["features", i],
+        });
+      }
+      if (f.type === "categorical" && new Set(f.vocabulary).size !== f.vocabulary.length) {
+        ctx.addIssue({
+          code: "custom",
+          message: "vocabulary has duplicates",
+          path: ["features", i],
+        });
+      }
+    });
+  });
+
+const output = z.object({
+  name,
+  /** Name of the ONNX output tensor; shape [N] or [N, 1] for scalars, [N, k] for classes. */
+  tensor: z.string().min(1),
+  kind: z.enum(["probability", "regression", "classes"]),
+  description: z.string().optional(),
+  unit: z.string().optional(),
+  /** probability: [negative, positive] labels; classes: one label per column. */
+  labels: z.array(z.string()).optional(),
+  /** Digits kept after the decimal point, so cached values are stable and compact. */
+  digits: z.number().int().min(0).max(12).default(6),
+});
+
+export const outputsSchema = z
+  .array(output)
+  .min(1)
+  .superRefine((outputs, ctx) => {
+    outputs.forEach((o, i) => {
+      if (o.kind === "probability" && o.labels && o.labels.length !== 2) {
+        ctx.addIssue({
+          code: "custom",
+          message: "probability labels are [negative, positive]",
+          path: [i],
+        });
+      }
+      if (o.kind === "classes" && !o.labels?.length) {
+        ctx.addIssue({ code: "custom", message: "classes outputs need labels", path: [i] });
+      }
+    });
+  });
+
+export const modelCardSchema = z.object({
+  summary: z.string(),
+  intendedUse: z.string(),
+  trainingData: z.string(),
+  evaluation: z.record(z.string(), z.union([z.number(), z.string()])),
+  limitations: z.array(z.string()),
+  license: z.string().optional(),
+});
+
+export const manifestSchema = z.object({
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and dashes"),
+  /** Path of the ONNX file, relative to the manifest. */
+  model: z.string().min(1).default("model.onnx"),
+  /** A human label for this version (the served version id is a content hash). */
+  label: z.string().optional(),
+  encoding: encodingSchema,
+  outputs: outputsSchema,
+  /** The output whose value is monitored and whose confidence is checked. */
+  mainOutput: z.string().optional(),
+  /** lowConfidence when the main output's confidence (max(p, 1 − p) or top class) is below this. */
+  confidenceThreshold: z.number().min(0).max(1).optional(),
+  card: modelCardSchema,
+});
+
+export type Manifest = z.infer<typeof manifestSchema>;
+export type ManifestInput = z.input<typeof manifestSchema>;
+export type EncodingDefinition = z.infer<typeof encodingSchema>;
+export type Feature = z.infer<typeof featureSchema>;
+export type OutputDefinition = z.infer<typeof output>;
+export type ModelCard = z.infer<typeof modelCardSchema>;
+
+/** The output that monitoring and the confidence check use: mainOutput, else the first. */
+export function mainOutputOf(manifest: Manifest): OutputDefinition {
+  const found = manifest.outputs.find((o) => o.name === manifest.mainOutput) ?? manifest.outputs[0];
+  if (!found) throw new Error("manifest without outputs");
+  return found;
+}

@@ -1,0 +1,168 @@
+/**
+ * Which models and versions exist: every folder under the models directory that holds a
+ * manifest.json (and its ONNX file) is one model version. Several folders may carry the
+ * same model name — those are that model's versions. A version id is a content hash of
+ * the ONNX bytes, the encoding and the output decoding, so it changes exactly when a
+ * cached answer could change.
+ *
+ *   models/
+ *     flight-delay/            ← any folder name
+ *       manifest.json          ← name: "flight-delay"
+ *       model.onnx
+ *     flight-delay-v2/         ← a second version of the same model
+ *       manifest.json
+ *       model.onnx
+ */
+import { readdir, readFile, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { canonicalJson } from "./canonical-json.ts";
+import { createEncoder, type Encoder } from "./encoding.ts";
+import { sha256Hex } from "./hash.ts";
+import { type Manifest, manifestSchema } from "./manifest.ts";
+import { ModelRuntime, type RuntimeOptions } from "./runtime.ts";
+
+export interface ModelVersion {
+  name: string;
+  version: string;
+  manifest: Manifest;
+  encoder: Encoder;
+  /** Folder the version was loaded from. */
+  directory: string;
+  modelBytes: number;
+  /** When the ONNX file was written; the newest version is the default active one. */
+  modifiedAt: Date;
+}
+
+export class ManifestError extends Error {
+  override readonly name = "ManifestError";
+}
+
+/** Content hash: ONNX bytes + encoding hash + output decoding. */
+export function versionOf(model: Uint8Array, manifest: Manifest, encoder: Encoder): string {
+  const outputs = canonicalJson(manifest.outputs.map(({ description: _, ...o }) => o));
+  const modelHash = sha256Hex(model);
+  return sha256Hex(`${modelHash}\n${encoder.hash}\n${outputs}`).slice(0, 12);
+}
+
+export async function loadModelVersion(
+  directory: string,
+): Promise<{ model: ModelVersion; bytes: Uint8Array }> {
+  const manifestPath = join(directory, "manifest.json");
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(manifestPath, "utf8"));
+  } catch (error) {
+    throw new ManifestError(`${manifestPath}: ${(error as Error).message}`);
+  }
+  const parsed = manifestSchema.safeParse(json);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map(
+      (i) => `${i.path.join(".") || "(root)"}: ${i.message}`,
+    );
+    throw new ManifestError(`${manifestPath} is not a valid manifest:\n  ${problems.join("\n  ")}`);
+  }
+  const manifest = parsed.data;
+  const modelPath = resolve(directory, manifest.model);
+  const bytes = new Uint8Array(await readFile(modelPath));
+  const encoder = createEncoder(manifest.encoding);
+  return {
+    bytes,
+    model: {
+      name: manifest.name,
+      version: versionOf(bytes, manifest, encoder),
+      manifest,
+      encoder,
+      directory: resolve(directory),
+      modelBytes: bytes.length,
+      modifiedAt: (await stat(modelPath)).mtime,
+    },
+  };
+}
+
+export class ModelRegistry {
+  private readonly byName = new Map<string, ModelVersion[]>();
+  private readonly bytes = new Map<string, Uint8Array>();
+  private readonly runtimes = new Map<string, Promise<ModelRuntime>>();
+
+  constructor(private readonly runtimeOptions: RuntimeOptions = {}) {}
+
+  /** Loads every model version found one level below `root`. */
+  static async fromDirectory(
+    root: string,
+    runtimeOptions: RuntimeOptions = {},
+  ): Promise<ModelRegistry> {
+    const registry = new ModelRegistry(runtimeOptions);
+    let entries: string[];
+    try {
+      entries = (await readdir(root, { withFileTypes: true }))
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name);
+    } catch (error) {
+      throw new ManifestError(
+        `cannot read models directory ${root}: ${(error as Error).message} (set PREDCACHE_MODELS_DIR)`,
+      );
+    }
+    for (const entry of entries.sort()) {
+      const directory = join(root, entry);
+      const hasManifest = await stat(join(directory, "manifest.json")).then(
+        () => true,
+        () => false,
+      );
+      if (hasManifest) registry.add(await loadModelVersion(directory));
+    }
+    if (registry.byName.size === 0) throw new ManifestError(`no model manifests under ${root}`);
+    return registry;
+  }
+
+  add({ model, bytes }: { model: ModelVersion; bytes: Uint8Array }): ModelVersion {
+    const versions = this.byName.get(model.name) ?? [];
+    const existing = versions.find((v) => v.version === model.version);
+    if (existing) return existing;
+    versions.push(model);
+    versions.sort(
+      (a, b) =>
+        a.modifiedAt.getTime() - b.modifiedAt.getTime() || (a.directory < b.directory ? -1 : 1),
+    );
+    this.byName.set(model.name, versions);
+    this.bytes.set(`${model.name}@${model.version}`, bytes);
+    return model;
+  }
+
+  names(): string[] {
+    return [...this.byName.keys()].sort();
+  }
+
+  /** Versions of a model, oldest first (empty when the model is unknown). */
+  versions(name: string): readonly ModelVersion[] {
+    return this.byName.get(name) ?? [];
+  }
+
+  get(name: string, version: string): ModelVersion | undefined {
+    return this.versions(name).find((v) => v.version === version);
+  }
+
+  /** The version served until an operator promotes another: the newest loaded. */
+  defaultVersion(name: string): ModelVersion | undefined {
+    return this.versions(name).at(-1);
+  }
+
+  /** The onnxruntime session of a version, created once on first use. */
+  runtime(model: ModelVersion): Promise<ModelRuntime> {
+    const id = `${model.name}@${model.version}`;
+    let runtime = this.runtimes.get(id);
+    if (!runtime) {
+      const bytes = this.bytes.get(id);
+      if (!bytes) throw new Error(`unknown model version ${id}`);
+      runtime = ModelRuntime.load(model.manifest, bytes, this.runtimeOptions);
+      runtime.catch(() => this.runtimes.delete(id));
+      this.runtimes.set(id, runtime);
+    }
+    return runtime;
+  }
+
+  async close(): Promise<void> {
+    const runtimes = await Promise.allSettled(this.runtimes.values());
+    for (const r of runtimes) if (r.status === "fulfilled") await r.value.close();
+    this.runtimes.clear();
+  }
+}

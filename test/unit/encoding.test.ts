@@ -1,0 +1,211 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { createEncoder, type EncodedInput } from "../../src/model/encoding.ts";
+import { fixtureEncoding } from "../fixtures/encoding.ts";
+
+const encoder = createEncoder(fixtureEncoding);
+
+function mustEncode(raw: Record<string, unknown>): EncodedInput {
+  const outcome = encoder.encode(raw);
+  if (!outcome.ok) throw new Error(JSON.stringify(outcome.issues));
+  return outcome.value;
+}
+
+/** Valid inputs of the fixture encoding, as JSON values. */
+const validInput = fc.record({
+  airport: fc.oneof(fc.constantFrom("ATL", "LAX", "ORD", "SFO"), fc.stringMatching(/^[A-Z]{3}$/)),
+  cabin: fc.constantFrom("economy", "business"),
+  hour: fc.integer({ min: 0, max: 23 }),
+  bags: fc.integer({ min: 0, max: 9 }),
+  distance: fc.double({ min: 0, max: 5000, noNaN: true }),
+  note: fc
+    .string({ maxLength: 40 })
+    .map((s) => s.trim().normalize("NFC"))
+    .filter((s) => s.length <= 40),
+});
+
+/** The same input written differently: padding, case, numbers as text, leading zeros, plus signs. */
+const rewritten = validInput.chain((input) =>
+  fc
+    .record({
+      pad: fc.constantFrom("", " ", "  ", "\t"),
+      lowerAirport: fc.boolean(),
+      upperCabin: fc.boolean(),
+      hourAsText: fc.constantFrom("plain", "zero", "plus", "number"),
+      distanceAsText: fc.boolean(),
+    })
+    .map((how) => ({
+      input,
+      variant: {
+        airport: `${how.pad}${how.lowerAirport ? input.airport.toLowerCase() : input.airport}${how.pad}`,
+        cabin: how.upperCabin ? input.cabin.toUpperCase() : input.cabin,
+        hour:
+          how.hourAsText === "plain"
+            ? String(input.hour)
+            : how.hourAsText === "zero"
+              ? `0${input.hour}`
+              : how.hourAsText === "plus"
+                ? `+${input.hour}`
+                : input.hour,
+        bags: `${how.pad}${input.bags}`,
+        distance: how.distanceAsText ? String(input.distance) : input.distance,
+        note: input.note,
+      },
+    })),
+);
+
+describe("shared encoding", () => {
+  it("gives normalization-equal inputs equal keys and rows", () => {
+    fc.assert(
+      fc.property(rewritten, ({ input, variant }) => {
+        const a = mustEncode(input);
+        const b = mustEncode(variant);
+        expect(b.key).toBe(a.key);
+        expect(b.row).toEqual(a.row);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("gives different inputs different keys", () => {
+    fc.assert(
+      fc.property(validInput, validInput, (x, y) => {
+        const a = mustEncode(x);
+        const b = mustEncode(y);
+        const same = JSON.stringify(a.normalized) === JSON.stringify(b.normalized);
+        expect(a.key === b.key).toBe(same);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("decodes every key back to an input that encodes to the same key", () => {
+    fc.assert(
+      fc.property(validInput, (x) => {
+        const a = mustEncode(x);
+        expect(mustEncode(encoder.decodeKey(a.key)).key).toBe(a.key);
+      }),
+    );
+  });
+
+  it("flags unknown categories and out-of-range values when the schema says flag", () => {
+    const value = mustEncode({ airport: "zzz", hour: 3, bags: 12, distance: 1 });
+    expect(value.outOfDistribution).toEqual(["airport", "bags"]);
+    expect(value.row[0]).toBe(0); // the unknown slot
+    expect(value.row[3]).toBe(5); // clamped into the trained range
+    expect(value.key).toBe('["ZZZ","economy",3,12,1,""]'); // the key keeps what was asked
+  });
+
+  const badInputs: [string, Record<string, unknown>, string[]][] = [
+    ["a missing feature", { airport: "SFO", bags: 1, distance: 2 }, ["hour:missing"]],
+    [
+      "an unknown field",
+      { airport: "SFO", hour: 1, bags: 1, distance: 2, hours: 3 },
+      ["hours:unknown_field"],
+    ],
+    [
+      "a rejected category",
+      { airport: "SFO", cabin: "first", hour: 1, bags: 1, distance: 2 },
+      ["cabin:unknown_category"],
+    ],
+    [
+      "a fractional integer",
+      { airport: "SFO", hour: 1.5, bags: 1, distance: 2 },
+      ["hour:not_integer"],
+    ],
+    [
+      "an integer written as a float",
+      { airport: "SFO", hour: "1.0", bags: 1, distance: 2 },
+      ["hour:not_integer"],
+    ],
+    [
+      "a rejected out-of-range value",
+      { airport: "SFO", hour: -1, bags: 1, distance: 2 },
+      ["hour:out_of_range"],
+    ],
+    [
+      "a non-numeric number",
+      { airport: "SFO", hour: 1, bags: 1, distance: "far" },
+      ["distance:not_finite"],
+    ],
+    [
+      "an infinite number",
+      { airport: "SFO", hour: 1, bags: 1, distance: "Infinity" },
+      ["distance:not_finite"],
+    ],
+    [
+      "a wrong type",
+      { airport: { code: "SFO" }, hour: true, bags: 1, distance: 2 },
+      ["airport:wrong_type", "hour:wrong_type"],
+    ],
+    ["an empty category", { airport: "  ", hour: 1, bags: 1, distance: 2 }, ["airport:empty"]],
+    [
+      "a string too long",
+      { airport: "SFO", hour: 1, bags: 1, distance: 2, note: "x".repeat(41) },
+      ["note:too_long"],
+    ],
+  ];
+  it.each(badInputs)("rejects %s with its own error", (_, raw, expected) => {
+    const outcome = encoder.encode(raw);
+    expect(outcome.ok).toBe(false);
+    if (!outcome.ok) {
+      expect(outcome.issues.map((i) => `${i.field}:${i.code}`)).toEqual(expected);
+      for (const issue of outcome.issues) expect(issue.message.length).toBeGreaterThan(5);
+    }
+  });
+
+  it("lists every offending field at once", () => {
+    const outcome = encoder.encode({
+      airport: "",
+      cabin: "first",
+      hour: "x",
+      bags: [1],
+      distance: "NaN",
+      extra: 1,
+    });
+    expect(outcome.ok).toBe(false);
+    if (!outcome.ok)
+      expect(outcome.issues.map((i) => i.field).sort()).toEqual([
+        "airport",
+        "bags",
+        "cabin",
+        "distance",
+        "extra",
+        "hour",
+      ]);
+  });
+
+  it("hashes the definition but not its descriptions", () => {
+    const described = {
+      ...fixtureEncoding,
+      features: fixtureEncoding.features.map((f) => ({ ...f, description: "words" })),
+    };
+    expect(createEncoder(described).hash).toBe(encoder.hash);
+    const changed = {
+      ...fixtureEncoding,
+      features: fixtureEncoding.features.map((f) => (f.name === "hour" ? { ...f, max: 22 } : f)),
+    };
+    expect(createEncoder(changed).hash).not.toBe(encoder.hash);
+  });
+
+  it("reproduces the committed golden keys in a fresh process with another locale and time zone", () => {
+    const golden = JSON.parse(
+      readFileSync(new URL("../golden/encoding.golden.json", import.meta.url), "utf8"),
+    );
+    const output = execFileSync(
+      process.execPath,
+      ["--import", "tsx", "test/golden/print-encodings.ts"],
+      {
+        env: { ...process.env, TZ: "Pacific/Chatham", LANG: "tr_TR.UTF-8", LC_ALL: "tr_TR.UTF-8" },
+        encoding: "utf8",
+      },
+    );
+    const fresh = JSON.parse(output);
+    expect(fresh.encodingHash).toBe(golden.encodingHash);
+    expect(fresh.cases).toEqual(golden.cases);
+    // And this process agrees too.
+    expect(encoder.hash).toBe(golden.encodingHash);
+  });
+});
