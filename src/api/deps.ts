@@ -1,0 +1,28 @@
+/** What the HTTP layer needs from the rest of the service. */
+import type { Tiers } from "../cache/tiers.ts";
+import type { LiveClient } from "../live/client.ts";
+import type { Logger } from "../log.ts";
+import type { ActiveVersions } from "../model/active.ts";
+import type { ModelRegistry } from "../model/registry.ts";
+import type { Redis } from "../redis/connection.ts";
+
+export interface ApiSettings {
+  /** Wait for a live answer when the request names none (ms). */
+  waitDefaultMs: number;
+  /** Longest wait a request may ask for (ms). */
+  waitMaxMs: number;
+  batchMaxItems: number;
+  bodyMaxBytes: number;
+  /** Cache-Control max-age of answers (s). */
+  hitMaxAgeSeconds: number;
+}
+
+export interface ApiDeps {
+  log: Logger;
+  redis: Redis;
+  registry: ModelRegistry;
+  active: ActiveVersions;
+  tiers: Tiers;
+  live: LiveClient;
+  settings: ApiSettings;
+}

@@ -1,0 +1,39 @@
+/** The one place errors become HTTP replies: `{ error: { code, message, details?, requestId? } }`. */
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { type ErrorCode, PredcacheError, statusOf } from "../errors.ts";
+import type { Logger } from "../log.ts";
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; details?: unknown };
+}
+
+export function errorBody(code: ErrorCode, message: string, details?: unknown): ErrorBody {
+  return { error: details === undefined ? { code, message } : { code, message, details } };
+}
+
+export function errorReply(c: Context, error: PredcacheError): Response {
+  if (error.retryAfter !== undefined)
+    c.header("Retry-After", String(Math.max(1, Math.ceil(error.retryAfter))));
+  c.header("Cache-Control", "no-store");
+  return c.json(errorBody(error.code, error.message, error.details), error.status);
+}
+
+function fromHttpException(error: HTTPException): PredcacheError {
+  if (error.status === 413)
+    return new PredcacheError("payload_too_large", error.message || "request body too large");
+  if (error.status === 401)
+    return new PredcacheError("unauthorized", error.message || "unauthorized");
+  return new PredcacheError("bad_request", error.message || "bad request");
+}
+
+export function handleError(log: Logger) {
+  return (error: Error, c: Context): Response => {
+    if (error instanceof PredcacheError) return errorReply(c, error);
+    if (error instanceof HTTPException) return errorReply(c, fromHttpException(error));
+    if (error instanceof SyntaxError)
+      return errorReply(c, new PredcacheError("bad_request", "malformed JSON body"));
+    log.error({ err: error, path: c.req.path }, "unhandled error");
+    return c.json(errorBody("internal", "internal error"), statusOf("internal"));
+  };
+}

@@ -1,0 +1,59 @@
+/** The body and cache headers of a prediction answer, shared by every route that gives one. */
+import type { Context } from "hono";
+import type { Source } from "../cache/tiers.ts";
+import { isLowConfidence, type Prediction } from "../model/decoding.ts";
+import { fnv1a32 } from "../model/hash.ts";
+import type { ModelVersion } from "../model/registry.ts";
+
+export interface PredictionReply {
+  model: string;
+  version: string;
+  key: string;
+  source: Source;
+  prediction: Prediction;
+  outOfDistribution: boolean;
+  /** The fields outside the training distribution, when any. */
+  outOfDistributionFields?: string[];
+  lowConfidence: boolean;
+}
+
+export function predictionReply(
+  model: ModelVersion,
+  key: string,
+  source: Source,
+  prediction: Prediction,
+  outOfDistribution: readonly string[],
+): PredictionReply {
+  const reply: PredictionReply = {
+    model: model.name,
+    version: model.version,
+    key,
+    source,
+    prediction,
+    outOfDistribution: outOfDistribution.length > 0,
+    lowConfidence: isLowConfidence(model.manifest, prediction),
+  };
+  if (outOfDistribution.length > 0) reply.outOfDistributionFields = [...outOfDistribution];
+  return reply;
+}
+
+/**
+ * Strong ETag of an answer: the version and the key decide it completely (a cached
+ * prediction is an immutable fact), so a matching If-None-Match needs no lookup at all.
+ */
+export function predictionEtag(model: ModelVersion, key: string): string {
+  return `"${model.version}-${fnv1a32(key).toString(16)}-${key.length.toString(16)}"`;
+}
+
+/** True when If-None-Match names this ETag (or is *). */
+export function notModified(c: Context, etag: string): boolean {
+  const header = c.req.header("if-none-match");
+  if (!header) return false;
+  return header.trim() === "*" || header.split(",").some((tag) => tag.trim() === etag);
+}
+
+export function setHitHeaders(c: Context, etag: string, maxAgeSeconds: number): void {
+  c.header("ETag", etag);
+  // Short max-age: the URL stays the same across a promote, the answer does not.
+  c.header("Cache-Control", `public, max-age=${maxAgeSeconds}`);
+}

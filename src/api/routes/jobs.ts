@@ -1,0 +1,50 @@
+/** GET /v1/jobs/:id — poll a live inference that did not finish within a request's wait. */
+import type { Hono } from "hono";
+import { PredcacheError } from "../../errors.ts";
+import { parseLiveJobId } from "../../live/jobs.ts";
+import type { ApiDeps } from "../deps.ts";
+import { predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
+import { jobLink } from "./predict.ts";
+
+export function registerJobs(app: Hono, deps: ApiDeps): void {
+  app.get("/v1/jobs/:id", async (c) => {
+    const id = c.req.param("id");
+    const notFound = new PredcacheError(
+      "not_found",
+      "no such job (finished jobs stay pollable for a while; ask for the prediction again)",
+    );
+    const ids = parseLiveJobId(id);
+    const model = ids && deps.registry.get(ids.model, ids.version);
+    if (!model) throw notFound;
+    let job: Awaited<ReturnType<typeof deps.live.getJob>>;
+    let state: string;
+    try {
+      job = await deps.live.getJob(id);
+      state = job ? await job.getState() : "unknown";
+    } catch (error) {
+      throw new PredcacheError(
+        "redis_unavailable",
+        `Redis is unavailable (${(error as Error).message}); retry shortly`,
+        undefined,
+        1,
+      );
+    }
+    if (!job) throw notFound;
+    if (state === "completed") {
+      const key = job.data.key;
+      const decoded = model.encoder.encode(model.encoder.decodeKey(key));
+      const ood = decoded.ok ? decoded.value.outOfDistribution : [];
+      setHitHeaders(c, predictionEtag(model, key), deps.settings.hitMaxAgeSeconds);
+      return c.json({
+        status: "completed",
+        ...predictionReply(model, key, "live", job.returnvalue, ood),
+      });
+    }
+    if (state === "failed") {
+      throw new PredcacheError("inference_failed", `live inference failed: ${job.failedReason}`);
+    }
+    c.header("Retry-After", "1");
+    c.header("Cache-Control", "no-store");
+    return c.json({ status: state, job: jobLink(id) }, 202);
+  });
+}

@@ -1,0 +1,74 @@
+/** GET /v1/models and GET /v1/models/:model: what can be asked, and of which version. */
+import type { Context, Hono } from "hono";
+import { PredcacheError } from "../../errors.ts";
+import type { ModelVersion } from "../../model/registry.ts";
+import type { ApiDeps } from "../deps.ts";
+
+function versionSummary(v: ModelVersion, active: string | undefined) {
+  return {
+    version: v.version,
+    label: v.manifest.label ?? null,
+    encodingHash: v.encoder.hash,
+    active: v.version === active,
+    modelBytes: v.modelBytes,
+  };
+}
+
+/** The model named in the path, at ?version= or its active version; 404 otherwise. */
+export function resolveModel(c: Context, deps: ApiDeps): ModelVersion {
+  const name = c.req.param("model") ?? "";
+  const versions = deps.registry.versions(name);
+  if (versions.length === 0) {
+    throw new PredcacheError("model_not_found", `no model named "${name.slice(0, 64)}"`, {
+      models: deps.registry.names(),
+    });
+  }
+  const wanted = c.req.query("version") ?? deps.active.get(name);
+  const found = wanted ? deps.registry.get(name, wanted) : deps.registry.defaultVersion(name);
+  if (!found)
+    throw new PredcacheError(
+      "model_not_found",
+      `model "${name}" has no version "${String(wanted).slice(0, 64)}"`,
+    );
+  return found;
+}
+
+export function registerModels(app: Hono, deps: ApiDeps): void {
+  app.get("/v1/models", (c) => {
+    const models = deps.registry.names().map((name) => {
+      const activeVersion = deps.active.get(name);
+      const served =
+        (activeVersion && deps.registry.get(name, activeVersion)) ||
+        deps.registry.defaultVersion(name);
+      return {
+        name,
+        activeVersion: activeVersion ?? null,
+        summary: served?.manifest.card.summary ?? null,
+        inputs: served?.encoder.featureNames ?? [],
+        outputs: served?.manifest.outputs.map((o) => o.name) ?? [],
+        versions: deps.registry.versions(name).map((v) => versionSummary(v, activeVersion)),
+        links: { self: `/v1/models/${name}`, predict: `/v1/models/${name}/predict` },
+      };
+    });
+    return c.json({ models });
+  });
+
+  app.get("/v1/models/:model", (c) => {
+    const model = resolveModel(c, deps);
+    const activeVersion = deps.active.get(model.name);
+    const { manifest } = model;
+    return c.json({
+      name: model.name,
+      version: model.version,
+      activeVersion: activeVersion ?? null,
+      label: manifest.label ?? null,
+      encodingHash: model.encoder.hash,
+      inputSchema: manifest.encoding,
+      outputs: manifest.outputs,
+      mainOutput: manifest.mainOutput ?? manifest.outputs[0]?.name,
+      confidenceThreshold: manifest.confidenceThreshold ?? null,
+      card: manifest.card,
+      versions: deps.registry.versions(model.name).map((v) => versionSummary(v, activeVersion)),
+    });
+  });
+}

@@ -1,0 +1,258 @@
+/**
+ * GET  /v1/models/:model/predict?<feature>=<value>&…[&wait=ms]   one lookup
+ * POST /v1/models/:model/predict  { inputs: [...], wait? }        up to batchMaxItems
+ *
+ * L1 → L2 → live queue. A miss waits up to `wait` ms for the live model and otherwise
+ * answers 202 with the job to poll.
+ */
+import type { Context, Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { z } from "zod";
+import type { Hit } from "../../cache/tiers.ts";
+import { PredcacheError } from "../../errors.ts";
+import type { Prediction } from "../../model/decoding.ts";
+import type { EncodedInput } from "../../model/encoding.ts";
+import type { ModelVersion } from "../../model/registry.ts";
+import type { ApiDeps } from "../deps.ts";
+import { errorBody } from "../errors.ts";
+import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
+import { resolveModel } from "./models.ts";
+
+/** Query parameters that are not features. */
+export const RESERVED_PARAMETERS = new Set(["wait", "version"]);
+
+const TIMED_OUT = Symbol("timed out");
+
+function waitFor<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  if (ms <= 0) return Promise.resolve(TIMED_OUT);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<typeof TIMED_OUT>((done) => {
+    timer = setTimeout(() => done(TIMED_OUT), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function parseWait(raw: unknown, deps: ApiDeps): number {
+  if (raw === undefined) return deps.settings.waitDefaultMs;
+  const text = typeof raw === "number" ? String(raw) : raw;
+  if (typeof text !== "string" || !/^\d{1,9}$/.test(text)) {
+    throw new PredcacheError("bad_request", "wait must be a whole number of milliseconds", {
+      max: deps.settings.waitMaxMs,
+    });
+  }
+  return Math.min(Number(text), deps.settings.waitMaxMs);
+}
+
+function invalid(issues: unknown): PredcacheError {
+  return new PredcacheError("invalid_input", "the input does not match the model's schema", {
+    issues,
+  });
+}
+
+export type LiveOutcome = { done: true; prediction: Prediction } | { done: false; jobId: string };
+
+/** Queues a miss and waits up to `wait` ms for the live answer. */
+export async function awaitLive(
+  deps: ApiDeps,
+  model: ModelVersion,
+  key: string,
+  wait: number,
+): Promise<LiveOutcome> {
+  const { jobId, result } = deps.live.submit(model, key);
+  try {
+    const outcome = await waitFor(result, wait);
+    if (outcome === TIMED_OUT) return { done: false, jobId };
+    deps.tiers.remember(model, key, outcome);
+    return { done: true, prediction: outcome };
+  } catch (error) {
+    if (error instanceof PredcacheError) throw error;
+    const message = (error as Error).message;
+    if (/timed out/i.test(message)) return { done: false, jobId };
+    throw new PredcacheError("inference_failed", `live inference failed: ${message}`);
+  }
+}
+
+export function jobLink(jobId: string): { id: string; url: string } {
+  return { id: jobId, url: `/v1/jobs/${jobId}` };
+}
+
+function pending(c: Context, jobId: string): Response {
+  const job = jobLink(jobId);
+  c.header("Location", job.url);
+  c.header("Retry-After", "1");
+  c.header("Cache-Control", "no-store");
+  return c.json({ status: "pending", job }, 202);
+}
+
+async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
+  const model = resolveModel(c, deps);
+  const raw: Record<string, unknown> = {};
+  for (const [name, values] of Object.entries(c.req.queries())) {
+    if (!RESERVED_PARAMETERS.has(name)) raw[name] = values.length === 1 ? values[0] : values;
+  }
+  const wait = parseWait(c.req.query("wait"), deps);
+  const encoded = model.encoder.encode(raw);
+  if (!encoded.ok) throw invalid(encoded.issues);
+  const { key, outOfDistribution } = encoded.value;
+  const etag = predictionEtag(model, key);
+  if (notModified(c, etag)) {
+    setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
+    return c.body(null, 304);
+  }
+  const hit = await deps.tiers.lookup(model, key);
+  if (hit) {
+    setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
+    return c.json(predictionReply(model, key, hit.source, hit.prediction, outOfDistribution));
+  }
+  const live = await awaitLive(deps, model, key, wait);
+  if (!live.done) return pending(c, live.jobId);
+  setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
+  return c.json(predictionReply(model, key, "live", live.prediction, outOfDistribution));
+}
+
+const batchSchema = z.object({
+  inputs: z.array(z.record(z.string(), z.unknown())).min(1),
+  wait: z.union([z.number().int().min(0), z.string()]).optional(),
+});
+
+type ItemResult = Record<string, unknown> & { status: number };
+
+async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
+  const model = resolveModel(c, deps);
+  let body: unknown;
+  try {
+    body = await c.req.json();
+  } catch {
+    throw new PredcacheError("bad_request", 'the body must be JSON: { "inputs": [ {...}, ... ] }');
+  }
+  const count = (body as { inputs?: unknown })?.inputs;
+  if (Array.isArray(count) && count.length > deps.settings.batchMaxItems) {
+    throw new PredcacheError(
+      "payload_too_large",
+      `at most ${deps.settings.batchMaxItems} inputs per request`,
+      {
+        max: deps.settings.batchMaxItems,
+        got: count.length,
+      },
+    );
+  }
+  const parsed = batchSchema.safeParse(body);
+  if (!parsed.success) {
+    throw new PredcacheError(
+      "bad_request",
+      'the body must be { "inputs": [ {...}, ... ], "wait"?: ms }',
+      {
+        issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+      },
+    );
+  }
+  const wait = parseWait(parsed.data.wait, deps);
+  const encoded = parsed.data.inputs.map((input) => model.encoder.encode(input));
+  const valid = encoded.flatMap((e, i) => (e.ok ? [{ index: i, value: e.value }] : []));
+  const results: ItemResult[] = encoded.map((e) =>
+    e.ok
+      ? { status: 0 }
+      : {
+          status: 422,
+          ...errorBody("invalid_input", "the input does not match the model's schema", {
+            issues: e.issues,
+          }),
+        },
+  );
+
+  let hits: (Hit | undefined)[];
+  try {
+    hits = await deps.tiers.lookupMany(
+      model,
+      valid.map((v) => v.value.key),
+    );
+  } catch (error) {
+    if (!(error instanceof PredcacheError)) throw error;
+    // Redis is away: answer what L1 holds, the rest item by item with the error.
+    hits = valid.map((v) => {
+      const prediction = deps.tiers.fromMemory(model, v.value.key);
+      return prediction ? { prediction, source: "memory" } : undefined;
+    });
+    valid.forEach((v, j) => {
+      if (!hits[j])
+        results[v.index] = { status: error.status, ...errorBody(error.code, error.message) };
+    });
+    fill(results, valid, hits, model);
+    return c.json({ model: model.name, version: model.version, results });
+  }
+  fill(results, valid, hits, model);
+
+  const misses = valid.filter((_, j) => !hits[j]);
+  const outcomes = await Promise.all(
+    misses.map((m) =>
+      awaitLive(deps, model, m.value.key, wait).catch(
+        (error: PredcacheError) => ({ error }) as const,
+      ),
+    ),
+  );
+  misses.forEach((m, j) => {
+    const outcome = outcomes[j];
+    if (!outcome) return;
+    if ("error" in outcome) {
+      results[m.index] = {
+        status: outcome.error.status ?? 500,
+        ...errorBody(outcome.error.code ?? "internal", outcome.error.message),
+      };
+    } else if (outcome.done) {
+      results[m.index] = {
+        status: 200,
+        ...predictionReply(
+          model,
+          m.value.key,
+          "live",
+          outcome.prediction,
+          m.value.outOfDistribution,
+        ),
+      };
+    } else {
+      results[m.index] = { status: 202, job: jobLink(outcome.jobId) };
+    }
+  });
+  c.header("Cache-Control", "no-store");
+  return c.json({ model: model.name, version: model.version, results });
+}
+
+function fill(
+  results: ItemResult[],
+  valid: { index: number; value: EncodedInput }[],
+  hits: (Hit | undefined)[],
+  model: ModelVersion,
+): void {
+  valid.forEach((v, j) => {
+    const hit = hits[j];
+    if (hit)
+      results[v.index] = {
+        status: 200,
+        ...predictionReply(
+          model,
+          v.value.key,
+          hit.source,
+          hit.prediction,
+          v.value.outOfDistribution,
+        ),
+      };
+  });
+}
+
+export function registerPredict(app: Hono, deps: ApiDeps): void {
+  app.get("/v1/models/:model/predict", (c) => predictOne(c, deps));
+  app.post(
+    "/v1/models/:model/predict",
+    bodyLimit({
+      maxSize: deps.settings.bodyMaxBytes,
+      onError: () => {
+        throw new PredcacheError(
+          "payload_too_large",
+          `the body is larger than ${deps.settings.bodyMaxBytes} bytes`,
+          { max: deps.settings.bodyMaxBytes },
+        );
+      },
+    }),
+    (c) => predictMany(c, deps),
+  );
+}

@@ -1,0 +1,39 @@
+/**
+ * The Redis key layout, in one place. Per-model control keys share a hash tag so a
+ * model's pointer and history stay in one cluster slot; prediction buckets carry no
+ * tag so they spread over the whole cluster.
+ *
+ *   <p>:{m:<model>}:active          string  active version id
+ *   <p>:{m:<model>}:history         list    previously active versions, newest first
+ *   <p>:active-changed              channel model name, published on every switch
+ *   <p>:e:<model>:<version>:<enc>:<bucket>   hash  canonical key → msgpack prediction
+ */
+import { fnv1a32 } from "../model/hash.ts";
+
+export class Keys {
+  constructor(readonly prefix: string) {}
+
+  active(model: string): string {
+    return `${this.prefix}:{m:${model}}:active`;
+  }
+
+  history(model: string): string {
+    return `${this.prefix}:{m:${model}}:history`;
+  }
+
+  activeChannel(): string {
+    return `${this.prefix}:active-changed`;
+  }
+
+  /** Hash holding the bucket of entries `canonicalKey` belongs to. */
+  bucket(
+    model: string,
+    version: string,
+    encodingHash: string,
+    canonicalKey: string,
+    bucketBits: number,
+  ): string {
+    const bucket = fnv1a32(canonicalKey) >>> (32 - bucketBits);
+    return `${this.prefix}:e:${model}:${version}:${encodingHash}:${bucket.toString(36)}`;
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * Read-through over the tiers: L1 (in-process LRU) → L2 (Redis). Concurrent lookups of
+ * one key in this process share one Redis read (no thundering herd). A Redis failure
+ * becomes `redis_unavailable`; L1 hits never touch Redis, so they keep working in an
+ * outage.
+ */
+import { PredcacheError } from "../errors.ts";
+import type { Prediction } from "../model/decoding.ts";
+import type { ModelVersion } from "../model/registry.ts";
+import { MemoryCache } from "./memory.ts";
+import type { PredictionStore } from "./store.ts";
+
+export type Source = "memory" | "redis" | "live";
+
+export interface Hit {
+  prediction: Prediction;
+  source: Source;
+}
+
+function unavailable(error: unknown): PredcacheError {
+  if (error instanceof PredcacheError) return error;
+  return new PredcacheError(
+    "redis_unavailable",
+    `Redis is unavailable (${(error as Error).message}); retry shortly`,
+    undefined,
+    1,
+  );
+}
+
+export class Tiers {
+  private readonly inFlight = new Map<string, Promise<Prediction | undefined>>();
+
+  constructor(
+    readonly memory: MemoryCache,
+    readonly store: PredictionStore,
+  ) {}
+
+  /** L1 only: no I/O. */
+  fromMemory(model: ModelVersion, key: string): Prediction | undefined {
+    return this.memory.get(MemoryCache.id(model.name, model.version, key));
+  }
+
+  async lookup(model: ModelVersion, key: string): Promise<Hit | undefined> {
+    const id = MemoryCache.id(model.name, model.version, key);
+    const cached = this.memory.get(id);
+    if (cached) return { prediction: cached, source: "memory" };
+    let read = this.inFlight.get(id);
+    if (!read) {
+      read = this.store.get(model, key);
+      this.inFlight.set(id, read);
+      const forget = () => this.inFlight.delete(id);
+      read.then(forget, forget);
+    }
+    let prediction: Prediction | undefined;
+    try {
+      prediction = await read;
+    } catch (error) {
+      throw unavailable(error);
+    }
+    if (!prediction) return undefined;
+    this.memory.set(id, prediction);
+    return { prediction, source: "redis" };
+  }
+
+  /** Many keys: L1 first, then one Redis pipeline for all L1 misses. */
+  async lookupMany(model: ModelVersion, keys: readonly string[]): Promise<(Hit | undefined)[]> {
+    const hits: (Hit | undefined)[] = keys.map((key) => {
+      const cached = this.fromMemory(model, key);
+      return cached ? { prediction: cached, source: "memory" } : undefined;
+    });
+    const missing = keys.flatMap((_, i) => (hits[i] ? [] : [i]));
+    if (missing.length === 0) return hits;
+    let found: (Prediction | undefined)[];
+    try {
+      found = await this.store.getMany(
+        model,
+        missing.map((i) => keys[i] as string),
+      );
+    } catch (error) {
+      throw unavailable(error);
+    }
+    missing.forEach((index, j) => {
+      const prediction = found[j];
+      if (!prediction) return;
+      this.remember(model, keys[index] as string, prediction);
+      hits[index] = { prediction, source: "redis" };
+    });
+    return hits;
+  }
+
+  remember(model: ModelVersion, key: string, prediction: Prediction): void {
+    this.memory.set(MemoryCache.id(model.name, model.version, key), prediction);
+  }
+}

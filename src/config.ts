@@ -1,0 +1,107 @@
+/**
+ * Environment → typed, validated config. The only reader of process.env; every setting
+ * is listed here with its default, and a bad value stops the start with a message that
+ * names the variable.
+ */
+import { z } from "zod";
+
+const int = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
+
+const schema = z.object({
+  PORT: int(8787, 0, 65535),
+  HOST: z.string().min(1).default("127.0.0.1"),
+  REDIS_URL: z.string().url().optional(),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  PREDCACHE_MODELS_DIR: z.string().min(1).default("seeds/models"),
+  PREDCACHE_DATA_DIR: z.string().min(1).default(".predcache"),
+  PREDCACHE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,32}$/)
+    .default("pc"),
+  PREDCACHE_ONNX_THREADS: int(1, 1, 64),
+  PREDCACHE_REDIS_SERVER: z.string().min(1).default("redis-server"),
+  PREDCACHE_REDIS_TIMEOUT_MS: int(1_000, 50, 60_000),
+  PREDCACHE_L1_MAX_BYTES: int(64 * 1024 * 1024, 0),
+  PREDCACHE_BUCKET_BITS: int(16, 1, 26),
+  PREDCACHE_WAIT_DEFAULT_MS: int(250, 0, 60_000),
+  PREDCACHE_WAIT_MAX_MS: int(5_000, 0, 60_000),
+  PREDCACHE_BATCH_MAX_ITEMS: int(1_000, 1, 100_000),
+  PREDCACHE_BODY_MAX_BYTES: int(1024 * 1024, 1_024),
+  PREDCACHE_HIT_MAX_AGE: int(30, 0),
+  PREDCACHE_LIVE_BATCH_ROWS: int(64, 1, 100_000),
+  PREDCACHE_LIVE_BATCH_WAIT_MS: int(5, 0, 10_000),
+  PREDCACHE_LIVE_CONCURRENCY: int(0, 0, 100_000),
+  PREDCACHE_JOB_KEEP_SECONDS: int(300, 1),
+});
+
+export interface Config {
+  port: number;
+  host: string;
+  /** Unset: `npm start` runs its own redis-server. */
+  redisUrl: string | undefined;
+  logLevel: z.infer<typeof schema>["LOG_LEVEL"];
+  modelsDir: string;
+  dataDir: string;
+  /** Prefix of every Redis key and BullMQ queue, so several deployments can share a Redis. */
+  prefix: string;
+  onnxThreads: number;
+  /** The redis-server binary `npm start` runs when REDIS_URL is unset. */
+  redisServer: string;
+  /** A Redis command that takes longer fails (503) instead of holding the request. */
+  redisTimeoutMs: number;
+  l1MaxBytes: number;
+  bucketBits: number;
+  waitDefaultMs: number;
+  waitMaxMs: number;
+  batchMaxItems: number;
+  bodyMaxBytes: number;
+  hitMaxAgeSeconds: number;
+  liveBatchRows: number;
+  liveBatchWaitMs: number;
+  /** Live jobs one worker holds at once (0: as many as a batch has rows). */
+  liveConcurrency: number;
+  jobKeepSeconds: number;
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // Empty variables count as unset, as in most twelve-factor tooling.
+  const present = Object.fromEntries(
+    Object.entries(env).filter(([, v]) => v !== undefined && v !== ""),
+  );
+  const parsed = schema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map(
+      (i) => `${i.path.join(".")}: ${i.message} (got ${JSON.stringify(env[String(i.path[0])])})`,
+    );
+    throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+  }
+  const e = parsed.data;
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    redisUrl: e.REDIS_URL,
+    logLevel: e.LOG_LEVEL,
+    modelsDir: e.PREDCACHE_MODELS_DIR,
+    dataDir: e.PREDCACHE_DATA_DIR,
+    prefix: e.PREDCACHE_PREFIX,
+    onnxThreads: e.PREDCACHE_ONNX_THREADS,
+    redisServer: e.PREDCACHE_REDIS_SERVER,
+    redisTimeoutMs: e.PREDCACHE_REDIS_TIMEOUT_MS,
+    l1MaxBytes: e.PREDCACHE_L1_MAX_BYTES,
+    bucketBits: e.PREDCACHE_BUCKET_BITS,
+    waitDefaultMs: e.PREDCACHE_WAIT_DEFAULT_MS,
+    waitMaxMs: e.PREDCACHE_WAIT_MAX_MS,
+    batchMaxItems: e.PREDCACHE_BATCH_MAX_ITEMS,
+    bodyMaxBytes: e.PREDCACHE_BODY_MAX_BYTES,
+    hitMaxAgeSeconds: e.PREDCACHE_HIT_MAX_AGE,
+    liveBatchRows: e.PREDCACHE_LIVE_BATCH_ROWS,
+    liveBatchWaitMs: e.PREDCACHE_LIVE_BATCH_WAIT_MS,
+    liveConcurrency: e.PREDCACHE_LIVE_CONCURRENCY || e.PREDCACHE_LIVE_BATCH_ROWS,
+    jobKeepSeconds: e.PREDCACHE_JOB_KEEP_SECONDS,
+  };
+}

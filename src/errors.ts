@@ -1,0 +1,65 @@
+/**
+ * Errors are values with a stable code; one place (api/errors.ts) turns them into HTTP.
+ * The code → status switch is exhaustive, so a new code cannot ship without a status.
+ */
+export type ErrorCode =
+  | "bad_request"
+  | "invalid_input"
+  | "unauthorized"
+  | "forbidden"
+  | "model_not_found"
+  | "not_found"
+  | "conflict"
+  | "payload_too_large"
+  | "rate_limited"
+  | "redis_unavailable"
+  | "overloaded"
+  | "inference_failed"
+  | "internal";
+
+export function statusOf(
+  code: ErrorCode,
+): 400 | 401 | 403 | 404 | 409 | 413 | 422 | 429 | 500 | 503 {
+  switch (code) {
+    case "bad_request":
+      return 400;
+    case "invalid_input":
+      return 422;
+    case "unauthorized":
+      return 401;
+    case "forbidden":
+      return 403;
+    case "model_not_found":
+    case "not_found":
+      return 404;
+    case "conflict":
+      return 409;
+    case "payload_too_large":
+      return 413;
+    case "rate_limited":
+      return 429;
+    case "redis_unavailable":
+    case "overloaded":
+      return 503;
+    case "inference_failed":
+    case "internal":
+      return 500;
+  }
+}
+
+export class PredcacheError extends Error {
+  override readonly name = "PredcacheError";
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: unknown,
+    /** Seconds a client should wait before retrying (429/503). */
+    readonly retryAfter?: number,
+  ) {
+    super(message);
+  }
+
+  get status(): ReturnType<typeof statusOf> {
+    return statusOf(this.code);
+  }
+}

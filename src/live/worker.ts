@@ -1,0 +1,95 @@
+/**
+ * The live worker: takes misses off the live queue, micro-batches concurrent ones into
+ * one onnxruntime run per model version, writes the answers to L2 under that version's
+ * keyspace, then completes the jobs (so whoever waits finds the answer in Redis too).
+ */
+import { type Job, UnrecoverableError, Worker } from "bullmq";
+import type { PredictionStore } from "../cache/store.ts";
+import type { Logger } from "../log.ts";
+import type { Prediction } from "../model/decoding.ts";
+import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
+import type { Redis } from "../redis/connection.ts";
+import { MicroBatcher, type MicroBatcherOptions } from "./batcher.ts";
+import { LIVE_QUEUE, type LiveJob, liveJobSchema } from "./jobs.ts";
+
+export interface LiveWorkerOptions {
+  prefix: string;
+  batch: MicroBatcherOptions;
+  /** Jobs held at once; at least batch.maxItems so a batch can fill. */
+  concurrency: number;
+}
+
+interface Row {
+  key: string;
+  row: number[];
+}
+
+export class LiveWorker {
+  readonly worker: Worker<LiveJob, Prediction>;
+  private readonly batchers = new Map<string, MicroBatcher<Row, Prediction>>();
+
+  constructor(
+    blocking: Redis,
+    private readonly registry: ModelRegistry,
+    private readonly store: PredictionStore,
+    log: Logger,
+    private readonly options: LiveWorkerOptions,
+  ) {
+    this.worker = new Worker<LiveJob, Prediction>(LIVE_QUEUE, (job) => this.process(job), {
+      connection: blocking,
+      prefix: options.prefix,
+      concurrency: options.concurrency,
+    });
+    this.worker.on("failed", (job, error) =>
+      log.warn({ job: job?.id, err: error.message }, "live job failed"),
+    );
+    this.worker.on("error", (error) => log.error({ err: error.message }, "live worker error"));
+  }
+
+  /** Sizes of the inference batches run so far, per model version. */
+  batchSizes(): Record<string, number[]> {
+    return Object.fromEntries([...this.batchers].map(([id, b]) => [id, b.batchSizes]));
+  }
+
+  private async process(job: Job<LiveJob, Prediction>): Promise<Prediction> {
+    const parsed = liveJobSchema.safeParse(job.data);
+    if (!parsed.success)
+      throw new UnrecoverableError(`malformed live job: ${parsed.error.message}`);
+    const { model: name, version, key } = parsed.data;
+    const model = this.registry.get(name, version);
+    if (!model) throw new UnrecoverableError(`unknown model version ${name}@${version}`);
+    // Re-derive the row from the key with the shared encoding: the worker trusts no row it is sent.
+    let input: Record<string, unknown>;
+    try {
+      input = model.encoder.decodeKey(key);
+    } catch (error) {
+      throw new UnrecoverableError((error as Error).message);
+    }
+    const encoded = model.encoder.encode(input);
+    if (!encoded.ok || encoded.value.key !== key)
+      throw new UnrecoverableError(`key is not canonical for ${name}@${version}`);
+    return this.batcherFor(model).submit({ key, row: encoded.value.row });
+  }
+
+  private batcherFor(model: ModelVersion): MicroBatcher<Row, Prediction> {
+    const id = `${model.name}@${model.version}`;
+    let batcher = this.batchers.get(id);
+    if (!batcher) {
+      batcher = new MicroBatcher<Row, Prediction>(async (rows) => {
+        const runtime = await this.registry.runtime(model);
+        const predictions = await runtime.run(rows.map((r) => r.row));
+        await this.store.put(
+          model,
+          rows.map((r, i) => ({ key: r.key, prediction: predictions[i] as Prediction })),
+        );
+        return predictions;
+      }, this.options.batch);
+      this.batchers.set(id, batcher);
+    }
+    return batcher;
+  }
+
+  async close(): Promise<void> {
+    await this.worker.close();
+  }
+}

@@ -1,0 +1,13 @@
+/** Structured JSON logs (pino). Inputs and tokens are never logged at info. */
+import { pino } from "pino";
+
+export type Logger = pino.Logger;
+
+export function createLogger(level: string, name = "predcache"): Logger {
+  return pino({
+    name,
+    level,
+    base: { pid: process.pid },
+    redact: ["req.headers.authorization", "token"],
+  });
+}

@@ -1,0 +1,45 @@
+/**
+ * `npm start`: the whole service in one process tree. Without REDIS_URL it runs its own
+ * redis-server (loopback, free port, data under PREDCACHE_DATA_DIR/redis).
+ */
+import { join } from "node:path";
+import { listen } from "../api/listen.ts";
+import { loadConfig } from "../config.ts";
+import { createLogger } from "../log.ts";
+import { startRedisServer } from "../redis/embedded.ts";
+import { createLiveWorker, createService, loadRegistry } from "../service.ts";
+import { onShutdown } from "./shutdown.ts";
+
+const config = loadConfig();
+const log = createLogger(config.logLevel);
+const steps: (() => Promise<void>)[] = [];
+onShutdown(log, steps);
+
+try {
+  let redisUrl = config.redisUrl;
+  if (!redisUrl) {
+    const redis = await startRedisServer({
+      dataDir: join(config.dataDir, "redis"),
+      binary: config.redisServer,
+    });
+    redisUrl = redis.url;
+    log.info(
+      { redis: redis.url, redisPid: redis.pid },
+      "started embedded redis-server (set REDIS_URL to use your own)",
+    );
+    steps.unshift(() => redis.stop());
+  }
+  const registry = await loadRegistry(config);
+  steps.push(() => registry.close());
+  const service = await createService(config, redisUrl, log, registry);
+  steps.unshift(() => service.close());
+  const live = await createLiveWorker(config, redisUrl, log, registry);
+  steps.unshift(() => live.close());
+  const server = await listen(service.app, config.host, config.port);
+  steps.unshift(() => server.close());
+  log.info({ url: server.url }, `predcache listening on ${server.url}`);
+} catch (error) {
+  log.fatal({ err: error }, (error as Error).message);
+  for (const step of steps) await step().catch(() => {});
+  process.exit(1);
+}

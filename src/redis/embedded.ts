@@ -1,0 +1,123 @@
+/**
+ * A private redis-server child on loopback and a free port: the quick start's embedded
+ * default (with persistence under the data dir) and the test harness's Redis (none).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir } from "node:fs/promises";
+import { createServer } from "node:net";
+import { resolve } from "node:path";
+
+export interface EmbeddedRedis {
+  url: string;
+  port: number;
+  pid: number;
+  /** Stops the server (it saves first when persistent) and waits for it to exit. */
+  stop(): Promise<void>;
+  /** Freezes (SIGSTOP) or thaws (SIGCONT) the server: fault-injection tests. */
+  pause(): void;
+  resume(): void;
+}
+
+export interface EmbeddedRedisOptions {
+  /** Persist (append-only file) under this folder; undefined: keep nothing on disk. */
+  dataDir?: string | undefined;
+  binary?: string;
+  /** Listen on this port instead of a free one (restarts on the same address). */
+  port?: number;
+  extraArgs?: string[];
+}
+
+export class RedisNotInstalledError extends Error {
+  override readonly name = "RedisNotInstalledError";
+  constructor(binary: string) {
+    super(
+      `${binary} was not found on PATH. Install Redis (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) or set REDIS_URL to a Redis you already run.`,
+    );
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address ? done(address.port) : fail(new Error("no port")),
+      );
+    });
+  });
+}
+
+function waitForReady(child: ChildProcess, binary: string): Promise<void> {
+  return new Promise((done, fail) => {
+    let output = "";
+    const timer = setTimeout(
+      () => fail(new Error(`redis-server did not start within 10 s:\n${output}`)),
+      10_000,
+    );
+    const finish = (error?: Error) => {
+      clearTimeout(timer);
+      child.stdout?.removeAllListeners("data");
+      if (error) fail(error);
+      else done();
+    };
+    child.once("error", (error: NodeJS.ErrnoException) =>
+      finish(error.code === "ENOENT" ? new RedisNotInstalledError(binary) : error),
+    );
+    child.once("exit", (code) =>
+      finish(new Error(`redis-server exited with code ${code}:\n${output}`)),
+    );
+    child.stdout?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes("Ready to accept connections")) finish();
+    });
+  });
+}
+
+export async function startRedisServer(options: EmbeddedRedisOptions = {}): Promise<EmbeddedRedis> {
+  const binary = options.binary ?? "redis-server";
+  const port = options.port ?? (await freePort());
+  const args = [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--protected-mode",
+    "yes",
+    "--daemonize",
+    "no",
+  ];
+  if (options.dataDir) {
+    const dir = resolve(options.dataDir);
+    await mkdir(dir, { recursive: true });
+    args.push("--dir", dir, "--appendonly", "yes", "--save", "");
+  } else {
+    args.push("--save", "", "--appendonly", "no");
+  }
+  args.push(...(options.extraArgs ?? []));
+  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "inherit"] });
+  const exited = new Promise<void>((done) => child.once("exit", () => done()));
+  // Last resort when the parent exits without stop(): never leave a server behind.
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
+  await waitForReady(child, binary);
+  child.stdout?.resume(); // keep draining its log so the pipe never fills
+  const pid = child.pid ?? -1;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    pid,
+    pause: () => child.kill("SIGSTOP"),
+    resume: () => child.kill("SIGCONT"),
+    async stop() {
+      process.removeListener("exit", killOnExit);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGCONT");
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,135 @@
+/**
+ * The processes' building blocks, wired from config: the API service (Redis connections,
+ * registry, active versions, tiers, live queue client, HTTP app) and the live worker.
+ * Entry points and tests build them from here.
+ */
+import type { Hono } from "hono";
+import { createApp } from "./api/app.ts";
+import { Keys } from "./cache/keys.ts";
+import { MemoryCache } from "./cache/memory.ts";
+import { PredictionStore } from "./cache/store.ts";
+import { Tiers } from "./cache/tiers.ts";
+import type { Config } from "./config.ts";
+import { LiveClient } from "./live/client.ts";
+import { queuePrefix } from "./live/jobs.ts";
+import { LiveWorker } from "./live/worker.ts";
+import type { Logger } from "./log.ts";
+import { ActiveVersions } from "./model/active.ts";
+import { ModelRegistry } from "./model/registry.ts";
+import { createRedis, type Redis, whenReady } from "./redis/connection.ts";
+
+export interface Service {
+  app: Hono;
+  redis: Redis;
+  registry: ModelRegistry;
+  active: ActiveVersions;
+  keys: Keys;
+  tiers: Tiers;
+  live: LiveClient;
+  close(): Promise<void>;
+}
+
+export function loadRegistry(config: Config): Promise<ModelRegistry> {
+  return ModelRegistry.fromDirectory(config.modelsDir, { intraOpThreads: config.onnxThreads });
+}
+
+export async function createService(
+  config: Config,
+  redisUrl: string,
+  log: Logger,
+  registry?: ModelRegistry,
+): Promise<Service> {
+  const models = registry ?? (await loadRegistry(config));
+  const redis = createRedis(redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
+  const subscriber = createRedis(redisUrl, { role: "blocking" });
+  const events = createRedis(redisUrl, { role: "blocking" });
+  const closeConnections = async () => {
+    await Promise.allSettled([redis.quit(), subscriber.quit(), events.quit()]);
+  };
+  try {
+    await whenReady(redis);
+    const keys = new Keys(config.prefix);
+    const active = new ActiveVersions(redis, subscriber, keys, models);
+    await active.start();
+    // Load each active model now, so the first request does not pay for it.
+    for (const name of models.names()) {
+      const version = active.get(name);
+      const model = version ? models.get(name, version) : undefined;
+      if (model) await models.runtime(model);
+      log.info({ model: name, version: version ?? null, known: Boolean(model) }, "model ready");
+    }
+    const store = new PredictionStore(redis, keys, { bucketBits: config.bucketBits });
+    const tiers = new Tiers(new MemoryCache({ maxBytes: config.l1MaxBytes }), store);
+    const live = new LiveClient(redis, events, {
+      prefix: queuePrefix(config.prefix),
+      maxWaitMs: config.waitMaxMs,
+      keepFinishedSeconds: config.jobKeepSeconds,
+    });
+    await live.ready();
+    const app = createApp({
+      log,
+      redis,
+      registry: models,
+      active,
+      tiers,
+      live,
+      settings: {
+        waitDefaultMs: config.waitDefaultMs,
+        waitMaxMs: config.waitMaxMs,
+        batchMaxItems: config.batchMaxItems,
+        bodyMaxBytes: config.bodyMaxBytes,
+        hitMaxAgeSeconds: config.hitMaxAgeSeconds,
+      },
+    });
+    return {
+      app,
+      redis,
+      registry: models,
+      active,
+      keys,
+      tiers,
+      live,
+      async close() {
+        active.stop();
+        await live.close();
+        await closeConnections();
+        if (!registry) await models.close();
+      },
+    };
+  } catch (error) {
+    await closeConnections();
+    throw error;
+  }
+}
+
+export interface LiveWorkerProcess {
+  worker: LiveWorker;
+  close(): Promise<void>;
+}
+
+export async function createLiveWorker(
+  config: Config,
+  redisUrl: string,
+  log: Logger,
+  registry: ModelRegistry,
+): Promise<LiveWorkerProcess> {
+  const redis = createRedis(redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
+  const blocking = createRedis(redisUrl, { role: "blocking" });
+  await whenReady(redis);
+  const store = new PredictionStore(redis, new Keys(config.prefix), {
+    bucketBits: config.bucketBits,
+  });
+  const worker = new LiveWorker(blocking, registry, store, log, {
+    prefix: queuePrefix(config.prefix),
+    batch: { maxItems: config.liveBatchRows, maxWaitMs: config.liveBatchWaitMs },
+    concurrency: config.liveConcurrency,
+  });
+  await worker.worker.waitUntilReady();
+  return {
+    worker,
+    async close() {
+      await worker.close();
+      await Promise.allSettled([redis.quit(), blocking.quit()]);
+    },
+  };
+}

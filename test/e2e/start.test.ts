@@ -1,0 +1,121 @@
+/** The README's quick start as a user runs it: `npm start` with no REDIS_URL. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterEach, describe, expect, it } from "vitest";
+
+interface LogLine {
+  msg: string;
+  url?: string;
+  redisPid?: number;
+  redis?: string;
+}
+
+function startNpm(env: Record<string, string>): {
+  child: ChildProcess;
+  lines: LogLine[];
+  waitFor(pattern: RegExp): Promise<LogLine>;
+} {
+  const { REDIS_URL: _, ...inherited } = process.env;
+  const child = spawn("npm", ["start", "--silent"], {
+    env: { ...inherited, PORT: "0", LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: LogLine[] = [];
+  const waiters: { pattern: RegExp; done: (l: LogLine) => void }[] = [];
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (text) => {
+    let line: LogLine;
+    try {
+      line = JSON.parse(text);
+    } catch {
+      line = { msg: text };
+    }
+    lines.push(line);
+    for (const w of waiters.filter((w) => w.pattern.test(line.msg))) w.done(line);
+  });
+  return {
+    child,
+    lines,
+    waitFor: (pattern) =>
+      new Promise((done, fail) => {
+        const found = lines.find((l) => pattern.test(l.msg));
+        if (found) return done(found);
+        const timer = setTimeout(
+          () =>
+            fail(new Error(`no log line ${pattern} in:\n${lines.map((l) => l.msg).join("\n")}`)),
+          30_000,
+        );
+        waiters.push({
+          pattern,
+          done: (l) => {
+            clearTimeout(timer);
+            done(l);
+          },
+        });
+      }),
+  };
+}
+
+/**
+ * The exit code (or the signal npm passes on), once every process holding its output —
+ * the script npm ran included — has exited.
+ */
+function exited(child: ChildProcess): Promise<number | string | null> {
+  return new Promise((done) => child.once("close", (code, signal) => done(code ?? signal)));
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let dataDir: string | undefined;
+afterEach(async () => {
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+describe("npm start", () => {
+  it("runs its own redis-server, serves the demo model, and leaves no redis-server behind on SIGTERM", async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "predcache-start-"));
+    const app = startNpm({ PREDCACHE_DATA_DIR: dataDir });
+    const redisLine = await app.waitFor(/embedded redis-server/);
+    const listening = await app.waitFor(/listening on/);
+    expect(redisLine.redisPid).toBeGreaterThan(0);
+    expect(alive(redisLine.redisPid as number)).toBe(true);
+    const health = await fetch(`${listening.url}/healthz`);
+    expect(health.status).toBe(200);
+    const models = (await (await fetch(`${listening.url}/v1/models`)).json()) as {
+      models: { name: string; activeVersion: string }[];
+    };
+    expect(models.models.map((m) => m.name)).toEqual(["flight-delay"]);
+    expect(models.models[0]?.activeVersion).toMatch(/^[0-9a-f]{12}$/);
+
+    app.child.kill("SIGTERM");
+    expect([0, "SIGTERM"]).toContain(await exited(app.child));
+    expect(app.lines.map((l) => l.msg)).toContain("stopped"); // the clean shutdown ran to its end
+    const deadline = Date.now() + 5_000;
+    while (alive(redisLine.redisPid as number) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(alive(redisLine.redisPid as number)).toBe(false);
+  });
+
+  it("fails with a message naming the fix when redis-server is not installed", async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "predcache-start-"));
+    const app = startNpm({
+      PREDCACHE_DATA_DIR: dataDir,
+      PREDCACHE_REDIS_SERVER: "/nonexistent/redis-server",
+    });
+    const code = await exited(app.child);
+    expect(code).not.toBe(0);
+    const messages = app.lines.map((l) => l.msg).join("\n");
+    expect(messages).toMatch(/not found on PATH/);
+    expect(messages).toMatch(/apt-get install redis-server/);
+    expect(messages).toMatch(/REDIS_URL/);
+  });
+});

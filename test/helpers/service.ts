@@ -1,0 +1,148 @@
+/** Starts the real API service (and a live worker) on a free port against a real Redis, with its own key prefix. */
+import { randomBytes } from "node:crypto";
+import { copyFile, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { inject } from "vitest";
+import { type Listening, listen } from "../../src/api/listen.ts";
+import { type Config, loadConfig } from "../../src/config.ts";
+import { createLogger } from "../../src/log.ts";
+import type { ModelRegistry } from "../../src/model/registry.ts";
+import {
+  createLiveWorker,
+  createService,
+  type LiveWorkerProcess,
+  loadRegistry,
+  type Service,
+} from "../../src/service.ts";
+
+export interface TestService {
+  url: string;
+  service: Service;
+  registry: ModelRegistry;
+  live: LiveWorkerProcess | undefined;
+  config: Config;
+  close(): Promise<void>;
+}
+
+export interface TestServiceOptions {
+  env?: Record<string, string>;
+  /** Run a live worker in this process too (default true). */
+  liveWorker?: boolean;
+  /** Share a registry (and so its runtimes' inference counts) with the caller. */
+  registry?: ModelRegistry;
+}
+
+/** A prefix no other test file shares, so files can run in parallel on one Redis. */
+export function uniquePrefix(label: string): string {
+  return `t${label.replace(/[^A-Za-z0-9]/g, "").slice(0, 12)}${randomBytes(3).toString("hex")}`;
+}
+
+export async function startTestService(options: TestServiceOptions = {}): Promise<TestService> {
+  const env = options.env ?? {};
+  const redisUrl = env.REDIS_URL ?? inject("redisUrl");
+  const config = loadConfig({
+    PREDCACHE_PREFIX: uniquePrefix("svc"),
+    LOG_LEVEL: "silent",
+    ...env,
+    REDIS_URL: redisUrl,
+    PORT: "0",
+  });
+  const log = createLogger(config.logLevel);
+  const registry = options.registry ?? (await loadRegistry(config));
+  const service = await createService(config, redisUrl, log, registry);
+  let live: LiveWorkerProcess | undefined;
+  let server: Listening;
+  try {
+    if (options.liveWorker !== false)
+      live = await createLiveWorker(config, redisUrl, log, registry);
+    server = await listen(service.app, "127.0.0.1", 0);
+  } catch (error) {
+    await live?.close();
+    await service.close();
+    throw error;
+  }
+  return {
+    url: server.url,
+    service,
+    registry,
+    live,
+    config,
+    async close() {
+      await server.close();
+      await live?.close();
+      await service.close();
+      if (!options.registry) await registry.close();
+    },
+  };
+}
+
+export interface JsonReply {
+  status: number;
+  // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary JSON replies
+  body: any;
+  headers: Headers;
+}
+
+export async function getJson(url: string, init?: RequestInit): Promise<JsonReply> {
+  const response = await fetch(url, init);
+  const text = await response.text();
+  return {
+    status: response.status,
+    headers: response.headers,
+    body: text ? JSON.parse(text) : undefined,
+  };
+}
+
+export function postJson(url: string, body: unknown): Promise<JsonReply> {
+  return getJson(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+/**
+ * A models directory with the demo model and, for each name given, one more version of
+ * it (same ONNX file, outputs rounded differently, so a different version id).
+ */
+export async function modelsDirWithVersions(extra: string[]): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), "predcache-models-"));
+  const source = "seeds/models/flight-delay";
+  const manifest = JSON.parse(await readFile(join(source, "manifest.json"), "utf8"));
+  const versions = [
+    { dir: "flight-delay", manifest },
+    ...extra.map((label, i) => ({
+      dir: `flight-delay-${label}`,
+      manifest: {
+        ...manifest,
+        label,
+        outputs: manifest.outputs.map((o: { digits: number }) => ({
+          ...o,
+          digits: o.digits + 1 + i,
+        })),
+      },
+    })),
+  ];
+  for (const v of versions) {
+    await mkdir(join(root, v.dir));
+    await copyFile(join(source, "model.onnx"), join(root, v.dir, "model.onnx"));
+    await writeFile(join(root, v.dir, "manifest.json"), JSON.stringify(v.manifest));
+  }
+  return root;
+}
+
+/** Polls `check` until it returns a value or `ms` pass. */
+export async function eventually<T>(
+  check: () => Promise<T | undefined>,
+  ms = 5_000,
+  every = 20,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, every));
+  }
+}

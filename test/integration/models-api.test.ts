@@ -1,0 +1,63 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getJson, startTestService, type TestService } from "../helpers/service.ts";
+
+let t: TestService;
+beforeAll(async () => {
+  t = await startTestService();
+});
+afterAll(() => t.close());
+
+describe("models API", () => {
+  it("answers /healthz", async () => {
+    const { status, body } = await getJson(`${t.url}/healthz`);
+    expect(status).toBe(200);
+    expect(body).toEqual({ status: "ok" });
+  });
+
+  it("is ready once Redis answers and every model has an active version", async () => {
+    const { status, body } = await getJson(`${t.url}/readyz`);
+    expect(status).toBe(200);
+    expect(body.redis).toBe(true);
+  });
+
+  it("lists the demo model with its active version", async () => {
+    const { status, body } = await getJson(`${t.url}/v1/models`);
+    expect(status).toBe(200);
+    const [model] = body.models;
+    expect(model.name).toBe("flight-delay");
+    expect(model.activeVersion).toMatch(/^[0-9a-f]{12}$/);
+    expect(model.inputs).toEqual(["origin", "destination", "hour", "dayOfWeek"]);
+    expect(model.versions.filter((v: { active: boolean }) => v.active)).toHaveLength(1);
+  });
+
+  it("returns a model's input schema and model card", async () => {
+    const { status, body } = await getJson(`${t.url}/v1/models/flight-delay`);
+    expect(status).toBe(200);
+    expect(body.inputSchema.features.map((f: { name: string }) => f.name)).toEqual([
+      "origin",
+      "destination",
+      "hour",
+      "dayOfWeek",
+    ]);
+    expect(body.card.evaluation.auc).toBeGreaterThan(0.6);
+    expect(body.card.intendedUse).toBeTruthy();
+    expect(body.outputs.map((o: { name: string }) => o.name)).toEqual([
+      "delayProbability",
+      "expectedDelayMinutes",
+    ]);
+    expect(body.version).toBe(body.activeVersion);
+  });
+
+  it("answers an unknown model with a 404 JSON error", async () => {
+    const { status, body } = await getJson(`${t.url}/v1/models/nope`);
+    expect(status).toBe(404);
+    expect(body.error.code).toBe("model_not_found");
+    expect(body.error.details.models).toEqual(["flight-delay"]);
+  });
+
+  it("answers an unknown route with a 404 JSON error", async () => {
+    const { status, body } = await getJson(`${t.url}/v2/whatever`);
+    expect(status).toBe(404);
+    expect(body.error.code).toBe("not_found");
+  });
+});

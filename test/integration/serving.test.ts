@@ -1,0 +1,319 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.ts";
+import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
+import type { ModelRuntime } from "../../src/model/runtime.ts";
+import { loadRegistry } from "../../src/service.ts";
+import {
+  eventually,
+  getJson,
+  postJson,
+  startTestService,
+  type TestService,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+let registry: ModelRegistry;
+let model: ModelVersion;
+let runtime: ModelRuntime;
+let t: TestService;
+const prefix = uniquePrefix("serving");
+const env = {
+  PREDCACHE_PREFIX: prefix,
+  PREDCACHE_LIVE_BATCH_WAIT_MS: "20",
+  PREDCACHE_BATCH_MAX_ITEMS: "50",
+  PREDCACHE_BODY_MAX_BYTES: "65536",
+};
+
+/** Distinct inputs no other test asks for: a route, an hour and a weekday per test. */
+let nextHour = 0;
+function input(origin = "SFO", destination = "LAX", dayOfWeek = 1 + (nextHour % 7)) {
+  const hour = nextHour++ % 24;
+  return { origin, destination, hour: String(hour), dayOfWeek: String(dayOfWeek) };
+}
+const airports = [
+  "ATL",
+  "ORD",
+  "DFW",
+  "DEN",
+  "LAX",
+  "SFO",
+  "PHX",
+  "LAS",
+  "IAH",
+  "DTW",
+  "MSP",
+  "EWR",
+  "SEA",
+  "BOS",
+];
+function query(i: Record<string, string>): string {
+  return new URLSearchParams(i).toString();
+}
+
+beforeAll(async () => {
+  registry = await loadRegistry(loadConfig({}));
+  t = await startTestService({ env, registry });
+  const version = t.service.active.get("flight-delay");
+  model = registry.get("flight-delay", version as string) as ModelVersion;
+  runtime = await registry.runtime(model);
+});
+afterAll(async () => {
+  await t.close();
+  await registry.close();
+});
+
+describe("lookup", () => {
+  it("answers a miss from the live model, then the same input from memory", async () => {
+    const q = query(input("SFO", "LAX"));
+    const before = runtime.stats.rows;
+    const first = await getJson(`${t.url}/v1/models/flight-delay/predict?${q}&wait=5000`);
+    expect(first.status).toBe(200);
+    expect(first.body.source).toBe("live");
+    expect(runtime.stats.rows - before).toBe(1);
+    const second = await getJson(`${t.url}/v1/models/flight-delay/predict?${q}`);
+    expect(second.status).toBe(200);
+    expect(second.body.source).toBe("memory");
+    expect(second.body.prediction).toEqual(first.body.prediction);
+    expect(runtime.stats.rows - before).toBe(1);
+    expect(second.body).toMatchObject({
+      model: "flight-delay",
+      version: model.version,
+      outOfDistribution: false,
+    });
+    expect(second.body.key).toMatch(/^\["SFO","LAX",\d+,\d\]$/);
+    expect(typeof second.body.lowConfidence).toBe("boolean");
+  });
+
+  it("answers from Redis after a restart with an empty L1, equal to a direct model run", async () => {
+    const i = input("ORD", "ATL");
+    const first = await getJson(`${t.url}/v1/models/flight-delay/predict?${query(i)}&wait=5000`);
+    expect(first.body.source).toBe("live");
+    const restarted = await startTestService({ env, registry, liveWorker: false });
+    try {
+      const again = await getJson(`${restarted.url}/v1/models/flight-delay/predict?${query(i)}`);
+      expect(again.status).toBe(200);
+      expect(again.body.source).toBe("redis");
+      const encoded = model.encoder.encode(i);
+      if (!encoded.ok) throw new Error("invalid");
+      const [direct] = await runtime.run([encoded.value.row]);
+      expect(again.body.prediction).toEqual(direct);
+    } finally {
+      await restarted.close();
+    }
+  });
+
+  it("normalizes the input: differently written equal inputs share one key", async () => {
+    const a = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=den&destination=%20sea%20&hour=07&dayOfWeek=%2B3&wait=5000`,
+    );
+    const b = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=DEN&destination=SEA&hour=7&dayOfWeek=3`,
+    );
+    expect(a.status).toBe(200);
+    expect(b.body.source).toBe("memory");
+    expect(b.body.key).toBe(a.body.key);
+  });
+
+  it("flags an unknown airport as out of distribution", async () => {
+    const r = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=QQQ&destination=LAX&hour=9&dayOfWeek=2&wait=5000`,
+    );
+    expect(r.status).toBe(200);
+    expect(r.body.outOfDistribution).toBe(true);
+    expect(r.body.outOfDistributionFields).toEqual(["origin"]);
+  });
+
+  it("carries a strong ETag and Cache-Control on hits and answers If-None-Match with 304", async () => {
+    const q = query(input("LAS", "PHX"));
+    await getJson(`${t.url}/v1/models/flight-delay/predict?${q}&wait=5000`);
+    const hit = await fetch(`${t.url}/v1/models/flight-delay/predict?${q}`);
+    const etag = hit.headers.get("etag");
+    expect(etag).toMatch(/^"[0-9a-f]{12}-[0-9a-f]+-[0-9a-f]+"$/);
+    expect(hit.headers.get("cache-control")).toMatch(/max-age=\d+/);
+    const conditional = await fetch(`${t.url}/v1/models/flight-delay/predict?${q}`, {
+      headers: { "if-none-match": etag as string },
+    });
+    expect(conditional.status).toBe(304);
+    expect(await conditional.text()).toBe("");
+    const other = await fetch(`${t.url}/v1/models/flight-delay/predict?${q}`, {
+      headers: { "if-none-match": '"nope"' },
+    });
+    expect(other.status).toBe(200);
+  });
+});
+
+describe("misses", () => {
+  it("answers 202 with a job to poll when asked not to wait, and the poll gives the answer", async () => {
+    const q = query(input("SEA", "BOS"));
+    const first = await getJson(`${t.url}/v1/models/flight-delay/predict?${q}&wait=0`);
+    expect(first.status).toBe(202);
+    const location = first.headers.get("location");
+    expect(location).toMatch(/^\/v1\/jobs\/flight-delay\.[0-9a-f]{12}\.[0-9a-f]{32}$/);
+    expect(first.body.job.url).toBe(location);
+    expect(first.headers.get("retry-after")).toBe("1");
+    const done = await eventually(async () => {
+      const poll = await getJson(`${t.url}${location}`);
+      return poll.status === 200 ? poll : undefined;
+    });
+    expect(done.body.status).toBe("completed");
+    expect(done.body.source).toBe("live");
+    const hit = await getJson(`${t.url}/v1/models/flight-delay/predict?${q}`);
+    expect(hit.body.prediction).toEqual(done.body.prediction);
+  });
+
+  it("answers an unknown job with 404", async () => {
+    const r = await getJson(`${t.url}/v1/jobs/flight-delay.${model.version}.${"0".repeat(32)}`);
+    expect(r.status).toBe(404);
+    expect(r.body.error.code).toBe("not_found");
+    expect((await getJson(`${t.url}/v1/jobs/garbage`)).status).toBe(404);
+  });
+
+  it("coalesces 200 concurrent identical misses into exactly one inference", async () => {
+    const q = query(input("MSP", "EWR"));
+    const before = runtime.stats.rows;
+    const replies = await Promise.all(
+      Array.from({ length: 200 }, () =>
+        getJson(`${t.url}/v1/models/flight-delay/predict?${q}&wait=5000`),
+      ),
+    );
+    expect(replies.every((r) => r.status === 200)).toBe(true);
+    expect(runtime.stats.rows - before).toBe(1);
+    expect(new Set(replies.map((r) => JSON.stringify(r.body.prediction))).size).toBe(1);
+    console.log(`coalescing: 200 identical misses → ${runtime.stats.rows - before} inference`);
+  });
+
+  it("micro-batches concurrent distinct misses into fewer runs than rows", async () => {
+    const inputs = airports.flatMap((o) =>
+      airports
+        .filter((d) => d !== o)
+        .slice(0, 5)
+        .map((d) => ({ origin: o, destination: d, hour: "4", dayOfWeek: "6" })),
+    );
+    const runsBefore = runtime.stats.runs;
+    const rowsBefore = runtime.stats.rows;
+    const replies = await Promise.all(
+      inputs.map((i) => getJson(`${t.url}/v1/models/flight-delay/predict?${query(i)}&wait=5000`)),
+    );
+    expect(replies.every((r) => r.status === 200 && r.body.source === "live")).toBe(true);
+    const runs = runtime.stats.runs - runsBefore;
+    const rows = runtime.stats.rows - rowsBefore;
+    expect(rows).toBe(inputs.length);
+    expect(runs).toBeLessThan(rows / 2);
+    console.log(`micro-batching: ${rows} distinct misses → ${runs} inference runs`);
+  });
+});
+
+describe("batch lookup", () => {
+  it("answers every item in order: hits, live answers and per-item errors", async () => {
+    const hitInput = input("IAH", "DTW");
+    await getJson(`${t.url}/v1/models/flight-delay/predict?${query(hitInput)}&wait=5000`);
+    const missInput = input("DTW", "IAH");
+    const r = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs: [hitInput, { origin: "SFO" }, missInput, { ...hitInput, hour: "99" }],
+      wait: 5000,
+    });
+    expect(r.status).toBe(200);
+    const [hit, missing, live, outOfRange] = r.body.results;
+    expect(hit).toMatchObject({ status: 200, source: "memory" });
+    expect(missing.status).toBe(422);
+    expect(missing.error.details.issues.map((i: { field: string }) => i.field)).toEqual([
+      "destination",
+      "hour",
+      "dayOfWeek",
+    ]);
+    expect(live).toMatchObject({ status: 200, source: "live" });
+    expect(outOfRange.status).toBe(422);
+    expect(outOfRange.error.details.issues[0]).toMatchObject({
+      field: "hour",
+      code: "out_of_range",
+    });
+  });
+
+  it("reads L1 misses from Redis in one go and queues the misses together", async () => {
+    const inputs = Array.from({ length: 20 }, () => input("BOS", "SEA"));
+    const warm = await postJson(`${t.url}/v1/models/flight-delay/predict`, { inputs, wait: 5000 });
+    expect(warm.body.results.every((x: { status: number }) => x.status === 200)).toBe(true);
+    const cold = await startTestService({ env, registry, liveWorker: false });
+    try {
+      const r = await postJson(`${cold.url}/v1/models/flight-delay/predict`, { inputs });
+      expect(r.body.results.map((x: { source: string }) => x.source)).toEqual(
+        inputs.map(() => "redis"),
+      );
+    } finally {
+      await cold.close();
+    }
+  });
+
+  it("gives 202 items with jobs when the batch may not wait", async () => {
+    const r = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs: [input("EWR", "MSP")],
+      wait: 0,
+    });
+    expect(r.body.results[0].status).toBe(202);
+    expect(r.body.results[0].job.url).toMatch(/^\/v1\/jobs\//);
+  });
+});
+
+describe("errors", () => {
+  it("answers an unknown model with 404", async () => {
+    const r = await getJson(`${t.url}/v1/models/nope/predict?origin=SFO`);
+    expect(r.status).toBe(404);
+    expect(r.body.error.code).toBe("model_not_found");
+  });
+
+  it("answers invalid input with 422 listing every offending field", async () => {
+    const r = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=SFO&hour=25&dayOfWeek=x&color=red`,
+    );
+    expect(r.status).toBe(422);
+    expect(r.body.error.code).toBe("invalid_input");
+    expect(r.body.error.details.issues.map((i: { field: string }) => i.field).sort()).toEqual([
+      "color",
+      "dayOfWeek",
+      "destination",
+      "hour",
+    ]);
+  });
+
+  it("answers a repeated parameter with 422 and a bad wait with 400", async () => {
+    const repeated = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=SFO&origin=LAX&destination=SEA&hour=1&dayOfWeek=1`,
+    );
+    expect(repeated.status).toBe(422);
+    expect(repeated.body.error.details.issues[0]).toMatchObject({
+      field: "origin",
+      code: "wrong_type",
+    });
+    const wait = await getJson(`${t.url}/v1/models/flight-delay/predict?${query(input())}&wait=-5`);
+    expect(wait.status).toBe(400);
+    expect(wait.body.error.code).toBe("bad_request");
+  });
+
+  it("answers too many batch items and too large a body with 413", async () => {
+    const many = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs: Array.from({ length: 51 }, () => input()),
+    });
+    expect(many.status).toBe(413);
+    expect(many.body.error).toMatchObject({
+      code: "payload_too_large",
+      details: { max: 50, got: 51 },
+    });
+    const big = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs: [{ origin: "x".repeat(70_000) }],
+    });
+    expect(big.status).toBe(413);
+    expect(big.body.error.code).toBe("payload_too_large");
+  });
+
+  it("answers malformed JSON and wrong body shapes with 400", async () => {
+    const malformed = await getJson(`${t.url}/v1/models/flight-delay/predict`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{nope",
+    });
+    expect(malformed.status).toBe(400);
+    const shape = await postJson(`${t.url}/v1/models/flight-delay/predict`, { inputs: "SFO" });
+    expect(shape.status).toBe(400);
+    expect(shape.body.error.code).toBe("bad_request");
+  });
+});
