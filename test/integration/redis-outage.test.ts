@@ -1,0 +1,97 @@
+/** Redis goes away mid-test: L1 keeps answering, the rest fails fast with 503, and all recovers by itself. */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type EmbeddedRedis, startRedisServer } from "../../src/redis/embedded.ts";
+import {
+  eventually,
+  getJson,
+  postJson,
+  startTestService,
+  type TestService,
+} from "../helpers/service.ts";
+
+let redis: EmbeddedRedis;
+let t: TestService;
+const warm = "origin=DEN&destination=PHX&hour=10&dayOfWeek=4";
+const cold = "origin=PHX&destination=DEN&hour=11&dayOfWeek=4";
+
+beforeAll(async () => {
+  redis = await startRedisServer();
+  t = await startTestService({ env: { REDIS_URL: redis.url, PREDCACHE_REDIS_TIMEOUT_MS: "500" } });
+});
+afterAll(async () => {
+  await t.close();
+  await redis.stop();
+});
+
+describe("Redis outage", () => {
+  it("serves L1 hits, answers the rest 503 with Retry-After, and recovers when Redis returns", async () => {
+    expect(
+      (await getJson(`${t.url}/v1/models/flight-delay/predict?${warm}&wait=5000`)).status,
+    ).toBe(200);
+    expect((await getJson(`${t.url}/v1/models/flight-delay/predict?${warm}`)).body.source).toBe(
+      "memory",
+    );
+
+    const port = redis.port;
+    await redis.stop();
+
+    const hit = await getJson(`${t.url}/v1/models/flight-delay/predict?${warm}`);
+    expect(hit.status).toBe(200);
+    expect(hit.body.source).toBe("memory");
+
+    const started = Date.now();
+    const miss = await getJson(`${t.url}/v1/models/flight-delay/predict?${cold}&wait=2000`);
+    const took = Date.now() - started;
+    expect(miss.status).toBe(503);
+    expect(miss.body.error.code).toBe("redis_unavailable");
+    expect(Number(miss.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(took).toBeLessThan(2_000);
+
+    const batch = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs: [
+        Object.fromEntries(new URLSearchParams(warm)),
+        Object.fromEntries(new URLSearchParams(cold)),
+      ],
+    });
+    expect(batch.status).toBe(200);
+    expect(batch.body.results.map((r: { status: number }) => r.status)).toEqual([200, 503]);
+
+    const ready = await getJson(`${t.url}/readyz`);
+    expect(ready.status).toBe(503);
+
+    redis = await startRedisServer({ port });
+    const back = Date.now();
+    const recovered = await eventually(async () => {
+      const r = await getJson(`${t.url}/v1/models/flight-delay/predict?${cold}&wait=1000`);
+      return r.status === 200 ? r : undefined;
+    }, 10_000);
+    const recovery = Date.now() - back;
+    console.log(
+      `Redis outage: miss answered 503 in ${took} ms; recovered ${recovery} ms after Redis returned`,
+    );
+    expect(recovered.body.source).toBe("live");
+    expect(recovery).toBeLessThan(2_000);
+    expect((await getJson(`${t.url}/readyz`)).status).toBe(200);
+  });
+
+  it("answers 503 within the command timeout while Redis is frozen (SIGSTOP), then recovers", async () => {
+    const frozen = "origin=SEA&destination=LAS&hour=13&dayOfWeek=6";
+    redis.pause();
+    try {
+      expect((await getJson(`${t.url}/v1/models/flight-delay/predict?${warm}`)).status).toBe(200);
+      const started = Date.now();
+      const r = await getJson(`${t.url}/v1/models/flight-delay/predict?${frozen}&wait=3000`);
+      const took = Date.now() - started;
+      console.log(`Redis frozen: answered ${r.status} in ${took} ms`);
+      expect(r.status).toBe(503);
+      expect(took).toBeLessThan(1_500);
+    } finally {
+      redis.resume();
+    }
+    const recovered = await eventually(async () => {
+      const r = await getJson(`${t.url}/v1/models/flight-delay/predict?${frozen}&wait=1000`);
+      return r.status === 200 ? r : undefined;
+    }, 5_000);
+    expect(recovered.body.prediction).toBeTruthy();
+  });
+});

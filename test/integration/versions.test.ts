@@ -1,0 +1,94 @@
+import { rm } from "node:fs/promises";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { Keys } from "../../src/cache/keys.ts";
+import { loadConfig } from "../../src/config.ts";
+import { ActiveVersions } from "../../src/model/active.ts";
+import type { ModelRegistry } from "../../src/model/registry.ts";
+import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
+import { loadRegistry } from "../../src/service.ts";
+import {
+  getJson,
+  modelsDirWithVersions,
+  startTestService,
+  type TestService,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+let modelsDir: string;
+let registry: ModelRegistry;
+let t: TestService;
+let admin: { redis: Redis; subscriber: Redis; active: ActiveVersions };
+const prefix = uniquePrefix("versions");
+
+beforeAll(async () => {
+  modelsDir = await modelsDirWithVersions(["v2"]);
+  registry = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
+  t = await startTestService({
+    env: { PREDCACHE_PREFIX: prefix, PREDCACHE_MODELS_DIR: modelsDir },
+    registry,
+  });
+  // Another process's view, as an admin tool would have it.
+  const redis = createRedis(inject("redisUrl"));
+  const subscriber = createRedis(inject("redisUrl"), { role: "blocking" });
+  await whenReady(redis);
+  admin = {
+    redis,
+    subscriber,
+    active: new ActiveVersions(redis, subscriber, new Keys(prefix), registry, { pollMs: 60_000 }),
+  };
+  await admin.active.start();
+});
+afterAll(async () => {
+  admin.active.stop();
+  await Promise.all([admin.redis.quit(), admin.subscriber.quit()]);
+  await t.close();
+  await registry.close();
+  await rm(modelsDir, { recursive: true });
+});
+
+async function servedVersion(query: string): Promise<string> {
+  const r = await getJson(`${t.url}/v1/models/flight-delay/predict?${query}&wait=5000`);
+  expect(r.status).toBe(200);
+  return r.body.version;
+}
+
+describe("active version", () => {
+  it("is seen by a running API within 1 s of a switch, both ways, and each version answers from its own keyspace", async () => {
+    const [v1, v2] = registry.versions("flight-delay").map((v) => v.version) as [string, string];
+    expect(v1).not.toBe(v2);
+    const query = "origin=ATL&destination=ORD&hour=8&dayOfWeek=2";
+    await admin.active.set("flight-delay", v1);
+    const before = await getJson(`${t.url}/v1/models/flight-delay/predict?${query}&wait=5000`);
+    expect(before.body.version).toBe(v1);
+    expect((await getJson(`${t.url}/v1/models/flight-delay/predict?${query}`)).body.source).toBe(
+      "memory",
+    );
+
+    for (const target of [v2, v1]) {
+      const switched = Date.now();
+      await admin.active.set("flight-delay", target);
+      while ((await servedVersion(query)) !== target) {
+        expect(Date.now() - switched).toBeLessThan(1_000);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const seenAfter = Date.now() - switched;
+      console.log(`version switch to ${target} seen after ${seenAfter} ms`);
+      expect(seenAfter).toBeLessThan(1_000);
+    }
+    // v2 answered from its own keyspace (a live run), never from v1's cached answer.
+    const v2Model = registry.get("flight-delay", v2);
+    const v2Digits = v2Model?.manifest.outputs[1]?.digits;
+    expect(v2Digits).toBe(2);
+    await admin.active.set("flight-delay", v2);
+    const fromV2 = await getJson(`${t.url}/v1/models/flight-delay/predict?${query}&version=${v2}`);
+    expect(fromV2.body.version).toBe(v2);
+    expect(["memory", "redis"]).toContain(fromV2.body.source);
+    expect(fromV2.body.prediction).not.toEqual(before.body.prediction);
+    await admin.active.set("flight-delay", v1);
+  });
+
+  it("keeps every previous version on the history, newest first", async () => {
+    const history = await admin.redis.lrange(new Keys(prefix).history("flight-delay"), 0, -1);
+    expect(history.length).toBeGreaterThanOrEqual(3);
+  });
+});
