@@ -33,6 +33,17 @@ const schema = z.object({
   PREDCACHE_LIVE_BATCH_WAIT_MS: int(5, 0, 10_000),
   PREDCACHE_LIVE_CONCURRENCY: int(0, 0, 100_000),
   PREDCACHE_JOB_KEEP_SECONDS: int(300, 1),
+  PREDCACHE_TRAFFIC_MAX_ENTRIES: int(100_000, 1),
+  PREDCACHE_TRAFFIC_HIT_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
+  PREDCACHE_PRECOMPUTE_BATCH: int(512, 1, 100_000),
+  PREDCACHE_PRECOMPUTE_CONCURRENCY: int(1, 1, 64),
+  PREDCACHE_LOCK_MS: int(30_000, 500),
+  PREDCACHE_STALLED_INTERVAL_MS: int(30_000, 200),
+  PREDCACHE_SEED_ON_START: z.enum(["true", "false"]).default("true"),
+  PREDCACHE_WORKERS: z
+    .string()
+    .regex(/^(live|precompute)(,(live|precompute))*$/, "a comma-separated list of live, precompute")
+    .default("live,precompute"),
 });
 
 export interface Config {
@@ -62,6 +73,20 @@ export interface Config {
   /** Live jobs one worker holds at once (0: as many as a batch has rows). */
   liveConcurrency: number;
   jobKeepSeconds: number;
+  /** Observed inputs kept per model and encoding, for traffic-driven precompute. */
+  trafficMaxEntries: number;
+  /** Share of cache hits recorded as traffic (misses always are). */
+  trafficHitSample: number;
+  /** Rows per onnxruntime run in a precompute chunk. */
+  precomputeBatch: number;
+  precomputeConcurrency: number;
+  /** Job lock; a worker silent this long is presumed dead and its jobs handed out again. */
+  lockMs: number;
+  stalledIntervalMs: number;
+  /** npm start: precompute a model's common inputs on first start. */
+  seedOnStart: boolean;
+  /** Which workers a worker process runs. */
+  workers: ("live" | "precompute")[];
 }
 
 export class ConfigError extends Error {
@@ -103,5 +128,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     liveBatchWaitMs: e.PREDCACHE_LIVE_BATCH_WAIT_MS,
     liveConcurrency: e.PREDCACHE_LIVE_CONCURRENCY || e.PREDCACHE_LIVE_BATCH_ROWS,
     jobKeepSeconds: e.PREDCACHE_JOB_KEEP_SECONDS,
+    trafficMaxEntries: e.PREDCACHE_TRAFFIC_MAX_ENTRIES,
+    trafficHitSample: e.PREDCACHE_TRAFFIC_HIT_SAMPLE,
+    precomputeBatch: e.PREDCACHE_PRECOMPUTE_BATCH,
+    precomputeConcurrency: e.PREDCACHE_PRECOMPUTE_CONCURRENCY,
+    lockMs: e.PREDCACHE_LOCK_MS,
+    stalledIntervalMs: e.PREDCACHE_STALLED_INTERVAL_MS,
+    seedOnStart: e.PREDCACHE_SEED_ON_START === "true",
+    workers: e.PREDCACHE_WORKERS.split(",") as ("live" | "precompute")[],
   };
 }

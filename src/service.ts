@@ -4,11 +4,14 @@
  * Entry points and tests build them from here.
  */
 import type { Hono } from "hono";
+import { Precompute } from "../precompute/job.ts";
+import { PrecomputeWorker } from "../precompute/worker.ts";
 import { createApp } from "./api/app.ts";
 import { Keys } from "./cache/keys.ts";
 import { MemoryCache } from "./cache/memory.ts";
 import { PredictionStore } from "./cache/store.ts";
 import { Tiers } from "./cache/tiers.ts";
+import { TrafficRecorder } from "./cache/traffic.ts";
 import type { Config } from "./config.ts";
 import { LiveClient } from "./live/client.ts";
 import { queuePrefix } from "./live/jobs.ts";
@@ -26,6 +29,7 @@ export interface Service {
   keys: Keys;
   tiers: Tiers;
   live: LiveClient;
+  precompute: Precompute;
   close(): Promise<void>;
 }
 
@@ -66,6 +70,13 @@ export async function createService(
       keepFinishedSeconds: config.jobKeepSeconds,
     });
     await live.ready();
+    const traffic = new TrafficRecorder(redis, keys, {
+      maxEntries: config.trafficMaxEntries,
+      hitSampleRate: config.trafficHitSample,
+    });
+    const precompute = new Precompute(redis, keys, models, {
+      queuePrefix: queuePrefix(config.prefix),
+    });
     const app = createApp({
       log,
       redis,
@@ -73,6 +84,7 @@ export async function createService(
       active,
       tiers,
       live,
+      traffic,
       settings: {
         waitDefaultMs: config.waitDefaultMs,
         waitMaxMs: config.waitMaxMs,
@@ -89,9 +101,11 @@ export async function createService(
       keys,
       tiers,
       live,
+      precompute,
       async close() {
         active.stop();
         await live.close();
+        await precompute.close();
         await closeConnections();
         if (!registry) await models.close();
       },
@@ -125,6 +139,39 @@ export async function createLiveWorker(
     concurrency: config.liveConcurrency,
   });
   await worker.worker.waitUntilReady();
+  return {
+    worker,
+    async close() {
+      await worker.close();
+      await Promise.allSettled([redis.quit(), blocking.quit()]);
+    },
+  };
+}
+
+export interface PrecomputeWorkerProcess {
+  worker: PrecomputeWorker;
+  close(): Promise<void>;
+}
+
+export async function createPrecomputeWorker(
+  config: Config,
+  redisUrl: string,
+  log: Logger,
+  registry: ModelRegistry,
+): Promise<PrecomputeWorkerProcess> {
+  const redis = createRedis(redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
+  const blocking = createRedis(redisUrl, { role: "blocking" });
+  await whenReady(redis);
+  const keys = new Keys(config.prefix);
+  const store = new PredictionStore(redis, keys, { bucketBits: config.bucketBits });
+  const worker = new PrecomputeWorker(redis, blocking, keys, registry, store, log, {
+    queuePrefix: queuePrefix(config.prefix),
+    inferBatch: config.precomputeBatch,
+    concurrency: config.precomputeConcurrency,
+    lockMs: config.lockMs,
+    stalledIntervalMs: config.stalledIntervalMs,
+  });
+  await worker.waitUntilReady();
   return {
     worker,
     async close() {

@@ -347,6 +347,7 @@ async function main(): Promise<void> {
       },
     ],
     mainOutput: "delayProbability",
+    commonInputs: "../../inputs/flight-delay-common.csv",
     confidenceThreshold: 0.6,
     card: {
       summary:

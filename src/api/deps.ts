@@ -1,5 +1,6 @@
 /** What the HTTP layer needs from the rest of the service. */
 import type { Tiers } from "../cache/tiers.ts";
+import type { TrafficRecorder } from "../cache/traffic.ts";
 import type { LiveClient } from "../live/client.ts";
 import type { Logger } from "../log.ts";
 import type { ActiveVersions } from "../model/active.ts";
@@ -24,5 +25,6 @@ export interface ApiDeps {
   active: ActiveVersions;
   tiers: Tiers;
   live: LiveClient;
+  traffic: TrafficRecorder;
   settings: ApiSettings;
 }

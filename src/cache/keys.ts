@@ -7,6 +7,12 @@
  *   <p>:{m:<model>}:history         list    previously active versions, newest first
  *   <p>:active-changed              channel model name, published on every switch
  *   <p>:e:<model>:<version>:<enc>:<bucket>   hash  canonical key → msgpack prediction
+ *   <p>:{m:<model>}:traffic:<enc>   zset    canonical key → how often it was asked
+ *   <p>:{m:<model>}:v:<version>     hash    what precompute runs wrote for a version
+ *   <p>:runs                        zset    run id → creation time
+ *   <p>:{r:<run>}:meta              hash    a precompute run's spec, state and counters
+ *   <p>:{r:<run>}:done              set     indexes of the run's finished chunks
+ *   <p>:{r:<run>}:keys:<i>          string  msgpack list of chunk i's keys (for the table builder)
  */
 import { fnv1a32 } from "../model/hash.ts";
 
@@ -35,5 +41,29 @@ export class Keys {
   ): string {
     const bucket = fnv1a32(canonicalKey) >>> (32 - bucketBits);
     return `${this.prefix}:e:${model}:${version}:${encodingHash}:${bucket.toString(36)}`;
+  }
+
+  traffic(model: string, encodingHash: string): string {
+    return `${this.prefix}:{m:${model}}:traffic:${encodingHash}`;
+  }
+
+  versionMeta(model: string, version: string): string {
+    return `${this.prefix}:{m:${model}}:v:${version}`;
+  }
+
+  runs(): string {
+    return `${this.prefix}:runs`;
+  }
+
+  runMeta(run: string): string {
+    return `${this.prefix}:{r:${run}}:meta`;
+  }
+
+  runDone(run: string): string {
+    return `${this.prefix}:{r:${run}}:done`;
+  }
+
+  runChunkKeys(run: string, chunk: number): string {
+    return `${this.prefix}:{r:${run}}:keys:${chunk}`;
   }
 }

@@ -3,11 +3,17 @@
  * redis-server (loopback, free port, data under PREDCACHE_DATA_DIR/redis).
  */
 import { join } from "node:path";
+import { seedOnFirstStart } from "../../precompute/first-start.ts";
 import { listen } from "../api/listen.ts";
 import { loadConfig } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { startRedisServer } from "../redis/embedded.ts";
-import { createLiveWorker, createService, loadRegistry } from "../service.ts";
+import {
+  createLiveWorker,
+  createPrecomputeWorker,
+  createService,
+  loadRegistry,
+} from "../service.ts";
 import { onShutdown } from "./shutdown.ts";
 
 const config = loadConfig();
@@ -35,9 +41,12 @@ try {
   steps.unshift(() => service.close());
   const live = await createLiveWorker(config, redisUrl, log, registry);
   steps.unshift(() => live.close());
+  const precompute = await createPrecomputeWorker(config, redisUrl, log, registry);
+  steps.unshift(() => precompute.close());
   const server = await listen(service.app, config.host, config.port);
   steps.unshift(() => server.close());
   log.info({ url: server.url }, `predcache listening on ${server.url}`);
+  if (config.seedOnStart) await seedOnFirstStart({ ...service, log });
 } catch (error) {
   log.fatal({ err: error }, (error as Error).message);
   for (const step of steps) await step().catch(() => {});

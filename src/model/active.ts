@@ -63,17 +63,30 @@ export class ActiveVersions {
     }
   }
 
-  /** Makes `version` active (pushing the old one on the history) and tells every process. */
+  /** Makes `version` active and tells every process; returns the version it replaced. */
   async set(model: string, version: string): Promise<string | undefined> {
-    const previous = await this.redis.getset(this.keys.active(model), version);
-    if (previous && previous !== version)
-      await this.redis.lpush(this.keys.history(model), previous);
-    await this.redis.publish(this.keys.activeChannel(), model);
+    const previous = await switchActiveVersion(this.redis, this.keys, model, version);
     await this.refreshOne(model);
-    return previous ?? undefined;
+    return previous;
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
   }
+}
+
+/**
+ * The pointer switch: the old version goes on the history (for rollback) and every
+ * process is told. Usable without an ActiveVersions (workers, admin tools).
+ */
+export async function switchActiveVersion(
+  redis: Redis,
+  keys: Keys,
+  model: string,
+  version: string,
+): Promise<string | undefined> {
+  const previous = await redis.getset(keys.active(model), version);
+  if (previous && previous !== version) await redis.lpush(keys.history(model), previous);
+  await redis.publish(keys.activeChannel(), model);
+  return previous ?? undefined;
 }

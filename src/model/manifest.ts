@@ -8,9 +8,16 @@
  */
 import { z } from "zod";
 
+/** Query parameters the predict route keeps for itself; no feature may take these names. */
+export const RESERVED_NAMES = ["wait", "version"] as const;
+
 const name = z
   .string()
-  .regex(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, "letters, digits and _ only, starting with a letter");
+  .regex(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, "letters, digits and _ only, starting with a letter")
+  .refine(
+    (n) => !(RESERVED_NAMES as readonly string[]).includes(n),
+    `${RESERVED_NAMES.join(" and ")} are reserved names`,
+  );
 
 const unknownPolicy = z
   .enum(["reject", "flag"])
@@ -140,20 +147,27 @@ export const modelCardSchema = z.object({
   license: z.string().optional(),
 });
 
-export const manifestSchema = z.object({
-  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and dashes"),
-  /** Path of the ONNX file, relative to the manifest. */
-  model: z.string().min(1).default("model.onnx"),
-  /** A human label for this version (the served version id is a content hash). */
-  label: z.string().optional(),
-  encoding: encodingSchema,
-  outputs: outputsSchema,
-  /** The output whose value is monitored and whose confidence is checked. */
-  mainOutput: z.string().optional(),
-  /** lowConfidence when the main output's confidence (max(p, 1 − p) or top class) is below this. */
-  confidenceThreshold: z.number().min(0).max(1).optional(),
-  card: modelCardSchema,
-});
+export const manifestSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and dashes"),
+    /** Path of the ONNX file, relative to the manifest. */
+    model: z.string().min(1).default("model.onnx"),
+    /** A human label for this version (the served version id is a content hash). */
+    label: z.string().optional(),
+    encoding: encodingSchema,
+    outputs: outputsSchema,
+    /** The output whose value is monitored and whose confidence is checked. */
+    mainOutput: z.string().optional(),
+    /** lowConfidence when the main output's confidence (max(p, 1 − p) or top class) is below this. */
+    confidenceThreshold: z.number().min(0).max(1).optional(),
+    card: modelCardSchema,
+    /** Common inputs (CSV or JSON lines, relative to the manifest): precomputed on first start. */
+    commonInputs: z.string().optional(),
+  })
+  .refine((m) => m.mainOutput === undefined || m.outputs.some((o) => o.name === m.mainOutput), {
+    message: "mainOutput must name one of the outputs",
+    path: ["mainOutput"],
+  });
 
 export type Manifest = z.infer<typeof manifestSchema>;
 export type ManifestInput = z.input<typeof manifestSchema>;

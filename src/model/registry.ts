@@ -31,6 +31,8 @@ export interface ModelVersion {
   modelBytes: number;
   /** When the ONNX file was written; the newest version is the default active one. */
   modifiedAt: Date;
+  /** The manifest's common-input set, resolved against its folder. */
+  commonInputs: string | undefined;
 }
 
 export class ManifestError extends Error {
@@ -75,6 +77,8 @@ export async function loadModelVersion(
       directory: resolve(directory),
       modelBytes: bytes.length,
       modifiedAt: (await stat(modelPath)).mtime,
+      commonInputs:
+        manifest.commonInputs === undefined ? undefined : resolve(directory, manifest.commonInputs),
     },
   };
 }

@@ -12,6 +12,7 @@ import type { Hit } from "../../cache/tiers.ts";
 import { PredcacheError } from "../../errors.ts";
 import type { Prediction } from "../../model/decoding.ts";
 import type { EncodedInput } from "../../model/encoding.ts";
+import { RESERVED_NAMES } from "../../model/manifest.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
@@ -19,7 +20,7 @@ import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../
 import { resolveModel } from "./models.ts";
 
 /** Query parameters that are not features. */
-export const RESERVED_PARAMETERS = new Set(["wait", "version"]);
+const RESERVED_PARAMETERS = new Set<string>(RESERVED_NAMES);
 
 const TIMED_OUT = Symbol("timed out");
 
@@ -101,9 +102,11 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
   }
   const hit = await deps.tiers.lookup(model, key);
   if (hit) {
+    deps.traffic.recordHit(model, key);
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
     return c.json(predictionReply(model, key, hit.source, hit.prediction, outOfDistribution));
   }
+  deps.traffic.recordMiss(model, key);
   const live = await awaitLive(deps, model, key, wait);
   if (!live.done) return pending(c, live.jobId);
   setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
@@ -183,6 +186,10 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   fill(results, valid, hits, model);
 
   const misses = valid.filter((_, j) => !hits[j]);
+  valid.forEach((v, j) => {
+    if (hits[j]) deps.traffic.recordHit(model, v.value.key);
+    else deps.traffic.recordMiss(model, v.value.key);
+  });
   const outcomes = await Promise.all(
     misses.map((m) =>
       awaitLive(deps, model, m.value.key, wait).catch(

@@ -1,0 +1,48 @@
+/** Opens a run's input source as a stream of raw inputs. */
+import type { Keys } from "../../src/cache/keys.ts";
+import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
+import type { Redis } from "../../src/redis/connection.ts";
+import type { SourceSpec } from "../spec.ts";
+import { gridInputs } from "./grid.ts";
+import { type RawInput, seedInputs } from "./seed.ts";
+import { trafficInputs } from "./traffic.ts";
+
+export type { RawInput } from "./seed.ts";
+
+export interface SourceContext {
+  redis: Redis;
+  keys: Keys;
+  registry: ModelRegistry;
+  /** The version being precomputed. */
+  target: ModelVersion;
+}
+
+export function openSource(
+  spec: SourceSpec,
+  ctx: SourceContext,
+): AsyncIterable<RawInput> | Iterable<RawInput> {
+  switch (spec.kind) {
+    case "seed":
+      return seedInputs(spec.file, spec.limit);
+    case "grid":
+      return gridInputs(ctx.target.manifest.encoding.features, spec);
+    case "traffic": {
+      const hash = spec.encodingHash ?? ctx.target.encoder.hash;
+      const observed = ctx.registry.versions(ctx.target.name).find((v) => v.encoder.hash === hash);
+      if (!observed)
+        throw new Error(`no loaded version of ${ctx.target.name} has encoding ${hash}`);
+      return trafficInputs(ctx.redis, ctx.keys, ctx.target.name, observed.encoder, spec.top);
+    }
+  }
+}
+
+export function describeSource(spec: SourceSpec): string {
+  switch (spec.kind) {
+    case "seed":
+      return `seed file ${spec.file}${spec.limit ? ` (first ${spec.limit})` : ""}`;
+    case "grid":
+      return `grid over ${Object.keys(spec.axes).join(", ")}`;
+    case "traffic":
+      return `top ${spec.top} observed inputs`;
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Starting, watching and cancelling precompute runs. A run is a BullMQ step job on the
+ * `precompute` queue: it plans (streams its input source into chunk jobs, its children),
+ * waits for them, then finishes (publishes, promotes when asked). See worker.ts.
+ */
+import { randomBytes } from "node:crypto";
+import { stat } from "node:fs/promises";
+import { Queue } from "bullmq";
+import type { Keys } from "../src/cache/keys.ts";
+import { PredcacheError } from "../src/errors.ts";
+import type { ModelRegistry } from "../src/model/registry.ts";
+import type { Redis } from "../src/redis/connection.ts";
+import { planGrid } from "./inputs/grid.ts";
+import { describeSource } from "./inputs/index.ts";
+import { type RunStatus, RunStore } from "./runs.ts";
+import {
+  CHUNK_QUEUE,
+  type ChunkJob,
+  RUN_QUEUE,
+  type RunJob,
+  type RunRequest,
+  runRequestSchema,
+} from "./spec.ts";
+
+export interface PrecomputeOptions {
+  /** BullMQ prefix (with its cluster hash tag). */
+  queuePrefix: string;
+}
+
+export class Precompute {
+  readonly runQueue: Queue<RunJob>;
+  readonly chunkQueue: Queue<ChunkJob>;
+  readonly runs: RunStore;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly registry: ModelRegistry,
+    options: PrecomputeOptions,
+  ) {
+    this.runQueue = new Queue<RunJob>(RUN_QUEUE, {
+      connection: redis,
+      prefix: options.queuePrefix,
+    });
+    this.chunkQueue = new Queue<ChunkJob>(CHUNK_QUEUE, {
+      connection: redis,
+      prefix: options.queuePrefix,
+    });
+    this.runs = new RunStore(redis, keys);
+  }
+
+  /**
+   * Starts a run; returns its id. Refuses, before anything is queued, an unknown model or
+   * version, a missing seed file and an oversized grid.
+   *
+   * @example
+   *   const { runId } = await precompute.enqueue({ model: "flight-delay", source: { kind: "seed", file: "seeds/inputs/flight-delay-common.csv" }, promote: true });
+   */
+  async enqueue(request: RunRequest): Promise<{ runId: string; version: string }> {
+    const parsed = runRequestSchema.safeParse(request);
+    if (!parsed.success) {
+      throw new PredcacheError("bad_request", "invalid precompute request", {
+        issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+      });
+    }
+    const spec = parsed.data;
+    if (this.registry.versions(spec.model).length === 0) {
+      throw new PredcacheError("model_not_found", `no model named "${spec.model}"`, {
+        models: this.registry.names(),
+      });
+    }
+    const active =
+      (await this.redis.get(this.keys.active(spec.model))) ??
+      this.registry.defaultVersion(spec.model)?.version;
+    const version = spec.version ?? active;
+    const target = version ? this.registry.get(spec.model, version) : undefined;
+    if (!target || !version)
+      throw new PredcacheError(
+        "model_not_found",
+        `model "${spec.model}" has no version "${version}"`,
+      );
+    if (spec.source.kind === "grid") {
+      try {
+        planGrid(target.manifest.encoding.features, spec.source);
+      } catch (error) {
+        throw new PredcacheError("bad_request", (error as Error).message);
+      }
+    }
+    if (spec.source.kind === "seed") {
+      const found = await stat(spec.source.file).then(
+        (s) => s.isFile(),
+        () => false,
+      );
+      if (!found)
+        throw new PredcacheError("bad_request", `seed file not found: ${spec.source.file}`);
+    }
+    const activeModel = active ? this.registry.get(spec.model, active) : undefined;
+    const runId = `run-${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
+    await this.runs.create({
+      id: runId,
+      model: spec.model,
+      version,
+      source: spec.source,
+      sourceDescription: describeSource(spec.source),
+      promote: spec.promote,
+    });
+    const job: RunJob = {
+      runId,
+      model: spec.model,
+      version,
+      source: spec.source,
+      chunkSize: spec.chunkSize,
+      promote: spec.promote,
+      step: "plan",
+      ...(spec.warmFromTraffic && activeModel
+        ? { warm: { top: spec.warmFromTraffic, encodingHash: activeModel.encoder.hash } }
+        : {}),
+    };
+    await this.runQueue.add("run", job, {
+      jobId: runId,
+      removeOnComplete: { age: 7 * 86_400 },
+      removeOnFail: { age: 7 * 86_400 },
+    });
+    return { runId, version };
+  }
+
+  status(runId: string): Promise<RunStatus | undefined> {
+    return this.runs.get(runId);
+  }
+
+  /** Resolves with the final status once the run ends (or rejects after timeoutMs). */
+  async waitUntilDone(
+    runId: string,
+    timeoutMs = 600_000,
+    onProgress?: (status: RunStatus) => void,
+  ): Promise<RunStatus> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const status = await this.runs.get(runId);
+      if (!status) throw new PredcacheError("not_found", `no run ${runId}`);
+      onProgress?.(status);
+      if (status.state === "completed" || status.state === "failed" || status.state === "cancelled")
+        return status;
+      if (Date.now() > deadline)
+        throw new Error(`run ${runId} still ${status.state} after ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Stops a run: no further chunk starts; the one in flight stops at its next batch. */
+  async cancel(runId: string): Promise<RunStatus> {
+    const status = await this.runs.get(runId);
+    if (!status) throw new PredcacheError("not_found", `no run ${runId}`);
+    await this.runs.transition(runId, "cancelled", { error: "cancelled" });
+    const job = await this.runQueue.getJob(runId);
+    if (job) {
+      await job.removeUnprocessedChildren().catch(() => {});
+      await job.remove({ removeChildren: true }).catch(() => {});
+    }
+    return (await this.runs.get(runId)) ?? status;
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.runQueue.close(), this.chunkQueue.close()]);
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * Precompute runs as records in Redis: spec, state, counters, and the keys each chunk
+ * covered (what the table builder reads). Progress, rate and ETA derive from these.
+ */
+import { readFileSync } from "node:fs";
+import type { Result } from "ioredis";
+import { Packr } from "msgpackr";
+import type { Keys } from "../src/cache/keys.ts";
+import type { Redis } from "../src/redis/connection.ts";
+import type { SourceSpec } from "./spec.ts";
+
+const chunkDoneLua = readFileSync(new URL("./commands/chunk-done-2.lua", import.meta.url), "utf8");
+const packr = new Packr({ useRecords: false });
+
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    chunkDone(
+      meta: string,
+      done: string,
+      index: number,
+      rows: number,
+      written: number,
+      skipped: number,
+    ): Result<number, Context>;
+  }
+}
+
+export type RunState = "planning" | "running" | "finishing" | "completed" | "failed" | "cancelled";
+
+export interface RunStatus {
+  id: string;
+  model: string;
+  version: string;
+  source: SourceSpec;
+  sourceDescription: string;
+  promote: boolean;
+  state: RunState;
+  chunks: { planned: number; total: number | null; done: number };
+  rows: number;
+  written: number;
+  skipped: number;
+  createdAt: number;
+  finishedAt: number | null;
+  /** Rows per second since the run started. */
+  rate: number;
+  /** Seconds left at the current rate (null until the chunk count is known). */
+  etaSeconds: number | null;
+  error: string | null;
+}
+
+export interface NewRun {
+  id: string;
+  model: string;
+  version: string;
+  source: SourceSpec;
+  sourceDescription: string;
+  promote: boolean;
+}
+
+export class RunStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+  ) {
+    // defineCommand is idempotent per connection; ioredis loads the script by SHA and
+    // falls back to sending it again after a Redis restart.
+    redis.defineCommand("chunkDone", { numberOfKeys: 2, lua: chunkDoneLua });
+  }
+
+  async create(run: NewRun): Promise<void> {
+    const now = Date.now();
+    await this.redis.hset(this.keys.runMeta(run.id), {
+      model: run.model,
+      version: run.version,
+      source: JSON.stringify(run.source),
+      sourceDescription: run.sourceDescription,
+      promote: run.promote ? "1" : "0",
+      state: "planning",
+      chunksPlanned: 0,
+      rows: 0,
+      written: 0,
+      skipped: 0,
+      createdAt: now,
+    });
+    await this.redis.zadd(this.keys.runs(), now, run.id);
+  }
+
+  async get(id: string): Promise<RunStatus | undefined> {
+    const [meta, done] = await Promise.all([
+      this.redis.hgetall(this.keys.runMeta(id)),
+      this.redis.scard(this.keys.runDone(id)),
+    ]);
+    if (!meta.model) return undefined;
+    const createdAt = Number(meta.createdAt);
+    const finishedAt = meta.finishedAt ? Number(meta.finishedAt) : null;
+    const rows = Number(meta.rows ?? 0);
+    const elapsed = ((finishedAt ?? Date.now()) - createdAt) / 1000;
+    const rate = elapsed > 0 ? rows / elapsed : 0;
+    const total = meta.chunksTotal === undefined ? null : Number(meta.chunksTotal);
+    const rowsPerChunk = done > 0 ? rows / done : 0;
+    const etaSeconds =
+      total === null || rate === 0 ? null : Math.max(0, ((total - done) * rowsPerChunk) / rate);
+    return {
+      id,
+      model: meta.model,
+      version: meta.version ?? "",
+      source: JSON.parse(meta.source ?? "{}") as SourceSpec,
+      sourceDescription: meta.sourceDescription ?? "",
+      promote: meta.promote === "1",
+      state: (meta.state ?? "planning") as RunState,
+      chunks: { planned: Number(meta.chunksPlanned ?? 0), total, done },
+      rows,
+      written: Number(meta.written ?? 0),
+      skipped: Number(meta.skipped ?? 0),
+      createdAt,
+      finishedAt,
+      rate: Math.round(rate),
+      etaSeconds: etaSeconds === null ? null : Math.round(etaSeconds),
+      error: meta.error ?? null,
+    };
+  }
+
+  /** Newest first. */
+  async list(limit = 50): Promise<RunStatus[]> {
+    const ids = await this.redis.zrevrange(this.keys.runs(), 0, limit - 1);
+    const runs = await Promise.all(ids.map((id) => this.get(id)));
+    return runs.filter((r): r is RunStatus => r !== undefined);
+  }
+
+  async set(id: string, fields: Record<string, string | number>): Promise<void> {
+    await this.redis.hset(this.keys.runMeta(id), fields);
+  }
+
+  /** Sets the state unless the run already ended (a late chunk must not revive a cancelled run). */
+  async transition(
+    id: string,
+    state: RunState,
+    fields: Record<string, string | number> = {},
+  ): Promise<void> {
+    const current = await this.redis.hget(this.keys.runMeta(id), "state");
+    if (current === "completed" || current === "failed" || current === "cancelled") return;
+    const ended = state === "completed" || state === "failed" || state === "cancelled";
+    await this.set(id, { ...fields, state, ...(ended ? { finishedAt: Date.now() } : {}) });
+  }
+
+  /** Ends a run as failed; the first reason recorded is the one kept (the root cause). */
+  async fail(id: string, reason: string): Promise<void> {
+    await this.redis.hsetnx(this.keys.runMeta(id), "error", reason);
+    await this.transition(id, "failed");
+  }
+
+  async state(id: string): Promise<RunState | undefined> {
+    return ((await this.redis.hget(this.keys.runMeta(id), "state")) ?? undefined) as
+      | RunState
+      | undefined;
+  }
+
+  async chunkPlanned(id: string, index: number): Promise<void> {
+    await this.redis.hset(this.keys.runMeta(id), "chunksPlanned", index + 1);
+  }
+
+  /** Counts a finished chunk once; returns how many are done. */
+  chunkDone(
+    id: string,
+    index: number,
+    rows: number,
+    written: number,
+    skipped: number,
+  ): Promise<number> {
+    return this.redis.chunkDone(
+      this.keys.runMeta(id),
+      this.keys.runDone(id),
+      index,
+      rows,
+      written,
+      skipped,
+    );
+  }
+
+  async saveChunkKeys(id: string, index: number, keys: readonly string[]): Promise<void> {
+    await this.redis.set(this.keys.runChunkKeys(id, index), packr.pack(keys));
+  }
+
+  async chunkKeys(id: string, index: number): Promise<string[]> {
+    const bytes = await this.redis.getBuffer(this.keys.runChunkKeys(id, index));
+    return bytes ? (packr.unpack(bytes) as string[]) : [];
+  }
+}

@@ -1,0 +1,27 @@
+/**
+ * Worker process (production shape): the live worker and/or the precompute worker,
+ * chosen by PREDCACHE_WORKERS (default both). Needs REDIS_URL.
+ */
+import { loadConfig } from "../config.ts";
+import { createLogger } from "../log.ts";
+import { createLiveWorker, createPrecomputeWorker, loadRegistry } from "../service.ts";
+import { onShutdown } from "./shutdown.ts";
+
+const config = loadConfig();
+const log = createLogger(config.logLevel, "predcache-worker");
+if (!config.redisUrl) {
+  log.fatal(
+    "REDIS_URL is required for a worker process (npm start runs everything with its own redis-server instead)",
+  );
+  process.exit(2);
+}
+const kinds = new Set(config.workers);
+const registry = await loadRegistry(config);
+const steps: (() => Promise<void>)[] = [];
+if (kinds.has("live"))
+  steps.push((await createLiveWorker(config, config.redisUrl, log, registry)).close);
+if (kinds.has("precompute"))
+  steps.push((await createPrecomputeWorker(config, config.redisUrl, log, registry)).close);
+steps.push(() => registry.close());
+onShutdown(log, steps);
+log.info({ workers: [...kinds] }, "workers ready");

@@ -1,0 +1,53 @@
+/** Helpers for precompute tests: a worker in this process or as a child process, and keyspace snapshots. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Redis } from "../../src/redis/connection.ts";
+
+/** Every entry of a model version's keyspace, as canonical key → hex of the stored value. */
+export async function snapshotVersion(
+  redis: Redis,
+  prefix: string,
+  model: string,
+  version: string,
+): Promise<Map<string, string>> {
+  const entries = new Map<string, string>();
+  let cursor = "0";
+  do {
+    const [next, buckets] = await redis.scan(
+      cursor,
+      "MATCH",
+      `${prefix}:e:${model}:${version}:*`,
+      "COUNT",
+      1000,
+    );
+    cursor = next;
+    for (const bucket of buckets) {
+      const fields = await redis.hgetallBuffer(bucket);
+      for (const [key, value] of Object.entries(fields)) entries.set(key, value.toString("hex"));
+    }
+  } while (cursor !== "0");
+  return entries;
+}
+
+/** Writes rows (objects) as a CSV seed file with a header; returns its path. */
+export async function writeSeedCsv(
+  rows: Record<string, string | number>[],
+  name = "seed.csv",
+): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "predcache-seed-"));
+  const header = Object.keys(rows[0] ?? {});
+  const lines = [header.join(","), ...rows.map((r) => header.map((h) => String(r[h])).join(","))];
+  const path = join(dir, name);
+  await writeFile(path, `${lines.join("\n")}\n`);
+  return path;
+}
+
+/** A precompute worker as a separate process (so a test can SIGKILL it). */
+export function spawnWorker(env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, ["--import", "tsx", "src/main/work.ts"], {
+    env: { ...process.env, LOG_LEVEL: "warn", PREDCACHE_WORKERS: "precompute", ...env },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+}

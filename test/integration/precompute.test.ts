@@ -1,0 +1,452 @@
+import { readFile } from "node:fs/promises";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { Precompute } from "../../precompute/job.ts";
+import { Keys } from "../../src/cache/keys.ts";
+import { PredictionStore } from "../../src/cache/store.ts";
+import { topObserved } from "../../src/cache/traffic.ts";
+import { loadConfig } from "../../src/config.ts";
+import { queuePrefix } from "../../src/live/jobs.ts";
+import { createLogger } from "../../src/log.ts";
+import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
+import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
+import {
+  createPrecomputeWorker,
+  loadRegistry,
+  type PrecomputeWorkerProcess,
+} from "../../src/service.ts";
+import { snapshotVersion, spawnWorker, writeSeedCsv } from "../helpers/precompute.ts";
+import {
+  eventually,
+  getJson,
+  modelsDirWithVersions,
+  startTestService,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+const redisUrl = inject("redisUrl");
+let registry: ModelRegistry;
+let model: ModelVersion;
+let redis: Redis;
+
+/** A precompute setup (control + in-process worker) on its own key prefix. */
+async function setup(label: string, env: Record<string, string> = {}) {
+  const prefix = env.PREDCACHE_PREFIX ?? uniquePrefix(label);
+  const config = loadConfig({
+    PREDCACHE_PREFIX: prefix,
+    LOG_LEVEL: "silent",
+    PREDCACHE_LOCK_MS: "2000",
+    PREDCACHE_STALLED_INTERVAL_MS: "1000",
+    ...env,
+  });
+  const keys = new Keys(prefix);
+  const precompute = new Precompute(redis, keys, registry, { queuePrefix: queuePrefix(prefix) });
+  const worker: PrecomputeWorkerProcess = await createPrecomputeWorker(
+    config,
+    redisUrl,
+    createLogger("silent"),
+    registry,
+  );
+  return {
+    prefix,
+    keys,
+    precompute,
+    store: new PredictionStore(redis, keys, { bucketBits: config.bucketBits }),
+    async close() {
+      await worker.close();
+      await precompute.close();
+    },
+  };
+}
+
+async function seedRows(n: number): Promise<Record<string, string>[]> {
+  const text = await readFile("seeds/inputs/flight-delay-common.csv", "utf8");
+  const [header, ...lines] = text.trim().split("\n");
+  const names = (header as string).split(",");
+  return lines
+    .slice(0, n)
+    .map((line) => Object.fromEntries(line.split(",").map((v, i) => [names[i] as string, v])));
+}
+
+beforeAll(async () => {
+  registry = await loadRegistry(loadConfig({}));
+  model = registry.defaultVersion("flight-delay") as ModelVersion;
+  redis = createRedis(redisUrl);
+  await whenReady(redis);
+});
+afterAll(async () => {
+  await redis.quit();
+  await registry.close();
+});
+
+describe("precompute run", () => {
+  it("fills exactly the seed's keys with the model's own predictions, and a re-run writes nothing", async () => {
+    const p = await setup("seedrun");
+    try {
+      const rows = await seedRows(600);
+      const file = await writeSeedCsv(rows);
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "seed", file },
+        chunkSize: 200,
+      });
+      const done = await p.precompute.waitUntilDone(runId, 60_000);
+      expect(done).toMatchObject({
+        state: "completed",
+        rows: 600,
+        written: 600,
+        skipped: 0,
+        chunks: { total: 3, done: 3 },
+      });
+
+      const snapshot = await snapshotVersion(redis, p.prefix, "flight-delay", model.version);
+      const encoded = rows.map(({ frequency: _, ...input }) => {
+        const e = model.encoder.encode(input);
+        if (!e.ok) throw new Error("seed row invalid");
+        return e.value;
+      });
+      expect([...snapshot.keys()].sort()).toEqual(encoded.map((e) => e.key).sort());
+      const direct = await (await registry.runtime(model)).run(encoded.map((e) => e.row));
+      expect(
+        await p.store.getMany(
+          model,
+          encoded.map((e) => e.key),
+        ),
+      ).toEqual(direct);
+
+      const again = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "seed", file },
+        chunkSize: 200,
+      });
+      const second = await p.precompute.waitUntilDone(again.runId, 60_000);
+      expect(second).toMatchObject({ state: "completed", rows: 600, written: 0, skipped: 600 });
+      expect((await snapshotVersion(redis, p.prefix, "flight-delay", model.version)).size).toBe(
+        600,
+      );
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("reports progress with chunk counts, rate and ETA through the run job", async () => {
+    const p = await setup("progress");
+    try {
+      const file = await writeSeedCsv(await seedRows(400));
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "seed", file },
+        chunkSize: 100,
+      });
+      const seen: number[] = [];
+      const done = await p.precompute.waitUntilDone(runId, 60_000, (s) => seen.push(s.chunks.done));
+      expect(done.state).toBe("completed");
+      expect(done.rate).toBeGreaterThan(0);
+      const job = await p.precompute.runQueue.getJob(runId);
+      expect(job?.progress).toMatchObject({ chunks: { total: 4, done: 4 }, rows: 400 });
+      expect(seen.at(-1)).toBe(4);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("refuses an absurd grid before queuing anything, with a message naming the sizes", async () => {
+    const p = await setup("grid");
+    try {
+      await expect(
+        p.precompute.enqueue({
+          model: "flight-delay",
+          source: {
+            kind: "grid",
+            axes: { origin: "all", destination: "all", hour: "all", dayOfWeek: "all" },
+            maxSize: 100_000,
+          },
+        }),
+      ).rejects.toThrow(
+        /grid has [\d,]+ inputs \(origin: 143 × destination: 143 × hour: 24 × dayOfWeek: 7\)/,
+      );
+      expect(await p.precompute.runs.list()).toEqual([]);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("precomputes an enumerated grid", async () => {
+    const p = await setup("gridrun");
+    try {
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: {
+          kind: "grid",
+          axes: {
+            origin: ["SFO", "LAX"],
+            destination: ["SEA"],
+            hour: { min: 6, max: 9 },
+            dayOfWeek: "all",
+          },
+        },
+        chunkSize: 20,
+      });
+      const done = await p.precompute.waitUntilDone(runId, 60_000);
+      expect(done).toMatchObject({ state: "completed", rows: 2 * 1 * 4 * 7, written: 56 });
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("stops a cancelled run: no chunk starts after the cancel, none is left queued", async () => {
+    const p = await setup("cancel");
+    try {
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: {
+          kind: "grid",
+          axes: {
+            origin: "all",
+            destination: ["ATL", "ORD", "DFW"],
+            hour: "all",
+            dayOfWeek: "all",
+          },
+        },
+        chunkSize: 500,
+      });
+      await eventually(
+        async () =>
+          ((await p.precompute.status(runId))?.chunks.done ?? 0) >= 1 ? true : undefined,
+        30_000,
+        5,
+      );
+      expect((await p.precompute.cancel(runId)).state).toBe("cancelled");
+      await new Promise((r) => setTimeout(r, 1_500));
+      const settled = await p.precompute.status(runId);
+      await new Promise((r) => setTimeout(r, 1_000));
+      const later = await p.precompute.status(runId);
+      expect(later?.state).toBe("cancelled");
+      expect(later?.chunks.done).toBe(settled?.chunks.done);
+      expect(later?.chunks.done).toBeLessThan(145);
+      const queued = await p.precompute.chunkQueue.getJobCounts(
+        "waiting",
+        "active",
+        "delayed",
+        "prioritized",
+      );
+      expect(Object.values(queued).reduce((a, b) => a + b, 0)).toBe(0);
+      console.log(`cancel: stopped after ${later?.chunks.done} of 145 chunks`);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("fails the run on a bad input, says which, and leaves the active version untouched", async () => {
+    const p = await setup("badrow");
+    try {
+      const rows = await seedRows(300);
+      rows[250] = { ...rows[250], hour: "99" } as Record<string, string>;
+      const file = await writeSeedCsv(rows);
+      const before = await redis.get(p.keys.active("flight-delay"));
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "seed", file },
+        chunkSize: 100,
+        promote: true,
+      });
+      const done = await p.precompute.waitUntilDone(runId, 60_000);
+      expect(done.state).toBe("failed");
+      expect(done.error).toMatch(/chunk 2, input 50: hour must be between 0 and 23/);
+      expect(await redis.get(p.keys.active("flight-delay"))).toBe(before);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("completes after its worker is SIGKILLed mid-run, with contents identical to an uninterrupted run", async () => {
+    const rows = await seedRows(3_000);
+    const file = await writeSeedCsv(rows);
+    const request = {
+      model: "flight-delay",
+      source: { kind: "seed" as const, file },
+      chunkSize: 150,
+    };
+
+    const reference = await setup("uninterrupted");
+    let expected: Map<string, string>;
+    try {
+      const { runId } = await reference.precompute.enqueue(request);
+      expect((await reference.precompute.waitUntilDone(runId, 120_000)).state).toBe("completed");
+      expected = await snapshotVersion(redis, reference.prefix, "flight-delay", model.version);
+    } finally {
+      await reference.close();
+    }
+
+    const prefix = uniquePrefix("killed");
+    const keys = new Keys(prefix);
+    const precompute = new Precompute(redis, keys, registry, { queuePrefix: queuePrefix(prefix) });
+    const env = {
+      REDIS_URL: redisUrl,
+      PREDCACHE_PREFIX: prefix,
+      PREDCACHE_LOCK_MS: "1000",
+      PREDCACHE_STALLED_INTERVAL_MS: "500",
+      PREDCACHE_PRECOMPUTE_BATCH: "32",
+    };
+    try {
+      const first = spawnWorker(env);
+      const { runId } = await precompute.enqueue(request);
+      await eventually(
+        async () => (((await precompute.status(runId))?.chunks.done ?? 0) >= 3 ? true : undefined),
+        60_000,
+        5,
+      );
+      first.kill("SIGKILL");
+      await new Promise((r) => first.once("exit", r));
+      const atKill = await precompute.status(runId);
+      expect(atKill?.state).not.toBe("completed");
+
+      const second = spawnWorker(env);
+      try {
+        const done = await precompute.waitUntilDone(runId, 120_000);
+        expect(done).toMatchObject({ state: "completed", rows: 3_000 });
+        console.log(
+          `SIGKILL: worker killed after ${atKill?.chunks.done} of 20 chunks; a new worker completed the run`,
+        );
+      } finally {
+        second.kill("SIGTERM");
+        await new Promise((r) => second.once("exit", r));
+      }
+      const actual = await snapshotVersion(redis, prefix, "flight-delay", model.version);
+      expect(actual.size).toBe(expected.size);
+      expect(actual).toEqual(expected);
+    } finally {
+      await precompute.close();
+    }
+  });
+
+  it("promotes its target version only once every chunk has succeeded", async () => {
+    const modelsDir = await modelsDirWithVersions(["next"]);
+    const two = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
+    const prefix = uniquePrefix("promote");
+    const keys = new Keys(prefix);
+    const config = loadConfig({
+      PREDCACHE_PREFIX: prefix,
+      PREDCACHE_MODELS_DIR: modelsDir,
+      LOG_LEVEL: "silent",
+    });
+    const worker = await createPrecomputeWorker(config, redisUrl, createLogger("silent"), two);
+    const precompute = new Precompute(redis, keys, two, { queuePrefix: queuePrefix(prefix) });
+    try {
+      const [v1, v2] = two.versions("flight-delay").map((v) => v.version) as [string, string];
+      await redis.set(keys.active("flight-delay"), v1);
+      const file = await writeSeedCsv(await seedRows(400));
+      const { runId } = await precompute.enqueue({
+        model: "flight-delay",
+        version: v2,
+        source: { kind: "seed", file },
+        chunkSize: 100,
+        promote: true,
+      });
+      const beforeCompletion = new Set<string | null>();
+      const done = await precompute.waitUntilDone(runId, 60_000, (status) => {
+        if (status.state !== "completed")
+          void redis.get(keys.active("flight-delay")).then((v) => beforeCompletion.add(v));
+      });
+      expect(done.state).toBe("completed");
+      expect([...beforeCompletion]).toEqual([v1]);
+      expect(await redis.get(keys.active("flight-delay"))).toBe(v2);
+      expect(await redis.lrange(keys.history("flight-delay"), 0, 0)).toEqual([v1]);
+      const v2Entries = await snapshotVersion(redis, prefix, "flight-delay", v2);
+      expect(v2Entries.size).toBe(400);
+    } finally {
+      await worker.close();
+      await precompute.close();
+      await two.close();
+    }
+  });
+
+  it("precomputes the inputs users missed through the API (observed traffic)", async () => {
+    const prefix = uniquePrefix("traffic");
+    const api = await startTestService({ env: { PREDCACHE_PREFIX: prefix }, liveWorker: false });
+    const p = await setup("traffic", { PREDCACHE_PREFIX: prefix });
+    try {
+      const asked = ["BOS", "SEA", "DEN"].map(
+        (d, i) => `origin=ATL&destination=${d}&hour=${10 + i}&dayOfWeek=3`,
+      );
+      for (const q of [...asked, asked[0], asked[0], asked[1]]) {
+        expect(
+          (await getJson(`${api.url}/v1/models/flight-delay/predict?${q}&wait=0`)).status,
+        ).toBe(202);
+      }
+      const top = await eventually(async () => {
+        const observed = await topObserved(redis, p.keys, "flight-delay", model.encoder.hash, 10);
+        return observed.length === 3 ? observed : undefined;
+      });
+      expect(top.map((o) => o.count)).toEqual([3, 2, 1]);
+
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "traffic", top: 10 },
+      });
+      expect(await p.precompute.waitUntilDone(runId, 60_000)).toMatchObject({
+        state: "completed",
+        rows: 3,
+      });
+      for (const q of asked) {
+        const r = await getJson(`${api.url}/v1/models/flight-delay/predict?${q}`);
+        expect(r.status).toBe(200);
+        expect(r.body.source).toBe("redis");
+      }
+    } finally {
+      await p.close();
+      await api.close();
+    }
+  });
+
+  it("warms a new version with the old version's most asked inputs before promoting it", async () => {
+    const modelsDir = await modelsDirWithVersions(["warm"]);
+    const two = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
+    const prefix = uniquePrefix("warm");
+    const keys = new Keys(prefix);
+    const config = loadConfig({
+      PREDCACHE_PREFIX: prefix,
+      PREDCACHE_MODELS_DIR: modelsDir,
+      LOG_LEVEL: "silent",
+    });
+    const worker = await createPrecomputeWorker(config, redisUrl, createLogger("silent"), two);
+    const precompute = new Precompute(redis, keys, two, { queuePrefix: queuePrefix(prefix) });
+    try {
+      const [v1, v2] = two
+        .versions("flight-delay")
+        .map((v) => two.get("flight-delay", v.version) as ModelVersion) as [
+        ModelVersion,
+        ModelVersion,
+      ];
+      await redis.set(keys.active("flight-delay"), v1.version);
+      const popular = [
+        { origin: "LAX", destination: "SFO", hour: 17, dayOfWeek: 5 },
+        { origin: "ORD", destination: "LGA", hour: 8, dayOfWeek: 1 },
+      ];
+      for (const input of popular) {
+        const e = v1.encoder.encode(input);
+        if (!e.ok) throw new Error("invalid");
+        await redis.zincrby(keys.traffic("flight-delay", v1.encoder.hash), 100, e.value.key);
+      }
+      const file = await writeSeedCsv(await seedRows(50));
+      const { runId } = await precompute.enqueue({
+        model: "flight-delay",
+        version: v2.version,
+        source: { kind: "seed", file },
+        promote: true,
+        warmFromTraffic: 10,
+      });
+      expect((await precompute.waitUntilDone(runId, 60_000)).state).toBe("completed");
+      const v2Entries = await snapshotVersion(redis, prefix, "flight-delay", v2.version);
+      for (const input of popular) {
+        const e = v2.encoder.encode(input);
+        expect(e.ok && v2Entries.has(e.value.key)).toBe(true);
+      }
+      expect(v2Entries.size).toBe(52);
+      expect(await redis.get(keys.active("flight-delay"))).toBe(v2.version);
+    } finally {
+      await worker.close();
+      await precompute.close();
+      await two.close();
+    }
+  });
+});
