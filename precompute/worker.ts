@@ -11,6 +11,7 @@ import type { Keys } from "../src/cache/keys.ts";
 import type { PredictionStore } from "../src/cache/store.ts";
 import type { Logger } from "../src/log.ts";
 import { switchActiveVersion } from "../src/model/active.ts";
+import type { Prediction } from "../src/model/decoding.ts";
 import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
 import type { Redis } from "../src/redis/connection.ts";
 import { openSource, type RawInput } from "./inputs/index.ts";
@@ -209,25 +210,45 @@ export class PrecomputeWorker {
         rows.set(encoded.value.key, encoded.value.row);
       }
     }
-    const present = await this.store.has(model, keys);
-    const todo = keys.filter((_, i) => !present[i]);
     const runtime = await this.registry.runtime(model);
-    for (let start = 0; start < todo.length; start += this.options.inferBatch) {
-      if (await this.cancelled(chunk.runId))
-        throw new UnrecoverableError(`run ${chunk.runId} has ended`);
-      const batch = todo.slice(start, start + this.options.inferBatch);
-      const predictions = await runtime.run(batch.map((key) => rows.get(key) as number[]));
-      await this.store.put(
-        model,
-        batch.map((key, i) => ({
-          key,
-          prediction: predictions[i] as NonNullable<(typeof predictions)[number]>,
-        })),
-      );
+    // A pipeline per batch: which keys the version already has is asked one batch
+    // ahead, and a batch's writes overlap the next batch's inference (onnxruntime runs
+    // off the event loop). Everything is awaited before the chunk counts as done.
+    const batches: string[][] = [];
+    for (let start = 0; start < keys.length; start += this.options.inferBatch) {
+      batches.push(keys.slice(start, start + this.options.inferBatch));
+    }
+    const presence = batches.map(() => undefined as Promise<boolean[]> | undefined);
+    const lookAhead = (b: number) => {
+      const batch = batches[b];
+      if (batch && !presence[b]) presence[b] = this.store.has(model, batch);
+    };
+    const writes: Promise<void>[] = [];
+    let written = 0;
+    try {
+      lookAhead(0);
+      for (const [b, batch] of batches.entries()) {
+        if (await this.cancelled(chunk.runId))
+          throw new UnrecoverableError(`run ${chunk.runId} has ended`);
+        const present = (await presence[b]) ?? [];
+        lookAhead(b + 1);
+        const todo = batch.filter((_, i) => !present[i]);
+        if (todo.length === 0) continue;
+        const predictions = await runtime.run(todo.map((key) => rows.get(key) as number[]));
+        writes.push(
+          this.store.put(
+            model,
+            todo.map((key, i) => ({ key, prediction: predictions[i] as Prediction })),
+          ),
+        );
+        written += todo.length;
+      }
+      await Promise.all(writes);
+    } finally {
+      await Promise.allSettled([...writes, ...presence.filter((p) => p !== undefined)]);
     }
     await this.runs.saveChunkKeys(chunk.runId, chunk.index, keys);
-    const written = todo.length;
-    const skipped = keys.length - todo.length;
+    const skipped = keys.length - written;
     await this.runs.chunkDone(chunk.runId, chunk.index, keys.length, written, skipped);
     if (written > 0)
       await this.redis.hincrby(

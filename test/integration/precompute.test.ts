@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Precompute } from "../../precompute/job.ts";
@@ -447,6 +448,51 @@ describe("precompute run", () => {
       await worker.close();
       await precompute.close();
       await two.close();
+    }
+  });
+
+  it("runs from the shell: npm run precompute follows the run to the end, exit codes say how it went", async () => {
+    const p = await setup("script");
+    try {
+      const file = await writeSeedCsv(await seedRows(120));
+      const env = {
+        ...process.env,
+        REDIS_URL: redisUrl,
+        PREDCACHE_PREFIX: p.prefix,
+        LOG_LEVEL: "silent",
+      };
+      const run = (args: string[]) =>
+        new Promise<{ code: number | null; out: string }>((done) => {
+          execFile(
+            process.execPath,
+            ["--import", "tsx", "precompute/run.ts", ...args],
+            { env },
+            (error, stdout, stderr) =>
+              done({
+                code: error ? ((error as { code?: number }).code ?? 1) : 0,
+                out: stdout + stderr,
+              }),
+          );
+        });
+      const ok = await run([
+        "--model",
+        "flight-delay",
+        "--source",
+        `seed:${file}`,
+        "--chunk-size",
+        "50",
+      ]);
+      expect(ok.code).toBe(0);
+      expect(ok.out).toMatch(/completed chunks 3\/3 rows 120 written 120/);
+      expect((await run(["--model", "flight-delay"])).code).toBe(2);
+      const unknown = await run(["--model", "nope", "--source", `seed:${file}`]);
+      expect(unknown.code).toBe(2);
+      expect(unknown.out).toMatch(/no model named "nope"/);
+      const bad = await run(["--model", "flight-delay", "--source", "seed:/no/such/file.csv"]);
+      expect(bad.code).toBe(2);
+      expect(bad.out).toMatch(/seed file not found/);
+    } finally {
+      await p.close();
     }
   });
 });
