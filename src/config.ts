@@ -40,6 +40,8 @@ const schema = z.object({
   PREDCACHE_LOCK_MS: int(30_000, 500),
   PREDCACHE_STALLED_INTERVAL_MS: int(30_000, 200),
   PREDCACHE_SEED_ON_START: z.enum(["true", "false"]).default("true"),
+  PREDCACHE_TABLES_DIR: z.string().min(1).optional(),
+  PREDCACHE_RESIDENT_MAX_BYTES: int(256 * 1024 * 1024, 0),
   PREDCACHE_WORKERS: z
     .string()
     .regex(/^(live|precompute)(,(live|precompute))*$/, "a comma-separated list of live, precompute")
@@ -70,7 +72,7 @@ export interface Config {
   hitMaxAgeSeconds: number;
   liveBatchRows: number;
   liveBatchWaitMs: number;
-  /** Live jobs one worker holds at once (0: as many as a batch has rows). */
+  /** Live jobs one worker holds at once (0: four batches' worth, so the next batch fills while one runs). */
   liveConcurrency: number;
   jobKeepSeconds: number;
   /** Observed inputs kept per model and encoding, for traffic-driven precompute. */
@@ -85,6 +87,10 @@ export interface Config {
   stalledIntervalMs: number;
   /** npm start: precompute a model's common inputs on first start. */
   seedOnStart: boolean;
+  /** Where lookup tables are published (default: <data dir>/tables). */
+  tablesDir: string;
+  /** Largest table an API process keeps resident in memory (0: none). */
+  residentMaxBytes: number;
   /** Which workers a worker process runs. */
   workers: ("live" | "precompute")[];
 }
@@ -126,7 +132,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     hitMaxAgeSeconds: e.PREDCACHE_HIT_MAX_AGE,
     liveBatchRows: e.PREDCACHE_LIVE_BATCH_ROWS,
     liveBatchWaitMs: e.PREDCACHE_LIVE_BATCH_WAIT_MS,
-    liveConcurrency: e.PREDCACHE_LIVE_CONCURRENCY || e.PREDCACHE_LIVE_BATCH_ROWS,
+    liveConcurrency: e.PREDCACHE_LIVE_CONCURRENCY || 4 * e.PREDCACHE_LIVE_BATCH_ROWS,
     jobKeepSeconds: e.PREDCACHE_JOB_KEEP_SECONDS,
     trafficMaxEntries: e.PREDCACHE_TRAFFIC_MAX_ENTRIES,
     trafficHitSample: e.PREDCACHE_TRAFFIC_HIT_SAMPLE,
@@ -135,6 +141,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     lockMs: e.PREDCACHE_LOCK_MS,
     stalledIntervalMs: e.PREDCACHE_STALLED_INTERVAL_MS,
     seedOnStart: e.PREDCACHE_SEED_ON_START === "true",
+    tablesDir: e.PREDCACHE_TABLES_DIR ?? `${e.PREDCACHE_DATA_DIR}/tables`,
+    residentMaxBytes: e.PREDCACHE_RESIDENT_MAX_BYTES,
     workers: e.PREDCACHE_WORKERS.split(",") as ("live" | "precompute")[],
   };
 }

@@ -15,13 +15,17 @@ function sizeOf(key: string, prediction: Prediction): number {
 }
 
 export class MemoryCache {
-  private readonly lru: LRUCache<string, Prediction>;
+  /** Undefined when maxBytes is 0: no L1 at all. */
+  private readonly lru: LRUCache<string, Prediction> | undefined;
 
   constructor(options: MemoryCacheOptions) {
-    this.lru = new LRUCache<string, Prediction>({
-      maxSize: options.maxBytes,
-      sizeCalculation: (prediction, key) => sizeOf(key, prediction),
-    });
+    this.lru =
+      options.maxBytes > 0
+        ? new LRUCache<string, Prediction>({
+            maxSize: options.maxBytes,
+            sizeCalculation: (prediction, key) => sizeOf(key, prediction),
+          })
+        : undefined;
   }
 
   static id(model: string, version: string, key: string): string {
@@ -29,22 +33,22 @@ export class MemoryCache {
   }
 
   get(id: string): Prediction | undefined {
-    return this.lru.get(id);
+    return this.lru?.get(id);
   }
 
   set(id: string, prediction: Prediction): void {
-    this.lru.set(id, prediction);
+    this.lru?.set(id, prediction);
   }
 
   clear(): void {
-    this.lru.clear();
+    this.lru?.clear();
   }
 
   get size(): number {
-    return this.lru.size;
+    return this.lru?.size ?? 0;
   }
 
   get bytes(): number {
-    return this.lru.calculatedSize;
+    return this.lru?.calculatedSize ?? 0;
   }
 }

@@ -28,6 +28,10 @@ export class LiveClient {
   readonly queue: Queue<LiveJob, Prediction>;
   private readonly events: QueueEvents;
   private readonly inFlight = new Map<string, Promise<Prediction>>();
+  private readonly waiters = new Map<
+    string,
+    { resolve: (p: Prediction) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+  >();
 
   constructor(
     commands: Redis,
@@ -40,6 +44,24 @@ export class LiveClient {
       prefix: options.prefix,
     });
     this.events = new QueueEvents(LIVE_QUEUE, { connection: blocking, prefix: options.prefix });
+    // Two listeners for all waits (not one per miss): completed/failed events settle them.
+    this.events.on("completed", ({ jobId, returnvalue }) => {
+      const value =
+        typeof returnvalue === "string"
+          ? (JSON.parse(returnvalue) as Prediction)
+          : (returnvalue as unknown as Prediction);
+      this.settle(jobId, { value });
+    });
+    this.events.on("failed", ({ jobId, failedReason }) => {
+      // A failed attempt that will be retried is not the end: wait for the next outcome.
+      void this.queue.getJob(jobId).then(
+        async (job) => {
+          if (!job || (await job.isFailed()))
+            this.settle(jobId, { error: new Error(failedReason) });
+        },
+        () => {},
+      );
+    });
   }
 
   async ready(): Promise<void> {
@@ -59,6 +81,8 @@ export class LiveClient {
   }
 
   private async enqueueAndWait(jobId: string, data: LiveJob): Promise<Prediction> {
+    // Listen before adding, so a job finishing right away is not missed.
+    const finished = this.waitFor(jobId);
     let job: Job<LiveJob, Prediction>;
     try {
       job = await this.queue.add("predict", data, {
@@ -69,14 +93,42 @@ export class LiveClient {
         removeOnFail: { age: this.options.keepFinishedSeconds },
       });
     } catch (error) {
-      throw new PredcacheError(
-        "redis_unavailable",
-        `cannot queue the live inference: ${(error as Error).message}`,
-        undefined,
-        1,
-      );
+      this.settle(jobId, {
+        error: new PredcacheError(
+          "redis_unavailable",
+          `cannot queue the live inference: ${(error as Error).message}`,
+          undefined,
+          1,
+        ),
+      });
+      return finished;
     }
-    return (await job.waitUntilFinished(this.events, this.options.maxWaitMs)) as Prediction;
+    // An identical job that already finished is returned as it is, with no new event.
+    if (job.finishedOn) {
+      if (job.failedReason) this.settle(jobId, { error: new Error(job.failedReason) });
+      else this.settle(jobId, { value: job.returnvalue });
+    }
+    return finished;
+  }
+
+  /** One promise per job, settled from the shared QueueEvents listeners (or after maxWaitMs). */
+  private waitFor(jobId: string): Promise<Prediction> {
+    return new Promise<Prediction>((resolve, reject) => {
+      const timer = setTimeout(
+        () => this.settle(jobId, { error: new Error(`job ${jobId} timed out before finishing`) }),
+        this.options.maxWaitMs,
+      );
+      this.waiters.set(jobId, { resolve, reject, timer });
+    });
+  }
+
+  private settle(jobId: string, outcome: { value: Prediction } | { error: Error }): void {
+    const waiter = this.waiters.get(jobId);
+    if (!waiter) return;
+    this.waiters.delete(jobId);
+    clearTimeout(waiter.timer);
+    if ("value" in outcome) waiter.resolve(outcome.value);
+    else waiter.reject(outcome.error);
   }
 
   getJob(id: string): Promise<Job<LiveJob, Prediction> | undefined> {

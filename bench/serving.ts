@@ -1,0 +1,650 @@
+/**
+ * Serving benchmark — `npm run bench:serving`. One run, side by side, loopback only:
+ *
+ *   1. raw node:http answering a constant JSON body          (the floor of HTTP on Node)
+ *   2. a Hono hello-world served by listen(), the same body  (the framework's own cost)
+ *   3. predcache, L1 hit: every request answered from the in-process LRU
+ *   4. predcache, Redis hit: a second instance whose L1 can hold nothing
+ *   5. live misses: micro-batched inference (64 rows) against one row per run, plus two
+ *      configs that tell batching apart from the live worker's concurrency
+ *
+ * Scenarios are measured in interleaved slices (round-robin, rotating who goes first):
+ * small VMs run fast for a few seconds and are then throttled, which in a plain sequence
+ * would favour whichever scenario runs first.
+ *
+ * Targets are printed as PASS/MISS and never asserted: the figures come from one noisy
+ * run on whatever machine this is. Setup mistakes (a reply from the wrong tier) do fail.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { arch, availableParallelism, cpus, platform } from "node:os";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import autocannon from "autocannon";
+import { Hono } from "hono";
+import { type Listening, listen } from "../src/api/listen.ts";
+import { loadConfig } from "../src/config.ts";
+import { createLogger } from "../src/log.ts";
+import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
+import type { RuntimeStats } from "../src/model/runtime.ts";
+import { startRedisServer } from "../src/redis/embedded.ts";
+import {
+  createLiveWorker,
+  createService,
+  type LiveWorkerProcess,
+  loadRegistry,
+  type Service,
+} from "../src/service.ts";
+import type { LiveClientJob, LiveClientOutcome, LiveClientResult } from "./lib/live-client.ts";
+
+const HOST = "127.0.0.1";
+const MODEL = "flight-delay";
+const PREDICT = `/v1/models/${MODEL}/predict`;
+const HOT_PATH = `${PREDICT}?origin=SFO&destination=LAX&hour=7&dayOfWeek=1`;
+/** Per HTTP scenario: a discarded warm-up, then `seconds` measured in `slices` slices. */
+const LOAD = { connections: 50, warmupSeconds: 1, seconds: 5, slices: 5 };
+/** Live misses: `inputs` distinct inputs per config, sent in `slices` interleaved chunks. */
+const LIVE = { inputs: 2_000, warmupInputs: 128, inFlight: 64, waitMs: 5_000, slices: 4 };
+/**
+ * The pair the target is about (micro-batched, then one row per run; the worker's
+ * concurrency follows batch rows unless set), then two configs that tell batching apart
+ * from the number of jobs the worker holds at once.
+ */
+const LIVE_CONFIGS: { name: string; env: Record<string, string> }[] = [
+  {
+    name: "rows 64, wait 5 ms (concurrency 64)",
+    env: { PREDCACHE_LIVE_BATCH_ROWS: "64", PREDCACHE_LIVE_BATCH_WAIT_MS: "5" },
+  },
+  { name: "rows 1 (concurrency 1)", env: { PREDCACHE_LIVE_BATCH_ROWS: "1" } },
+  {
+    name: "rows 1, concurrency 64",
+    env: { PREDCACHE_LIVE_BATCH_ROWS: "1", PREDCACHE_LIVE_CONCURRENCY: "64" },
+  },
+  {
+    name: "rows 64, wait 5 ms, concurrency 256",
+    env: {
+      PREDCACHE_LIVE_BATCH_ROWS: "64",
+      PREDCACHE_LIVE_BATCH_WAIT_MS: "5",
+      PREDCACHE_LIVE_CONCURRENCY: "256",
+    },
+  },
+];
+const TARGETS = { l1VsHello: 0.9, redisVsL1: 0.85, batchedVsSingle: 3 };
+
+// ---------------------------------------------------------------------------- servers
+
+interface Server {
+  url: string;
+  close(): Promise<void>;
+}
+
+interface Predcache extends Server {
+  service: Service;
+  registry: ModelRegistry;
+  live: LiveWorkerProcess | undefined;
+}
+
+/** The floor: node:http with nothing in between. */
+async function startRawServer(body: string): Promise<Server> {
+  const bytes = Buffer.from(body);
+  const server = createServer((_request, response) => {
+    response.writeHead(200, { "content-type": "application/json", "content-length": bytes.length });
+    response.end(bytes);
+  });
+  await new Promise<void>((done, fail) => {
+    server.once("error", fail);
+    server.listen(0, HOST, () => done());
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://${HOST}:${port}`,
+    close: () =>
+      new Promise((done) => {
+        server.close(() => done());
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+/** Hono through the project's own listen(), on the predict route so routing costs the same. */
+async function startHelloWorld(body: string): Promise<Server> {
+  const app = new Hono();
+  app.get(PREDICT, (c) => c.body(body, 200, { "content-type": "application/json" }));
+  return listen(app, HOST, 0);
+}
+
+/** The real service (config → registry → service [+ live worker] → listen), as npm start wires it. */
+async function startPredcache(
+  redisUrl: string,
+  env: Record<string, string>,
+  options: { registry?: ModelRegistry; liveWorker: boolean },
+): Promise<Predcache> {
+  const config = loadConfig({
+    LOG_LEVEL: "silent",
+    PREDCACHE_PREFIX: freshPrefix(),
+    ...env,
+    REDIS_URL: redisUrl,
+    PORT: "0",
+  });
+  const log = createLogger(config.logLevel);
+  const registry = options.registry ?? (await loadRegistry(config));
+  const steps: (() => Promise<void>)[] = [];
+  if (!options.registry) steps.push(() => registry.close());
+  try {
+    const service = await createService(config, redisUrl, log, registry);
+    steps.unshift(() => service.close());
+    const live = options.liveWorker
+      ? await createLiveWorker(config, redisUrl, log, registry)
+      : undefined;
+    if (live) steps.unshift(() => live.close());
+    const server: Listening = await listen(service.app, HOST, 0);
+    steps.unshift(() => server.close());
+    return { url: server.url, service, registry, live, close: () => runAll(steps) };
+  } catch (error) {
+    await runAll(steps);
+    throw error;
+  }
+}
+
+/** A key prefix nothing else uses, so each instance starts with an empty cache and queue. */
+function freshPrefix(): string {
+  return `bench${randomBytes(3).toString("hex")}`;
+}
+
+async function runAll(steps: readonly (() => Promise<void>)[]): Promise<void> {
+  for (const step of steps) await step().catch((error: unknown) => console.error(error));
+}
+
+/** `items` starting at index `by`: round r of a round-robin starts with a different one. */
+function rotated<T>(items: readonly T[], by: number): T[] {
+  const k = by % items.length;
+  return [...items.slice(k), ...items.slice(0, k)];
+}
+
+// ---------------------------------------------------------------------------- requests
+
+interface Reply {
+  status: number;
+  text: string;
+  source: string | undefined;
+}
+
+async function get(url: string): Promise<Reply> {
+  const response = await fetch(url);
+  const text = await response.text();
+  return { status: response.status, text, source: sourceOf(text) };
+}
+
+function sourceOf(text: string): string | undefined {
+  try {
+    const body: unknown = JSON.parse(text);
+    if (typeof body === "object" && body !== null && "source" in body)
+      return typeof body.source === "string" ? body.source : undefined;
+  } catch {
+    // not JSON: no source
+  }
+  return undefined;
+}
+
+/** A scenario that is not served by the tier it claims to measure is a broken bench. */
+function expectSource(reply: Reply, source: string, what: string): void {
+  if (reply.status !== 200 || reply.source !== source)
+    throw new Error(
+      `${what}: expected 200 from ${source}, got ${reply.status} ${reply.text.slice(0, 200)}`,
+    );
+  console.log(`  ${what}: 200, source "${reply.source}"`);
+}
+
+// ---------------------------------------------------------------------------- HTTP load
+
+interface Target {
+  name: string;
+  url: string;
+}
+
+interface Load {
+  name: string;
+  reqPerSec: number;
+  /** Means over the slices (autocannon reports whole milliseconds). */
+  p50: number;
+  p99: number;
+  requests: number;
+  /** Connection errors, timeouts and non-2xx answers. */
+  failures: number;
+  /** Requests of the warm-up and the slices together. */
+  sentInAll: number;
+}
+
+/**
+ * autocannon in one worker thread, so the load generator does not share the server's
+ * event loop (every server here runs on this process's main thread).
+ */
+function fire(url: string, seconds: number): Promise<autocannon.Result> {
+  return autocannon({ url, connections: LOAD.connections, duration: seconds, workers: 1 });
+}
+
+/** Warms every target, then measures them round-robin in slices. */
+async function hammerAll(targets: readonly Target[]): Promise<Load[]> {
+  const warmups = new Map<Target, autocannon.Result>();
+  for (const target of targets) warmups.set(target, await fire(target.url, LOAD.warmupSeconds));
+  const slices = new Map<Target, autocannon.Result[]>(targets.map((t) => [t, []]));
+  for (let round = 0; round < LOAD.slices; round++) {
+    for (const target of rotated(targets, round))
+      slices.get(target)?.push(await fire(target.url, LOAD.seconds / LOAD.slices));
+    process.stdout.write(".");
+  }
+  console.log();
+  return targets.map((target) => {
+    const results = slices.get(target) ?? [];
+    const sum = (f: (r: autocannon.Result) => number) => results.reduce((s, r) => s + f(r), 0);
+    const requests = sum((r) => r.requests.total);
+    return {
+      name: target.name,
+      reqPerSec: requests / sum((r) => r.duration),
+      p50: sum((r) => r.latency.p50) / results.length,
+      p99: sum((r) => r.latency.p99) / results.length,
+      requests,
+      failures: sum((r) => r.errors + r.timeouts + r.non2xx),
+      sentInAll: requests + (warmups.get(target)?.requests.total ?? 0),
+    };
+  });
+}
+
+/** HGET calls Redis has served so far (INFO commandstats). */
+async function hgetCalls(service: Service): Promise<number> {
+  const stats = await service.redis.info("commandstats");
+  return Number(/cmdstat_hget:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+}
+
+// ---------------------------------------------------------------------------- live misses
+
+interface Input {
+  origin: string;
+  destination: string;
+  hour: number;
+  dayOfWeek: number;
+}
+
+/** mulberry32: a tiny seeded PRNG, so every run and every config sees the same inputs. */
+function prng(seed: number): (below: number) => number {
+  let state = seed >>> 0;
+  return (below) => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * below);
+  };
+}
+
+/** `count` distinct inputs drawn from the model's own vocabulary and ranges. */
+function distinctInputs(model: ModelVersion, count: number): Input[] {
+  const feature = (name: string) => {
+    const found = model.manifest.encoding.features.find((f) => f.name === name);
+    if (!found) throw new Error(`${model.name} has no feature ${name}`);
+    return found;
+  };
+  const vocabulary = (name: string): string[] => {
+    const f = feature(name);
+    if (f.type !== "categorical") throw new Error(`${name} is not categorical`);
+    return f.vocabulary;
+  };
+  const range = (name: string): { min: number; max: number } => {
+    const f = feature(name);
+    if (f.type !== "integer") throw new Error(`${name} is not an integer`);
+    return f;
+  };
+  const origins = vocabulary("origin");
+  const destinations = vocabulary("destination");
+  const hours = range("hour");
+  const days = range("dayOfWeek");
+  const random = prng(20010101);
+  const seen = new Set<string>();
+  const inputs: Input[] = [];
+  while (inputs.length < count) {
+    const origin = origins[random(origins.length)];
+    const destination = destinations[random(destinations.length)];
+    if (!origin || !destination || origin === destination) continue;
+    const hour = hours.min + random(hours.max - hours.min + 1);
+    const dayOfWeek = days.min + random(days.max - days.min + 1);
+    const id = `${origin}-${destination}-${hour}-${dayOfWeek}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    inputs.push({ origin, destination, hour, dayOfWeek });
+  }
+  return inputs;
+}
+
+/** The forked load generator of lib/live-client.ts; one job at a time. */
+class LiveLoad {
+  // fork() passes on this process's --import tsx, so the child runs TypeScript too.
+  private readonly child: ChildProcess = fork(
+    fileURLToPath(new URL("./lib/live-client.ts", import.meta.url)),
+  );
+
+  /** Sends every input once, LIVE.inFlight at a time, each waiting for the live model. */
+  run(baseUrl: string, inputs: readonly Input[]): Promise<LiveClientResult> {
+    const job: LiveClientJob = {
+      url: `${baseUrl}${PREDICT}`,
+      queries: inputs.map((input) =>
+        new URLSearchParams({
+          origin: input.origin,
+          destination: input.destination,
+          hour: String(input.hour),
+          dayOfWeek: String(input.dayOfWeek),
+          wait: String(LIVE.waitMs),
+        }).toString(),
+      ),
+      inFlight: LIVE.inFlight,
+    };
+    return new Promise((done, fail) => {
+      const exited = (code: number | null) => fail(new Error(`live client exited (${code})`));
+      this.child.once("exit", exited);
+      this.child.once("message", (result) => {
+        this.child.off("exit", exited);
+        done(result as LiveClientResult);
+      });
+      this.child.send(job);
+    });
+  }
+
+  /** Disconnecting lets the child exit by itself. */
+  close(): Promise<void> {
+    if (this.child.connected) this.child.disconnect();
+    return Promise.resolve();
+  }
+}
+
+/** One config: its own service + live worker, prefix (so all misses) and registry (so its own run counts). */
+interface LiveSetup {
+  name: string;
+  app: Predcache;
+  stats: RuntimeStats;
+  batchSizes(): number[];
+}
+
+async function startLiveSetup(
+  name: string,
+  redisUrl: string,
+  env: Record<string, string>,
+): Promise<LiveSetup> {
+  const app = await startPredcache(redisUrl, env, { liveWorker: true });
+  // Each waiting miss adds a "closing" listener to the BullMQ Queue (Job.waitUntilFinished);
+  // past 10 Node prints MaxListenersExceededWarning again and again. Room for our load:
+  app.service.live.queue.setMaxListeners(LIVE.inFlight + 16);
+  const version = app.service.active.get(MODEL);
+  const model = version ? app.registry.get(MODEL, version) : undefined;
+  if (!model) {
+    await app.close();
+    throw new Error(`${MODEL} is not served`);
+  }
+  // The runtime counts in place: holding its stats object is enough to read them later.
+  const { stats } = await app.registry.runtime(model);
+  return {
+    name,
+    app,
+    stats,
+    batchSizes: () => Object.values(app.live?.worker.batchSizes() ?? {}).flat(),
+  };
+}
+
+interface LiveResult {
+  name: string;
+  completed: number;
+  /** Answers that were not a 200 from the live model (202 pending, errors). */
+  other: number;
+  perSec: number;
+  p50: number;
+  p99: number;
+  runs: number;
+  rows: number;
+  maxBatch: number;
+}
+
+/** Warms every config, then sends each the same inputs in chunks, round-robin. */
+async function liveMissesAll(
+  client: LiveLoad,
+  setups: readonly LiveSetup[],
+  warmup: readonly Input[],
+  inputs: readonly Input[],
+): Promise<LiveResult[]> {
+  for (const setup of setups) await client.run(setup.app.url, warmup);
+  const before = new Map(
+    setups.map((s) => [s, { ...s.stats, batches: s.batchSizes().length }] as const),
+  );
+  const results = new Map<LiveSetup, LiveClientResult[]>(setups.map((s) => [s, []]));
+  const chunk = Math.ceil(inputs.length / LIVE.slices);
+  for (let round = 0; round < LIVE.slices; round++) {
+    const part = inputs.slice(round * chunk, (round + 1) * chunk);
+    for (const setup of rotated(setups, round))
+      results.get(setup)?.push(await client.run(setup.app.url, part));
+    process.stdout.write(".");
+  }
+  console.log();
+  return setups.map((setup) => {
+    const parts = results.get(setup) ?? [];
+    const outcomes: LiveClientOutcome[] = parts.flatMap((p) => p.outcomes);
+    const seconds = parts.reduce((s, p) => s + p.seconds, 0);
+    const completed = outcomes.filter((o) => o.live).length;
+    const latencies = outcomes.map((o) => o.ms).sort((a, b) => a - b);
+    const start = before.get(setup) ?? { runs: 0, rows: 0, batches: 0 };
+    return {
+      name: setup.name,
+      completed,
+      other: outcomes.length - completed,
+      perSec: completed / seconds,
+      p50: percentile(latencies, 0.5),
+      p99: percentile(latencies, 0.99),
+      runs: setup.stats.runs - start.runs,
+      rows: setup.stats.rows - start.rows,
+      maxBatch: Math.max(0, ...setup.batchSizes().slice(start.batches)),
+    };
+  });
+}
+
+function percentile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+}
+
+// ---------------------------------------------------------------------------- printing
+
+function fmtInt(n: number): string {
+  return Math.round(n).toLocaleString("en-US");
+}
+
+function fmtMs(n: number): string {
+  return n.toFixed(1);
+}
+
+function ratio(a: number, b: number): string {
+  return `${(a / b).toFixed(2)}×`;
+}
+
+function verdict(a: number, b: number, target: number): string {
+  return `${ratio(a, b)} (target ≥ ${target}×) ${a / b >= target ? "PASS" : "MISS"}`;
+}
+
+/** Left-aligns the first column, right-aligns the rest. */
+function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)))
+      .join("  ");
+  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)]
+    .map((l) => `  ${l}`)
+    .join("\n");
+}
+
+// ---------------------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const cpu = cpus()[0]?.model.trim() ?? "unknown CPU";
+  console.log(`predcache serving bench — Node ${process.version}, ${platform()}/${arch()}`);
+  console.log(`CPUs: ${availableParallelism()} (${cpu})`);
+  console.log(
+    "Note: figures are from ONE noisy run. The services (this process's main thread), the load\n" +
+      "generators (autocannon's worker thread; a child process for live misses) and redis-server\n" +
+      "share this machine's cores: compare the ratios, not the absolute numbers.",
+  );
+  console.log(
+    `HTTP: autocannon, ${LOAD.connections} connections; per scenario ${LOAD.warmupSeconds} s warm-up, then ` +
+      `${LOAD.seconds} s measured in ${LOAD.slices} interleaved slices\n`,
+  );
+
+  const started = performance.now();
+  // Undone in reverse order of setup: servers as soon as they are measured, the rest at the end.
+  const cleanup: (() => Promise<void>)[] = [];
+  const servers: (() => Promise<void>)[] = [];
+  try {
+    const redis = await startRedisServer();
+    cleanup.unshift(() => redis.stop());
+    console.log(`redis-server ${redis.url} (pid ${redis.pid}, no persistence)`);
+
+    // 3 (set up first): the real service, whose reply body the baselines will serve.
+    const config = loadConfig({ LOG_LEVEL: "silent" });
+    const registry = await loadRegistry(config);
+    cleanup.unshift(() => registry.close());
+    const prefix = freshPrefix();
+    const l1 = await startPredcache(
+      redis.url,
+      { PREDCACHE_PREFIX: prefix },
+      { registry, liveWorker: true },
+    );
+    servers.unshift(() => l1.close());
+    expectSource(await get(`${l1.url}${HOT_PATH}&wait=5000`), "live", "warm-up (L1 service)");
+    const sample = await get(`${l1.url}${HOT_PATH}`);
+    expectSource(sample, "memory", "sample (L1 service)");
+    console.log(`  reply body (${Buffer.byteLength(sample.text)} bytes): ${sample.text}`);
+
+    // 1, 2: the baselines, serving exactly that body.
+    const raw = await startRawServer(sample.text);
+    servers.unshift(() => raw.close());
+    const hello = await startHelloWorld(sample.text);
+    servers.unshift(() => hello.close());
+
+    // 4: same Redis and prefix; a 1-byte L1 holds nothing (0 is refused by lru-cache).
+    const l2 = await startPredcache(
+      redis.url,
+      { PREDCACHE_PREFIX: prefix, PREDCACHE_L1_MAX_BYTES: "1" },
+      { registry, liveWorker: false },
+    );
+    servers.unshift(() => l2.close());
+    expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "sample (Redis service)");
+    expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "again  (Redis service)");
+
+    console.log("\nHTTP scenarios");
+    // Only the Redis-hit service reads Redis here; one hot key means the service shares
+    // one read among concurrent lookups of it, so count the reads Redis really served.
+    const hgetsBefore = await hgetCalls(l2.service);
+    const loads = await hammerAll([
+      { name: "1 raw node:http", url: `${raw.url}${HOT_PATH}` },
+      { name: "2 Hono hello-world", url: `${hello.url}${HOT_PATH}` },
+      { name: "3 predcache L1 hit", url: `${l1.url}${HOT_PATH}` },
+      { name: "4 predcache Redis hit", url: `${l2.url}${HOT_PATH}` },
+    ]);
+    const hgets = (await hgetCalls(l2.service)) - hgetsBefore;
+    expectSource(await get(`${l1.url}${HOT_PATH}`), "memory", "after load (L1 service)");
+    expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "after load (Redis service)");
+    // Stop them so they do not share the machine with step 5.
+    await runAll(servers.splice(0));
+
+    // 5: live misses, every input new to each config's fresh prefix.
+    console.log("\nLive misses");
+    const model = registry.defaultVersion(MODEL);
+    if (!model) throw new Error(`no ${MODEL} model`);
+    const all = distinctInputs(model, LIVE.warmupInputs + LIVE.inputs);
+    const client = new LiveLoad();
+    cleanup.unshift(() => client.close());
+    const setups: LiveSetup[] = [];
+    for (const { name, env } of LIVE_CONFIGS) {
+      const setup = await startLiveSetup(name, redis.url, env);
+      servers.unshift(() => setup.app.close());
+      setups.push(setup);
+    }
+    const lives = await liveMissesAll(
+      client,
+      setups,
+      all.slice(0, LIVE.warmupInputs),
+      all.slice(LIVE.warmupInputs),
+    );
+
+    // ------------------------------------------------------------------ report
+    const [rawLoad, helloLoad, l1Load, l2Load] = loads as [Load, Load, Load, Load];
+    const [batched, single] = lives as [LiveResult, LiveResult];
+    const reference = [rawLoad, rawLoad, helloLoad, l1Load];
+    console.log("\nResults: HTTP, same URL, same reply body (p50/p99: mean over the slices)\n");
+    console.log(
+      table(
+        ["scenario", "req/s", "p50 ms", "p99 ms", "requests", "failed", "× raw", "× row above"],
+        loads.map((l, i) => [
+          l.name,
+          fmtInt(l.reqPerSec),
+          fmtMs(l.p50),
+          fmtMs(l.p99),
+          fmtInt(l.requests),
+          String(l.failures),
+          ratio(l.reqPerSec, rawLoad.reqPerSec),
+          i === 0 ? "" : ratio(l.reqPerSec, reference[i]?.reqPerSec ?? Number.NaN),
+        ]),
+      ),
+    );
+    console.log(
+      `  (4: ${(hgets / l2Load.sentInAll).toFixed(3)} Redis HGETs per request: concurrent lookups of one key share a read)`,
+    );
+    console.log(
+      `\nResults: live misses, ${fmtInt(LIVE.inputs)} distinct inputs per config, ${LIVE.inFlight} in flight, wait=${LIVE.waitMs}\n`,
+    );
+    console.log(
+      table(
+        [
+          "config",
+          "pred/s",
+          "p50 ms",
+          "p99 ms",
+          "live 200",
+          "other",
+          "onnx runs",
+          "rows",
+          "rows/run",
+          "max batch",
+          "× rows 1",
+        ],
+        lives.map((l) => [
+          l.name,
+          fmtInt(l.perSec),
+          fmtMs(l.p50),
+          fmtMs(l.p99),
+          fmtInt(l.completed),
+          String(l.other),
+          fmtInt(l.runs),
+          fmtInt(l.rows),
+          (l.rows / l.runs).toFixed(1),
+          String(l.maxBatch),
+          ratio(l.perSec, single.perSec),
+        ]),
+      ),
+    );
+    console.log("\nTargets (printed, not asserted)");
+    console.log(
+      `  L1 hit vs hello-world req/s:   ${verdict(l1Load.reqPerSec, helloLoad.reqPerSec, TARGETS.l1VsHello)}`,
+    );
+    console.log(
+      `  Redis hit vs L1 hit req/s:     ${verdict(l2Load.reqPerSec, l1Load.reqPerSec, TARGETS.redisVsL1)}`,
+    );
+    console.log(
+      `  rows 64 vs rows 1 pred/s:      ${verdict(batched.perSec, single.perSec, TARGETS.batchedVsSingle)}`,
+    );
+  } finally {
+    await runAll(servers);
+    await runAll(cleanup);
+    console.log(`\nDone in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
