@@ -5,11 +5,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
-import { Queue } from "bullmq";
+import type { Queue } from "bullmq";
 import type { Keys } from "../src/cache/keys.ts";
 import { PredcacheError } from "../src/errors.ts";
 import type { ModelRegistry } from "../src/model/registry.ts";
 import type { Redis } from "../src/redis/connection.ts";
+import { producerQueue } from "../src/redis/queue.ts";
 import { planGrid } from "./inputs/grid.ts";
 import { describeSource } from "./inputs/index.ts";
 import { type RunStatus, RunStore } from "./runs.ts";
@@ -38,14 +39,8 @@ export class Precompute {
     private readonly registry: ModelRegistry,
     options: PrecomputeOptions,
   ) {
-    this.runQueue = new Queue<RunJob>(RUN_QUEUE, {
-      connection: redis,
-      prefix: options.queuePrefix,
-    });
-    this.chunkQueue = new Queue<ChunkJob>(CHUNK_QUEUE, {
-      connection: redis,
-      prefix: options.queuePrefix,
-    });
+    this.runQueue = producerQueue<RunJob>(RUN_QUEUE, redis, options.queuePrefix);
+    this.chunkQueue = producerQueue<ChunkJob>(CHUNK_QUEUE, redis, options.queuePrefix);
     this.runs = new RunStore(redis, keys);
   }
 

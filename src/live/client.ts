@@ -3,11 +3,12 @@
  * from the key, so concurrent identical misses — in this process or any other — share
  * one job and one inference. Within this process they also share one wait.
  */
-import { type Job, Queue, QueueEvents } from "bullmq";
+import { type Job, type Queue, QueueEvents } from "bullmq";
 import { PredcacheError } from "../errors.ts";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
-import type { Redis } from "../redis/connection.ts";
+import { closeWithin, type Redis } from "../redis/connection.ts";
+import { producerQueue } from "../redis/queue.ts";
 import { LIVE_QUEUE, type LiveJob, liveJobId } from "./jobs.ts";
 
 export interface LiveClientOptions {
@@ -39,11 +40,11 @@ export class LiveClient {
     private readonly options: LiveClientOptions,
   ) {
     // Producer commands fail fast when Redis is away (no offline queue), as BullMQ advises for HTTP handlers.
-    this.queue = new Queue<LiveJob, Prediction>(LIVE_QUEUE, {
-      connection: commands,
-      prefix: options.prefix,
-    });
+    this.queue = producerQueue<LiveJob, Prediction>(LIVE_QUEUE, commands, options.prefix);
     this.events = new QueueEvents(LIVE_QUEUE, { connection: blocking, prefix: options.prefix });
+    this.events.on("error", () => {
+      // Connection errors surface as 503s on the requests that need Redis; it reconnects by itself.
+    });
     // Two listeners for all waits (not one per miss): completed/failed events settle them.
     this.events.on("completed", ({ jobId, returnvalue }) => {
       const value =
@@ -136,6 +137,6 @@ export class LiveClient {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([this.events.close(), this.queue.close()]);
+    await Promise.allSettled([closeWithin(this.events.close()), this.queue.close()]);
   }
 }

@@ -48,3 +48,25 @@ export function whenReady(redis: Redis, timeoutMs = 10_000): Promise<void> {
     redis.once("ready", onReady);
   });
 }
+
+/**
+ * Waits for a close at most `ms`. ioredis never emits "end" for a connection disconnected
+ * while it waits to reconnect (its timer is cleared, no socket is left to close), so
+ * BullMQ's close of a blocking reader can wait forever right after an outage; nothing is
+ * left running by then, so giving up the wait loses nothing.
+ */
+export async function closeWithin(closing: Promise<unknown>, ms = 2_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((done) => {
+    timer = setTimeout(done, ms);
+    timer.unref();
+  });
+  await Promise.race([
+    closing.then(
+      () => undefined,
+      () => undefined,
+    ),
+    bound,
+  ]);
+  clearTimeout(timer);
+}
