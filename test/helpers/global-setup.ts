@@ -1,15 +1,25 @@
 /** One real redis-server (no persistence) for the whole run; each test file uses its own key prefix. */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { startRedisServer } from "../../src/redis/embedded.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {
     redisUrl: string;
+    /** A folder removed after the run; each service gets its own data dir inside it. */
+    scratchDir: string;
   }
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const redis = await startRedisServer();
+  const scratch = await mkdtemp(join(tmpdir(), "predcache-test-"));
   project.provide("redisUrl", redis.url);
-  return () => redis.stop();
+  project.provide("scratchDir", scratch);
+  return async () => {
+    await redis.stop();
+    await rm(scratch, { recursive: true, force: true });
+  };
 }

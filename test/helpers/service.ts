@@ -33,6 +33,11 @@ export interface TestServiceOptions {
   registry?: ModelRegistry;
 }
 
+/** A data folder of its own (tables, runs' files), so no test sees another's tables. */
+export function tempDataDir(): Promise<string> {
+  return mkdtemp(join(inject("scratchDir"), "data-"));
+}
+
 /** A prefix no other test file shares, so files can run in parallel on one Redis. */
 export function uniquePrefix(label: string): string {
   return `t${label.replace(/[^A-Za-z0-9]/g, "").slice(0, 12)}${randomBytes(3).toString("hex")}`;
@@ -43,6 +48,7 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
   const redisUrl = env.REDIS_URL ?? inject("redisUrl");
   const config = loadConfig({
     PREDCACHE_PREFIX: uniquePrefix("svc"),
+    PREDCACHE_DATA_DIR: await tempDataDir(),
     LOG_LEVEL: "silent",
     ...env,
     REDIS_URL: redisUrl,

@@ -21,6 +21,7 @@ import {
   getJson,
   modelsDirWithVersions,
   startTestService,
+  tempDataDir,
   uniquePrefix,
 } from "../helpers/service.ts";
 
@@ -34,6 +35,7 @@ async function setup(label: string, env: Record<string, string> = {}) {
   const prefix = env.PREDCACHE_PREFIX ?? uniquePrefix(label);
   const config = loadConfig({
     PREDCACHE_PREFIX: prefix,
+    PREDCACHE_DATA_DIR: await tempDataDir(),
     LOG_LEVEL: "silent",
     PREDCACHE_LOCK_MS: "2000",
     PREDCACHE_STALLED_INTERVAL_MS: "1000",
@@ -287,6 +289,7 @@ describe("precompute run", () => {
       PREDCACHE_LOCK_MS: "1000",
       PREDCACHE_STALLED_INTERVAL_MS: "500",
       PREDCACHE_PRECOMPUTE_BATCH: "32",
+      PREDCACHE_DATA_DIR: await tempDataDir(),
     };
     try {
       const first = spawnWorker(env);
@@ -328,6 +331,7 @@ describe("precompute run", () => {
     const config = loadConfig({
       PREDCACHE_PREFIX: prefix,
       PREDCACHE_MODELS_DIR: modelsDir,
+      PREDCACHE_DATA_DIR: await tempDataDir(),
       LOG_LEVEL: "silent",
     });
     const worker = await createPrecomputeWorker(config, redisUrl, createLogger("silent"), two);
@@ -407,6 +411,7 @@ describe("precompute run", () => {
     const config = loadConfig({
       PREDCACHE_PREFIX: prefix,
       PREDCACHE_MODELS_DIR: modelsDir,
+      PREDCACHE_DATA_DIR: await tempDataDir(),
       LOG_LEVEL: "silent",
     });
     const worker = await createPrecomputeWorker(config, redisUrl, createLogger("silent"), two);
@@ -459,6 +464,7 @@ describe("precompute run", () => {
         ...process.env,
         REDIS_URL: redisUrl,
         PREDCACHE_PREFIX: p.prefix,
+        PREDCACHE_DATA_DIR: await tempDataDir(),
         LOG_LEVEL: "silent",
       };
       const run = (args: string[]) =>
