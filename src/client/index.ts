@@ -1,0 +1,20 @@
+/**
+ * predcache/client — look predictions up in a downloaded table, offline, and ask the
+ * server only for the rest. Browser-safe: fetch, ArrayBuffer, WebCrypto, msgpackr and
+ * the shared encoding; no Node-only imports.
+ */
+export type { Prediction } from "../model/decoding.ts";
+export { createEncoder } from "../model/encoding.ts";
+export { TableFormatError } from "../table/format.ts";
+export {
+  type HybridAnswer,
+  HybridClient,
+  type HybridClientOptions,
+  type RefreshOutcome,
+} from "./hybrid-client.ts";
+export {
+  InvalidInputError,
+  LookupTable,
+  type OpenOptions,
+  type TableLookup,
+} from "./lookup-table.ts";

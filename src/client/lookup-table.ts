@@ -1,0 +1,133 @@
+/**
+ * A lookup table opened in memory: answers precomputed inputs locally, with no model and
+ * no network. Works in browsers and Node (only ArrayBuffer, WebCrypto/msgpackr and the
+ * shared encoding).
+ */
+
+import type { OutputValue, Prediction } from "../model/decoding.ts";
+import { createEncoder, type Encoder, type InputIssue } from "../model/encoding.ts";
+import {
+  parseTable,
+  TableFormatError,
+  type TableHeader,
+  type TableView,
+  valuePackr,
+  verifyTable,
+} from "../table/format.ts";
+import { keyHash } from "../table/key-hash.ts";
+
+export type TableLookup =
+  | { status: "hit"; key: string; prediction: Prediction; outOfDistribution: string[] }
+  | { status: "miss"; key: string; outOfDistribution: string[] }
+  | { status: "invalid"; issues: InputIssue[] };
+
+export interface OpenOptions {
+  /** Refuse a table built with another encoding (e.g. the one an app was built against). */
+  encodingHash?: string;
+  /** Refuse a table of another model. */
+  model?: string;
+}
+
+export class InvalidInputError extends Error {
+  override readonly name = "InvalidInputError";
+  constructor(readonly issues: InputIssue[]) {
+    super(`invalid input: ${issues.map((i) => i.message).join("; ")}`);
+  }
+}
+
+export class LookupTable {
+  private constructor(
+    private readonly view: TableView,
+    readonly encoder: Encoder,
+  ) {}
+
+  /**
+   * Verifies magic, format version, checksum and encoding, then opens the table.
+   * Throws TableFormatError (code "table_corrupt") on any mismatch: a corrupt,
+   * truncated or foreign table is refused, never half-used.
+   *
+   * @example
+   *   const table = await LookupTable.open(await (await fetch(url)).arrayBuffer());
+   *   table.get({ origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 });
+   */
+  static async open(
+    data: ArrayBuffer | Uint8Array,
+    options: OpenOptions = {},
+  ): Promise<LookupTable> {
+    const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+    const view = parseTable(bytes);
+    await verifyTable(bytes);
+    const { header } = view;
+    const encoder = createEncoder(header.inputSchema);
+    if (encoder.hash !== header.encodingHash) {
+      throw new TableFormatError(
+        `the table's input schema hashes to ${encoder.hash}, not its stated encoding ${header.encodingHash}`,
+        16,
+      );
+    }
+    if (options.encodingHash && options.encodingHash !== header.encodingHash) {
+      throw new TableFormatError(
+        `the table uses encoding ${header.encodingHash}, this app expects ${options.encodingHash}`,
+        16,
+      );
+    }
+    if (options.model && options.model !== header.model) {
+      throw new TableFormatError(`the table is of model ${header.model}, not ${options.model}`, 16);
+    }
+    return new LookupTable(view, encoder);
+  }
+
+  get header(): TableHeader {
+    return this.view.header;
+  }
+
+  /** The table's content hash (its trailing SHA-256), also its HTTP ETag. */
+  get checksum(): string {
+    return this.view.checksum;
+  }
+
+  get size(): number {
+    return this.view.header.entryCount;
+  }
+
+  /** The raw file, e.g. to compute a delta against or to store offline. */
+  get bytes(): Uint8Array {
+    return this.view.bytes;
+  }
+
+  /** The prediction for a canonical key (as the shared encoding makes it), if covered. */
+  getByKey(key: string): Prediction | undefined {
+    const { hi, lo } = keyHash(key);
+    const i = this.view.find(hi, lo);
+    if (i < 0) return undefined;
+    const values = valuePackr.unpack(this.view.valueBytes(i)) as OutputValue[];
+    const prediction: Prediction = {};
+    const outputs = this.view.header.outputs;
+    for (let k = 0; k < outputs.length; k++)
+      prediction[(outputs[k] as { name: string }).name] = values[k] as OutputValue;
+    return prediction;
+  }
+
+  /** Encodes the input with the shared encoding and looks it up. */
+  lookup(input: Readonly<Record<string, unknown>>): TableLookup {
+    const encoded = this.encoder.encode(input);
+    if (!encoded.ok) return { status: "invalid", issues: encoded.issues };
+    const { key, outOfDistribution } = encoded.value;
+    const prediction = this.getByKey(key);
+    return prediction
+      ? { status: "hit", key, prediction, outOfDistribution }
+      : { status: "miss", key, outOfDistribution };
+  }
+
+  /** The prediction, or undefined when the table does not cover the input; throws InvalidInputError. */
+  get(input: Readonly<Record<string, unknown>>): Prediction | undefined {
+    const result = this.lookup(input);
+    if (result.status === "invalid") throw new InvalidInputError(result.issues);
+    return result.status === "hit" ? result.prediction : undefined;
+  }
+
+  /** The parsed file (for deltas). */
+  get parsed(): TableView {
+    return this.view;
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * Builds a lookup table from a model version's stored predictions: streams keys in
+ * batches, reads their values from Redis, packs them into typed arrays (no object per
+ * entry), sorts by hash, writes a temporary file with its SHA-256, reads it back to
+ * verify it, then publishes it atomically.
+ */
+import { createHash } from "node:crypto";
+import { open, readFile, rm } from "node:fs/promises";
+import type { PredictionStore } from "../cache/store.ts";
+import { LookupTable } from "../client/lookup-table.ts";
+import type { ModelVersion } from "../model/registry.ts";
+import { encodeTableBody, sortPacked, valuePackr } from "./format.ts";
+import { keyHash } from "./key-hash.ts";
+import type { TableInfo, TableStore } from "./store.ts";
+
+/** Growable packed arrays: a few typed arrays whatever the entry count. */
+class Packed {
+  hi: Uint32Array = new Uint32Array(1024);
+  lo: Uint32Array = new Uint32Array(1024);
+  offsets: Uint32Array = new Uint32Array(1025);
+  values = new Uint8Array(16 * 1024);
+  count = 0;
+
+  push(hi: number, lo: number, value: Uint8Array): void {
+    if (this.count === this.hi.length) {
+      this.hi = grow(this.hi, this.hi.length * 2);
+      this.lo = grow(this.lo, this.lo.length * 2);
+      this.offsets = grow(this.offsets, this.hi.length + 1);
+    }
+    const at = this.offsets[this.count] as number;
+    if (at + value.length > this.values.length) {
+      const bigger = new Uint8Array(Math.max(this.values.length * 2, at + value.length));
+      bigger.set(this.values);
+      this.values = bigger;
+    }
+    this.values.set(value, at);
+    this.hi[this.count] = hi;
+    this.lo[this.count] = lo;
+    this.count++;
+    this.offsets[this.count] = at + value.length;
+  }
+
+  trimmed() {
+    const n = this.count;
+    return {
+      hi: this.hi.subarray(0, n),
+      lo: this.lo.subarray(0, n),
+      offsets: this.offsets.subarray(0, n + 1),
+      values: this.values.subarray(0, this.offsets[n] as number),
+    };
+  }
+}
+
+function grow(array: Uint32Array, length: number): Uint32Array {
+  const bigger = new Uint32Array(length);
+  bigger.set(array);
+  return bigger;
+}
+
+export interface BuildTableOptions {
+  model: ModelVersion;
+  generation: string;
+  source: string;
+  /** The keys the table covers, in batches (duplicates are dropped). */
+  keys: AsyncIterable<readonly string[]>;
+  store: PredictionStore;
+  tables: TableStore;
+}
+
+export async function buildTable(options: BuildTableOptions): Promise<TableInfo> {
+  const { model } = options;
+  const packed = new Packed();
+  const seen = new Set<string>();
+  const sample: string[] = [];
+  for await (const batch of options.keys) {
+    const fresh = batch.filter((key) => !seen.has(key) && seen.add(key));
+    const predictions = await options.store.getMany(model, fresh);
+    fresh.forEach((key, i) => {
+      const prediction = predictions[i];
+      if (!prediction)
+        throw new Error(
+          `table ${options.generation}: ${key} is missing from ${model.name}@${model.version}`,
+        );
+      const { hi, lo } = keyHash(key);
+      packed.push(hi, lo, valuePackr.pack(model.manifest.outputs.map((o) => prediction[o.name])));
+      if (sample.length < 64 || Math.random() < 0.001) sample.push(key);
+    });
+  }
+  const entries = sortPacked(packed.trimmed());
+  const parts = encodeTableBody(
+    {
+      model: model.name,
+      modelVersion: model.version,
+      encodingHash: model.encoder.hash,
+      inputSchema: model.manifest.encoding,
+      outputs: model.manifest.outputs,
+      created: new Date().toISOString(),
+      generation: options.generation,
+      source: options.source,
+    },
+    entries,
+  );
+  const temp = await options.tables.tempPath(model.name, options.generation);
+  try {
+    const file = await open(temp, "w");
+    try {
+      const hash = createHash("sha256");
+      for (const part of parts) {
+        hash.update(part);
+        await file.write(part);
+      }
+      await file.write(hash.digest());
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    // Read it back: a table is published only if it opens and answers like Redis does.
+    const table = await LookupTable.open(new Uint8Array(await readFile(temp)), {
+      encodingHash: model.encoder.hash,
+    });
+    const expected = await options.store.getMany(model, sample);
+    sample.forEach((key, i) => {
+      if (JSON.stringify(table.getByKey(key)) !== JSON.stringify(expected[i])) {
+        throw new Error(`table ${options.generation} does not read back ${key} as stored`);
+      }
+    });
+    return await options.tables.publish(model.name, options.generation, temp);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Where published tables live. Behind an interface so object storage can be added; the
+ * default keeps them in a directory: <root>/<model>/<generation>.pctable. Publishing is a
+ * rename of a verified temporary file, so readers see the old table or the new one,
+ * never a partial one.
+ */
+import { createReadStream } from "node:fs";
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { parseHeader, storedChecksum, type TableHeader } from "./format.ts";
+
+export interface TableInfo {
+  model: string;
+  generation: string;
+  modelVersion: string;
+  encodingHash: string;
+  entryCount: number;
+  bytes: number;
+  checksum: string;
+  created: string;
+  source: string;
+}
+
+export interface TableStore {
+  /** Tables of a model, newest first. */
+  list(model: string): Promise<TableInfo[]>;
+  get(model: string, generation: string): Promise<TableInfo | undefined>;
+  read(model: string, generation: string): Promise<Uint8Array>;
+  /** Streams bytes [start, end] (inclusive) of a table. */
+  stream(model: string, generation: string, range?: { start: number; end: number }): Readable;
+  /** Where a writer should put the file it will publish (same filesystem as the store). */
+  tempPath(model: string, generation: string): Promise<string>;
+  /** Atomically makes a finished temporary file the table `generation`. */
+  publish(model: string, generation: string, tempFile: string): Promise<TableInfo>;
+  remove(model: string, generation: string): Promise<void>;
+}
+
+const SUFFIX = ".pctable";
+const GENERATION = /^[0-9a-f]{12}\.[0-9a-z]{1,32}$/;
+
+export function isGeneration(text: string): boolean {
+  return GENERATION.test(text);
+}
+
+function infoOf(model: string, header: TableHeader, bytes: number, checksum: string): TableInfo {
+  return {
+    model,
+    generation: header.generation,
+    modelVersion: header.modelVersion,
+    encodingHash: header.encodingHash,
+    entryCount: header.entryCount,
+    bytes,
+    checksum,
+    created: header.created,
+    source: header.source,
+  };
+}
+
+export class DirectoryTableStore implements TableStore {
+  private readonly cache = new Map<string, { mtimeMs: number; info: TableInfo }>();
+
+  constructor(private readonly root: string) {}
+
+  private path(model: string, generation: string): string {
+    if (!isGeneration(generation) || !/^[a-z0-9][a-z0-9-]{0,62}$/.test(model))
+      throw new Error("invalid table name");
+    return join(this.root, model, `${generation}${SUFFIX}`);
+  }
+
+  /** Reads only the header and the trailing checksum of a table file. */
+  private async describe(model: string, file: string): Promise<TableInfo | undefined> {
+    const stats = await stat(file).catch(() => undefined);
+    if (!stats) return undefined;
+    const cached = this.cache.get(file);
+    if (cached && cached.mtimeMs === stats.mtimeMs) return cached.info;
+    const handle = await open(file, "r");
+    try {
+      const preamble = Buffer.alloc(16);
+      await handle.read(preamble, 0, 16, 0);
+      const headerLength = preamble.readUInt32LE(12);
+      const head = Buffer.alloc(16 + headerLength);
+      await handle.read(head, 0, head.length, 0);
+      const trailer = Buffer.alloc(32);
+      await handle.read(trailer, 0, 32, stats.size - 32);
+      const header = parseHeader(head, stats.size);
+      const info = infoOf(model, header, stats.size, storedChecksum(trailer));
+      this.cache.set(file, { mtimeMs: stats.mtimeMs, info });
+      return info;
+    } catch {
+      return undefined; // not a table (or being replaced): not listed
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async list(model: string): Promise<TableInfo[]> {
+    const dir = join(this.root, model);
+    const files = await readdir(dir).catch(() => [] as string[]);
+    const infos = await Promise.all(
+      files.filter((f) => f.endsWith(SUFFIX)).map((f) => this.describe(model, join(dir, f))),
+    );
+    return infos
+      .filter((i): i is TableInfo => i !== undefined)
+      .sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0));
+  }
+
+  get(model: string, generation: string): Promise<TableInfo | undefined> {
+    if (!isGeneration(generation)) return Promise.resolve(undefined);
+    return this.describe(model, this.path(model, generation));
+  }
+
+  async read(model: string, generation: string): Promise<Uint8Array> {
+    return new Uint8Array(await readFile(this.path(model, generation)));
+  }
+
+  stream(model: string, generation: string, range?: { start: number; end: number }): Readable {
+    return createReadStream(
+      this.path(model, generation),
+      range ? { start: range.start, end: range.end } : {},
+    );
+  }
+
+  async tempPath(model: string, generation: string): Promise<string> {
+    await mkdir(join(this.root, model), { recursive: true });
+    return `${this.path(model, generation)}.${process.pid}.tmp`;
+  }
+
+  async publish(model: string, generation: string, tempFile: string): Promise<TableInfo> {
+    const target = this.path(model, generation);
+    await rename(tempFile, target);
+    const info = await this.describe(model, target);
+    if (!info) throw new Error(`published table ${generation} cannot be read back`);
+    return info;
+  }
+
+  async remove(model: string, generation: string): Promise<void> {
+    await rm(this.path(model, generation), { force: true });
+  }
+}

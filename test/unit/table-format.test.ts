@@ -1,0 +1,158 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { LookupTable } from "../../src/client/lookup-table.ts";
+import { createEncoder } from "../../src/model/encoding.ts";
+import { outputsSchema } from "../../src/model/manifest.ts";
+import { applyDelta, computeDelta } from "../../src/table/delta.ts";
+import {
+  encodeTable,
+  parseTable,
+  sortEntries,
+  type TableDescription,
+  TableFormatError,
+  valuePackr,
+} from "../../src/table/format.ts";
+import { keyHash } from "../../src/table/key-hash.ts";
+import { fixtureEncoding } from "../fixtures/encoding.ts";
+
+const encoder = createEncoder(fixtureEncoding);
+const outputs = outputsSchema.parse([
+  { name: "p", tensor: "p", kind: "probability", digits: 4 },
+  { name: "minutes", tensor: "m", kind: "regression", digits: 1 },
+]);
+const description: TableDescription = {
+  model: "fixture",
+  modelVersion: "0123456789ab",
+  encodingHash: encoder.hash,
+  inputSchema: fixtureEncoding,
+  outputs,
+  created: "2026-11-23T00:00:00.000Z",
+  generation: "0123456789ab.g1",
+  source: "property test",
+};
+
+const input = fc.record({
+  airport: fc.constantFrom("ATL", "LAX", "ORD", "SFO", "XYZ", "Zürich"),
+  cabin: fc.constantFrom("economy", "business"),
+  hour: fc.integer({ min: 0, max: 23 }),
+  bags: fc.integer({ min: 0, max: 5 }),
+  distance: fc.integer({ min: 0, max: 5000 }),
+});
+const entry = fc.record({
+  input,
+  p: fc.integer({ min: 0, max: 10_000 }).map((n) => n / 10_000),
+  minutes: fc.integer({ min: -600, max: 3000 }).map((n) => n / 10),
+});
+const entrySet = fc.uniqueArray(entry, {
+  selector: (e) =>
+    encoder.encode(e.input).ok && (encoder.encode(e.input) as { value: { key: string } }).value.key,
+  maxLength: 200,
+});
+
+function keyOf(raw: Record<string, unknown>): string {
+  const e = encoder.encode(raw);
+  if (!e.ok) throw new Error("invalid");
+  return e.value.key;
+}
+
+async function build(
+  entries: { input: Record<string, unknown>; p: number; minutes: number }[],
+  generation = "0123456789ab.g1",
+): Promise<Uint8Array> {
+  const hashes = entries.map((e) => keyHash(keyOf(e.input)));
+  const sorted = sortEntries(
+    Uint32Array.from(hashes, (h) => h.hi),
+    Uint32Array.from(hashes, (h) => h.lo),
+    entries.map((e) => valuePackr.pack([e.p, e.minutes])),
+  );
+  return encodeTable({ ...description, generation }, sorted);
+}
+
+describe("lookup table format", () => {
+  it("reads back every written entry, and nothing else", async () => {
+    await fc.assert(
+      fc.asyncProperty(entrySet, input, async (entries, probe) => {
+        const table = await LookupTable.open(await build(entries));
+        expect(table.size).toBe(entries.length);
+        for (const e of entries) expect(table.get(e.input)).toEqual({ p: e.p, minutes: e.minutes });
+        const covered = entries.some((e) => keyOf(e.input) === keyOf(probe));
+        if (!covered) expect(table.get(probe)).toBeUndefined();
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it("detects any flipped byte", async () => {
+    const bytes = await build([
+      { input: { airport: "SFO", hour: 1, bags: 0, distance: 10 }, p: 0.5, minutes: 3 },
+      { input: { airport: "LAX", hour: 2, bags: 1, distance: 20 }, p: 0.25, minutes: -1.5 },
+    ]);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: bytes.length - 1 }),
+        fc.integer({ min: 1, max: 255 }),
+        async (at, flip) => {
+          const corrupt = bytes.slice();
+          corrupt[at] = (corrupt[at] as number) ^ flip;
+          await expect(LookupTable.open(corrupt)).rejects.toThrow(TableFormatError);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("detects any truncation, and says it is incomplete when the bytes end early", async () => {
+    const bytes = await build([
+      { input: { airport: "ORD", hour: 5, bags: 2, distance: 99 }, p: 0.1, minutes: 0 },
+    ]);
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: bytes.length - 1 }), async (length) => {
+        const error = await LookupTable.open(bytes.slice(0, length)).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(TableFormatError);
+      }),
+      { numRuns: 200 },
+    );
+    expect(() => parseTable(bytes.slice(0, bytes.length - 10))).toThrow(
+      expect.objectContaining({ incomplete: true }),
+    );
+  });
+
+  it("rebuilds B byte for byte from A and delta(A → B)", async () => {
+    await fc.assert(
+      fc.asyncProperty(entrySet, entrySet, async (a, b) => {
+        const bytesA = await build(a, "0123456789ab.a");
+        const bytesB = await build(b, "0123456789ab.b");
+        const delta = computeDelta(parseTable(bytesA), parseTable(bytesB));
+        expect(await applyDelta(parseTable(bytesA), delta)).toEqual(bytesB);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it("refuses a delta made from another table", async () => {
+    const a = await build(
+      [{ input: { airport: "ATL", hour: 1, bags: 0, distance: 1 }, p: 0.2, minutes: 1 }],
+      "0123456789ab.a",
+    );
+    const b = await build([], "0123456789ab.b");
+    const c = await build(
+      [{ input: { airport: "SFO", hour: 1, bags: 0, distance: 1 }, p: 0.2, minutes: 1 }],
+      "0123456789ab.c",
+    );
+    const delta = computeDelta(parseTable(a), parseTable(b));
+    await expect(applyDelta(parseTable(c), delta)).rejects.toThrow(/another table/);
+  });
+
+  it("refuses a table built with another encoding than the app expects", async () => {
+    const bytes = await build([]);
+    await expect(LookupTable.open(bytes, { encodingHash: "ffffffffffffffff" })).rejects.toThrow(
+      /expects ffffffffffffffff/,
+    );
+  });
+
+  it("hashes keys as documented (MurmurHash3 x86_32 seed 0x9747b28c, FNV-1a 32)", () => {
+    expect(keyHash("Hello, world!").hi).toBe(0x24884cba);
+    expect(keyHash("a").lo).toBe(0xe40c292c);
+    expect(keyHash("Zürich")).toEqual(keyHash("Zu\u0308rich".normalize("NFC")));
+  });
+});
