@@ -46,6 +46,8 @@ export interface RunStatus {
   /** Seconds left at the current rate (null until the chunk count is known). */
   etaSeconds: number | null;
   error: string | null;
+  /** The table generation the run published. */
+  table: string | null;
 }
 
 export interface NewRun {
@@ -117,6 +119,7 @@ export class RunStore {
       rate: Math.round(rate),
       etaSeconds: etaSeconds === null ? null : Math.round(etaSeconds),
       error: meta.error ?? null,
+      table: meta.table ?? null,
     };
   }
 

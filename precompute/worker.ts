@@ -6,7 +6,8 @@
  * or stalled-and-resumed chunk changes nothing; a run finishes — and promotes — only
  * once every chunk has succeeded.
  */
-import { type Job, Queue, UnrecoverableError, WaitingChildrenError, Worker } from "bullmq";
+
+import { type Job, type Queue, UnrecoverableError, WaitingChildrenError, Worker } from "bullmq";
 import type { Keys } from "../src/cache/keys.ts";
 import type { PredictionStore } from "../src/cache/store.ts";
 import type { Logger } from "../src/log.ts";
@@ -14,7 +15,10 @@ import { switchActiveVersion } from "../src/model/active.ts";
 import type { Prediction } from "../src/model/decoding.ts";
 import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
 import type { Redis } from "../src/redis/connection.ts";
-import { openSource, type RawInput } from "./inputs/index.ts";
+import { producerQueue } from "../src/redis/queue.ts";
+import { buildTable } from "../src/table/builder.ts";
+import type { TableInfo, TableStore } from "../src/table/store.ts";
+import { describeSource, openSource, type RawInput } from "./inputs/index.ts";
 import { RunStore } from "./runs.ts";
 import {
   CHUNK_QUEUE,
@@ -54,6 +58,7 @@ export class PrecomputeWorker {
     private readonly store: PredictionStore,
     private readonly log: Logger,
     private readonly options: PrecomputeWorkerOptions,
+    private readonly tables: TableStore | undefined,
   ) {
     this.runs = new RunStore(redis, keys);
     const common = {
@@ -63,14 +68,8 @@ export class PrecomputeWorker {
       stalledInterval: options.stalledIntervalMs,
       maxStalledCount: 10,
     };
-    this.chunkQueue = new Queue<ChunkJob>(CHUNK_QUEUE, {
-      connection: redis,
-      prefix: options.queuePrefix,
-    });
-    this.runQueue = new Queue<RunJob>(RUN_QUEUE, {
-      connection: redis,
-      prefix: options.queuePrefix,
-    });
+    this.chunkQueue = producerQueue<ChunkJob>(CHUNK_QUEUE, redis, options.queuePrefix);
+    this.runQueue = producerQueue<RunJob>(RUN_QUEUE, redis, options.queuePrefix);
     this.runWorker = new Worker<RunJob>(RUN_QUEUE, (job, token) => this.processRun(job, token), {
       ...common,
       concurrency: 4,
@@ -164,13 +163,18 @@ export class PrecomputeWorker {
 
   private async finish(run: RunJob, target: ModelVersion): Promise<unknown> {
     await this.runs.transition(run.runId, "finishing");
+    const meta: Record<string, string | number> = { lastRun: run.runId, lastRunAt: Date.now() };
+    if (this.tables) {
+      const table = await this.buildRunTable(run, target);
+      await this.runs.set(run.runId, { table: table.generation });
+      meta.table = table.generation;
+    }
+    await this.redis.hset(this.keys.versionMeta(target.name, target.version), meta);
+    if (this.tables) await this.redis.publish(this.keys.tablesChannel(), target.name);
+    // Last, and only here: every chunk succeeded and the table is published.
     let previous: string | undefined;
     if (run.promote)
       previous = await switchActiveVersion(this.redis, this.keys, target.name, target.version);
-    await this.redis.hset(this.keys.versionMeta(target.name, target.version), {
-      lastRun: run.runId,
-      lastRunAt: Date.now(),
-    });
     await this.runs.transition(
       run.runId,
       "completed",
@@ -181,6 +185,24 @@ export class PrecomputeWorker {
       "precompute run completed",
     );
     return { promoted: run.promote };
+  }
+
+  /** The run's table generation: every key its chunks covered, read back from Redis. */
+  private buildRunTable(run: RunJob, target: ModelVersion): Promise<TableInfo> {
+    const runs = this.runs;
+    async function* chunkKeys(): AsyncGenerator<string[]> {
+      const status = await runs.get(run.runId);
+      const total = status?.chunks.total ?? 0;
+      for (let index = 0; index < total; index++) yield await runs.chunkKeys(run.runId, index);
+    }
+    return buildTable({
+      model: target,
+      generation: `${target.version}.${Date.now().toString(36)}`,
+      source: `precompute ${run.runId}: ${describeSource(run.source)}${run.warm ? ` + top ${run.warm.top} observed` : ""}`,
+      keys: chunkKeys(),
+      store: this.store,
+      tables: this.tables as TableStore,
+    });
   }
 
   private async cancelled(runId: string): Promise<boolean> {

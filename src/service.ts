@@ -9,6 +9,7 @@ import { PrecomputeWorker } from "../precompute/worker.ts";
 import { createApp } from "./api/app.ts";
 import { Keys } from "./cache/keys.ts";
 import { MemoryCache } from "./cache/memory.ts";
+import { ResidentTables } from "./cache/resident.ts";
 import { PredictionStore } from "./cache/store.ts";
 import { Tiers } from "./cache/tiers.ts";
 import { TrafficRecorder } from "./cache/traffic.ts";
@@ -20,6 +21,7 @@ import type { Logger } from "./log.ts";
 import { ActiveVersions } from "./model/active.ts";
 import { ModelRegistry } from "./model/registry.ts";
 import { createRedis, type Redis, whenReady } from "./redis/connection.ts";
+import { DirectoryTableStore } from "./table/store.ts";
 
 export interface Service {
   app: Hono;
@@ -63,7 +65,12 @@ export async function createService(
       log.info({ model: name, version: version ?? null, known: Boolean(model) }, "model ready");
     }
     const store = new PredictionStore(redis, keys, { bucketBits: config.bucketBits });
-    const tiers = new Tiers(new MemoryCache({ maxBytes: config.l1MaxBytes }), store);
+    const tables = new DirectoryTableStore(config.tablesDir);
+    const resident = new ResidentTables(tables, models, active, log, {
+      maxBytes: config.residentMaxBytes,
+    });
+    await resident.start(subscriber, keys);
+    const tiers = new Tiers(new MemoryCache({ maxBytes: config.l1MaxBytes }), store, resident);
     const live = new LiveClient(redis, events, {
       prefix: queuePrefix(config.prefix),
       maxWaitMs: config.waitMaxMs,
@@ -85,6 +92,7 @@ export async function createService(
       tiers,
       live,
       traffic,
+      tables,
       settings: {
         waitDefaultMs: config.waitDefaultMs,
         waitMaxMs: config.waitMaxMs,
@@ -104,6 +112,7 @@ export async function createService(
       precompute,
       async close() {
         active.stop();
+        resident.stop();
         await live.close();
         await precompute.close();
         await closeConnections();
@@ -164,13 +173,22 @@ export async function createPrecomputeWorker(
   await whenReady(redis);
   const keys = new Keys(config.prefix);
   const store = new PredictionStore(redis, keys, { bucketBits: config.bucketBits });
-  const worker = new PrecomputeWorker(redis, blocking, keys, registry, store, log, {
-    queuePrefix: queuePrefix(config.prefix),
-    inferBatch: config.precomputeBatch,
-    concurrency: config.precomputeConcurrency,
-    lockMs: config.lockMs,
-    stalledIntervalMs: config.stalledIntervalMs,
-  });
+  const worker = new PrecomputeWorker(
+    redis,
+    blocking,
+    keys,
+    registry,
+    store,
+    log,
+    {
+      queuePrefix: queuePrefix(config.prefix),
+      inferBatch: config.precomputeBatch,
+      concurrency: config.precomputeConcurrency,
+      lockMs: config.lockMs,
+      stalledIntervalMs: config.stalledIntervalMs,
+    },
+    new DirectoryTableStore(config.tablesDir),
+  );
   await worker.waitUntilReady();
   return {
     worker,

@@ -6,6 +6,7 @@ import { registerHealth } from "./routes/health.ts";
 import { registerJobs } from "./routes/jobs.ts";
 import { registerModels } from "./routes/models.ts";
 import { registerPredict } from "./routes/predict.ts";
+import { registerTables } from "./routes/tables.ts";
 
 export function createApp(deps: ApiDeps): Hono {
   const app = new Hono();
@@ -17,5 +18,6 @@ export function createApp(deps: ApiDeps): Hono {
   registerModels(app, deps);
   registerPredict(app, deps);
   registerJobs(app, deps);
+  registerTables(app, deps);
   return app;
 }

@@ -6,6 +6,7 @@ import type { Logger } from "../log.ts";
 import type { ActiveVersions } from "../model/active.ts";
 import type { ModelRegistry } from "../model/registry.ts";
 import type { Redis } from "../redis/connection.ts";
+import type { TableStore } from "../table/store.ts";
 
 export interface ApiSettings {
   /** Wait for a live answer when the request names none (ms). */
@@ -26,5 +27,6 @@ export interface ApiDeps {
   tiers: Tiers;
   live: LiveClient;
   traffic: TrafficRecorder;
+  tables: TableStore;
   settings: ApiSettings;
 }

@@ -27,6 +27,11 @@ export class Keys {
     return `${this.prefix}:{m:${model}}:history`;
   }
 
+  /** Published with the model name when a table is published. */
+  tablesChannel(): string {
+    return `${this.prefix}:tables-changed`;
+  }
+
   activeChannel(): string {
     return `${this.prefix}:active-changed`;
   }

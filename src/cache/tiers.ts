@@ -8,9 +8,10 @@ import { PredcacheError } from "../errors.ts";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { MemoryCache } from "./memory.ts";
+import type { ResidentTables } from "./resident.ts";
 import type { PredictionStore } from "./store.ts";
 
-export type Source = "memory" | "redis" | "live";
+export type Source = "memory" | "table" | "redis" | "live";
 
 export interface Hit {
   prediction: Prediction;
@@ -33,17 +34,25 @@ export class Tiers {
   constructor(
     readonly memory: MemoryCache,
     readonly store: PredictionStore,
+    readonly resident?: ResidentTables,
   ) {}
 
-  /** L1 only: no I/O. */
-  fromMemory(model: ModelVersion, key: string): Prediction | undefined {
-    return this.memory.get(MemoryCache.id(model.name, model.version, key));
+  /** L1 and the resident table: no I/O. */
+  withoutRedis(model: ModelVersion, key: string): Hit | undefined {
+    const cached = this.memory.get(MemoryCache.id(model.name, model.version, key));
+    if (cached) return { prediction: cached, source: "memory" };
+    const fromTable = this.resident?.get(model, key);
+    if (fromTable) {
+      this.remember(model, key, fromTable);
+      return { prediction: fromTable, source: "table" };
+    }
+    return undefined;
   }
 
   async lookup(model: ModelVersion, key: string): Promise<Hit | undefined> {
+    const local = this.withoutRedis(model, key);
+    if (local) return local;
     const id = MemoryCache.id(model.name, model.version, key);
-    const cached = this.memory.get(id);
-    if (cached) return { prediction: cached, source: "memory" };
     let read = this.inFlight.get(id);
     if (!read) {
       read = this.store.get(model, key);
@@ -64,10 +73,7 @@ export class Tiers {
 
   /** Many keys: L1 first, then one Redis pipeline for all L1 misses. */
   async lookupMany(model: ModelVersion, keys: readonly string[]): Promise<(Hit | undefined)[]> {
-    const hits: (Hit | undefined)[] = keys.map((key) => {
-      const cached = this.fromMemory(model, key);
-      return cached ? { prediction: cached, source: "memory" } : undefined;
-    });
+    const hits: (Hit | undefined)[] = keys.map((key) => this.withoutRedis(model, key));
     const missing = keys.flatMap((_, i) => (hits[i] ? [] : [i]));
     if (missing.length === 0) return hits;
     let found: (Prediction | undefined)[];

@@ -172,10 +172,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   } catch (error) {
     if (!(error instanceof PredcacheError)) throw error;
     // Redis is away: answer what L1 holds, the rest item by item with the error.
-    hits = valid.map((v) => {
-      const prediction = deps.tiers.fromMemory(model, v.value.key);
-      return prediction ? { prediction, source: "memory" } : undefined;
-    });
+    hits = valid.map((v) => deps.tiers.withoutRedis(model, v.value.key));
     valid.forEach((v, j) => {
       if (!hits[j])
         results[v.index] = { status: error.status, ...errorBody(error.code, error.message) };

@@ -1,0 +1,157 @@
+/**
+ * Lookup tables over HTTP:
+ *   GET /v1/models/:model/tables                         list (versions, sizes, counts, checksums)
+ *   GET /v1/models/:model/tables/latest                  the active version's newest table
+ *   GET /v1/models/:model/tables/:generation             the file: strong ETag, 304, Range/206
+ *   GET /v1/models/:model/tables/:generation/delta?from= what changed since another generation
+ * Versioned URLs are immutable; `latest` names its versioned URL in Content-Location.
+ */
+import { Readable } from "node:stream";
+import type { Context, Hono } from "hono";
+import { PredcacheError } from "../../errors.ts";
+import { computeDelta } from "../../table/delta.ts";
+import { parseTable } from "../../table/format.ts";
+import { isGeneration, type TableInfo } from "../../table/store.ts";
+import type { ApiDeps } from "../deps.ts";
+import { notModified } from "../reply.ts";
+
+const IMMUTABLE = "public, max-age=31536000, immutable";
+const TABLE_TYPE = "application/vnd.predcache.table";
+
+function tableUrl(info: TableInfo): string {
+  return `/v1/models/${info.model}/tables/${info.generation}`;
+}
+
+function known(c: Context, deps: ApiDeps): string {
+  const model = c.req.param("model") ?? "";
+  if (deps.registry.versions(model).length === 0) {
+    throw new PredcacheError("model_not_found", `no model named "${model.slice(0, 64)}"`, {
+      models: deps.registry.names(),
+    });
+  }
+  return model;
+}
+
+async function find(deps: ApiDeps, model: string, generation: string): Promise<TableInfo> {
+  const info = isGeneration(generation) ? await deps.tables.get(model, generation) : undefined;
+  if (!info)
+    throw new PredcacheError("not_found", `model ${model} has no table ${generation.slice(0, 64)}`);
+  return info;
+}
+
+/** The active version's newest table, if it has one. */
+export async function latestTable(deps: ApiDeps, model: string): Promise<TableInfo | undefined> {
+  const active = deps.active.get(model);
+  return (await deps.tables.list(model)).find((t) => t.modelVersion === active);
+}
+
+/** Parses a single `bytes=a-b` range (RFC 9110 §14.1.2); undefined: serve the whole file. */
+function parseRange(
+  header: string | undefined,
+  size: number,
+): { start: number; end: number } | "unsatisfiable" | undefined {
+  if (!header) return undefined;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match || (match[1] === "" && match[2] === "")) return undefined; // not one range we serve: ignore it, as the RFC allows
+  let start: number;
+  let end: number;
+  if (match[1] === "") {
+    const suffix = Number(match[2]);
+    if (suffix === 0) return "unsatisfiable";
+    start = Math.max(0, size - suffix);
+    end = size - 1;
+  } else {
+    start = Number(match[1]);
+    end = match[2] === "" ? size - 1 : Math.min(Number(match[2]), size - 1);
+    if (start > end && match[2] !== "") return undefined;
+  }
+  if (start >= size) return "unsatisfiable";
+  return { start, end };
+}
+
+function serveTable(c: Context, deps: ApiDeps, info: TableInfo, cacheControl: string): Response {
+  const etag = `"${info.checksum}"`;
+  c.header("ETag", etag);
+  c.header("Cache-Control", cacheControl);
+  c.header("Accept-Ranges", "bytes");
+  c.header("Content-Location", tableUrl(info));
+  c.header("X-Predcache-Generation", info.generation);
+  if (notModified(c, etag)) return c.body(null, 304);
+  const ifRange = c.req.header("if-range");
+  const range =
+    ifRange && ifRange !== etag ? undefined : parseRange(c.req.header("range"), info.bytes);
+  if (range === "unsatisfiable") {
+    c.header("Content-Range", `bytes */${info.bytes}`);
+    throw new PredcacheError("range_not_satisfiable", `the table has ${info.bytes} bytes`);
+  }
+  c.header("Content-Type", TABLE_TYPE);
+  const body = Readable.toWeb(
+    deps.tables.stream(info.model, info.generation, range),
+  ) as ReadableStream;
+  if (range) {
+    c.header("Content-Range", `bytes ${range.start}-${range.end}/${info.bytes}`);
+    c.header("Content-Length", String(range.end - range.start + 1));
+    return c.body(body, 206);
+  }
+  c.header("Content-Length", String(info.bytes));
+  return c.body(body, 200);
+}
+
+export function registerTables(app: Hono, deps: ApiDeps): void {
+  app.get("/v1/models/:model/tables", async (c) => {
+    const model = known(c, deps);
+    const tables = await deps.tables.list(model);
+    const latest = await latestTable(deps, model);
+    return c.json({
+      model,
+      activeVersion: deps.active.get(model) ?? null,
+      latest: latest ? { ...latest, url: tableUrl(latest) } : null,
+      tables: tables.map((t) => ({ ...t, url: tableUrl(t) })),
+    });
+  });
+
+  app.get("/v1/models/:model/tables/latest", async (c) => {
+    const model = known(c, deps);
+    const latest = await latestTable(deps, model);
+    if (!latest)
+      throw new PredcacheError(
+        "not_found",
+        `the active version of ${model} has no table yet (run a precompute)`,
+      );
+    // The alias moves with every publish and promote: caches must revalidate it.
+    return serveTable(c, deps, latest, "no-cache");
+  });
+
+  app.get("/v1/models/:model/tables/:generation", async (c) => {
+    const model = known(c, deps);
+    return serveTable(c, deps, await find(deps, model, c.req.param("generation")), IMMUTABLE);
+  });
+
+  app.get("/v1/models/:model/tables/:generation/delta", async (c) => {
+    const model = known(c, deps);
+    const to = await find(deps, model, c.req.param("generation"));
+    const fromGeneration = c.req.query("from");
+    if (!fromGeneration)
+      throw new PredcacheError("bad_request", "name the generation you have: ?from=<generation>");
+    const from = await find(deps, model, fromGeneration);
+    if (from.encodingHash !== to.encodingHash) {
+      throw new PredcacheError(
+        "conflict",
+        "the two tables use different encodings: download the full table",
+        { from: from.encodingHash, to: to.encodingHash },
+      );
+    }
+    const etag = `"${from.checksum.slice(0, 32)}-${to.checksum.slice(0, 32)}"`;
+    c.header("ETag", etag);
+    c.header("Cache-Control", IMMUTABLE);
+    if (notModified(c, etag)) return c.body(null, 304);
+    const [a, b] = await Promise.all([
+      deps.tables.read(model, from.generation),
+      deps.tables.read(model, to.generation),
+    ]);
+    const delta = computeDelta(parseTable(a), parseTable(b));
+    c.header("Content-Type", "application/vnd.predcache.table-delta");
+    c.header("Content-Length", String(delta.length));
+    return c.body(delta as Uint8Array<ArrayBuffer>, 200);
+  });
+}

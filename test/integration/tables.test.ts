@@ -1,0 +1,241 @@
+import { readFile } from "node:fs/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HybridClient } from "../../src/client/hybrid-client.ts";
+import { LookupTable } from "../../src/client/lookup-table.ts";
+import { loadConfig } from "../../src/config.ts";
+import { createLogger } from "../../src/log.ts";
+import { type EmbeddedRedis, startRedisServer } from "../../src/redis/embedded.ts";
+import { createPrecomputeWorker, type PrecomputeWorkerProcess } from "../../src/service.ts";
+import { applyDelta } from "../../src/table/delta.ts";
+import { writeSeedCsv } from "../helpers/precompute.ts";
+import {
+  eventually,
+  getJson,
+  startTestService,
+  type TestService,
+  tempDataDir,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+let redis: EmbeddedRedis;
+let t: TestService;
+let worker: PrecomputeWorkerProcess;
+let rows: Record<string, string>[];
+let first: { generation: string; url: string; checksum: string };
+
+async function seedRows(n: number): Promise<Record<string, string>[]> {
+  const text = await readFile("seeds/inputs/flight-delay-common.csv", "utf8");
+  const [header, ...lines] = text.trim().split("\n");
+  const names = (header as string).split(",");
+  return lines.slice(0, n).map((line) => {
+    const row = Object.fromEntries(line.split(",").map((v, i) => [names[i] as string, v]));
+    const { frequency: _, ...input } = row;
+    return input;
+  });
+}
+
+async function runAndWait(file: string): Promise<string> {
+  const { runId } = await t.service.precompute.enqueue({
+    model: "flight-delay",
+    source: { kind: "seed", file },
+    chunkSize: 100,
+  });
+  const done = await t.service.precompute.waitUntilDone(runId, 60_000);
+  expect(done.state).toBe("completed");
+  return done.table as string;
+}
+
+beforeAll(async () => {
+  redis = await startRedisServer(); // its own, so the test can stop it
+  const dataDir = await tempDataDir();
+  const env = {
+    REDIS_URL: redis.url,
+    PREDCACHE_PREFIX: uniquePrefix("tables"),
+    PREDCACHE_DATA_DIR: dataDir,
+  };
+  t = await startTestService({ env });
+  worker = await createPrecomputeWorker(
+    loadConfig({ ...env, LOG_LEVEL: "silent" }),
+    redis.url,
+    createLogger("silent"),
+    t.registry,
+  );
+  rows = await seedRows(300);
+  const generation = await runAndWait(await writeSeedCsv(rows));
+  const listing = await getJson(`${t.url}/v1/models/flight-delay/tables`);
+  first = listing.body.latest;
+  expect(first.generation).toBe(generation);
+});
+afterAll(async () => {
+  await worker.close();
+  await t.close();
+  await redis.stop();
+});
+
+describe("lookup tables", () => {
+  it("lists the published table with its version, size, count and checksum", async () => {
+    const { status, body } = await getJson(`${t.url}/v1/models/flight-delay/tables`);
+    expect(status).toBe(200);
+    expect(body.tables[0]).toMatchObject({
+      entryCount: 300,
+      modelVersion: body.activeVersion,
+      encodingHash: expect.stringMatching(/^[0-9a-f]{16}$/),
+      checksum: expect.stringMatching(/^[0-9a-f]{64}$/),
+    });
+    expect(body.tables[0].bytes).toBeGreaterThan(300 * 8);
+  });
+
+  it("downloads a table whose every entry equals the server's answer for the same input", async () => {
+    const response = await fetch(`${t.url}${first.url}`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("cache-control")).toMatch(/immutable/);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    expect(response.headers.get("content-length")).toBe(String(bytes.length));
+    const table = await LookupTable.open(bytes);
+    expect(table.size).toBe(300);
+    for (const input of rows) {
+      const server = await getJson(
+        `${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(input)}`,
+      );
+      expect(server.status).toBe(200);
+      expect(table.get(input)).toEqual(server.body.prediction);
+    }
+  });
+
+  it("answers If-None-Match with 304 and Range with 206, per RFC 9110", async () => {
+    const full = new Uint8Array(await (await fetch(`${t.url}${first.url}`)).arrayBuffer());
+    const etag = `"${first.checksum}"`;
+    const notModified = await fetch(`${t.url}${first.url}`, { headers: { "if-none-match": etag } });
+    expect(notModified.status).toBe(304);
+    expect(notModified.headers.get("etag")).toBe(etag);
+    expect((await notModified.arrayBuffer()).byteLength).toBe(0);
+
+    const part = await fetch(`${t.url}${first.url}`, { headers: { range: "bytes=0-99" } });
+    expect(part.status).toBe(206);
+    expect(part.headers.get("content-range")).toBe(`bytes 0-99/${full.length}`);
+    expect(part.headers.get("content-length")).toBe("100");
+    expect(new Uint8Array(await part.arrayBuffer())).toEqual(full.subarray(0, 100));
+
+    const suffix = await fetch(`${t.url}${first.url}`, { headers: { range: "bytes=-32" } });
+    expect(suffix.status).toBe(206);
+    expect(new Uint8Array(await suffix.arrayBuffer())).toEqual(full.subarray(full.length - 32));
+
+    const stale = await fetch(`${t.url}${first.url}`, {
+      headers: { range: "bytes=0-9", "if-range": '"other"' },
+    });
+    expect(stale.status).toBe(200);
+    expect((await stale.arrayBuffer()).byteLength).toBe(full.length);
+
+    const beyond = await fetch(`${t.url}${first.url}`, {
+      headers: { range: `bytes=${full.length}-` },
+    });
+    expect(beyond.status).toBe(416);
+    expect(beyond.headers.get("content-range")).toBe(`bytes */${full.length}`);
+  });
+
+  it("serves latest with its immutable versioned URL in Content-Location", async () => {
+    const latest = await fetch(`${t.url}/v1/models/flight-delay/tables/latest`);
+    expect(latest.status).toBe(200);
+    expect(latest.headers.get("content-location")).toBe(first.url);
+    expect(latest.headers.get("cache-control")).toBe("no-cache");
+    expect((await getJson(`${t.url}/v1/models/flight-delay/tables/nope`)).status).toBe(404);
+    expect((await getJson(`${t.url}/v1/models/nope/tables`)).status).toBe(404);
+  });
+
+  it("answers covered inputs locally with no network call, and the rest from the server", async () => {
+    let calls = 0;
+    const counting: typeof fetch = (input, init) => {
+      calls++;
+      return fetch(input, init);
+    };
+    const client = new HybridClient({ baseUrl: t.url, model: "flight-delay", fetch: counting });
+    expect(await client.refresh()).toBe("full");
+    const before = calls;
+    for (const input of rows.slice(0, 50))
+      expect((await client.predict(input)).source).toBe("table");
+    expect(calls).toBe(before);
+    const uncovered = { origin: "ABQ", destination: "ORD", hour: 3, dayOfWeek: 2 };
+    const fromServer = await client.predict(uncovered);
+    expect(fromServer.source).toMatch(/^server:/);
+    expect(calls).toBe(before + 1);
+    expect((await client.predict(uncovered)).source).toBe("cache");
+    expect(calls).toBe(before + 1);
+    expect(await client.refresh()).toBe("unchanged");
+  });
+
+  it("refreshes through a delta that rebuilds the new generation exactly", async () => {
+    const client = new HybridClient({ baseUrl: t.url, model: "flight-delay" });
+    await client.refresh();
+    const old = client.table as LookupTable;
+    const more = await seedRows(450);
+    const second = await runAndWait(await writeSeedCsv(more));
+    const listing = await getJson(`${t.url}/v1/models/flight-delay/tables`);
+    expect(listing.body.latest.generation).toBe(second);
+    const delta = new Uint8Array(
+      await (
+        await fetch(
+          `${t.url}/v1/models/flight-delay/tables/${second}/delta?from=${old.header.generation}`,
+        )
+      ).arrayBuffer(),
+    );
+    const full = new Uint8Array(
+      await (await fetch(`${t.url}/v1/models/flight-delay/tables/${second}`)).arrayBuffer(),
+    );
+    expect(delta.length).toBeLessThan(full.length);
+    expect(await applyDelta(old.parsed, delta)).toEqual(full);
+    expect(await client.refresh()).toBe("delta");
+    expect(client.table?.size).toBe(450);
+    expect(client.requests.table).toBe(1);
+  });
+
+  it("keeps the old table when a download is corrupt", async () => {
+    const client = new HybridClient({
+      baseUrl: t.url,
+      model: "flight-delay",
+      fetch: async (input, init) => {
+        const response = await fetch(input, init);
+        if (!String(input).match(/\/tables\/[0-9a-f]{12}\.[0-9a-z]+$/)) return response;
+        const bytes = new Uint8Array(await response.arrayBuffer());
+        return new Response(bytes.subarray(0, bytes.length - 100), { status: 200 });
+      },
+    });
+    await expect(client.refresh()).rejects.toThrow();
+    expect(client.table).toBeUndefined();
+  });
+
+  it("answers every input its resident table covers while Redis is down", async () => {
+    await eventually(
+      async () => (t.service.tiers.resident?.table("flight-delay") ? true : undefined),
+      5_000,
+    );
+    const cold = await startTestService({
+      env: {
+        REDIS_URL: redis.url,
+        PREDCACHE_PREFIX: t.config.prefix,
+        PREDCACHE_DATA_DIR: t.config.dataDir,
+      },
+      liveWorker: false,
+    });
+    try {
+      const port = redis.port;
+      await redis.stop();
+      try {
+        for (const input of rows) {
+          const r = await getJson(
+            `${cold.url}/v1/models/flight-delay/predict?${new URLSearchParams(input)}`,
+          );
+          expect(r.status).toBe(200);
+          expect(r.body.source).toBe("table");
+        }
+        const uncovered = await getJson(
+          `${cold.url}/v1/models/flight-delay/predict?origin=ABQ&destination=DEN&hour=2&dayOfWeek=2`,
+        );
+        expect(uncovered.status).toBe(503);
+      } finally {
+        redis = await startRedisServer({ port });
+      }
+    } finally {
+      await cold.close();
+    }
+  });
+});
