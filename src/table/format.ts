@@ -17,7 +17,7 @@
 import { sha256 as sha256Js } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { FLOAT32_OPTIONS, Packr } from "msgpackr";
-import { z } from "zod";
+import * as z from "zod/mini";
 import { encodingSchema, outputsSchema } from "../model/manifest.ts";
 import { compareHash } from "./key-hash.ts";
 
@@ -40,13 +40,13 @@ export const tableHeaderSchema = z.object({
   created: z.string(),
   generation: z.string(),
   source: z.string(),
-  entryCount: z.number().int().min(0),
+  entryCount: z.int().check(z.gte(0)),
   keyHash: z.literal("murmur3_32(seed 0x9747b28c) << 32 | fnv1a_32, over UTF-8"),
   /** > 0: every value has this many bytes and there is no offsets array. */
-  valueStride: z.number().int().min(0),
-  indexOffset: z.number().int().min(0),
-  valuesOffset: z.number().int().min(0),
-  valuesLength: z.number().int().min(0),
+  valueStride: z.int().check(z.gte(0)),
+  indexOffset: z.int().check(z.gte(0)),
+  valuesOffset: z.int().check(z.gte(0)),
+  valuesLength: z.int().check(z.gte(0)),
 });
 export type TableHeader = z.infer<typeof tableHeaderSchema>;
 /** What the writer is told; it works out the layout fields itself. */
