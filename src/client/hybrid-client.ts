@@ -39,6 +39,8 @@ interface TableListing {
 
 export class HybridClient {
   private current: LookupTable | undefined;
+  /** The listing's ETag when `current` was chosen from it: a 304 then means nothing changed. */
+  private listingEtag: string | undefined;
   private readonly fallback: LRUCache<string, HybridAnswer>;
   private readonly fetch: typeof fetch;
   /** Network requests made, by kind (for apps that meter, and for tests). */
@@ -71,12 +73,20 @@ export class HybridClient {
    */
   async refresh(): Promise<RefreshOutcome> {
     this.requests.listing++;
-    const listing = await this.fetch(this.url(`/v1/models/${this.options.model}/tables`));
+    const conditional = this.current && this.listingEtag;
+    const listing = await this.fetch(this.url(`/v1/models/${this.options.model}/tables`), {
+      headers: conditional ? { "If-None-Match": conditional } : {},
+    });
+    if (listing.status === 304 && conditional) return "unchanged";
     if (!listing.ok) throw new Error(`listing tables failed: HTTP ${listing.status}`);
+    const etag = listing.headers.get("etag") ?? undefined;
     const { latest } = (await listing.json()) as TableListing;
     if (!latest) return "none";
     const held = this.current;
-    if (held?.checksum === latest.checksum) return "unchanged";
+    if (held?.checksum === latest.checksum) {
+      this.listingEtag = etag;
+      return "unchanged";
+    }
     if (held && held.header.encodingHash === latest.encodingHash) {
       try {
         this.requests.delta++;
@@ -85,8 +95,12 @@ export class HybridClient {
         );
         if (response.ok) {
           const bytes = await applyDelta(held.parsed, new Uint8Array(await response.arrayBuffer()));
-          this.current = await LookupTable.open(bytes, { model: this.options.model });
-          return "delta";
+          const table = await LookupTable.open(bytes, { model: this.options.model });
+          if (table.checksum === latest.checksum) {
+            this.current = table;
+            this.listingEtag = etag;
+            return "delta";
+          }
         }
       } catch {
         // Any mismatch: fall through to the full download.
@@ -101,6 +115,7 @@ export class HybridClient {
     if (table.checksum !== latest.checksum)
       throw new Error("the downloaded table is not the one listed");
     this.current = table; // one assignment: lookups see the old table or the new one
+    this.listingEtag = etag;
     return "full";
   }
 

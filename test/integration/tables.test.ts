@@ -144,9 +144,12 @@ describe("lookup tables", () => {
 
   it("answers covered inputs locally with no network call, and the rest from the server", async () => {
     let calls = 0;
-    const counting: typeof fetch = (input, init) => {
+    const statuses: number[] = [];
+    const counting: typeof fetch = async (input, init) => {
       calls++;
-      return fetch(input, init);
+      const response = await fetch(input, init);
+      statuses.push(response.status);
+      return response;
     };
     const client = new HybridClient({ baseUrl: t.url, model: "flight-delay", fetch: counting });
     expect(await client.refresh()).toBe("full");
@@ -160,7 +163,9 @@ describe("lookup tables", () => {
     expect(calls).toBe(before + 1);
     expect((await client.predict(uncovered)).source).toBe("cache");
     expect(calls).toBe(before + 1);
+    // Nothing new: the listing answers 304 to the client's If-None-Match, with no body.
     expect(await client.refresh()).toBe("unchanged");
+    expect(statuses.at(-1)).toBe(304);
   });
 
   it("refreshes through a delta that rebuilds the new generation exactly", async () => {

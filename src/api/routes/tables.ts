@@ -6,6 +6,7 @@
  *   GET /v1/models/:model/tables/:generation/delta?from= what changed since another generation
  * Versioned URLs are immutable; `latest` names its versioned URL in Content-Location.
  */
+import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
@@ -102,12 +103,19 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
     const model = known(c, deps);
     const tables = await deps.tables.list(model);
     const latest = await latestTable(deps, model);
-    return c.json({
+    const text = JSON.stringify({
       model,
       activeVersion: deps.active.get(model) ?? null,
       latest: latest ? { ...latest, url: tableUrl(latest) } : null,
       tables: tables.map((t) => ({ ...t, url: tableUrl(t) })),
     });
+    // Clients poll this to learn of new tables: a 304 costs them no body.
+    const etag = `"${createHash("sha256").update(text).digest("hex").slice(0, 32)}"`;
+    c.header("ETag", etag);
+    c.header("Cache-Control", "no-cache");
+    if (notModified(c, etag)) return c.body(null, 304);
+    c.header("Content-Type", "application/json");
+    return c.body(text, 200);
   });
 
   app.get("/v1/models/:model/tables/latest", async (c) => {
