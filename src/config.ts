@@ -42,6 +42,8 @@ const schema = z.object({
   PREDCACHE_SEED_ON_START: z.enum(["true", "false"]).default("true"),
   PREDCACHE_TABLES_DIR: z.string().min(1).optional(),
   PREDCACHE_RESIDENT_MAX_BYTES: int(256 * 1024 * 1024, 0),
+  // Browser apps on other origins read predictions and tables; "" or "none" turns CORS off.
+  PREDCACHE_CORS_ORIGINS: z.string().default("*"),
   PREDCACHE_WORKERS: z
     .string()
     .regex(/^(live|precompute)(,(live|precompute))*$/, "a comma-separated list of live, precompute")
@@ -91,6 +93,8 @@ export interface Config {
   tablesDir: string;
   /** Largest table an API process keeps resident in memory (0: none). */
   residentMaxBytes: number;
+  /** Origins allowed to read the model routes from a browser ("*": any; empty: none). */
+  corsOrigins: string[];
   /** Which workers a worker process runs. */
   workers: ("live" | "precompute")[];
 }
@@ -143,6 +147,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     seedOnStart: e.PREDCACHE_SEED_ON_START === "true",
     tablesDir: e.PREDCACHE_TABLES_DIR ?? `${e.PREDCACHE_DATA_DIR}/tables`,
     residentMaxBytes: e.PREDCACHE_RESIDENT_MAX_BYTES,
+    corsOrigins: e.PREDCACHE_CORS_ORIGINS.split(",")
+      .map((o) => o.trim())
+      .filter((o) => o && o !== "none"),
     workers: e.PREDCACHE_WORKERS.split(",") as ("live" | "precompute")[],
   };
 }

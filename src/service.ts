@@ -99,6 +99,7 @@ export async function createService(
         batchMaxItems: config.batchMaxItems,
         bodyMaxBytes: config.bodyMaxBytes,
         hitMaxAgeSeconds: config.hitMaxAgeSeconds,
+        corsOrigins: config.corsOrigins,
       },
     });
     return {

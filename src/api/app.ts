@@ -1,5 +1,6 @@
 /** Composes the HTTP API: every route group registers itself on one Hono app. */
 import { Hono } from "hono";
+import { cors } from "hono/cors";
 import type { ApiDeps } from "./deps.ts";
 import { errorBody, handleError } from "./errors.ts";
 import { registerHealth } from "./routes/health.ts";
@@ -14,6 +15,21 @@ export function createApp(deps: ApiDeps): Hono {
   app.notFound((c) =>
     c.json(errorBody("not_found", `no route ${c.req.method} ${c.req.path.slice(0, 200)}`), 404),
   );
+  const origins = deps.settings.corsOrigins;
+  if (origins.length > 0) {
+    // Apps in browsers download tables and ask for fallbacks from their own origin; they
+    // need the validators and the versioned URL, so those headers are exposed too.
+    app.use(
+      "/v1/models/*",
+      cors({
+        origin: origins.includes("*") ? "*" : origins,
+        allowMethods: ["GET", "HEAD", "POST"],
+        allowHeaders: ["Content-Type", "If-None-Match", "Range", "If-Range"],
+        exposeHeaders: ["ETag", "Content-Location", "Content-Range", "Location", "Retry-After"],
+        maxAge: 600,
+      }),
+    );
+  }
   registerHealth(app, deps);
   registerModels(app, deps);
   registerPredict(app, deps);

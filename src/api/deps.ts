@@ -17,6 +17,8 @@ export interface ApiSettings {
   bodyMaxBytes: number;
   /** Cache-Control max-age of answers (s). */
   hitMaxAgeSeconds: number;
+  /** Origins allowed to read /v1/models/* from a browser ("*": any; empty: CORS off). */
+  corsOrigins: string[];
 }
 
 export interface ApiDeps {
