@@ -14,7 +14,7 @@ export interface HybridClientOptions {
   baseUrl: string;
   model: string;
   /** A table the app already holds (e.g. stored from an earlier session). */
-  table?: LookupTable;
+  table?: LookupTable | undefined;
   /** Server answers remembered for inputs the table lacks (default 1,000). */
   fallbackCacheSize?: number;
   /** fetch to use (default globalThis.fetch). */

@@ -1,0 +1,97 @@
+/** examples/offline-app: sync a table from a running server, then answer lookups with the server gone. */
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildClient } from "../../scripts/build-client.ts";
+import { loadConfig } from "../../src/config.ts";
+import { createLogger } from "../../src/log.ts";
+import { createPrecomputeWorker, type PrecomputeWorkerProcess } from "../../src/service.ts";
+import { writeSeedCsv } from "../helpers/precompute.ts";
+import { getJson, startTestService, type TestService, tempDataDir } from "../helpers/service.ts";
+
+const covered = { origin: "LAS", destination: "LAX", hour: "16", dayOfWeek: "6" };
+const uncovered = { origin: "ABQ", destination: "ORD", hour: "3", dayOfWeek: "2" };
+const pairs = (input: Record<string, string>) => Object.entries(input).map(([k, v]) => `${k}=${v}`);
+
+let t: TestService | undefined;
+let worker: PrecomputeWorkerProcess | undefined;
+let file: string;
+let serverAnswer: unknown;
+
+function app(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((done) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "examples/offline-app/app.ts", ...args],
+      { env: { ...process.env, NODE_OPTIONS: "" } },
+      (error, stdout, stderr) =>
+        done({ code: error ? Number(error.code ?? 1) : 0, out: stdout.trim(), err: stderr.trim() }),
+    );
+  });
+}
+
+beforeAll(async () => {
+  // The example imports predcache/client, which resolves to dist: build it from this tree.
+  await buildClient(fileURLToPath(new URL("../../dist/client", import.meta.url)));
+  const dataDir = await tempDataDir();
+  file = join(dataDir, "app.pctable");
+  t = await startTestService({ env: { PREDCACHE_DATA_DIR: dataDir } });
+  worker = await createPrecomputeWorker(
+    loadConfig({
+      PREDCACHE_DATA_DIR: dataDir,
+      PREDCACHE_PREFIX: t.config.prefix,
+      LOG_LEVEL: "silent",
+    }),
+    t.config.redisUrl as string,
+    createLogger("silent"),
+    t.registry,
+  );
+  const { runId } = await t.service.precompute.enqueue({
+    model: "flight-delay",
+    source: { kind: "seed", file: await writeSeedCsv([covered, { ...covered, hour: "17" }]) },
+  });
+  expect((await t.service.precompute.waitUntilDone(runId, 60_000)).state).toBe("completed");
+  serverAnswer = (
+    await getJson(`${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(covered)}`)
+  ).body.prediction;
+});
+afterAll(async () => {
+  await worker?.close();
+  await t?.close();
+});
+
+describe("examples/offline-app", () => {
+  it("syncs the table, revalidates it, and asks the server for what it lacks", async () => {
+    const url = (t as TestService).url;
+    const first = await app(["sync", "--server", url, "--file", file]);
+    expect(first).toMatchObject({ code: 0 });
+    expect(first.out).toMatch(/^full: .* holds 2 predictions of flight-delay/);
+    expect((await app(["sync", "--server", url, "--file", file])).out).toMatch(/^unchanged: /);
+    const asked = await app(["ask", "--server", url, "--file", file, ...pairs(uncovered)]);
+    expect(JSON.parse(asked.out)).toMatchObject({ source: expect.stringMatching(/^server:/) });
+  });
+
+  it("answers covered inputs from the stored table with the server gone", async () => {
+    await worker?.close();
+    await t?.close();
+    worker = undefined;
+    t = undefined;
+    const hit = await app(["lookup", "--file", file, ...pairs(covered)]);
+    expect(hit.code).toBe(0);
+    expect(JSON.parse(hit.out)).toEqual({ source: "table", prediction: serverAnswer });
+    const miss = await app(["lookup", "--file", file, ...pairs(uncovered)]);
+    expect(JSON.parse(miss.out)).toEqual({ source: "none", covered: false });
+    const bad = await app([
+      "lookup",
+      "--file",
+      file,
+      "origin=LAS",
+      "destination=LAX",
+      "hour=99",
+      "dayOfWeek=6",
+    ]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/hour/);
+  });
+});
