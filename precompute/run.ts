@@ -51,6 +51,7 @@ function parse() {
       promote: { type: "boolean", default: false },
       warm: { type: "string" },
       "no-watch": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
     },
   });
 }
@@ -60,6 +61,10 @@ try {
   fail(2, `${(error as Error).message}\n${usage}`);
 }
 const { values } = args;
+if (values.help) {
+  console.log(usage);
+  process.exit(0);
+}
 if (!values.model || !values.source) fail(2, usage);
 const config = loadConfig();
 if (!config.redisUrl)
