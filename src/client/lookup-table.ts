@@ -100,9 +100,18 @@ export class LookupTable {
     const { hi, lo } = keyHash(key);
     const i = this.view.find(hi, lo);
     if (i < 0) return undefined;
-    const values = valuePackr.unpack(this.view.valueBytes(i)) as OutputValue[];
-    const prediction: Prediction = {};
     const outputs = this.view.header.outputs;
+    const encoded = this.view.valueBytes(i);
+    const at = encoded.byteOffset - this.view.bytes.byteOffset;
+    let values: OutputValue[];
+    try {
+      values = valuePackr.unpack(encoded) as OutputValue[];
+    } catch (error) {
+      throw new TableFormatError(`value ${i} is not msgpack: ${(error as Error).message}`, at);
+    }
+    if (!Array.isArray(values) || values.length !== outputs.length)
+      throw new TableFormatError(`value ${i} does not hold one value per output`, at);
+    const prediction: Prediction = {};
     for (let k = 0; k < outputs.length; k++)
       prediction[(outputs[k] as { name: string }).name] = values[k] as OutputValue;
     return prediction;

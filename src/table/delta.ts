@@ -1,15 +1,18 @@
 /**
  * Deltas between two generations of a table with the same encoding: the hashes removed,
- * and the entries added or changed, plus the target's description. Applying a delta to
- * the source rebuilds the target byte for byte, so the result is verified against the
- * target's checksum. Browser-safe.
+ * the entries added or changed, and the target's head (preamble + header) as raw bytes,
+ * so a rebuild never depends on re-encoding the header the same way. Applying a delta to
+ * the source rebuilds the target byte for byte, verified against the target's checksum.
+ * Browser-safe.
  */
 import { Packr } from "msgpackr";
 import {
-  encodeTable,
+  concatBytes,
   entriesOf,
+  indexBytes,
+  parseHeader,
+  sha256,
   storedChecksum,
-  type TableDescription,
   type TableEntries,
   TableFormatError,
   type TableView,
@@ -24,26 +27,13 @@ export interface TableDelta {
   fromChecksum: string;
   toGeneration: string;
   toChecksum: string;
-  to: TableDescription;
+  /** The target file's first indexOffset bytes: magic, version, flags, header, padding. */
+  toHead: Uint8Array;
   /** Hashes (hi, lo as u32 little-endian pairs) present in the source only. */
   removed: Uint8Array;
   /** Added or changed entries: hashes as above, then u32 value offsets (n + 1), then values. */
   upsertedCount: number;
   upserted: Uint8Array;
-}
-
-function describe(view: TableView): TableDescription {
-  const {
-    format: _f,
-    keyHash: _k,
-    entryCount: _e,
-    valueStride: _v,
-    indexOffset: _i,
-    valuesOffset: _o,
-    valuesLength: _l,
-    ...description
-  } = view.header;
-  return description;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -120,7 +110,7 @@ export function computeDelta(from: TableView, to: TableView): Uint8Array {
     fromChecksum: from.checksum,
     toGeneration: to.header.generation,
     toChecksum: to.checksum,
-    to: describe(to),
+    toHead: to.bytes.subarray(0, to.header.indexOffset),
     removed: u32s(removed),
     upsertedCount: upValues.length,
     upserted,
@@ -129,8 +119,25 @@ export function computeDelta(from: TableView, to: TableView): Uint8Array {
 }
 
 export function decodeDelta(bytes: Uint8Array): TableDelta {
-  const delta = packr.unpack(bytes) as TableDelta;
-  if (delta?.format !== "predcache-table-delta") throw new TableFormatError("not a table delta", 0);
+  let delta: TableDelta;
+  try {
+    delta = packr.unpack(bytes) as TableDelta;
+  } catch (error) {
+    throw new TableFormatError(`not a table delta: ${(error as Error).message}`, 0);
+  }
+  const blobs = [delta?.toHead, delta?.removed, delta?.upserted];
+  if (
+    delta?.format !== "predcache-table-delta" ||
+    typeof delta.fromChecksum !== "string" ||
+    typeof delta.toChecksum !== "string" ||
+    !Number.isInteger(delta.upsertedCount) ||
+    delta.upsertedCount < 0 ||
+    !blobs.every((b) => b instanceof Uint8Array) ||
+    delta.removed.length % 8 !== 0 ||
+    delta.upserted.length < 12 * delta.upsertedCount + 4
+  ) {
+    throw new TableFormatError("not a table delta, or an incomplete one", 0);
+  }
   return delta;
 }
 
@@ -140,7 +147,15 @@ export function decodeDelta(bytes: Uint8Array): TableDelta {
  * downloads the full table).
  */
 export async function applyDelta(from: TableView, deltaBytes: Uint8Array): Promise<Uint8Array> {
-  const delta = decodeDelta(deltaBytes);
+  try {
+    return await rebuild(from, decodeDelta(deltaBytes));
+  } catch (error) {
+    if (error instanceof TableFormatError) throw error;
+    throw new TableFormatError(`the delta does not apply: ${(error as Error).message}`, 0);
+  }
+}
+
+async function rebuild(from: TableView, delta: TableDelta): Promise<Uint8Array> {
   if (delta.fromChecksum !== from.checksum)
     throw new TableFormatError("the delta was made from another table", 0);
   const a = entriesOf(from);
@@ -198,12 +213,16 @@ export async function applyDelta(from: TableView, deltaBytes: Uint8Array): Promi
   });
   const blob = new Uint8Array(offsets[values.length] as number);
   for (const [k, v] of values.entries()) blob.set(v, offsets[k] as number);
-  const bytes = await encodeTable(delta.to, {
-    hi: Uint32Array.from(hi),
-    lo: Uint32Array.from(lo),
-    values: blob,
-    offsets,
-  });
+  // The target's own head says where its sections go; the rebuilt sections must fill them.
+  const head = delta.toHead;
+  const header = parseHeader(head);
+  if (header.indexOffset !== head.length || header.entryCount !== values.length)
+    throw new TableFormatError("the delta's head does not describe the rebuilt entries", 0);
+  const entries = { hi: Uint32Array.from(hi), lo: Uint32Array.from(lo), values: blob, offsets };
+  const body = concatBytes([head, ...indexBytes(entries, header.valueStride > 0), blob]);
+  if (body.length !== header.valuesOffset + header.valuesLength)
+    throw new TableFormatError("the rebuilt table does not have its stated length", body.length);
+  const bytes = concatBytes([body, await sha256(body)]);
   if (storedChecksum(bytes) !== delta.toChecksum)
     throw new TableFormatError(
       "the table rebuilt from the delta does not match its checksum",

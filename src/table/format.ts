@@ -5,9 +5,10 @@
  *
  *   0   8  magic 89 50 43 54 0D 0A 1A 0A  ("\x89PCT\r\n\x1a\n")
  *   8   2  format version (1)
- *   10  2  flags (0)
+ *   10  2  flags (0; a reader refuses others: they would mean a layout it does not know)
  *   12  4  header length H
- *   16  H  header: msgpack map (model, version, encoding, outputs, counts, section offsets…)
+ *   16  H  header: msgpack map (model, modelVersion, encodingHash, inputSchema, outputs,
+ *          entryCount, section offsets…)
  *   …      zero padding to a multiple of 4
  *   I      index: hashHi u32[n], hashLo u32[n], sorted by (hi, lo) as an unsigned 64-bit number;
  *          then, unless the header's valueStride > 0, valueOffsets u32[n + 1]
@@ -151,18 +152,18 @@ export function encodeTableBody(
     valuesLength: entries.values.length,
   };
   let headerBytes = headerPackr.pack(header);
-  for (let attempt = 0; attempt < 4; attempt++) {
+  let settled = false;
+  for (let attempt = 0; attempt < 4 && !settled; attempt++) {
     const indexOffset = align4(PREAMBLE + headerBytes.length);
     const indexLength = 8 * n + (stride > 0 ? 0 : 4 * (n + 1));
     const next = { ...header, indexOffset, valuesOffset: indexOffset + indexLength };
     const nextBytes = headerPackr.pack(next);
     header = next;
-    if (nextBytes.length === headerBytes.length) {
-      headerBytes = nextBytes;
-      break;
-    }
+    settled = nextBytes.length === headerBytes.length;
     headerBytes = nextBytes;
   }
+  if (!settled) throw new Error("table header length did not settle"); // cannot happen: offsets only grow
+
   const preamble = new Uint8Array(header.indexOffset);
   preamble.set(TABLE_MAGIC, 0);
   const view = new DataView(preamble.buffer);
@@ -170,9 +171,13 @@ export function encodeTableBody(
   view.setUint16(10, 0, true);
   view.setUint32(12, headerBytes.length, true);
   preamble.set(headerBytes, PREAMBLE);
-  const parts = [preamble, leBytes(entries.hi), leBytes(entries.lo)];
-  if (stride === 0) parts.push(leBytes(entries.offsets));
-  parts.push(entries.values);
+  return [preamble, ...indexBytes(entries, stride > 0), entries.values];
+}
+
+/** The index section: hashes hi then lo, then value offsets unless values have one stride. */
+export function indexBytes(entries: TableEntries, fixedStride: boolean): Uint8Array[] {
+  const parts = [leBytes(entries.hi), leBytes(entries.lo)];
+  if (!fixedStride) parts.push(leBytes(entries.offsets));
   return parts;
 }
 
@@ -238,9 +243,9 @@ function u32View(bytes: Uint8Array, offset: number, count: number): Uint32Array 
 
 /**
  * Checks magic, version and header, and that the sections fit a file of `fileLength`
- * bytes. `bytes` needs to hold only the preamble and the header.
+ * bytes (unchecked when undefined). `bytes` needs to hold only the preamble and the header.
  */
-export function parseHeader(bytes: Uint8Array, fileLength: number): TableHeader {
+export function parseHeader(bytes: Uint8Array, fileLength?: number): TableHeader {
   if (bytes.length < PREAMBLE)
     throw new TableFormatError("too short to be a table", bytes.length, true);
   for (let i = 0; i < TABLE_MAGIC.length; i++) {
@@ -251,6 +256,8 @@ export function parseHeader(bytes: Uint8Array, fileLength: number): TableHeader 
   const version = view.getUint16(8, true);
   if (version !== TABLE_FORMAT_VERSION)
     throw new TableFormatError(`unsupported table format version ${version}`, 8);
+  const flags = view.getUint16(10, true);
+  if (flags !== 0) throw new TableFormatError(`unknown table flags 0x${flags.toString(16)}`, 10);
   const headerLength = view.getUint32(12, true);
   if (PREAMBLE + headerLength > bytes.length)
     throw new TableFormatError("header runs past the end", PREAMBLE, true);
@@ -274,6 +281,9 @@ export function parseHeader(bytes: Uint8Array, fileLength: number): TableHeader 
   ) {
     throw new TableFormatError("section offsets are inconsistent", 16);
   }
+  if (header.valueStride > 0 && header.valueStride * n !== header.valuesLength)
+    throw new TableFormatError("value stride does not match the values section", 16);
+  if (fileLength === undefined) return header;
   if (end + TRAILER > fileLength)
     throw new TableFormatError(
       `file ends at ${fileLength}, expected ${end + TRAILER} bytes`,
@@ -282,9 +292,39 @@ export function parseHeader(bytes: Uint8Array, fileLength: number): TableHeader 
     );
   if (end + TRAILER < fileLength)
     throw new TableFormatError("trailing bytes after the checksum", end + TRAILER);
-  if (header.valueStride > 0 && header.valueStride * n !== header.valuesLength)
-    throw new TableFormatError("value stride does not match the values section", 16);
   return header;
+}
+
+/**
+ * The index must be strictly ascending (binary search depends on it; it also means no
+ * duplicate hashes) and the value offsets must run from 0 up to the values' length.
+ * One pass over typed arrays: a few ms for 1M entries.
+ */
+function checkIndex(
+  header: TableHeader,
+  hi: Uint32Array,
+  lo: Uint32Array,
+  offsets: Uint32Array | undefined,
+): void {
+  const n = header.entryCount;
+  for (let i = 1; i < n; i++) {
+    const h = hi[i] as number;
+    const p = hi[i - 1] as number;
+    if (h < p || (h === p && (lo[i] as number) <= (lo[i - 1] as number)))
+      throw new TableFormatError(
+        `index not in ascending order at entry ${i}`,
+        header.indexOffset + 4 * i,
+      );
+  }
+  if (!offsets) return;
+  const at = header.indexOffset + 8 * n;
+  if (offsets[0] !== 0) throw new TableFormatError("value offsets do not start at 0", at);
+  for (let i = 1; i <= n; i++) {
+    if ((offsets[i] as number) < (offsets[i - 1] as number))
+      throw new TableFormatError(`value offsets decrease at entry ${i}`, at + 4 * i);
+  }
+  if ((offsets[n] as number) !== header.valuesLength)
+    throw new TableFormatError("value offsets do not match the values section", at + 4 * n);
 }
 
 /**
@@ -301,11 +341,7 @@ export function parseTable(bytes: Uint8Array): TableView {
   const offsets =
     header.valueStride > 0 ? undefined : u32View(bytes, header.indexOffset + 8 * n, n + 1);
   const values = bytes.subarray(header.valuesOffset, end);
-  if (offsets && (offsets[n] as number) !== header.valuesLength)
-    throw new TableFormatError(
-      "value offsets do not match the values section",
-      header.indexOffset + 8 * n,
-    );
+  checkIndex(header, hi, lo, offsets);
   const stride = header.valueStride;
   return {
     header,

@@ -6,7 +6,7 @@
  */
 import { createReadStream } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
 import { parseHeader, storedChecksum, type TableHeader } from "./format.ts";
 
@@ -84,6 +84,10 @@ export class DirectoryTableStore implements TableStore {
       const trailer = Buffer.alloc(32);
       await handle.read(trailer, 0, 32, stats.size - 32);
       const header = parseHeader(head, stats.size);
+      // A file whose name or folder disagrees with its header would be listed under a URL
+      // that does not serve it (e.g. copied by hand): not listed.
+      if (`${header.generation}${SUFFIX}` !== basename(file) || header.model !== model)
+        return undefined;
       const info = infoOf(model, header, stats.size, storedChecksum(trailer));
       this.cache.set(file, { mtimeMs: stats.mtimeMs, info });
       return info;

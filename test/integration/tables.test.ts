@@ -131,6 +131,12 @@ describe("lookup tables", () => {
     });
     expect(beyond.status).toBe(416);
     expect(beyond.headers.get("content-range")).toBe(`bytes */${full.length}`);
+    const closedBeyond = await fetch(`${t.url}${first.url}`, {
+      headers: { range: `bytes=${full.length}-${full.length + 10}` },
+    });
+    expect(closedBeyond.status).toBe(416);
+    const reversed = await fetch(`${t.url}${first.url}`, { headers: { range: "bytes=9-2" } });
+    expect(reversed.status).toBe(200); // an invalid range is ignored, as RFC 9110 allows
   });
 
   it("serves latest with its immutable versioned URL in Content-Location", async () => {

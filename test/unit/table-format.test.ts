@@ -129,6 +129,61 @@ describe("lookup table format", () => {
     );
   });
 
+  it("never rebuilds a wrong table from a damaged delta", async () => {
+    const entries = [
+      { input: { airport: "SFO", hour: 1, bags: 0, distance: 10 }, p: 0.5, minutes: 3 },
+      { input: { airport: "LAX", hour: 2, bags: 1, distance: 20 }, p: 0.25, minutes: -1.5 },
+      { input: { airport: "ORD", hour: 3, bags: 2, distance: 30 }, p: 0.75, minutes: 9 },
+    ];
+    const a = parseTable(await build(entries.slice(0, 2), "0123456789ab.a"));
+    const bytesB = await build(entries.slice(1), "0123456789ab.b");
+    const delta = computeDelta(a, parseTable(bytesB));
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: delta.length - 1 }),
+        fc.integer({ min: 1, max: 255 }),
+        fc.boolean(),
+        async (at, flip, truncate) => {
+          const damaged = truncate ? delta.slice(0, at) : delta.slice();
+          if (!truncate) damaged[at] = (damaged[at] as number) ^ flip;
+          // Either refused with a TableFormatError, or (a flip in a byte nobody reads,
+          // e.g. a generation name) the exact target: never something else.
+          const result = await applyDelta(a, damaged).catch((e: unknown) => e);
+          if (result instanceof Uint8Array) expect(result).toEqual(bytesB);
+          else expect(result).toBeInstanceOf(TableFormatError);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("refuses an index out of order and unknown flags even under a valid checksum", async () => {
+    const bytes = await build([
+      { input: { airport: "SFO", hour: 1, bags: 0, distance: 10 }, p: 0.5, minutes: 3 },
+      { input: { airport: "LAX", hour: 2, bags: 1, distance: 20 }, p: 0.25, minutes: -1.5 },
+    ]);
+    const { header } = parseTable(bytes);
+    const resign = async (edit: (b: Uint8Array) => void) => {
+      const body = bytes.slice(0, bytes.length - 32);
+      edit(body);
+      const sum = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+      return Uint8Array.from([...body, ...sum]);
+    };
+    const swapped = await resign((b) => {
+      const view = new DataView(b.buffer);
+      for (const at of [header.indexOffset, header.indexOffset + 8]) {
+        const first = view.getUint32(at, true);
+        view.setUint32(at, view.getUint32(at + 4, true), true);
+        view.setUint32(at + 4, first, true);
+      }
+    });
+    await expect(LookupTable.open(swapped)).rejects.toThrow(/ascending order/);
+    const flagged = await resign((b) => {
+      b[10] = 1;
+    });
+    await expect(LookupTable.open(flagged)).rejects.toThrow(/unknown table flags/);
+  });
+
   it("refuses a delta made from another table", async () => {
     const a = await build(
       [{ input: { airport: "ATL", hour: 1, bags: 0, distance: 1 }, p: 0.2, minutes: 1 }],

@@ -63,10 +63,10 @@ function parseRange(
     end = size - 1;
   } else {
     start = Number(match[1]);
+    if (match[2] !== "" && start > Number(match[2])) return undefined; // invalid: ignored (RFC 9110 §14.2)
+    if (start >= size) return "unsatisfiable";
     end = match[2] === "" ? size - 1 : Math.min(Number(match[2]), size - 1);
-    if (start > end && match[2] !== "") return undefined;
   }
-  if (start >= size) return "unsatisfiable";
   return { start, end };
 }
 
