@@ -9,7 +9,7 @@ import { open, readFile, rm } from "node:fs/promises";
 import type { PredictionStore } from "../cache/store.ts";
 import { LookupTable } from "../client/lookup-table.ts";
 import type { ModelVersion } from "../model/registry.ts";
-import { encodeTableBody, sortPacked, valuePackr } from "./format.ts";
+import { encodeTableBody, packValue, sortPacked } from "./format.ts";
 import { keyHash } from "./key-hash.ts";
 import type { TableInfo, TableStore } from "./store.ts";
 
@@ -82,7 +82,7 @@ export async function buildTable(options: BuildTableOptions): Promise<TableInfo>
           `table ${options.generation}: ${key} is missing from ${model.name}@${model.version}`,
         );
       const { hi, lo } = keyHash(key);
-      packed.push(hi, lo, valuePackr.pack(model.manifest.outputs.map((o) => prediction[o.name])));
+      packed.push(hi, lo, packValue(model.manifest.outputs.map((o) => prediction[o.name])));
       if (sample.length < 64 || Math.random() < 0.001) sample.push(key);
     });
   }

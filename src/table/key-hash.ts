@@ -12,54 +12,72 @@ export interface KeyHash {
   lo: number;
 }
 
-function isAscii(text: string): boolean {
-  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return false;
-  return true;
+const C1 = 0xcc9e2d51;
+const C2 = 0x1b873593;
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+function finish(h: number, tail: number, length: number, f: number): KeyHash {
+  let m = h;
+  if (length & 3) {
+    let k = Math.imul(tail, C1);
+    k = (k << 15) | (k >>> 17);
+    m ^= Math.imul(k, C2);
+  }
+  m ^= length;
+  m ^= m >>> 16;
+  m = Math.imul(m, 0x85ebca6b);
+  m ^= m >>> 13;
+  m = Math.imul(m, 0xc2b2ae35);
+  m ^= m >>> 16;
+  return { hi: m >>> 0, lo: f >>> 0 };
 }
 
-function hashBytes(length: number, byteAt: (i: number) => number): KeyHash {
-  // MurmurHash3 x86_32
+/** Both hashes in one pass over UTF-8 bytes (MurmurHash3 x86_32 blocks are little-endian). */
+function hashBytes(bytes: Uint8Array): KeyHash {
   let h = SEED;
-  const blocks = length & ~3;
-  for (let i = 0; i < blocks; i += 4) {
-    let k = byteAt(i) | (byteAt(i + 1) << 8) | (byteAt(i + 2) << 16) | (byteAt(i + 3) << 24);
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  let f = FNV_OFFSET;
+  let k = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i] as number;
+    f = Math.imul(f ^ b, FNV_PRIME);
+    k |= b << ((i & 3) << 3);
+    if ((i & 3) === 3) {
+      k = Math.imul(k, C1);
+      k = (k << 15) | (k >>> 17);
+      h ^= Math.imul(k, C2);
+      h = (h << 13) | (h >>> 19);
+      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+      k = 0;
+    }
   }
-  const tail = length & 3;
-  if (tail > 0) {
-    let k = 0;
-    if (tail === 3) k ^= byteAt(blocks + 2) << 16;
-    if (tail >= 2) k ^= byteAt(blocks + 1) << 8;
-    k ^= byteAt(blocks);
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-  }
-  h ^= length;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  // FNV-1a 32
-  let f = 0x811c9dc5;
-  for (let i = 0; i < length; i++) {
-    f ^= byteAt(i);
-    f = Math.imul(f, 0x01000193);
-  }
-  return { hi: h >>> 0, lo: f >>> 0 };
+  return finish(h, k, bytes.length, f);
 }
 
+/**
+ * The hot path (every table lookup): for ASCII keys the string's char codes are its UTF-8
+ * bytes, so both hashes run in one loop with no allocation; any other key is encoded first.
+ */
 export function keyHash(key: string): KeyHash {
-  if (isAscii(key)) return hashBytes(key.length, (i) => key.charCodeAt(i));
-  const bytes = utf8.encode(key);
-  return hashBytes(bytes.length, (i) => bytes[i] as number);
+  let h = SEED;
+  let f = FNV_OFFSET;
+  let k = 0;
+  const n = key.length;
+  for (let i = 0; i < n; i++) {
+    const c = key.charCodeAt(i);
+    if (c > 0x7f) return hashBytes(utf8.encode(key));
+    f = Math.imul(f ^ c, FNV_PRIME);
+    k |= c << ((i & 3) << 3);
+    if ((i & 3) === 3) {
+      k = Math.imul(k, C1);
+      k = (k << 15) | (k >>> 17);
+      h ^= Math.imul(k, C2);
+      h = (h << 13) | (h >>> 19);
+      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+      k = 0;
+    }
+  }
+  return finish(h, k, n, f);
 }
 
 /** Orders hashes as unsigned 64-bit numbers (hi, then lo). */

@@ -6,6 +6,7 @@ import { outputsSchema } from "../../src/model/manifest.ts";
 import { applyDelta, computeDelta } from "../../src/table/delta.ts";
 import {
   encodeTable,
+  packValue,
   parseTable,
   sortEntries,
   type TableDescription,
@@ -63,7 +64,7 @@ async function build(
   const sorted = sortEntries(
     Uint32Array.from(hashes, (h) => h.hi),
     Uint32Array.from(hashes, (h) => h.lo),
-    entries.map((e) => valuePackr.pack([e.p, e.minutes])),
+    entries.map((e) => packValue([e.p, e.minutes])),
   );
   return encodeTable({ ...description, generation }, sorted);
 }
@@ -80,6 +81,30 @@ describe("lookup table format", () => {
       }),
       { numRuns: 150 },
     );
+  });
+
+  it("packs numeric values at one width (no offsets array) and decodes them exactly", async () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.oneof(
+            fc.double({ noNaN: true }),
+            fc.integer(),
+            fc.integer({ min: -1e6, max: 1e6 }).map((n) => n / 100),
+          ),
+          { minLength: 1, maxLength: 4 },
+        ),
+        (values) => {
+          expect(valuePackr.unpack(packValue(values))).toEqual(values);
+        },
+      ),
+      { numRuns: 500 },
+    );
+    const bytes = await build([
+      { input: { airport: "SFO", hour: 1, bags: 0, distance: 10 }, p: 0.5, minutes: 3 },
+      { input: { airport: "LAX", hour: 2, bags: 1, distance: 20 }, p: 0.1088, minutes: -1.5 },
+    ]);
+    expect(parseTable(bytes).header.valueStride).toBe(11);
   });
 
   it("detects any flipped byte", async () => {
@@ -209,5 +234,43 @@ describe("lookup table format", () => {
     expect(keyHash("Hello, world!").hi).toBe(0x24884cba);
     expect(keyHash("a").lo).toBe(0xe40c292c);
     expect(keyHash("Zürich")).toEqual(keyHash("Zu\u0308rich".normalize("NFC")));
+  });
+
+  it("hashes any string like a plain reference over its UTF-8 bytes", () => {
+    // Textbook versions, one hash at a time, to check the fused single-pass one against.
+    const at = (b: Uint8Array, i: number) => b[i] as number;
+    const murmur = (b: Uint8Array) => {
+      let h = 0x9747b28c;
+      const mix = (k0: number) => {
+        let k = Math.imul(k0, 0xcc9e2d51);
+        k = (k << 15) | (k >>> 17);
+        return Math.imul(k, 0x1b873593);
+      };
+      const blocks = b.length - (b.length % 4);
+      for (let i = 0; i < blocks; i += 4) {
+        h ^= mix(at(b, i) | (at(b, i + 1) << 8) | (at(b, i + 2) << 16) | (at(b, i + 3) << 24));
+        h = (h << 13) | (h >>> 19);
+        h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+      }
+      let t = 0;
+      for (let i = b.length - 1; i >= blocks; i--) t = (t << 8) | at(b, i);
+      if (b.length % 4) h ^= mix(t);
+      h ^= b.length;
+      h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+      h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+      return (h ^ (h >>> 16)) >>> 0;
+    };
+    const fnv = (b: Uint8Array) =>
+      b.reduce((f, x) => Math.imul(f ^ x, 0x01000193), 0x811c9dc5) >>> 0;
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ unit: "binary" }), fc.string({ unit: "grapheme-ascii" })),
+        (text) => {
+          const bytes = new TextEncoder().encode(text);
+          expect(keyHash(text)).toEqual({ hi: murmur(bytes), lo: fnv(bytes) });
+        },
+      ),
+      { numRuns: 500 },
+    );
   });
 });
