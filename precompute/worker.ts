@@ -91,8 +91,8 @@ export class PrecomputeWorker {
     await Promise.all([this.runWorker.waitUntilReady(), this.chunkWorker.waitUntilReady()]);
   }
 
-  private target(model: string, version: string): ModelVersion {
-    const target = this.registry.get(model, version);
+  private async target(model: string, version: string): Promise<ModelVersion> {
+    const target = await this.registry.resolve(model, version);
     if (!target)
       throw new UnrecoverableError(
         `model version ${model}@${version} is not loaded by this worker`,
@@ -105,7 +105,7 @@ export class PrecomputeWorker {
     if (!parsed.success) throw new UnrecoverableError(`malformed run job: ${parsed.error.message}`);
     const run = parsed.data;
     if (ENDED.has((await this.runs.state(run.runId)) ?? "")) return { ended: true };
-    const target = this.target(run.model, run.version);
+    const target = await this.target(run.model, run.version);
     if (run.step === "plan") {
       const chunks = await this.plan(job, run, target);
       await this.runs.set(run.runId, { chunksTotal: chunks });
@@ -216,7 +216,7 @@ export class PrecomputeWorker {
     const chunk = parsed.data;
     if (await this.cancelled(chunk.runId))
       throw new UnrecoverableError(`run ${chunk.runId} has ended`);
-    const model = this.target(chunk.model, chunk.version);
+    const model = await this.target(chunk.model, chunk.version);
 
     const keys: string[] = [];
     const rows = new Map<string, number[]>();

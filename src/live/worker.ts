@@ -56,7 +56,7 @@ export class LiveWorker {
     if (!parsed.success)
       throw new UnrecoverableError(`malformed live job: ${parsed.error.message}`);
     const { model: name, version, key } = parsed.data;
-    const model = this.registry.get(name, version);
+    const model = await this.registry.resolve(name, version);
     if (!model) throw new UnrecoverableError(`unknown model version ${name}@${version}`);
     // Re-derive the row from the key with the shared encoding: the worker trusts no row it is sent.
     let input: Record<string, unknown>;

@@ -87,6 +87,10 @@ export class ModelRegistry {
   private readonly byName = new Map<string, ModelVersion[]>();
   private readonly bytes = new Map<string, Uint8Array>();
   private readonly runtimes = new Map<string, Promise<ModelRuntime>>();
+  private readonly loadedDirectories = new Set<string>();
+
+  private root: string | undefined;
+  private lastRescan = 0;
 
   constructor(private readonly runtimeOptions: RuntimeOptions = {}) {}
 
@@ -96,6 +100,43 @@ export class ModelRegistry {
     runtimeOptions: RuntimeOptions = {},
   ): Promise<ModelRegistry> {
     const registry = new ModelRegistry(runtimeOptions);
+    registry.root = root;
+    await registry.scan(root);
+    if (registry.byName.size === 0) throw new ManifestError(`no model manifests under ${root}`);
+    return registry;
+  }
+
+  /**
+   * Loads version folders added to the models directory since the start (a directory
+   * drop); returns the new versions. Versions already loaded are kept as they are.
+   * A folder that fails to load is reported in `failed` and skipped.
+   */
+  async reload(): Promise<{
+    added: ModelVersion[];
+    failed: { directory: string; error: string }[];
+  }> {
+    if (!this.root) return { added: [], failed: [] };
+    this.lastRescan = Date.now();
+    return this.scan(this.root);
+  }
+
+  /**
+   * The version, loading new folders first when it is not known yet (a worker meeting a
+   * version an operator registered through another process); at most one rescan a second.
+   */
+  async resolve(name: string, version: string): Promise<ModelVersion | undefined> {
+    const known = this.get(name, version);
+    if (known || Date.now() - this.lastRescan < 1_000) return known;
+    await this.reload();
+    return this.get(name, version);
+  }
+
+  private async scan(
+    root: string,
+  ): Promise<{ added: ModelVersion[]; failed: { directory: string; error: string }[] }> {
+    const added: ModelVersion[] = [];
+    const failed: { directory: string; error: string }[] = [];
+    const initial = this.byName.size === 0;
     let entries: string[];
     try {
       entries = (await readdir(root, { withFileTypes: true }))
@@ -108,14 +149,24 @@ export class ModelRegistry {
     }
     for (const entry of entries.sort()) {
       const directory = join(root, entry);
+      if (this.loadedDirectories.has(directory)) continue;
       const hasManifest = await stat(join(directory, "manifest.json")).then(
         () => true,
         () => false,
       );
-      if (hasManifest) registry.add(await loadModelVersion(directory));
+      if (!hasManifest) continue;
+      try {
+        const loaded = await loadModelVersion(directory);
+        const model = this.add(loaded);
+        this.loadedDirectories.add(directory);
+        if (!initial && model === loaded.model) added.push(model);
+      } catch (error) {
+        // At start a broken manifest stops the service; a later drop is reported instead.
+        if (initial) throw error;
+        failed.push({ directory, error: (error as Error).message });
+      }
     }
-    if (registry.byName.size === 0) throw new ManifestError(`no model manifests under ${root}`);
-    return registry;
+    return { added, failed };
   }
 
   add({ model, bytes }: { model: ModelVersion; bytes: Uint8Array }): ModelVersion {
