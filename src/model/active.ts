@@ -75,6 +75,31 @@ export class ActiveVersions {
   }
 }
 
+// Pointer, history and announcement change together: a crash between them cannot lose
+// the rollback target. KEYS: active, history. ARGV: version, channel, model, history cap.
+const SWITCH = `
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+if previous and previous ~= ARGV[1] then
+  redis.call('LPUSH', KEYS[2], previous)
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return previous`;
+
+// Back to the newest history entry, which is taken off the history (a second rollback
+// goes one further back). ARGV: expected target (guards a race), channel, model.
+const ROLLBACK = `
+local target = redis.call('LINDEX', KEYS[2], 0)
+if not target or target ~= ARGV[1] then return false end
+redis.call('LPOP', KEYS[2])
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], target)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return previous or ''`;
+
+const HISTORY_CAP = 100;
+
 /**
  * The pointer switch: the old version goes on the history (for rollback) and every
  * process is told. Usable without an ActiveVersions (workers, admin tools).
@@ -85,8 +110,47 @@ export async function switchActiveVersion(
   model: string,
   version: string,
 ): Promise<string | undefined> {
-  const previous = await redis.getset(keys.active(model), version);
-  if (previous && previous !== version) await redis.lpush(keys.history(model), previous);
-  await redis.publish(keys.activeChannel(), model);
+  const previous = (await redis.eval(
+    SWITCH,
+    2,
+    keys.active(model),
+    keys.history(model),
+    version,
+    keys.activeChannel(),
+    model,
+    HISTORY_CAP,
+  )) as string | null;
   return previous ?? undefined;
+}
+
+/** The version a rollback would go back to: the newest history entry. */
+export async function rollbackTarget(
+  redis: Redis,
+  keys: Keys,
+  model: string,
+): Promise<string | undefined> {
+  return (await redis.lindex(keys.history(model), 0)) ?? undefined;
+}
+
+/**
+ * Makes `target` (which must be the newest history entry) active again and takes it off
+ * the history; returns the version it replaced, or undefined when the history moved on.
+ */
+export async function rollbackActiveVersion(
+  redis: Redis,
+  keys: Keys,
+  model: string,
+  target: string,
+): Promise<{ previous: string | undefined } | undefined> {
+  const result = (await redis.eval(
+    ROLLBACK,
+    2,
+    keys.active(model),
+    keys.history(model),
+    target,
+    keys.activeChannel(),
+    model,
+  )) as string | null;
+  if (result === null) return undefined;
+  return { previous: result || undefined };
 }
