@@ -108,6 +108,8 @@ export class PrecomputeWorker {
     const target = await this.target(run.model, run.version);
     if (run.step === "plan") {
       const chunks = await this.plan(job, run, target);
+      // Cancelled while planning: stop here (no table, no promotion).
+      if (await this.ended(run.runId)) return { ended: true };
       await this.runs.set(run.runId, { chunksTotal: chunks });
       await this.runs.transition(run.runId, "running");
       await job.updateData({ ...run, step: "finish" });
@@ -161,7 +163,13 @@ export class PrecomputeWorker {
     return index;
   }
 
+  private async ended(runId: string): Promise<boolean> {
+    return ENDED.has((await this.runs.state(runId)) ?? "");
+  }
+
   private async finish(run: RunJob, target: ModelVersion): Promise<unknown> {
+    // A cancel can land between the last chunk and here: a cancelled run publishes nothing.
+    if (await this.ended(run.runId)) return { ended: true };
     await this.runs.transition(run.runId, "finishing");
     const meta: Record<string, string | number> = { lastRun: run.runId, lastRunAt: Date.now() };
     if (this.tables) {
@@ -173,6 +181,7 @@ export class PrecomputeWorker {
     if (this.tables) await this.redis.publish(this.keys.tablesChannel(), target.name);
     // Last, and only here: every chunk succeeded and the table is published.
     let previous: string | undefined;
+    if (await this.ended(run.runId)) return { ended: true };
     if (run.promote)
       previous = await switchActiveVersion(this.redis, this.keys, target.name, target.version);
     await this.runs.transition(
