@@ -8,7 +8,7 @@
 import type { Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
-import type { Hit } from "../../cache/tiers.ts";
+import type { Hit, Source } from "../../cache/tiers.ts";
 import { PredcacheError } from "../../errors.ts";
 import type { Prediction } from "../../model/decoding.ts";
 import type { EncodedInput } from "../../model/encoding.ts";
@@ -100,17 +100,27 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
     return c.body(null, 304);
   }
-  const hit = await deps.tiers.lookup(model, key);
-  if (hit) {
-    deps.traffic.recordHit(model, key);
+  try {
+    const hit = await deps.tiers.lookup(model, key);
+    if (hit) {
+      deps.traffic.recordHit(model, key);
+      deps.stats.record(model, key, hit.source);
+      setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
+      return c.json(predictionReply(model, key, hit.source, hit.prediction, outOfDistribution));
+    }
+    deps.traffic.recordMiss(model, key);
+    const live = await awaitLive(deps, model, key, wait);
+    if (!live.done) {
+      deps.stats.record(model, key, "pending");
+      return pending(c, live.jobId);
+    }
+    deps.stats.record(model, key, "live");
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
-    return c.json(predictionReply(model, key, hit.source, hit.prediction, outOfDistribution));
+    return c.json(predictionReply(model, key, "live", live.prediction, outOfDistribution));
+  } catch (error) {
+    deps.stats.record(model, key, "failed");
+    throw error;
   }
-  deps.traffic.recordMiss(model, key);
-  const live = await awaitLive(deps, model, key, wait);
-  if (!live.done) return pending(c, live.jobId);
-  setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
-  return c.json(predictionReply(model, key, "live", live.prediction, outOfDistribution));
 }
 
 const batchSchema = z.object({
@@ -178,6 +188,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
         results[v.index] = { status: error.status, ...errorBody(error.code, error.message) };
     });
     fill(results, valid, hits, model);
+    recordItems(deps, model, valid, results);
     return c.json({ model: model.name, version: model.version, results });
   }
   fill(results, valid, hits, model);
@@ -217,8 +228,27 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
       results[m.index] = { status: 202, job: jobLink(outcome.jobId) };
     }
   });
+  recordItems(deps, model, valid, results);
   c.header("Cache-Control", "no-store");
   return c.json({ model: model.name, version: model.version, results });
+}
+
+function recordItems(
+  deps: ApiDeps,
+  model: ModelVersion,
+  valid: { index: number; value: EncodedInput }[],
+  results: ItemResult[],
+): void {
+  for (const v of valid) {
+    const result = results[v.index] as ItemResult;
+    const outcome =
+      result.status === 200
+        ? (result.source as Source)
+        : result.status === 202
+          ? "pending"
+          : "failed";
+    deps.stats.record(model, v.value.key, outcome);
+  }
 }
 
 function fill(
