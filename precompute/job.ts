@@ -3,11 +3,12 @@
  * `precompute` queue: it plans (streams its input source into chunk jobs, its children),
  * waits for them, then finishes (publishes, promotes when asked). See worker.ts.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
 import type { Queue } from "bullmq";
 import type { Keys } from "../src/cache/keys.ts";
 import { PredcacheError } from "../src/errors.ts";
+import { canonicalJson } from "../src/model/canonical-json.ts";
 import type { ModelRegistry } from "../src/model/registry.ts";
 import type { Redis } from "../src/redis/connection.ts";
 import { producerQueue } from "../src/redis/queue.ts";
@@ -91,6 +92,7 @@ export class Precompute {
     }
     const activeModel = active ? this.registry.get(spec.model, active) : undefined;
     const runId = `run-${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
+    await this.claim({ ...spec, version }, runId);
     await this.runs.create({
       id: runId,
       model: spec.model,
@@ -117,6 +119,27 @@ export class Precompute {
       removeOnFail: { age: 7 * 86_400 },
     });
     return { runId, version };
+  }
+
+  /**
+   * Refuses (409) a request identical to a run still in progress — a retried or
+   * double-clicked trigger must not run the same work twice; the same request after that
+   * run ended starts a new run.
+   */
+  private async claim(spec: object, runId: string): Promise<void> {
+    const fingerprint = createHash("sha256").update(canonicalJson(spec)).digest("hex");
+    const key = this.keys.runFingerprint(fingerprint.slice(0, 32));
+    const ttl = 7 * 86_400;
+    if (await this.redis.set(key, runId, "EX", ttl, "NX")) return;
+    const holder = await this.redis.get(key);
+    const state = holder ? await this.runs.state(holder) : undefined;
+    if (holder && (state === "planning" || state === "running" || state === "finishing")) {
+      throw new PredcacheError("conflict", `an identical run is already ${state}: ${holder}`, {
+        runId: holder,
+        state,
+      });
+    }
+    await this.redis.set(key, runId, "EX", ttl);
   }
 
   status(runId: string): Promise<RunStatus | undefined> {

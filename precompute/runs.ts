@@ -74,7 +74,10 @@ export class RunStore {
     await this.redis.hset(this.keys.runMeta(run.id), {
       model: run.model,
       version: run.version,
-      source: JSON.stringify(run.source),
+      // Uploaded inputs live in the run job, not in the status every poll reads.
+      source: JSON.stringify(
+        run.source.kind === "inline" ? { kind: "inline", inputs: [] } : run.source,
+      ),
       sourceDescription: run.sourceDescription,
       promote: run.promote ? "1" : "0",
       state: "planning",

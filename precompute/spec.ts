@@ -28,6 +28,11 @@ export const sourceSchema = z.discriminatedUnion("kind", [
     maxSize: z.number().int().positive().default(1_000_000),
   }),
   z.object({
+    kind: z.literal("inline"),
+    /** Inputs sent with the request (the admin API and CLI upload a local file this way). */
+    inputs: z.array(z.record(z.string(), z.unknown())).min(1).max(100_000),
+  }),
+  z.object({
     kind: z.literal("traffic"),
     top: z.number().int().positive().max(10_000_000),
     /** Whose traffic: the model's inputs as encoded by this encoding (default: the target's). */

@@ -4,6 +4,7 @@
  * names the variable.
  */
 import { z } from "zod";
+import { type AdminToken, parseAdminTokens } from "./admin/tokens.ts";
 
 const int = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
@@ -44,6 +45,10 @@ const schema = z.object({
   PREDCACHE_RESIDENT_MAX_BYTES: int(256 * 1024 * 1024, 0),
   // Browser apps on other origins read predictions and tables; "" or "none" turns CORS off.
   PREDCACHE_CORS_ORIGINS: z.string().default("*"),
+  // Admin bearer tokens, `id:secret` or `id:sha256:<hex>`, comma-separated; unset: admin API off.
+  PREDCACHE_ADMIN_TOKENS: z.string().optional(),
+  PREDCACHE_ADMIN_BODY_MAX_BYTES: int(16 * 1024 * 1024, 1_024),
+  PREDCACHE_KEEP_VERSIONS: int(3, 1, 1_000),
   PREDCACHE_WORKERS: z
     .string()
     .regex(/^(live|precompute)(,(live|precompute))*$/, "a comma-separated list of live, precompute")
@@ -93,6 +98,11 @@ export interface Config {
   tablesDir: string;
   /** Largest table an API process keeps resident in memory (0: none). */
   residentMaxBytes: number;
+  /** Admin bearer tokens (digests only); empty: the admin API is off. */
+  adminTokens: AdminToken[];
+  adminBodyMaxBytes: number;
+  /** Versions per model that gc keeps (besides the active one and its rollback target). */
+  keepVersions: number;
   /** Origins allowed to read the model routes from a browser ("*": any; empty: none). */
   corsOrigins: string[];
   /** Which workers a worker process runs. */
@@ -116,6 +126,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
   const e = parsed.data;
+  let adminTokens: AdminToken[];
+  try {
+    adminTokens = parseAdminTokens(e.PREDCACHE_ADMIN_TOKENS);
+  } catch (error) {
+    // The message never quotes the value: it holds secrets.
+    throw new ConfigError(
+      `invalid configuration:\n  PREDCACHE_ADMIN_TOKENS: ${(error as Error).message}`,
+    );
+  }
   return {
     port: e.PORT,
     host: e.HOST,
@@ -147,6 +166,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     seedOnStart: e.PREDCACHE_SEED_ON_START === "true",
     tablesDir: e.PREDCACHE_TABLES_DIR ?? `${e.PREDCACHE_DATA_DIR}/tables`,
     residentMaxBytes: e.PREDCACHE_RESIDENT_MAX_BYTES,
+    adminTokens,
+    adminBodyMaxBytes: e.PREDCACHE_ADMIN_BODY_MAX_BYTES,
+    keepVersions: e.PREDCACHE_KEEP_VERSIONS,
     corsOrigins: e.PREDCACHE_CORS_ORIGINS.split(",")
       .map((o) => o.trim())
       .filter((o) => o && o !== "none"),

@@ -3,11 +3,16 @@ import { pino } from "pino";
 
 export type Logger = pino.Logger;
 
-export function createLogger(level: string, name = "predcache"): Logger {
-  return pino({
+export function createLogger(
+  level: string,
+  name = "predcache",
+  destination?: pino.DestinationStream,
+): Logger {
+  const options = {
     name,
     level,
     base: { pid: process.pid },
-    redact: ["req.headers.authorization", "token"],
-  });
+    redact: ["req.headers.authorization", "headers.authorization", "authorization", "token"],
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

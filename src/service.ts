@@ -3,13 +3,16 @@
  * registry, active versions, tiers, live queue client, HTTP app) and the live worker.
  * Entry points and tests build them from here.
  */
+import { resolve } from "node:path";
 import type { Hono } from "hono";
 import { Precompute } from "../precompute/job.ts";
 import { PrecomputeWorker } from "../precompute/worker.ts";
+import { AuditLog } from "./admin/audit.ts";
 import { createApp } from "./api/app.ts";
 import { Keys } from "./cache/keys.ts";
 import { MemoryCache } from "./cache/memory.ts";
 import { ResidentTables } from "./cache/resident.ts";
+import { ServingStats } from "./cache/stats.ts";
 import { PredictionStore } from "./cache/store.ts";
 import { Tiers } from "./cache/tiers.ts";
 import { TrafficRecorder } from "./cache/traffic.ts";
@@ -81,9 +84,26 @@ export async function createService(
       maxEntries: config.trafficMaxEntries,
       hitSampleRate: config.trafficHitSample,
     });
+    const stats = new ServingStats();
     const precompute = new Precompute(redis, keys, models, {
       queuePrefix: queuePrefix(config.prefix),
     });
+    const audit = new AuditLog(redis, keys, log);
+    if (config.adminTokens.length === 0)
+      log.warn("admin API disabled: set PREDCACHE_ADMIN_TOKENS=<id>:<secret> to enable /admin/v1");
+    else log.info({ tokens: config.adminTokens.map((t) => t.id) }, "admin API enabled");
+    // A reload through any API process reaches every process sharing this Redis.
+    subscriber.on("message", (channel: string) => {
+      if (channel !== keys.modelsChannel()) return;
+      void models.reload().then(
+        ({ added }) => {
+          if (added.length)
+            log.info({ added: added.map((v) => `${v.name}@${v.version}`) }, "models reloaded");
+        },
+        (error: Error) => log.warn({ err: error.message }, "models reload failed"),
+      );
+    });
+    await subscriber.subscribe(keys.modelsChannel());
     const app = createApp({
       log,
       redis,
@@ -92,6 +112,7 @@ export async function createService(
       tiers,
       live,
       traffic,
+      stats,
       tables,
       settings: {
         waitDefaultMs: config.waitDefaultMs,
@@ -101,6 +122,25 @@ export async function createService(
         hitMaxAgeSeconds: config.hitMaxAgeSeconds,
         corsOrigins: config.corsOrigins,
       },
+      admin: {
+        tokens: config.adminTokens,
+        audit,
+        precompute,
+        keys,
+        store,
+        resident,
+        queues: {
+          live: live.queue,
+          precompute: precompute.runQueue,
+          "precompute-chunks": precompute.chunkQueue,
+        },
+        keepVersions: config.keepVersions,
+        bodyMaxBytes: config.adminBodyMaxBytes,
+        announceModels: async () => {
+          await redis.publish(keys.modelsChannel(), "reload");
+        },
+      },
+      seedRoots: [resolve("seeds"), resolve(config.modelsDir), resolve(config.dataDir)],
     });
     return {
       app,

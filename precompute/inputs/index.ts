@@ -26,6 +26,8 @@ export function openSource(
       return seedInputs(spec.file, spec.limit);
     case "grid":
       return gridInputs(ctx.target.manifest.encoding.features, spec);
+    case "inline":
+      return spec.inputs;
     case "traffic": {
       const hash = spec.encodingHash ?? ctx.target.encoder.hash;
       const observed = ctx.registry.versions(ctx.target.name).find((v) => v.encoder.hash === hash);
@@ -42,6 +44,8 @@ export function describeSource(spec: SourceSpec): string {
       return `seed file ${spec.file}${spec.limit ? ` (first ${spec.limit})` : ""}`;
     case "grid":
       return `grid over ${Object.keys(spec.axes).join(", ")}`;
+    case "inline":
+      return `${spec.inputs.length} uploaded inputs`;
     case "traffic":
       return `top ${spec.top} observed inputs`;
   }

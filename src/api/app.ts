@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { cors } from "hono/cors";
 import type { ApiDeps } from "./deps.ts";
 import { errorBody, handleError } from "./errors.ts";
+import { registerAdmin } from "./routes/admin.ts";
 import { registerHealth } from "./routes/health.ts";
 import { registerJobs } from "./routes/jobs.ts";
 import { registerModels } from "./routes/models.ts";
@@ -35,5 +36,6 @@ export function createApp(deps: ApiDeps): Hono {
   registerPredict(app, deps);
   registerJobs(app, deps);
   registerTables(app, deps);
+  if (deps.admin) registerAdmin(app, { ...deps, admin: deps.admin }, deps.seedRoots ?? []);
   return app;
 }

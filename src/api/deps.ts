@@ -1,4 +1,6 @@
 /** What the HTTP layer needs from the rest of the service. */
+import type { AdminDeps } from "../admin/deps.ts";
+import type { ServingStats } from "../cache/stats.ts";
 import type { Tiers } from "../cache/tiers.ts";
 import type { TrafficRecorder } from "../cache/traffic.ts";
 import type { LiveClient } from "../live/client.ts";
@@ -29,6 +31,11 @@ export interface ApiDeps {
   tiers: Tiers;
   live: LiveClient;
   traffic: TrafficRecorder;
+  stats: ServingStats;
   tables: TableStore;
   settings: ApiSettings;
+  /** The admin API's own needs (absent in tests that build the public API only). */
+  admin?: AdminDeps;
+  /** Folders seed files named through the admin API may come from. */
+  seedRoots?: string[];
 }

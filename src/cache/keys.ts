@@ -13,6 +13,8 @@
  *   <p>:{r:<run>}:meta              hash    a precompute run's spec, state and counters
  *   <p>:{r:<run>}:done              set     indexes of the run's finished chunks
  *   <p>:{r:<run>}:keys:<i>          string  msgpack list of chunk i's keys (for the table builder)
+ *   <p>:run-fp:<fingerprint>        string  id of the run started with this exact request
+ *   <p>:audit                       stream  admin actions: who (token id), what, when
  */
 import { fnv1a32 } from "../model/hash.ts";
 
@@ -30,6 +32,11 @@ export class Keys {
   /** Published with the model name when a table is published. */
   tablesChannel(): string {
     return `${this.prefix}:tables-changed`;
+  }
+
+  /** Published when model folders were reloaded: every process rescans its models dir. */
+  modelsChannel(): string {
+    return `${this.prefix}:models-changed`;
   }
 
   activeChannel(): string {
@@ -70,5 +77,19 @@ export class Keys {
 
   runChunkKeys(run: string, chunk: number): string {
     return `${this.prefix}:{r:${run}}:keys:${chunk}`;
+  }
+
+  /** The run started for one exact request, so an identical one is refused while it runs. */
+  runFingerprint(fingerprint: string): string {
+    return `${this.prefix}:run-fp:${fingerprint}`;
+  }
+
+  audit(): string {
+    return `${this.prefix}:audit`;
+  }
+
+  /** Every bucket of one model version's entries (for SCAN when a version is collected). */
+  bucketPattern(model: string, version: string): string {
+    return `${this.prefix}:e:${model}:${version}:*`;
   }
 }

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { inject } from "vitest";
 import { type Listening, listen } from "../../src/api/listen.ts";
 import { type Config, loadConfig } from "../../src/config.ts";
-import { createLogger } from "../../src/log.ts";
+import { createLogger, type Logger } from "../../src/log.ts";
 import type { ModelRegistry } from "../../src/model/registry.ts";
 import {
   createLiveWorker,
@@ -31,6 +31,8 @@ export interface TestServiceOptions {
   liveWorker?: boolean;
   /** Share a registry (and so its runtimes' inference counts) with the caller. */
   registry?: ModelRegistry;
+  /** Log somewhere the test can read (default: the configured level, to stdout). */
+  log?: Logger;
 }
 
 /** A data folder of its own (tables, runs' files), so no test sees another's tables. */
@@ -54,7 +56,7 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     REDIS_URL: redisUrl,
     PORT: "0",
   });
-  const log = createLogger(config.logLevel);
+  const log = options.log ?? createLogger(config.logLevel);
   const registry = options.registry ?? (await loadRegistry(config));
   const service = await createService(config, redisUrl, log, registry);
   let live: LiveWorkerProcess | undefined;

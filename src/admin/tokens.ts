@@ -1,0 +1,59 @@
+/**
+ * Admin bearer tokens. Configured as `id:secret` (or `id:sha256:<hex>` so the secret need
+ * not sit in the environment), kept only as SHA-256 digests, and compared in constant
+ * time: the id names who acted in the audit log, the secret is never stored or logged.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+
+export interface AdminToken {
+  id: string;
+  digest: Buffer;
+}
+
+export class TokenConfigError extends Error {
+  override readonly name = "TokenConfigError";
+}
+
+const ID = /^[A-Za-z0-9_.-]{1,64}$/;
+
+function digestOf(secret: string): Buffer {
+  return createHash("sha256").update(secret, "utf8").digest();
+}
+
+/** Parses `id:secret,id:sha256:<hex>,…`; refuses short secrets and duplicate ids. */
+export function parseAdminTokens(text: string | undefined): AdminToken[] {
+  const tokens: AdminToken[] = [];
+  for (const item of (text ?? "")
+    .split(",")
+    .map((t) => t.trim())
+    .filter(Boolean)) {
+    const at = item.indexOf(":");
+    const id = item.slice(0, at);
+    const secret = item.slice(at + 1);
+    if (at < 1 || !ID.test(id))
+      throw new TokenConfigError("each admin token is id:secret (id: letters, digits, _ . -)");
+    if (tokens.some((t) => t.id === id)) throw new TokenConfigError(`admin token id ${id} twice`);
+    const hashed = /^sha256:([0-9a-f]{64})$/i.exec(secret);
+    if (hashed) {
+      tokens.push({ id, digest: Buffer.from(hashed[1] as string, "hex") });
+    } else if (secret.length < 16) {
+      throw new TokenConfigError(`admin token ${id}: use a secret of at least 16 characters`);
+    } else {
+      tokens.push({ id, digest: digestOf(secret) });
+    }
+  }
+  return tokens;
+}
+
+/**
+ * The id of the token `secret` matches, or undefined. Every configured digest is
+ * compared (no early exit), so timing says nothing about which one matched.
+ */
+export function matchToken(tokens: readonly AdminToken[], secret: string): string | undefined {
+  const digest = digestOf(secret);
+  let found: string | undefined;
+  for (const token of tokens) {
+    if (timingSafeEqual(token.digest, digest) && found === undefined) found = token.id;
+  }
+  return found;
+}

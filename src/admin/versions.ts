@@ -1,0 +1,191 @@
+/**
+ * Model versions as operators manage them: what each holds (entries, tables), which is
+ * active and which a rollback would return to; promote, roll back, and collect the
+ * versions retention no longer keeps (keys in bounded batches, tables), never the active
+ * version or the rollback target.
+ */
+import type { ApiDeps } from "../api/deps.ts";
+import { PredcacheError } from "../errors.ts";
+import { rollbackActiveVersion, rollbackTarget } from "../model/active.ts";
+import type { ModelVersion } from "../model/registry.ts";
+import type { AdminDeps } from "./deps.ts";
+
+export interface VersionInfo {
+  version: string;
+  label: string | null;
+  loaded: boolean;
+  loadedAt: string | null;
+  active: boolean;
+  rollbackTarget: boolean;
+  entries: number;
+  lastRun: string | null;
+  tables: { generation: string; entryCount: number; bytes: number; created: string; url: string }[];
+}
+
+type Deps = ApiDeps & { admin: AdminDeps };
+
+export function knownModel(deps: ApiDeps, model: string): void {
+  if (deps.registry.versions(model).length === 0)
+    throw new PredcacheError("model_not_found", `no model named "${model.slice(0, 64)}"`, {
+      models: deps.registry.names(),
+    });
+}
+
+/** Version ids with data in Redis (their meta hash), loaded or not. */
+async function storedVersions(deps: Deps, model: string): Promise<string[]> {
+  const found = new Set<string>();
+  const pattern = deps.admin.keys.versionMeta(model, "*");
+  let cursor = "0";
+  do {
+    const [next, keys] = await deps.redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+    cursor = next;
+    for (const key of keys) found.add(key.slice(key.lastIndexOf(":") + 1));
+  } while (cursor !== "0");
+  return [...found];
+}
+
+export async function listVersions(deps: Deps, model: string): Promise<VersionInfo[]> {
+  knownModel(deps, model);
+  const active = deps.active.get(model);
+  const back = await rollbackTarget(deps.redis, deps.admin.keys, model);
+  const loaded = deps.registry.versions(model);
+  const ids = [
+    ...new Set([...loaded.map((v) => v.version), ...(await storedVersions(deps, model))]),
+  ];
+  const tables = await deps.tables.list(model);
+  const infos = await Promise.all(
+    ids.map(async (id): Promise<VersionInfo> => {
+      const v = loaded.find((m) => m.version === id);
+      const meta = await deps.redis.hgetall(deps.admin.keys.versionMeta(model, id));
+      return {
+        version: id,
+        label: v?.manifest.label ?? null,
+        loaded: Boolean(v),
+        loadedAt: v ? v.modifiedAt.toISOString() : null,
+        active: id === active,
+        rollbackTarget: id === back,
+        entries: Number(meta.entries ?? 0),
+        lastRun: meta.lastRun ?? null,
+        tables: tables
+          .filter((t) => t.modelVersion === id)
+          .map((t) => ({
+            generation: t.generation,
+            entryCount: t.entryCount,
+            bytes: t.bytes,
+            created: t.created,
+            url: `/v1/models/${model}/tables/${t.generation}`,
+          })),
+      };
+    }),
+  );
+  // Newest first, as the registry orders them (unloaded ones last): retention keeps this order.
+  const rank = (id: string) => loaded.findIndex((m) => m.version === id);
+  return infos.sort((a, b) => rank(b.version) - rank(a.version));
+}
+
+async function loadedVersion(deps: Deps, model: string, version: string): Promise<ModelVersion> {
+  knownModel(deps, model);
+  const found = await deps.registry.resolve(model, version);
+  if (!found)
+    throw new PredcacheError(
+      "not_found",
+      `model ${model} has no loaded version ${version.slice(0, 64)}`,
+      {
+        versions: deps.registry.versions(model).map((v) => v.version),
+      },
+    );
+  return found;
+}
+
+export async function promote(
+  deps: Deps,
+  model: string,
+  version: string,
+): Promise<{ model: string; active: string; previous: string | null }> {
+  await loadedVersion(deps, model, version);
+  const previous = await deps.active.set(model, version);
+  return { model, active: version, previous: previous ?? null };
+}
+
+export async function rollback(
+  deps: Deps,
+  model: string,
+): Promise<{ model: string; active: string; previous: string | null }> {
+  knownModel(deps, model);
+  const target = await rollbackTarget(deps.redis, deps.admin.keys, model);
+  if (!target)
+    throw new PredcacheError(
+      "conflict",
+      `model ${model} has no earlier active version to roll back to`,
+    );
+  await loadedVersion(deps, model, target);
+  const switched = await rollbackActiveVersion(deps.redis, deps.admin.keys, model, target);
+  if (!switched)
+    throw new PredcacheError("conflict", "the version history changed meanwhile: retry");
+  await deps.active.refresh();
+  return { model, active: target, previous: switched.previous ?? null };
+}
+
+export interface GcReport {
+  model: string;
+  kept: string[];
+  collected: { version: string; keysDeleted: number; tablesDeleted: number; tableBytes: number }[];
+  /** Older tables of kept versions (the two newest of each stay, for deltas). */
+  olderTablesDeleted: number;
+  bytesFreedOnDisk: number;
+}
+
+/** Deletes the versions retention does not keep, in batches of `batch` keys per command. */
+export async function collectGarbage(deps: Deps, model: string, batch = 500): Promise<GcReport> {
+  const versions = await listVersions(deps, model);
+  const keep = new Set<string>();
+  for (const v of versions) if (v.active || v.rollbackTarget) keep.add(v.version);
+  for (const v of versions.filter((x) => x.loaded).slice(0, deps.admin.keepVersions))
+    keep.add(v.version);
+  const report: GcReport = {
+    model,
+    kept: [...keep],
+    collected: [],
+    olderTablesDeleted: 0,
+    bytesFreedOnDisk: 0,
+  };
+  for (const v of versions) {
+    if (keep.has(v.version)) {
+      for (const old of v.tables.slice(2)) {
+        await deps.tables.remove(model, old.generation);
+        report.olderTablesDeleted++;
+        report.bytesFreedOnDisk += old.bytes;
+      }
+      continue;
+    }
+    let keysDeleted = 0;
+    let cursor = "0";
+    do {
+      const [next, keys] = await deps.redis.scan(
+        cursor,
+        "MATCH",
+        deps.admin.keys.bucketPattern(model, v.version),
+        "COUNT",
+        batch,
+      );
+      cursor = next;
+      for (let i = 0; i < keys.length; i += batch) {
+        keysDeleted += await deps.redis.unlink(...keys.slice(i, i + batch));
+      }
+    } while (cursor !== "0");
+    await deps.redis.unlink(deps.admin.keys.versionMeta(model, v.version));
+    let tableBytes = 0;
+    for (const t of v.tables) {
+      await deps.tables.remove(model, t.generation);
+      tableBytes += t.bytes;
+    }
+    report.collected.push({
+      version: v.version,
+      keysDeleted,
+      tablesDeleted: v.tables.length,
+      tableBytes,
+    });
+    report.bytesFreedOnDisk += tableBytes;
+  }
+  return report;
+}

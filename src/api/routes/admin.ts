@@ -1,0 +1,174 @@
+/**
+ * The admin API under /admin/v1, every route behind a bearer token (src/admin/auth.ts);
+ * every change and every refused attempt goes to the audit log.
+ *   POST   /admin/v1/models/:model/precompute            start a run → 202 (409: identical run active)
+ *   GET    /admin/v1/runs, /admin/v1/runs/:id             runs; one run's state, progress, rate, ETA
+ *   DELETE /admin/v1/runs/:id                             cancel
+ *   GET    /admin/v1/models/:model/versions               versions, entries, tables, active, rollback target
+ *   POST   /admin/v1/models/:model/versions/:v/promote    make v active
+ *   POST   /admin/v1/models/:model/rollback               back to the previous active version
+ *   POST   /admin/v1/models/:model/reload                 load version folders dropped into the models dir
+ *   POST   /admin/v1/models/:model/gc                     delete versions retention does not keep
+ *   GET    /admin/v1/stats, /admin/v1/audit
+ */
+import { isAbsolute, relative, resolve } from "node:path";
+import type { Context, Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { type AdminEnv, requireAdmin } from "../../admin/auth.ts";
+import type { AdminDeps } from "../../admin/deps.ts";
+import { collectStats } from "../../admin/stats.ts";
+import { collectGarbage, listVersions, promote, rollback } from "../../admin/versions.ts";
+import { PredcacheError } from "../../errors.ts";
+import type { ApiDeps } from "../deps.ts";
+
+type Deps = ApiDeps & { admin: AdminDeps };
+
+async function jsonBody(c: Context): Promise<Record<string, unknown>> {
+  const text = await c.req.text();
+  if (!text) return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new PredcacheError("bad_request", "the body must be a JSON object");
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body))
+    throw new PredcacheError("bad_request", "the body must be a JSON object");
+  return body as Record<string, unknown>;
+}
+
+/** The route pattern a request matched (e.g. /runs/:id), for the audit log. */
+function routeOf(c: Context): string {
+  const route = c.req.matchedRoutes.filter((r) => r.method !== "ALL").at(-1)?.path ?? c.req.path;
+  return route.replace(/^\/admin\/v1/, "");
+}
+
+/** Seed files the server may read: under one of the configured roots, nowhere else. */
+function checkSeedPath(source: unknown, roots: readonly string[]): void {
+  const file = (source as { kind?: unknown; file?: unknown })?.file;
+  if ((source as { kind?: unknown })?.kind !== "seed" || typeof file !== "string") return;
+  const path = resolve(file);
+  const inside = roots.some((root) => {
+    const rel = relative(resolve(root), path);
+    return rel !== "" && !rel.startsWith("..") && !isAbsolute(rel);
+  });
+  if (!inside)
+    throw new PredcacheError(
+      "bad_request",
+      "seed files must lie under the seeds, models or data folder; upload other inputs inline",
+      { roots },
+    );
+}
+
+export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[]): void {
+  const admin = app.basePath("/admin/v1") as unknown as Hono<AdminEnv>;
+  const { audit } = deps.admin;
+  // Outermost: record every change and every refused attempt, whatever the outcome.
+  admin.use("*", async (c, next) => {
+    await next();
+    const status = c.res.status;
+    if (c.req.method !== "GET" || status === 401 || status === 403) {
+      await audit.record({
+        actor: c.get("actor") ?? (status === 401 ? "anonymous" : "unknown-token"),
+        action: `${c.req.method} ${routeOf(c)}`,
+        target: c.req.path,
+        status,
+      });
+    }
+  });
+  admin.use("*", requireAdmin(deps.admin.tokens));
+  admin.use(
+    "*",
+    bodyLimit({
+      maxSize: deps.admin.bodyMaxBytes,
+      onError: () => {
+        throw new PredcacheError(
+          "payload_too_large",
+          `the body is larger than ${deps.admin.bodyMaxBytes} bytes`,
+        );
+      },
+    }),
+  );
+
+  admin.post("/models/:model/precompute", async (c) => {
+    const body = await jsonBody(c);
+    checkSeedPath(body.source, seedRoots);
+    const { runId, version } = await deps.admin.precompute.enqueue({
+      ...(body as object),
+      model: c.req.param("model"),
+    } as Parameters<typeof deps.admin.precompute.enqueue>[0]);
+    c.header("Location", `/admin/v1/runs/${runId}`);
+    return c.json(
+      { runId, model: c.req.param("model"), version, url: `/admin/v1/runs/${runId}` },
+      202,
+    );
+  });
+
+  admin.get("/runs", async (c) => {
+    const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 50) || 50, 1), 1_000);
+    return c.json({ runs: await deps.admin.precompute.runs.list(limit) });
+  });
+
+  admin.get("/runs/:id", async (c) => {
+    const status = await deps.admin.precompute.status(c.req.param("id"));
+    if (!status) throw new PredcacheError("not_found", `no run ${c.req.param("id").slice(0, 64)}`);
+    return c.json(status);
+  });
+
+  admin.delete("/runs/:id", async (c) => {
+    const id = c.req.param("id");
+    const status = await deps.admin.precompute.status(id);
+    if (!status) throw new PredcacheError("not_found", `no run ${id.slice(0, 64)}`);
+    if (status.state === "completed" || status.state === "failed")
+      throw new PredcacheError("conflict", `run ${id} already ${status.state}`, {
+        state: status.state,
+      });
+    return c.json(await deps.admin.precompute.cancel(id));
+  });
+
+  admin.get("/models/:model/versions", async (c) => {
+    const model = c.req.param("model");
+    return c.json({ model, versions: await listVersions(deps, model) });
+  });
+
+  admin.post("/models/:model/versions/:version/promote", async (c) =>
+    c.json(await promote(deps, c.req.param("model"), c.req.param("version"))),
+  );
+
+  admin.post("/models/:model/rollback", async (c) =>
+    c.json(await rollback(deps, c.req.param("model"))),
+  );
+
+  admin.post("/models/:model/reload", async (c) => {
+    const model = c.req.param("model");
+    const { added, failed } = await deps.registry.reload();
+    await deps.admin.announceModels();
+    if (deps.registry.versions(model).length === 0)
+      throw new PredcacheError(
+        "model_not_found",
+        `no model named "${model.slice(0, 64)}" in the models folder`,
+        {
+          failed,
+        },
+      );
+    return c.json({
+      model,
+      added: added
+        .filter((v) => v.name === model)
+        .map((v) => ({ version: v.version, directory: v.directory })),
+      failed,
+      versions: deps.registry.versions(model).map((v) => v.version),
+    });
+  });
+
+  admin.post("/models/:model/gc", async (c) =>
+    c.json(await collectGarbage(deps, c.req.param("model"))),
+  );
+
+  admin.get("/stats", async (c) => c.json(await collectStats(deps)));
+
+  admin.get("/audit", async (c) => {
+    const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 100) || 100, 1), 10_000);
+    return c.json({ entries: await audit.list(limit) });
+  });
+}

@@ -1,0 +1,323 @@
+/** The admin API: token guard on every route, audit log, runs, versions, stats, gc. */
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.ts";
+import { createLogger } from "../../src/log.ts";
+import {
+  createPrecomputeWorker,
+  loadRegistry,
+  type PrecomputeWorkerProcess,
+} from "../../src/service.ts";
+import { writeSeedCsv } from "../helpers/precompute.ts";
+import {
+  eventually,
+  getJson,
+  modelsDirWithVersions,
+  startTestService,
+  type TestService,
+  tempDataDir,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+const SECRET = "s3cret-admin-token-0123456789";
+const OTHER = "another-token-abcdefghijklmnop";
+const logLines: string[] = [];
+const routes: [string, string][] = [
+  ["POST", "/admin/v1/models/flight-delay/precompute"],
+  ["GET", "/admin/v1/runs"],
+  ["GET", "/admin/v1/runs/run-x"],
+  ["DELETE", "/admin/v1/runs/run-x"],
+  ["GET", "/admin/v1/models/flight-delay/versions"],
+  ["POST", "/admin/v1/models/flight-delay/versions/abc/promote"],
+  ["POST", "/admin/v1/models/flight-delay/rollback"],
+  ["POST", "/admin/v1/models/flight-delay/reload"],
+  ["POST", "/admin/v1/models/flight-delay/gc"],
+  ["GET", "/admin/v1/stats"],
+  ["GET", "/admin/v1/audit"],
+];
+
+let t: TestService;
+let worker: PrecomputeWorkerProcess;
+let versions: [string, string];
+
+function admin(path: string, init: { method?: string; body?: unknown; token?: string } = {}) {
+  return getJson(`${t.url}${path}`, {
+    method: init.method ?? "GET",
+    headers: {
+      authorization: `Bearer ${init.token ?? SECRET}`,
+      ...(init.body ? { "content-type": "application/json" } : {}),
+    },
+    ...(init.body ? { body: JSON.stringify(init.body) } : {}),
+  });
+}
+
+const seed = (rows: Record<string, unknown>[]) => writeSeedCsv(rows as Record<string, string>[]);
+const inputs = [
+  { origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 },
+  { origin: "ORD", destination: "ATL", hour: 18, dayOfWeek: 5 },
+  { origin: "SEA", destination: "DEN", hour: 9, dayOfWeek: 3 },
+];
+
+beforeAll(async () => {
+  const modelsDir = await modelsDirWithVersions(["next"]);
+  const dataDir = await tempDataDir();
+  const env = {
+    PREDCACHE_PREFIX: uniquePrefix("admin"),
+    PREDCACHE_MODELS_DIR: modelsDir,
+    PREDCACHE_DATA_DIR: dataDir,
+    PREDCACHE_ADMIN_TOKENS: `ops:${SECRET},ci:${OTHER}`,
+    PREDCACHE_KEEP_VERSIONS: "1",
+  };
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      logLines.push(String(chunk));
+      done();
+    },
+  });
+  const registry = await loadRegistry(loadConfig(env));
+  t = await startTestService({ env, registry, log: createLogger("trace", "test", sink) });
+  worker = await createPrecomputeWorker(
+    loadConfig({ ...env, LOG_LEVEL: "silent" }),
+    t.config.redisUrl as string,
+    createLogger("silent"),
+    registry,
+  );
+  versions = registry.versions("flight-delay").map((v) => v.version) as [string, string];
+});
+afterAll(async () => {
+  await worker.close();
+  await t.close();
+  await t.registry.close();
+});
+
+describe("admin API auth", () => {
+  it("refuses every route without a token (401) and with a wrong one (403)", async () => {
+    for (const [method, path] of routes) {
+      const none = await getJson(`${t.url}${path}`, { method });
+      expect(none.status, `${method} ${path}`).toBe(401);
+      expect(none.body.error.code).toBe("unauthorized");
+      expect(none.headers.get("www-authenticate")).toMatch(/^Bearer/);
+      const wrong = await admin(path, { method, token: "wrong-token-wrong-token" });
+      expect(wrong.status, `${method} ${path}`).toBe(403);
+      const malformed = await getJson(`${t.url}${path}`, {
+        method,
+        headers: { authorization: SECRET },
+      });
+      expect(malformed.status).toBe(401);
+    }
+  });
+
+  it("never logs a token, and audits who did what with the token's id", async () => {
+    await admin("/admin/v1/models/flight-delay/rollback", { method: "POST", token: OTHER });
+    await admin("/admin/v1/runs");
+    const all = logLines.join("");
+    expect(all).not.toContain(SECRET);
+    expect(all).not.toContain(OTHER);
+    const { body } = await admin("/admin/v1/audit");
+    const entry = body.entries.find((e: { actor: string }) => e.actor === "ci");
+    expect(entry).toMatchObject({
+      action: "POST /models/:model/rollback",
+      target: "/admin/v1/models/flight-delay/rollback",
+    });
+    expect(
+      body.entries.some(
+        (e: { actor: string; status: number }) => e.actor === "anonymous" && e.status === 401,
+      ),
+    ).toBe(true);
+    expect(JSON.stringify(body)).not.toContain(SECRET);
+  });
+
+  it("is off, with a clear error, when no token is configured", async () => {
+    const off = await startTestService({ env: { PREDCACHE_ADMIN_TOKENS: "" }, liveWorker: false });
+    try {
+      const r = await getJson(`${off.url}/admin/v1/runs`, {
+        headers: { authorization: `Bearer ${SECRET}` },
+      });
+      expect(r.status).toBe(403);
+      expect(r.body.error.message).toMatch(/PREDCACHE_ADMIN_TOKENS/);
+    } finally {
+      await off.close();
+    }
+  });
+
+  it("refuses short secrets at start without echoing them", () => {
+    expect(() => loadConfig({ PREDCACHE_ADMIN_TOKENS: "ops:short" })).toThrow(/at least 16/);
+    expect(() => loadConfig({ PREDCACHE_ADMIN_TOKENS: "ops:short" })).not.toThrow(/short/);
+  });
+});
+
+describe("admin API runs and versions", () => {
+  it("starts a run (202), refuses an identical active one (409), reports progress", async () => {
+    // Long enough (200 one-input chunks) that the second request surely meets it running.
+    const many = Array.from({ length: 200 }, (_, i) => ({
+      origin: "SFO",
+      destination: "LAX",
+      hour: i % 24,
+      dayOfWeek: 1 + (Math.floor(i / 24) % 7),
+    }));
+    const body = {
+      source: { kind: "inline", inputs: [...inputs, ...many] },
+      version: versions[0],
+      chunkSize: 1,
+    };
+    const started = await admin("/admin/v1/models/flight-delay/precompute", {
+      method: "POST",
+      body,
+    });
+    expect(started.status).toBe(202);
+    expect(started.headers.get("location")).toBe(`/admin/v1/runs/${started.body.runId}`);
+    const again = await admin("/admin/v1/models/flight-delay/precompute", { method: "POST", body });
+    expect(again.status).toBe(409);
+    expect(again.body.error.details.runId).toBe(started.body.runId);
+    const done = await eventually(async () => {
+      const r = await admin(`/admin/v1/runs/${started.body.runId}`);
+      return r.body.state === "completed" ? r.body : undefined;
+    }, 30_000);
+    expect(done.chunks).toEqual({ planned: 203, done: 203, total: 203 });
+    // 3 + 168 distinct inputs (SFO→LAX × 24 hours × 7 days, one of them also in `inputs`)
+    expect(done.written + done.skipped).toBe(203);
+    expect(done.written).toBe(170);
+    const listed = await admin("/admin/v1/runs");
+    expect(listed.body.runs.map((r: { id: string }) => r.id)).toContain(started.body.runId);
+  });
+
+  it("answers bad requests with 400/404 and changes nothing", async () => {
+    const before = (await admin("/admin/v1/runs")).body.runs.length;
+    const cases: [string, unknown, number][] = [
+      ["/admin/v1/models/nope/precompute", { source: { kind: "inline", inputs } }, 404],
+      [
+        "/admin/v1/models/flight-delay/precompute",
+        { source: { kind: "seed", file: "/etc/passwd" } },
+        400,
+      ],
+      ["/admin/v1/models/flight-delay/precompute", { source: { kind: "magic" } }, 400],
+      [
+        "/admin/v1/models/flight-delay/precompute",
+        { source: { kind: "traffic", top: 5 }, version: "ffffffffffff" },
+        404,
+      ],
+    ];
+    for (const [path, body, status] of cases) {
+      const r = await admin(path, { method: "POST", body });
+      expect(r.status, JSON.stringify(body)).toBe(status);
+      expect(r.body.error.message).toBeTruthy();
+    }
+    const notJson = await getJson(`${t.url}/admin/v1/models/flight-delay/precompute`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${SECRET}`, "content-type": "application/json" },
+      body: "{nope",
+    });
+    expect(notJson.status).toBe(400);
+    expect((await admin("/admin/v1/runs")).body.runs.length).toBe(before);
+    expect((await admin("/admin/v1/runs/run-nope")).status).toBe(404);
+    expect((await admin("/admin/v1/runs/run-nope", { method: "DELETE" })).status).toBe(404);
+  });
+
+  it("cancels a run", async () => {
+    const many = Array.from({ length: 24 }, (_, h) => ({
+      origin: "BOS",
+      destination: "MIA",
+      hour: h,
+      dayOfWeek: 2,
+    }));
+    const started = await admin("/admin/v1/models/flight-delay/precompute", {
+      method: "POST",
+      body: { source: { kind: "inline", inputs: many }, version: versions[0], chunkSize: 1 },
+    });
+    const cancelled = await admin(`/admin/v1/runs/${started.body.runId}`, { method: "DELETE" });
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body.state).toBe("cancelled");
+    await new Promise((r) => setTimeout(r, 500));
+    const after = (await admin(`/admin/v1/runs/${started.body.runId}`)).body;
+    expect(after.state).toBe("cancelled");
+    expect(after.table).toBeNull(); // a cancelled run publishes no table (and promotes nothing)
+  });
+
+  it("promotes, rolls back, and lists versions with entries, tables and the rollback target", async () => {
+    const [v1, v2] = versions;
+    const first = await admin(`/admin/v1/models/flight-delay/versions/${v1}/promote`, {
+      method: "POST",
+    });
+    expect(first.status).toBe(200);
+    const second = await admin(`/admin/v1/models/flight-delay/versions/${v2}/promote`, {
+      method: "POST",
+    });
+    expect(second.body).toEqual({ model: "flight-delay", active: v2, previous: v1 });
+    const listed = await admin("/admin/v1/models/flight-delay/versions");
+    const byId = Object.fromEntries(
+      listed.body.versions.map((v: { version: string }) => [v.version, v]),
+    );
+    expect(byId[v2]).toMatchObject({ active: true, rollbackTarget: false });
+    expect(byId[v1]).toMatchObject({ active: false, rollbackTarget: true });
+    expect(byId[v1].entries).toBeGreaterThanOrEqual(3);
+    expect(byId[v1].tables.length).toBeGreaterThan(0);
+    const back = await admin("/admin/v1/models/flight-delay/rollback", { method: "POST" });
+    expect(back.body).toEqual({ model: "flight-delay", active: v1, previous: v2 });
+    await eventually(async () => {
+      const r = await getJson(
+        `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1`,
+      );
+      return r.body.version === v1 ? true : undefined;
+    }, 1_000);
+    expect(
+      (
+        await admin("/admin/v1/models/flight-delay/versions/ffffffffffff/promote", {
+          method: "POST",
+        })
+      ).status,
+    ).toBe(404);
+    expect((await admin("/admin/v1/models/nope/rollback", { method: "POST" })).status).toBe(404);
+  });
+
+  it("reports hit ratios, queue depths, top missed inputs and table coverage", async () => {
+    const v1 = versions[0];
+    await admin(`/admin/v1/models/flight-delay/versions/${v1}/promote`, { method: "POST" });
+    for (const input of inputs) {
+      const q = new URLSearchParams(Object.entries(input).map(([k, v]) => [k, String(v)]));
+      await getJson(`${t.url}/v1/models/flight-delay/predict?${q}`);
+    }
+    await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=ABQ&destination=ORD&hour=3&dayOfWeek=2&wait=0`,
+    );
+    const { status, body } = await admin("/admin/v1/stats");
+    expect(status).toBe(200);
+    const m = body.models["flight-delay"];
+    expect(m.lookups).toBeGreaterThanOrEqual(4);
+    expect(m.misses).toBeGreaterThanOrEqual(1);
+    expect(m.coverage.window).toBeGreaterThanOrEqual(4);
+    expect(m.coverage.covered).toBeGreaterThanOrEqual(3);
+    expect(m.coverage.ratio).toBeGreaterThan(0);
+    expect(m.coverage.ratio).toBeLessThan(1);
+    expect(body.queues.live).toHaveProperty("waiting");
+    expect(body.queues.precompute).toHaveProperty("completed");
+    expect(m.topMissed).toContainEqual({ key: '["ABQ","ORD",3,2]', count: 1 });
+  });
+
+  it("collects versions retention does not keep, never the active one or the rollback target", async () => {
+    const [v1, v2] = versions; // v2 is the newest loaded, which KEEP_VERSIONS=1 keeps
+    await admin(`/admin/v1/models/flight-delay/versions/${v2}/promote`, { method: "POST" });
+    const guarded = await admin("/admin/v1/models/flight-delay/gc", { method: "POST" });
+    expect(guarded.status).toBe(200);
+    expect(guarded.body.kept.sort()).toEqual([v1, v2].sort()); // v1: the rollback target
+    expect(guarded.body.collected).toEqual([]);
+
+    await t.service.redis.del(t.service.keys.history("flight-delay")); // no rollback target now
+    const before = (await admin("/admin/v1/models/flight-delay/versions")).body.versions;
+    const v1Before = before.find((v: { version: string }) => v.version === v1);
+    expect(v1Before.entries).toBeGreaterThan(0);
+    const collected = await admin("/admin/v1/models/flight-delay/gc", { method: "POST" });
+    expect(collected.body.kept).toEqual([v2]);
+    expect(collected.body.collected).toEqual([
+      expect.objectContaining({ version: v1, tablesDeleted: v1Before.tables.length }),
+    ]);
+    expect(collected.body.collected[0].keysDeleted).toBeGreaterThan(0);
+    const after = (await admin("/admin/v1/models/flight-delay/versions")).body.versions;
+    expect(after.find((v: { version: string }) => v.version === v1)).toMatchObject({
+      entries: 0,
+      tables: [],
+    });
+    expect(after.find((v: { version: string }) => v.version === v2)).toMatchObject({
+      active: true,
+    });
+  });
+});
