@@ -8,7 +8,6 @@ import {
   loadRegistry,
   type PrecomputeWorkerProcess,
 } from "../../src/service.ts";
-import { writeSeedCsv } from "../helpers/precompute.ts";
 import {
   eventually,
   getJson,
@@ -51,7 +50,6 @@ function admin(path: string, init: { method?: string; body?: unknown; token?: st
   });
 }
 
-const seed = (rows: Record<string, unknown>[]) => writeSeedCsv(rows as Record<string, string>[]);
 const inputs = [
   { origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 },
   { origin: "ORD", destination: "ATL", hour: 18, dayOfWeek: 5 },

@@ -1,0 +1,422 @@
+/**
+ * `npx predcache <command>`: the operator's admin script, over the admin API.
+ * Server and token from --server/--token or PREDCACHE_SERVER/PREDCACHE_TOKEN.
+ * Exit codes: 0 ok, 1 a failed or cancelled run (or a server failure), 2 usage or a
+ * refused request, 3 server unreachable or token refused.
+ */
+import { rename, stat, writeFile } from "node:fs/promises";
+import { Command, CommanderError, Option } from "commander";
+import { LookupTable } from "../src/client/lookup-table.ts";
+import { AdminClient, CliError } from "./admin-client.ts";
+import { seedInputs } from "./inputs/seed.ts";
+import { ProgressView } from "./progress.ts";
+import type { RunStatus } from "./runs.ts";
+
+const ENDED = new Set(["completed", "failed", "cancelled"]);
+const INLINE_MAX = 100_000;
+
+interface Globals {
+  server: string;
+  token?: string;
+  json?: boolean;
+}
+
+const program = new Command("predcache")
+  .description("Operate a predcache service: precompute runs, versions, tables, stats.")
+  .addOption(
+    new Option("--server <url>", "the predcache API")
+      .env("PREDCACHE_SERVER")
+      .default("http://127.0.0.1:8787"),
+  )
+  .addOption(
+    new Option("--token <token>", "admin token (id:secret's secret)").env("PREDCACHE_TOKEN"),
+  )
+  .option("--json", "print JSON instead of text")
+  .showHelpAfterError()
+  .exitOverride();
+
+function globals(): Globals {
+  return program.opts<Globals>();
+}
+
+function client(): AdminClient {
+  const { server, token } = globals();
+  return new AdminClient({ server, token });
+}
+
+function print(value: unknown, text: () => string): void {
+  process.stdout.write(globals().json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
+}
+
+function table(rows: Record<string, unknown>[], columns: string[]): string {
+  if (rows.length === 0) return "(none)";
+  const cells = rows.map((r) => columns.map((c) => String(r[c] ?? "")));
+  const widths = columns.map((c, i) =>
+    Math.max(c.length, ...cells.map((row) => (row[i] as string).length)),
+  );
+  const line = (values: string[]) =>
+    values
+      .map((v, i) => v.padEnd(widths[i] as number))
+      .join("  ")
+      .trimEnd();
+  return [line(columns), line(widths.map((w) => "-".repeat(w))), ...cells.map(line)].join("\n");
+}
+
+/** --source seed:FILE | grid:JSON | traffic[:K]; a local seed file is uploaded inline. */
+async function sourceOf(text: string, options: { top?: string; limit?: string }): Promise<unknown> {
+  const colon = text.indexOf(":");
+  const kind = colon < 0 ? text : text.slice(0, colon);
+  const rest = colon < 0 ? "" : text.slice(colon + 1);
+  const limit = options.limit ? positive(options.limit, "--limit") : undefined;
+  if (kind === "seed") {
+    if (!rest) throw new CliError("--source seed:<file>", 2);
+    const local = await stat(rest).then(
+      (s) => s.isFile(),
+      () => false,
+    );
+    if (!local) return { kind: "seed", file: rest, ...(limit ? { limit } : {}) }; // a file on the server
+    const inputs: unknown[] = [];
+    for await (const row of seedInputs(rest, limit)) {
+      inputs.push(row);
+      if (inputs.length > INLINE_MAX)
+        throw new CliError(
+          `${rest} has more than ${INLINE_MAX} rows: put it in the server's seeds folder and name that path`,
+          2,
+        );
+    }
+    if (inputs.length === 0) throw new CliError(`${rest} has no rows`, 2);
+    return { kind: "inline", inputs };
+  }
+  if (kind === "grid") {
+    try {
+      return { kind: "grid", axes: JSON.parse(rest) };
+    } catch {
+      throw new CliError(`grid axes must be JSON, e.g. grid:'{"hour":{"min":6,"max":22}}'`, 2);
+    }
+  }
+  if (kind === "traffic") {
+    const top = options.top ?? rest;
+    if (!top) throw new CliError("--source traffic needs --top K (or traffic:K)", 2);
+    return { kind: "traffic", top: positive(top, "--top") };
+  }
+  throw new CliError(`unknown source "${kind}": seed:<file>, grid:<json> or traffic`, 2);
+}
+
+function positive(text: string, name: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new CliError(`${name} must be a positive integer`, 2);
+  return n;
+}
+
+/** Follows a run to its end; exit 1 unless it completed. */
+async function watch(api: AdminClient, runId: string): Promise<void> {
+  const view = new ProgressView(process.stderr);
+  let status: RunStatus;
+  for (;;) {
+    status = await api.request<RunStatus>("GET", `/admin/v1/runs/${encodeURIComponent(runId)}`);
+    if (!globals().json) view.show(status);
+    if (ENDED.has(status.state)) break;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  view.end();
+  print(
+    status,
+    () =>
+      `run ${status.id} ${status.state}${status.error ? `: ${status.error}` : ""} (${status.written} written, ${status.skipped} already present${status.table ? `, table ${status.table}` : ""})`,
+  );
+  if (status.state !== "completed") process.exitCode = 1;
+}
+
+program
+  .command("precompute <model>")
+  .description("start a precompute run")
+  .requiredOption("--source <source>", "seed:<file> | grid:<json axes> | traffic[:K]")
+  .option("--top <K>", "traffic: the K most asked inputs")
+  .option("--limit <N>", "seed: only the first N rows")
+  .option("--version <id>", "target model version (default: the active one)")
+  .option("--chunk-size <N>", "inputs per chunk job")
+  .option("--promote", "make the target version active once every chunk succeeded")
+  .option("--warm <K>", "first precompute the old version's K most asked inputs")
+  .option("--watch", "follow the run to its end (exit 1 unless it completes)")
+  .action(async (model: string, o: Record<string, string | boolean | undefined>) => {
+    const api = client();
+    const body = {
+      source: await sourceOf(o.source as string, {
+        top: o.top as string,
+        limit: o.limit as string,
+      }),
+      ...(o.version ? { version: o.version } : {}),
+      ...(o.chunkSize ? { chunkSize: positive(o.chunkSize as string, "--chunk-size") } : {}),
+      ...(o.warm ? { warmFromTraffic: positive(o.warm as string, "--warm") } : {}),
+      promote: Boolean(o.promote),
+    };
+    const started = await api.request<{ runId: string; version: string }>(
+      "POST",
+      `/admin/v1/models/${encodeURIComponent(model)}/precompute`,
+      body,
+    );
+    if (!o.watch || !globals().json)
+      print(started, () => `run ${started.runId} started: ${model}@${started.version}`);
+    if (o.watch) await watch(api, started.runId);
+  });
+
+program
+  .command("runs")
+  .description("list recent runs")
+  .option("--limit <N>", "how many", "20")
+  .action(async (o: { limit: string }) => {
+    const { runs } = await client().request<{ runs: RunStatus[] }>(
+      "GET",
+      `/admin/v1/runs?limit=${positive(o.limit, "--limit")}`,
+    );
+    print(runs, () =>
+      table(
+        runs.map((r) => ({
+          id: r.id,
+          model: `${r.model}@${r.version}`,
+          state: r.state,
+          chunks: `${r.chunks.done}/${r.chunks.total ?? "?"}`,
+          written: r.written,
+          source: r.sourceDescription,
+          created: new Date(r.createdAt).toISOString(),
+        })),
+        ["id", "model", "state", "chunks", "written", "source", "created"],
+      ),
+    );
+  });
+
+program
+  .command("run <id>")
+  .description("show a run (--watch: follow it to its end)")
+  .option("--watch", "follow the run to its end (exit 1 unless it completes)")
+  .action(async (id: string, o: { watch?: boolean }) => {
+    const api = client();
+    if (o.watch) return watch(api, id);
+    const s = await api.request<RunStatus>("GET", `/admin/v1/runs/${encodeURIComponent(id)}`);
+    print(s, () =>
+      [
+        `run ${s.id}  ${s.model}@${s.version}  ${s.state}`,
+        `source  ${s.sourceDescription}`,
+        `progress  chunks ${s.chunks.done}/${s.chunks.total ?? "?"}  rows ${s.rows}  written ${s.written}  skipped ${s.skipped}  ${Math.round(s.rate)}/s  eta ${s.etaSeconds ?? "?"}s`,
+        ...(s.error ? [`error  ${s.error}`] : []),
+        ...(s.table ? [`table  ${s.table}`] : []),
+      ].join("\n"),
+    );
+  });
+
+program
+  .command("cancel <id>")
+  .description("cancel a run")
+  .action(async (id: string) => {
+    const s = await client().request<RunStatus>(
+      "DELETE",
+      `/admin/v1/runs/${encodeURIComponent(id)}`,
+    );
+    print(s, () => `run ${s.id} ${s.state}`);
+  });
+
+interface VersionRow {
+  version: string;
+  label: string | null;
+  active: boolean;
+  rollbackTarget: boolean;
+  entries: number;
+  loaded: boolean;
+  tables: { generation: string }[];
+}
+
+program
+  .command("versions <model>")
+  .description("list a model's versions")
+  .action(async (model: string) => {
+    const { versions } = await client().request<{ versions: VersionRow[] }>(
+      "GET",
+      `/admin/v1/models/${encodeURIComponent(model)}/versions`,
+    );
+    print(versions, () =>
+      table(
+        versions.map((v) => ({
+          version: v.version,
+          label: v.label ?? "",
+          state: v.active
+            ? "active"
+            : v.rollbackTarget
+              ? "rollback target"
+              : v.loaded
+                ? ""
+                : "not loaded",
+          entries: v.entries,
+          tables: v.tables.length,
+          newest: v.tables[0]?.generation ?? "",
+        })),
+        ["version", "label", "state", "entries", "tables", "newest"],
+      ),
+    );
+  });
+
+program
+  .command("promote <model> <version>")
+  .description("make a version active")
+  .action(async (model: string, version: string) => {
+    const r = await client().request<{ active: string; previous: string | null }>(
+      "POST",
+      `/admin/v1/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}/promote`,
+    );
+    print(r, () => `${model}: ${r.previous ?? "(none)"} → ${r.active}`);
+  });
+
+program
+  .command("rollback <model>")
+  .description("go back to the previous active version")
+  .action(async (model: string) => {
+    const r = await client().request<{ active: string; previous: string | null }>(
+      "POST",
+      `/admin/v1/models/${encodeURIComponent(model)}/rollback`,
+    );
+    print(r, () => `${model}: ${r.previous ?? "(none)"} → ${r.active} (rolled back)`);
+  });
+
+program
+  .command("reload <model>")
+  .description("load version folders dropped into the server's models folder")
+  .action(async (model: string) => {
+    const r = await client().request<{ added: { version: string }[]; versions: string[] }>(
+      "POST",
+      `/admin/v1/models/${encodeURIComponent(model)}/reload`,
+    );
+    print(
+      r,
+      () =>
+        `${model}: ${r.added.length} new version(s) ${r.added.map((a) => a.version).join(", ")}; loaded: ${r.versions.join(", ")}`,
+    );
+  });
+
+program
+  .command("tables <model>")
+  .description("list a model's lookup tables")
+  .action(async (model: string) => {
+    const r = await client().request<{ tables: Record<string, unknown>[] }>(
+      "GET",
+      `/v1/models/${encodeURIComponent(model)}/tables`,
+    );
+    print(r, () =>
+      table(r.tables, ["generation", "modelVersion", "entryCount", "bytes", "created", "checksum"]),
+    );
+  });
+
+program
+  .command("download <model>")
+  .description("download the active version's newest table (verified)")
+  .option("--out <file>", "where to write it (default <model>.pctable)")
+  .action(async (model: string, o: { out?: string }) => {
+    const response = await client().fetch(`/v1/models/${encodeURIComponent(model)}/tables/latest`);
+    if (!response.ok) {
+      const body = (await response.json().catch(() => ({}))) as { error?: { message?: string } };
+      throw new CliError(
+        body.error?.message ?? `HTTP ${response.status}`,
+        response.status >= 500 ? 1 : 2,
+      );
+    }
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const table = await LookupTable.open(bytes, { model }).catch((error: Error) => {
+      throw new CliError(`the downloaded table is not valid: ${error.message}`, 1);
+    });
+    const out = o.out ?? `${model}.pctable`;
+    await writeFile(`${out}.tmp`, bytes);
+    await rename(`${out}.tmp`, out);
+    const h = table.header;
+    const summary = {
+      file: out,
+      bytes: bytes.length,
+      generation: h.generation,
+      modelVersion: h.modelVersion,
+      entries: h.entryCount,
+      checksum: table.checksum,
+    };
+    print(
+      summary,
+      () =>
+        `${out}: ${h.entryCount} entries of ${model}@${h.modelVersion} (generation ${h.generation}, ${bytes.length} bytes, verified)`,
+    );
+  });
+
+program
+  .command("stats")
+  .description("hit ratios, misses, queue depths, coverage")
+  .action(async () => {
+    const s = await client().request<{
+      models: Record<string, Record<string, unknown>>;
+      queues: Record<string, Record<string, number>>;
+    }>("GET", "/admin/v1/stats");
+    print(s, () => {
+      const lines: string[] = [];
+      for (const [name, m] of Object.entries(s.models)) {
+        const hit = m.hitRatio as { overall: number | null } | null;
+        const cov = m.coverage as { ratio: number | null; window: number };
+        lines.push(
+          `${name}@${m.activeVersion}: ${m.lookups} lookups, hit ratio ${hit?.overall === null || !hit ? "-" : `${(hit.overall * 100).toFixed(1)}%`}, misses ${m.misses}, table coverage ${cov.ratio === null ? "-" : `${(cov.ratio * 100).toFixed(1)}% of ${cov.window}`}`,
+        );
+        lines.push(`  by source ${JSON.stringify(m.bySource)}`);
+        const top = m.topMissed as { key: string; count: number }[];
+        if (top.length)
+          lines.push(`  top missed ${top.map((t) => `${t.key}×${t.count}`).join(" ")}`);
+      }
+      for (const [name, q] of Object.entries(s.queues))
+        lines.push(
+          `queue ${name}: ${Object.entries(q)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(", ")}`,
+        );
+      return lines.join("\n");
+    });
+  });
+
+program
+  .command("gc <model>")
+  .description(
+    "delete versions retention no longer keeps (never the active one or the rollback target)",
+  )
+  .action(async (model: string) => {
+    const r = await client().request<{
+      kept: string[];
+      collected: { version: string; keysDeleted: number; tablesDeleted: number }[];
+      bytesFreedOnDisk: number;
+      olderTablesDeleted: number;
+    }>("POST", `/admin/v1/models/${encodeURIComponent(model)}/gc`);
+    print(r, () =>
+      [
+        `kept ${r.kept.join(", ")}`,
+        ...r.collected.map(
+          (c) => `collected ${c.version}: ${c.keysDeleted} Redis keys, ${c.tablesDeleted} tables`,
+        ),
+        `older tables deleted ${r.olderTablesDeleted}; ${r.bytesFreedOnDisk} bytes freed on disk`,
+      ].join("\n"),
+    );
+  });
+
+program
+  .command("audit")
+  .description("recent admin actions")
+  .option("--limit <N>", "how many", "50")
+  .action(async (o: { limit: string }) => {
+    const { entries } = await client().request<{ entries: Record<string, unknown>[] }>(
+      "GET",
+      `/admin/v1/audit?limit=${positive(o.limit, "--limit")}`,
+    );
+    print(entries, () => table(entries, ["at", "actor", "action", "target", "status"]));
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    // Help and version print and exit 0; everything else commander rejects is usage.
+    process.exitCode = error.exitCode === 0 ? 0 : 2;
+  } else if (error instanceof CliError) {
+    process.stderr.write(`predcache: ${error.message}\n`);
+    process.exitCode = error.exitCode;
+  } else {
+    process.stderr.write(`predcache: ${(error as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}
