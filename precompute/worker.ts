@@ -17,6 +17,7 @@ import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
 import type { Redis } from "../src/redis/connection.ts";
 import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
+import { parseTable } from "../src/table/format.ts";
 import type { TableInfo, TableStore } from "../src/table/store.ts";
 import { describeSource, openSource, type RawInput } from "./inputs/index.ts";
 import { RunStore } from "./runs.ts";
@@ -196,9 +197,19 @@ export class PrecomputeWorker {
     return { promoted: run.promote };
   }
 
-  /** The run's table generation: every key its chunks covered, read back from Redis. */
-  private buildRunTable(run: RunJob, target: ModelVersion): Promise<TableInfo> {
+  /**
+   * The version's next table generation: its previous table plus every key this run's
+   * chunks covered, read back from Redis (the previous one again when nothing changed).
+   */
+  private async buildRunTable(run: RunJob, target: ModelVersion): Promise<TableInfo> {
     const runs = this.runs;
+    const tables = this.tables as TableStore;
+    const previous = (await tables.list(target.name)).find(
+      (t) => t.modelVersion === target.version && t.encodingHash === target.encoder.hash,
+    );
+    const base = previous
+      ? parseTable(await tables.read(target.name, previous.generation))
+      : undefined;
     async function* chunkKeys(): AsyncGenerator<string[]> {
       const status = await runs.get(run.runId);
       const total = status?.chunks.total ?? 0;
@@ -210,7 +221,8 @@ export class PrecomputeWorker {
       source: `precompute ${run.runId}: ${describeSource(run.source)}${run.warm ? ` + top ${run.warm.top} observed` : ""}`,
       keys: chunkKeys(),
       store: this.store,
-      tables: this.tables as TableStore,
+      tables,
+      ...(base ? { base } : {}),
     });
   }
 

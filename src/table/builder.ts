@@ -1,15 +1,17 @@
 /**
- * Builds a lookup table from a model version's stored predictions: streams keys in
- * batches, reads their values from Redis, packs them into typed arrays (no object per
- * entry), sorts by hash, writes a temporary file with its SHA-256, reads it back to
- * verify it, then publishes it atomically.
+ * Builds a lookup table generation from a model version's stored predictions: starts
+ * from the version's previous table (so generations only grow: a small run adds to the
+ * table, it does not replace it), streams the run's keys in batches, reads their values
+ * from Redis, packs them into typed arrays (no object per entry, no set of keys: equal
+ * hashes are settled after sorting), writes a temporary file with its SHA-256, reads it
+ * back to verify it, then publishes it atomically.
  */
 import { createHash } from "node:crypto";
 import { open, readFile, rm } from "node:fs/promises";
 import type { PredictionStore } from "../cache/store.ts";
 import { LookupTable } from "../client/lookup-table.ts";
 import type { ModelVersion } from "../model/registry.ts";
-import { encodeTableBody, packValue, sortPacked } from "./format.ts";
+import { encodeTableBody, entriesOf, packValue, sortPacked, type TableView } from "./format.ts";
 import { keyHash } from "./key-hash.ts";
 import type { TableInfo, TableStore } from "./store.ts";
 
@@ -65,17 +67,32 @@ export interface BuildTableOptions {
   keys: AsyncIterable<readonly string[]>;
   store: PredictionStore;
   tables: TableStore;
+  /** The version's previous table (same encoding): its entries carry over. */
+  base?: TableView;
 }
 
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The published table, or the base itself when the run changed nothing in it. */
 export async function buildTable(options: BuildTableOptions): Promise<TableInfo> {
-  const { model } = options;
+  const { model, base } = options;
   const packed = new Packed();
-  const seen = new Set<string>();
+  if (base) {
+    const previous = entriesOf(base);
+    for (let i = 0; i < previous.hi.length; i++) {
+      const value = previous.values.subarray(previous.offsets[i], previous.offsets[i + 1]);
+      packed.push(previous.hi[i] as number, previous.lo[i] as number, value);
+    }
+  }
+  const baseCount = packed.count;
   const sample: string[] = [];
   for await (const batch of options.keys) {
-    const fresh = batch.filter((key) => !seen.has(key) && seen.add(key));
-    const predictions = await options.store.getMany(model, fresh);
-    fresh.forEach((key, i) => {
+    const predictions = await options.store.getMany(model, batch);
+    batch.forEach((key, i) => {
       const prediction = predictions[i];
       if (!prediction)
         throw new Error(
@@ -86,7 +103,21 @@ export async function buildTable(options: BuildTableOptions): Promise<TableInfo>
       if (sample.length < 64 || Math.random() < 0.001) sample.push(key);
     });
   }
-  const entries = sortPacked(packed.trimmed());
+  const all = packed.trimmed();
+  const valueOf = (i: number) => all.values.subarray(all.offsets[i], all.offsets[i + 1]);
+  let changed = !base;
+  const entries = sortPacked(all, (earlier, later) => {
+    const same = sameBytes(valueOf(earlier), valueOf(later));
+    // One key twice in the run reads one value; two values under one hash are two keys.
+    if (earlier >= baseCount && !same)
+      throw new Error(`table ${options.generation}: two keys share one 64-bit hash`);
+    if (!same) changed = true; // the run's value replaces the previous table's
+    return later;
+  });
+  if (base && !changed && entries.hi.length === baseCount) {
+    const kept = await options.tables.get(model.name, base.header.generation);
+    if (kept) return kept;
+  }
   const parts = encodeTableBody(
     {
       model: model.name,

@@ -128,33 +128,57 @@ export function sortEntries(hi: Uint32Array, lo: Uint32Array, values: Uint8Array
   return sortPacked({ hi, lo, values: blob, offsets });
 }
 
-/** Sorts packed entries (values in one blob) by hash, refusing two entries with one hash. */
-export function sortPacked(entries: TableEntries): TableEntries {
+/**
+ * Which of two entries with one hash to keep (their positions in the input), or throw.
+ * The default refuses: two keys of one table sharing a 64-bit hash.
+ */
+export type DuplicateHash = (earlier: number, later: number) => number;
+
+const refuseDuplicates: DuplicateHash = () => {
+  throw new Error("two keys of the table share one 64-bit hash");
+};
+
+/** Sorts packed entries (values in one blob) by hash; `duplicate` settles equal hashes. */
+export function sortPacked(entries: TableEntries, duplicate = refuseDuplicates): TableEntries {
   const { hi, lo, values, offsets } = entries;
   const n = hi.length;
   const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
-  order.sort((a, b) =>
-    compareHash(hi[a] as number, lo[a] as number, hi[b] as number, lo[b] as number),
+  // By hash, then by input position, so duplicates meet in input order.
+  order.sort(
+    (a, b) =>
+      compareHash(hi[a] as number, lo[a] as number, hi[b] as number, lo[b] as number) || a - b,
   );
-  const sortedHi = new Uint32Array(n);
-  const sortedLo = new Uint32Array(n);
-  const sortedOffsets = new Uint32Array(n + 1);
-  const blob = new Uint8Array(values.length);
+  let kept = 0;
+  for (let i = 0; i < n; i++) {
+    const from = order[i] as number;
+    const last = kept > 0 ? (order[kept - 1] as number) : -1;
+    if (last >= 0 && hi[last] === hi[from] && lo[last] === lo[from]) {
+      order[kept - 1] = duplicate(last, from);
+    } else {
+      order[kept++] = from;
+    }
+  }
+  const sortedHi = new Uint32Array(kept);
+  const sortedLo = new Uint32Array(kept);
+  const sortedOffsets = new Uint32Array(kept + 1);
+  let size = 0;
+  for (let to = 0; to < kept; to++) {
+    const from = order[to] as number;
+    size += (offsets[from + 1] as number) - (offsets[from] as number);
+  }
+  const blob = new Uint8Array(size);
   let at = 0;
-  for (let to = 0; to < n; to++) {
+  for (let to = 0; to < kept; to++) {
     const from = order[to] as number;
     sortedHi[to] = hi[from] as number;
     sortedLo[to] = lo[from] as number;
-    if (to > 0 && sortedHi[to] === sortedHi[to - 1] && sortedLo[to] === sortedLo[to - 1]) {
-      throw new Error("two keys of the table share one 64-bit hash");
-    }
     const value = values.subarray(offsets[from] as number, offsets[from + 1] as number);
     sortedOffsets[to] = at;
     blob.set(value, at);
     at += value.length;
   }
-  sortedOffsets[n] = at;
+  sortedOffsets[kept] = at;
   return { hi: sortedHi, lo: sortedLo, values: blob, offsets: sortedOffsets };
 }
 

@@ -199,6 +199,25 @@ describe("lookup tables", () => {
     expect(client.requests.table).toBe(1);
   });
 
+  it("grows the version's table run by run; a run adding nothing publishes no new generation", async () => {
+    const before = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
+    const extra = { origin: "ABQ", destination: "DEN", hour: "5", dayOfWeek: "4" };
+    const grown = await runAndWait(await writeSeedCsv([extra, rows[0] as Record<string, string>]));
+    const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
+    expect(listing.latest.generation).toBe(grown);
+    expect(listing.latest.entryCount).toBe(before.entryCount + 1);
+    const table = await LookupTable.open(
+      new Uint8Array(await (await fetch(`${t.url}${listing.latest.url}`)).arrayBuffer()),
+    );
+    expect(table.get(extra)).toBeDefined();
+    expect(table.get(rows[0] as Record<string, string>)).toBeDefined(); // carried over
+    const same = await runAndWait(await writeSeedCsv([extra]));
+    expect(same).toBe(grown);
+    expect((await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.tables.length).toBe(
+      listing.tables.length,
+    );
+  });
+
   it("keeps the old table when a download is corrupt", async () => {
     const client = new HybridClient({
       baseUrl: t.url,
