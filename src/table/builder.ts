@@ -104,10 +104,10 @@ export async function buildTable(options: BuildTableOptions): Promise<TableInfo>
     });
   }
   const all = packed.trimmed();
-  const valueOf = (i: number) => all.values.subarray(all.offsets[i], all.offsets[i + 1]);
+  const valueAt = (i: number) => all.values.subarray(all.offsets[i], all.offsets[i + 1]);
   let changed = !base;
   const entries = sortPacked(all, (earlier, later) => {
-    const same = sameBytes(valueOf(earlier), valueOf(later));
+    const same = sameBytes(valueAt(earlier), valueAt(later));
     // One key twice in the run reads one value; two values under one hash are two keys.
     if (earlier >= baseCount && !same)
       throw new Error(`table ${options.generation}: two keys share one 64-bit hash`);
