@@ -1,4 +1,6 @@
 /** The admin API: token guard on every route, audit log, runs, versions, stats, gc. */
+import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
@@ -38,6 +40,7 @@ const routes: [string, string][] = [
 let t: TestService;
 let worker: PrecomputeWorkerProcess;
 let versions: [string, string];
+let modelsDir: string;
 
 function admin(path: string, init: { method?: string; body?: unknown; token?: string } = {}) {
   return getJson(`${t.url}${path}`, {
@@ -57,7 +60,7 @@ const inputs = [
 ];
 
 beforeAll(async () => {
-  const modelsDir = await modelsDirWithVersions(["next"]);
+  modelsDir = await modelsDirWithVersions(["next"]);
   const dataDir = await tempDataDir();
   const env = {
     PREDCACHE_PREFIX: uniquePrefix("admin"),
@@ -291,12 +294,53 @@ describe("admin API runs and versions", () => {
     expect(m.topMissed).toContainEqual({ key: '["ABQ","ORD",3,2]', count: 1 });
   });
 
+  it("registers a version folder dropped into the models directory, without a restart", async () => {
+    const source = join(modelsDir, "flight-delay");
+    const dropped = join(modelsDir, "flight-delay-dropped");
+    await mkdir(dropped);
+    await copyFile(join(source, "model.onnx"), join(dropped, "model.onnx"));
+    const manifest = JSON.parse(await readFile(join(source, "manifest.json"), "utf8"));
+    manifest.label = "dropped";
+    manifest.outputs = manifest.outputs.map((o: { digits: number }) => ({
+      ...o,
+      digits: o.digits + 3,
+    }));
+    await writeFile(join(dropped, "manifest.json"), JSON.stringify(manifest));
+    const broken = join(modelsDir, "flight-delay-broken");
+    await mkdir(broken);
+    await writeFile(join(broken, "manifest.json"), "{ not json");
+
+    const reloaded = await admin("/admin/v1/models/flight-delay/reload", { method: "POST" });
+    expect(reloaded.status).toBe(200);
+    expect(reloaded.body.added).toHaveLength(1);
+    expect(reloaded.body.failed).toEqual([expect.objectContaining({ directory: broken })]);
+    const fresh = reloaded.body.added[0].version;
+    expect(reloaded.body.versions).toContain(fresh);
+    // Served at once through this API, and computed by the live worker (which rescans).
+    const answer = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1&version=${fresh}&wait=3000`,
+    );
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ version: fresh, source: "live" });
+    expect(
+      (await admin("/admin/v1/models/flight-delay/reload", { method: "POST" })).body.added,
+    ).toEqual([]);
+    await rm(broken, { recursive: true });
+    expect((await admin("/admin/v1/models/unknown-model/reload", { method: "POST" })).status).toBe(
+      404,
+    );
+  });
+
   it("collects versions retention does not keep, never the active one or the rollback target", async () => {
-    const [v1, v2] = versions; // v2 is the newest loaded, which KEEP_VERSIONS=1 keeps
+    const [v1, v2] = versions;
+    // The newest loaded version (the one dropped in above), which KEEP_VERSIONS=1 keeps.
+    const newest = (await admin("/admin/v1/models/flight-delay/versions")).body.versions[0].version;
+    expect([v1, v2]).not.toContain(newest);
+    await admin(`/admin/v1/models/flight-delay/versions/${v1}/promote`, { method: "POST" });
     await admin(`/admin/v1/models/flight-delay/versions/${v2}/promote`, { method: "POST" });
     const guarded = await admin("/admin/v1/models/flight-delay/gc", { method: "POST" });
     expect(guarded.status).toBe(200);
-    expect(guarded.body.kept.sort()).toEqual([v1, v2].sort()); // v1: the rollback target
+    expect(guarded.body.kept.sort()).toEqual([v1, v2, newest].sort()); // v1: the rollback target
     expect(guarded.body.collected).toEqual([]);
 
     await t.service.redis.del(t.service.keys.history("flight-delay")); // no rollback target now
@@ -304,7 +348,7 @@ describe("admin API runs and versions", () => {
     const v1Before = before.find((v: { version: string }) => v.version === v1);
     expect(v1Before.entries).toBeGreaterThan(0);
     const collected = await admin("/admin/v1/models/flight-delay/gc", { method: "POST" });
-    expect(collected.body.kept).toEqual([v2]);
+    expect(collected.body.kept.sort()).toEqual([v2, newest].sort());
     expect(collected.body.collected).toEqual([
       expect.objectContaining({ version: v1, tablesDeleted: v1Before.tables.length }),
     ]);
