@@ -14,6 +14,7 @@ import type { Logger } from "../src/log.ts";
 import { switchActiveVersion } from "../src/model/active.ts";
 import type { Prediction } from "../src/model/decoding.ts";
 import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
+import { processMetrics } from "../src/observability/metrics.ts";
 import type { Redis } from "../src/redis/connection.ts";
 import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
@@ -83,8 +84,14 @@ export class PrecomputeWorker {
     this.runWorker.on("failed", (job, error) => {
       if (job) void this.runs.fail(job.data.runId, error.message).catch(() => {});
     });
-    for (const worker of [this.runWorker, this.chunkWorker]) {
+    const outcomes = processMetrics().jobOutcomes;
+    for (const [queue, worker] of [
+      [RUN_QUEUE, this.runWorker],
+      [CHUNK_QUEUE, this.chunkWorker],
+    ] as const) {
       worker.on("error", (error) => log.error({ err: error.message }, "precompute worker error"));
+      worker.on("completed", () => outcomes.inc({ queue, outcome: "completed" }));
+      worker.on("failed", () => outcomes.inc({ queue, outcome: "failed" }));
     }
   }
 
@@ -293,6 +300,8 @@ export class PrecomputeWorker {
     await this.runs.saveChunkKeys(chunk.runId, chunk.index, keys);
     const skipped = keys.length - written;
     await this.runs.chunkDone(chunk.runId, chunk.index, keys.length, written, skipped);
+    if (written > 0)
+      processMetrics().rowsWritten.inc({ model: model.name, version: model.version }, written);
     if (written > 0)
       await this.redis.hincrby(
         this.keys.versionMeta(model.name, model.version),

@@ -49,6 +49,8 @@ const schema = z.object({
   PREDCACHE_ADMIN_TOKENS: z.string().optional(),
   PREDCACHE_ADMIN_BODY_MAX_BYTES: int(16 * 1024 * 1024, 1_024),
   PREDCACHE_KEEP_VERSIONS: int(3, 1, 1_000),
+  // Worker-only processes (npm run work) serve /metrics here; 0: not at all.
+  PREDCACHE_METRICS_PORT: int(9464, 0, 65535),
   PREDCACHE_WORKERS: z
     .string()
     .regex(/^(live|precompute)(,(live|precompute))*$/, "a comma-separated list of live, precompute")
@@ -103,6 +105,8 @@ export interface Config {
   adminBodyMaxBytes: number;
   /** Versions per model that gc keeps (besides the active one and its rollback target). */
   keepVersions: number;
+  /** Port of a worker process's /metrics (0: none). */
+  metricsPort: number;
   /** Origins allowed to read the model routes from a browser ("*": any; empty: none). */
   corsOrigins: string[];
   /** Which workers a worker process runs. */
@@ -169,6 +173,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     adminTokens,
     adminBodyMaxBytes: e.PREDCACHE_ADMIN_BODY_MAX_BYTES,
     keepVersions: e.PREDCACHE_KEEP_VERSIONS,
+    metricsPort: e.PREDCACHE_METRICS_PORT,
     corsOrigins: e.PREDCACHE_CORS_ORIGINS.split(",")
       .map((o) => o.trim())
       .filter((o) => o && o !== "none"),

@@ -23,6 +23,7 @@ import { LiveWorker } from "./live/worker.ts";
 import type { Logger } from "./log.ts";
 import { ActiveVersions } from "./model/active.ts";
 import { ModelRegistry } from "./model/registry.ts";
+import { processMetrics } from "./observability/metrics.ts";
 import { createRedis, type Redis, whenReady } from "./redis/connection.ts";
 import { DirectoryTableStore } from "./table/store.ts";
 
@@ -88,6 +89,12 @@ export async function createService(
     const precompute = new Precompute(redis, keys, models, {
       queuePrefix: queuePrefix(config.prefix),
     });
+    const metrics = processMetrics();
+    const unwatch = [
+      metrics.watchQueue("live", live.queue),
+      metrics.watchQueue("precompute", precompute.runQueue),
+      metrics.watchQueue("precompute-chunks", precompute.chunkQueue),
+    ];
     const audit = new AuditLog(redis, keys, log);
     if (config.adminTokens.length === 0)
       log.warn("admin API disabled: set PREDCACHE_ADMIN_TOKENS=<id>:<secret> to enable /admin/v1");
@@ -152,6 +159,7 @@ export async function createService(
       live,
       precompute,
       async close() {
+        for (const stop of unwatch) stop();
         active.stop();
         resident.stop();
         await live.close();

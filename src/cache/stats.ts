@@ -1,9 +1,12 @@
 /**
  * What this API process answered, by model and source, and a window of the most recent
  * lookups (for the coverage estimate: which share of recent traffic the newest table
- * would have answered). In-process and cheap: a counter bump and a ring-buffer write.
+ * would have answered); each answer also goes to the Prometheus metrics. In-process and
+ * cheap: counter bumps and a ring-buffer write.
  */
+import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
+import { type Metrics, processMetrics } from "../observability/metrics.ts";
 
 export type Outcome = "memory" | "table" | "redis" | "live" | "pending" | "failed";
 
@@ -29,13 +32,31 @@ class Recent {
   }
 }
 
+export interface AnswerDetail {
+  /** Time the lookup took (single lookups). */
+  seconds?: number;
+  prediction?: Prediction;
+  outOfDistribution?: boolean;
+}
+
 export class ServingStats {
   private readonly counts = new Map<string, ModelCounts>();
   private readonly recent = new Map<string, Recent>();
   private readonly misses = new Map<string, Map<string, number>>();
   readonly since = new Date();
 
-  record(model: ModelVersion, key: string, outcome: Outcome): void {
+  constructor(private readonly metrics: Metrics = processMetrics()) {}
+
+  record(model: ModelVersion, key: string, outcome: Outcome, detail: AnswerDetail = {}): void {
+    const m = this.metrics;
+    m.lookups.inc({ model: model.name, version: model.version, source: outcome });
+    if (detail.seconds !== undefined)
+      m.lookupSeconds.observe({ model: model.name, source: outcome }, detail.seconds);
+    if (outcome === "live" || outcome === "pending")
+      m.misses.inc({ model: model.name, version: model.version });
+    if (outcome === "pending") m.pending.inc({ model: model.name });
+    if (detail.prediction)
+      m.observePrediction(model, detail.prediction, detail.outOfDistribution ?? false);
     let counts = this.counts.get(model.name);
     if (!counts) {
       counts = {

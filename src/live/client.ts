@@ -7,6 +7,7 @@ import { type Job, type Queue, QueueEvents } from "bullmq";
 import { PredcacheError } from "../errors.ts";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
+import { processMetrics } from "../observability/metrics.ts";
 import { closeWithin, type Redis } from "../redis/connection.ts";
 import { producerQueue } from "../redis/queue.ts";
 import { LIVE_QUEUE, type LiveJob, liveJobId } from "./jobs.ts";
@@ -72,7 +73,8 @@ export class LiveClient {
   submit(model: ModelVersion, key: string): LiveSubmission {
     const jobId = liveJobId(model.name, model.version, key);
     let result = this.inFlight.get(jobId);
-    if (!result) {
+    if (result) processMetrics().coalesced.inc({ model: model.name });
+    else {
       result = this.enqueueAndWait(jobId, { model: model.name, version: model.version, key });
       this.inFlight.set(jobId, result);
       const forget = () => this.inFlight.delete(jobId);

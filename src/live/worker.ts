@@ -8,6 +8,7 @@ import type { PredictionStore } from "../cache/store.ts";
 import type { Logger } from "../log.ts";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
+import { processMetrics } from "../observability/metrics.ts";
 import type { Redis } from "../redis/connection.ts";
 import { MicroBatcher, type MicroBatcherOptions } from "./batcher.ts";
 import { LIVE_QUEUE, type LiveJob, liveJobSchema } from "./jobs.ts";
@@ -44,6 +45,9 @@ export class LiveWorker {
       log.warn({ job: job?.id, err: error.message }, "live job failed"),
     );
     this.worker.on("error", (error) => log.error({ err: error.message }, "live worker error"));
+    const outcomes = processMetrics().jobOutcomes;
+    this.worker.on("completed", () => outcomes.inc({ queue: LIVE_QUEUE, outcome: "completed" }));
+    this.worker.on("failed", () => outcomes.inc({ queue: LIVE_QUEUE, outcome: "failed" }));
   }
 
   /** Sizes of the inference batches run so far, per model version. */
@@ -76,11 +80,18 @@ export class LiveWorker {
     let batcher = this.batchers.get(id);
     if (!batcher) {
       batcher = new MicroBatcher<Row, Prediction>(async (rows) => {
+        const started = performance.now();
         const runtime = await this.registry.runtime(model);
         const predictions = await runtime.run(rows.map((r) => r.row));
         await this.store.put(
           model,
           rows.map((r, i) => ({ key: r.key, prediction: predictions[i] as Prediction })),
+        );
+        const metrics = processMetrics();
+        metrics.liveBatchRows.observe({ model: model.name }, rows.length);
+        metrics.liveBatchSeconds.observe(
+          { model: model.name },
+          (performance.now() - started) / 1000,
         );
         return predictions;
       }, this.options.batch);

@@ -4,6 +4,7 @@
  */
 import { loadConfig } from "../config.ts";
 import { createLogger } from "../log.ts";
+import { serveMetrics } from "../observability/metrics-server.ts";
 import { createLiveWorker, createPrecomputeWorker, loadRegistry } from "../service.ts";
 import { onShutdown } from "./shutdown.ts";
 
@@ -23,5 +24,6 @@ if (kinds.has("live"))
 if (kinds.has("precompute"))
   steps.push((await createPrecomputeWorker(config, config.redisUrl, log, registry)).close);
 steps.push(() => registry.close());
+steps.unshift(serveMetrics(config.host, config.metricsPort, log));
 onShutdown(log, steps);
 log.info({ workers: [...kinds] }, "workers ready");

@@ -88,6 +88,7 @@ export class ModelRegistry {
   private readonly bytes = new Map<string, Uint8Array>();
   private readonly runtimes = new Map<string, Promise<ModelRuntime>>();
   private readonly loadedDirectories = new Set<string>();
+  private readonly loaded = new Set<string>();
 
   private root: string | undefined;
   private lastRescan = 0;
@@ -209,15 +210,24 @@ export class ModelRegistry {
       const bytes = this.bytes.get(id);
       if (!bytes) throw new Error(`unknown model version ${id}`);
       runtime = ModelRuntime.load(model.manifest, bytes, this.runtimeOptions);
-      runtime.catch(() => this.runtimes.delete(id));
+      runtime.then(
+        () => this.loaded.add(id),
+        () => this.runtimes.delete(id),
+      );
       this.runtimes.set(id, runtime);
     }
     return runtime;
+  }
+
+  /** Whether the version's onnxruntime session is loaded (readiness). */
+  isLoaded(model: ModelVersion): boolean {
+    return this.loaded.has(`${model.name}@${model.version}`);
   }
 
   async close(): Promise<void> {
     const runtimes = await Promise.allSettled(this.runtimes.values());
     for (const r of runtimes) if (r.status === "fulfilled") await r.value.close();
     this.runtimes.clear();
+    this.loaded.clear();
   }
 }

@@ -47,7 +47,13 @@ export async function writeSeedCsv(
 /** A precompute worker as a separate process (so a test can SIGKILL it). */
 export function spawnWorker(env: Record<string, string>): ChildProcess {
   return spawn(process.execPath, ["--import", "tsx", "src/main/work.ts"], {
-    env: { ...process.env, LOG_LEVEL: "warn", PREDCACHE_WORKERS: "precompute", ...env },
+    env: {
+      ...process.env,
+      LOG_LEVEL: "warn",
+      PREDCACHE_WORKERS: "precompute",
+      PREDCACHE_METRICS_PORT: "0",
+      ...env,
+    },
     stdio: ["ignore", "inherit", "inherit"],
   });
 }

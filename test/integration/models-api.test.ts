@@ -14,10 +14,14 @@ describe("models API", () => {
     expect(body).toEqual({ status: "ok" });
   });
 
-  it("is ready once Redis answers and every model has an active version", async () => {
+  it("is ready once Redis answers and every model's active version is loaded", async () => {
     const { status, body } = await getJson(`${t.url}/readyz`);
     expect(status).toBe(200);
-    expect(body.redis).toBe(true);
+    expect(body.status).toBe("ready");
+    expect(body.redis.reachable).toBe(true);
+    expect(body.models).toEqual([
+      expect.objectContaining({ name: "flight-delay", known: true, loaded: true }),
+    ]);
   });
 
   it("lists the demo model with its active version", async () => {

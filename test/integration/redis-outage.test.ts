@@ -58,6 +58,7 @@ describe("Redis outage", () => {
 
     const ready = await getJson(`${t.url}/readyz`);
     expect(ready.status).toBe(503);
+    expect(ready.body).toMatchObject({ status: "not_ready", redis: { reachable: false } });
 
     redis = await startRedisServer({ port });
     const back = Date.now();

@@ -1,19 +1,45 @@
-/** Liveness and readiness. */
+/** Liveness, readiness and the Prometheus scrape. */
 import type { Hono } from "hono";
+import { processMetrics } from "../../observability/metrics.ts";
 import type { ApiDeps } from "../deps.ts";
 
 export function registerHealth(app: Hono, deps: ApiDeps): void {
   app.get("/healthz", (c) => c.json({ status: "ok" }));
 
+  // Prometheus scrape: every series this process records (API, and workers run in it).
+  app.get("/metrics", async (c) => {
+    const metrics = processMetrics();
+    c.header("Content-Type", metrics.contentType);
+    c.header("Cache-Control", "no-store");
+    return c.body(await metrics.text());
+  });
+
+  // Ready: Redis answers, and every model has a known active version whose session is loaded.
   app.get("/readyz", async (c) => {
+    const started = performance.now();
     const redis = await deps.redis
       .ping()
       .then(() => true)
       .catch(() => false);
-    const models = deps.registry
-      .names()
-      .map((name) => ({ name, activeVersion: deps.active.get(name) ?? null }));
-    const ready = redis && models.every((m) => m.activeVersion !== null);
-    return c.json({ status: ready ? "ready" : "not_ready", redis, models }, ready ? 200 : 503);
+    const models = deps.registry.names().map((name) => {
+      const version = deps.active.get(name);
+      const model = version ? deps.registry.get(name, version) : undefined;
+      return {
+        name,
+        activeVersion: version ?? null,
+        known: Boolean(model),
+        loaded: model ? deps.registry.isLoaded(model) : false,
+      };
+    });
+    const ready = redis && models.every((m) => m.loaded);
+    c.header("Cache-Control", "no-store");
+    return c.json(
+      {
+        status: ready ? "ready" : "not_ready",
+        redis: { reachable: redis, ms: Math.round((performance.now() - started) * 10) / 10 },
+        models,
+      },
+      ready ? 200 : 503,
+    );
   });
 }

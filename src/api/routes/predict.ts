@@ -100,30 +100,41 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
     return c.body(null, 304);
   }
+  const started = performance.now();
+  const seconds = () => (performance.now() - started) / 1000;
+  const ood = outOfDistribution.length > 0;
   try {
     const hit = await deps.tiers.lookup(model, key);
     if (hit) {
       deps.traffic.recordHit(model, key);
-      deps.stats.record(model, key, hit.source);
+      deps.stats.record(model, key, hit.source, {
+        seconds: seconds(),
+        prediction: hit.prediction,
+        outOfDistribution: ood,
+      });
       setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
       return c.json(predictionReply(model, key, hit.source, hit.prediction, outOfDistribution));
     }
     deps.traffic.recordMiss(model, key);
     const live = await awaitLive(deps, model, key, wait);
     if (!live.done) {
-      deps.stats.record(model, key, "pending");
+      deps.stats.record(model, key, "pending", { seconds: seconds() });
       return pending(c, live.jobId);
     }
-    deps.stats.record(model, key, "live");
+    deps.stats.record(model, key, "live", {
+      seconds: seconds(),
+      prediction: live.prediction,
+      outOfDistribution: ood,
+    });
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
     return c.json(predictionReply(model, key, "live", live.prediction, outOfDistribution));
   } catch (error) {
-    deps.stats.record(model, key, "failed");
+    deps.stats.record(model, key, "failed", { seconds: seconds() });
     throw error;
   }
 }
 
-const batchSchema = z.object({
+export const batchSchema = z.object({
   inputs: z.array(z.record(z.string(), z.unknown())).min(1),
   wait: z.union([z.number().int().min(0), z.string()]).optional(),
 });
@@ -247,7 +258,10 @@ function recordItems(
         : result.status === 202
           ? "pending"
           : "failed";
-    deps.stats.record(model, v.value.key, outcome);
+    deps.stats.record(model, v.value.key, outcome, {
+      ...(result.status === 200 ? { prediction: result.prediction as Prediction } : {}),
+      outOfDistribution: v.value.outOfDistribution.length > 0,
+    });
   }
 }
 

@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
+import { processMetrics } from "../../observability/metrics.ts";
 import { computeDelta } from "../../table/delta.ts";
 import { parseTable } from "../../table/format.ts";
 import { isGeneration, type TableInfo } from "../../table/store.ts";
@@ -77,7 +78,11 @@ function serveTable(c: Context, deps: ApiDeps, info: TableInfo, cacheControl: st
   c.header("Accept-Ranges", "bytes");
   c.header("Content-Location", tableUrl(info));
   c.header("X-Predcache-Generation", info.generation);
-  if (notModified(c, etag)) return c.body(null, 304);
+  const downloads = processMetrics().tableDownloads;
+  if (notModified(c, etag)) {
+    downloads.inc({ model: info.model, kind: "not_modified" });
+    return c.body(null, 304);
+  }
   const ifRange = c.req.header("if-range");
   const range =
     ifRange && ifRange !== etag ? undefined : parseRange(c.req.header("range"), info.bytes);
@@ -89,6 +94,7 @@ function serveTable(c: Context, deps: ApiDeps, info: TableInfo, cacheControl: st
   const body = Readable.toWeb(
     deps.tables.stream(info.model, info.generation, range),
   ) as ReadableStream;
+  downloads.inc({ model: info.model, kind: range ? "range" : "full" });
   if (range) {
     c.header("Content-Range", `bytes ${range.start}-${range.end}/${info.bytes}`);
     c.header("Content-Length", String(range.end - range.start + 1));
@@ -158,6 +164,7 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
       deps.tables.read(model, to.generation),
     ]);
     const delta = computeDelta(parseTable(a), parseTable(b));
+    processMetrics().tableDownloads.inc({ model, kind: "delta" });
     c.header("Content-Type", "application/vnd.predcache.table-delta");
     c.header("Content-Length", String(delta.length));
     return c.body(delta as Uint8Array<ArrayBuffer>, 200);

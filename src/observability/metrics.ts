@@ -1,0 +1,170 @@
+/**
+ * Prometheus metrics (prom-client), one registry per process: the API, the live worker
+ * and the precompute worker record into it wherever they run. The API serves it at
+ * /metrics; a worker-only process serves it on PREDCACHE_METRICS_PORT (npm run work).
+ * Queue depths are read from Redis at scrape time.
+ */
+import type { Queue } from "bullmq";
+import client from "prom-client";
+import type { Prediction } from "../model/decoding.ts";
+import { mainOutputOf } from "../model/manifest.ts";
+import type { ModelVersion } from "../model/registry.ts";
+
+const QUEUE_STATES = [
+  "waiting",
+  "active",
+  "delayed",
+  "prioritized",
+  "waiting-children",
+  "failed",
+] as const;
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  private readonly queues = new Map<string, Queue>();
+
+  readonly lookups = new client.Counter({
+    name: "predcache_lookups_total",
+    help: "Lookups answered, by model, version and source (memory, table, redis, live, pending = 202, failed).",
+    labelNames: ["model", "version", "source"] as const,
+    registers: [this.registry],
+  });
+  readonly lookupSeconds = new client.Histogram({
+    name: "predcache_lookup_duration_seconds",
+    help: "Time to answer a single lookup, by model and source.",
+    labelNames: ["model", "source"] as const,
+    buckets: [
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+    ],
+    registers: [this.registry],
+  });
+  readonly misses = new client.Counter({
+    name: "predcache_misses_total",
+    help: "Lookups no cache tier answered (sent to the live model).",
+    labelNames: ["model", "version"] as const,
+    registers: [this.registry],
+  });
+  readonly coalesced = new client.Counter({
+    name: "predcache_coalesced_waits_total",
+    help: "Misses that joined a live computation already in flight in this process.",
+    labelNames: ["model"] as const,
+    registers: [this.registry],
+  });
+  readonly pending = new client.Counter({
+    name: "predcache_pending_total",
+    help: "Misses answered 202 (the live answer took longer than the wait).",
+    labelNames: ["model"] as const,
+    registers: [this.registry],
+  });
+  readonly outOfDistribution = new client.Counter({
+    name: "predcache_out_of_distribution_total",
+    help: "Answered inputs outside the training distribution (drift signal; divide by lookups).",
+    labelNames: ["model", "version"] as const,
+    registers: [this.registry],
+  });
+  readonly predictions = new client.Histogram({
+    name: "predcache_prediction_value",
+    help: "Distribution of the main output of answered predictions, per model version (drift signal).",
+    labelNames: ["model", "version", "output"] as const,
+    buckets: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1, 2, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
+  readonly liveBatchRows = new client.Histogram({
+    name: "predcache_live_batch_rows",
+    help: "Rows per live inference batch.",
+    labelNames: ["model"] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [this.registry],
+  });
+  readonly liveBatchSeconds = new client.Histogram({
+    name: "predcache_live_batch_duration_seconds",
+    help: "Time to run one live inference batch and store its results.",
+    labelNames: ["model"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly jobOutcomes = new client.Counter({
+    name: "predcache_job_outcomes_total",
+    help: "Jobs finished by workers in this process, by queue and outcome.",
+    labelNames: ["queue", "outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly rowsWritten = new client.Counter({
+    name: "predcache_precompute_rows_written_total",
+    help: "Predictions written by precompute chunks, by model and version.",
+    labelNames: ["model", "version"] as const,
+    registers: [this.registry],
+  });
+  readonly tableDownloads = new client.Counter({
+    name: "predcache_table_downloads_total",
+    help: "Table requests served, by model and kind (full, range, delta, not_modified).",
+    labelNames: ["model", "kind"] as const,
+    registers: [this.registry],
+  });
+
+  constructor() {
+    client.collectDefaultMetrics({ register: this.registry, prefix: "predcache_" });
+    const queues = this.queues;
+    new client.Gauge({
+      name: "predcache_queue_jobs",
+      help: "Jobs in each queue by state, read from Redis at scrape time.",
+      labelNames: ["queue", "state"] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        await Promise.all(
+          [...queues].map(async ([name, queue]) => {
+            const counts = await queue.getJobCounts(...QUEUE_STATES).catch(() => undefined);
+            for (const state of QUEUE_STATES)
+              if (counts) this.set({ queue: name, state }, counts[state] ?? 0);
+          }),
+        );
+      },
+    });
+  }
+
+  /** Queues whose depths are reported; returns the unregistration. */
+  watchQueue(name: string, queue: Queue): () => void {
+    this.queues.set(name, queue);
+    return () => {
+      if (this.queues.get(name) === queue) this.queues.delete(name);
+    };
+  }
+
+  /** One answered prediction: its main output into the version's distribution. */
+  observePrediction(model: ModelVersion, prediction: Prediction, outOfDistribution: boolean): void {
+    const main = mainOutputOf(model.manifest);
+    const value = prediction[main.name];
+    const number =
+      typeof value === "number"
+        ? value
+        : value && typeof value === "object" && "probabilities" in value
+          ? Math.max(
+              ...Object.values((value as { probabilities: Record<string, number> }).probabilities),
+            )
+          : undefined;
+    if (number !== undefined && Number.isFinite(number))
+      this.predictions.observe(
+        { model: model.name, version: model.version, output: main.name },
+        number,
+      );
+    if (outOfDistribution)
+      this.outOfDistribution.inc({ model: model.name, version: model.version });
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
+
+let shared: Metrics | undefined;
+
+/** This process's metrics (created on first use). */
+export function processMetrics(): Metrics {
+  shared ??= new Metrics();
+  return shared;
+}

@@ -1,0 +1,143 @@
+/** /metrics: the named series exist and move when lookups, misses and downloads happen. */
+import { createServer } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.ts";
+import { createLogger } from "../../src/log.ts";
+import { createPrecomputeWorker, type PrecomputeWorkerProcess } from "../../src/service.ts";
+import { spawnWorker, writeSeedCsv } from "../helpers/precompute.ts";
+import {
+  eventually,
+  getJson,
+  startTestService,
+  type TestService,
+  tempDataDir,
+} from "../helpers/service.ts";
+
+let t: TestService;
+let worker: PrecomputeWorkerProcess;
+const covered = { origin: "SFO", destination: "LAX", hour: "7", dayOfWeek: "1" };
+
+/** Sum of a series' samples whose labels include every given label. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number {
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    total += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return total;
+}
+
+async function scrape(): Promise<string> {
+  const response = await fetch(`${t.url}/metrics`);
+  expect(response.status).toBe(200);
+  expect(response.headers.get("content-type")).toMatch(/^text\/plain/);
+  return response.text();
+}
+
+beforeAll(async () => {
+  const dataDir = await tempDataDir();
+  t = await startTestService({ env: { PREDCACHE_DATA_DIR: dataDir } });
+  worker = await createPrecomputeWorker(
+    loadConfig({
+      PREDCACHE_DATA_DIR: dataDir,
+      PREDCACHE_PREFIX: t.config.prefix,
+      LOG_LEVEL: "silent",
+    }),
+    t.config.redisUrl as string,
+    createLogger("silent"),
+    t.registry,
+  );
+  const { runId } = await t.service.precompute.enqueue({
+    model: "flight-delay",
+    source: { kind: "seed", file: await writeSeedCsv([covered]) },
+  });
+  expect((await t.service.precompute.waitUntilDone(runId, 60_000)).state).toBe("completed");
+});
+afterAll(async () => {
+  await worker.close();
+  await t.close();
+});
+
+describe("/metrics", () => {
+  it("counts lookups by source, misses, 202s, predictions, downloads and queue depths", async () => {
+    const before = await scrape();
+    const hit = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(covered)}`,
+    );
+    expect(hit.status).toBe(200);
+    const miss = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=ABQ&destination=ORD&hour=4&dayOfWeek=6&wait=3000`,
+    );
+    expect(miss.body.source).toBe("live");
+    const pending = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=ABQ&destination=SEA&hour=4&dayOfWeek=6&wait=0`,
+    );
+    expect(pending.status).toBe(202);
+    const odd = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=ZZZ&destination=ORD&hour=4&dayOfWeek=6&wait=3000`,
+    );
+    expect(odd.body.outOfDistribution).toBe(true);
+    const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
+    const etag = `"${listing.checksum}"`;
+    await (await fetch(`${t.url}${listing.url}`)).arrayBuffer();
+    await fetch(`${t.url}${listing.url}`, { headers: { "if-none-match": etag } });
+
+    const after = await scrape();
+    const moved = (name: string, labels: Record<string, string> = {}) =>
+      sample(after, name, labels) - sample(before, name, labels);
+    const model = { model: "flight-delay" };
+    expect(moved("predcache_lookups_total", { ...model, source: hit.body.source })).toBe(1);
+    expect(moved("predcache_lookups_total", { ...model, source: "live" })).toBe(2);
+    expect(moved("predcache_lookups_total", { ...model, source: "pending" })).toBe(1);
+    expect(moved("predcache_misses_total", model)).toBe(3);
+    expect(moved("predcache_pending_total", model)).toBe(1);
+    expect(moved("predcache_out_of_distribution_total", model)).toBe(1);
+    expect(moved("predcache_lookup_duration_seconds_count", model)).toBe(4);
+    expect(
+      moved("predcache_prediction_value_count", { ...model, output: "delayProbability" }),
+    ).toBe(3);
+    expect(moved("predcache_live_batch_rows_count", model)).toBeGreaterThanOrEqual(1);
+    expect(
+      moved("predcache_job_outcomes_total", { queue: "live", outcome: "completed" }),
+    ).toBeGreaterThanOrEqual(2);
+    expect(moved("predcache_table_downloads_total", { ...model, kind: "full" })).toBe(1);
+    expect(moved("predcache_table_downloads_total", { ...model, kind: "not_modified" })).toBe(1);
+    expect(sample(after, "predcache_precompute_rows_written_total", model)).toBeGreaterThanOrEqual(
+      1,
+    );
+    expect(after).toMatch(/^predcache_queue_jobs\{queue="live",state="waiting"\} \d+$/m);
+    expect(after).toMatch(/^predcache_process_resident_memory_bytes \d+/m);
+    expect(after).toMatch(/^predcache_nodejs_eventloop_lag_seconds /m);
+  });
+
+  it("is served by worker-only processes on PREDCACHE_METRICS_PORT", async () => {
+    const port = await new Promise<number>((done) => {
+      const probe = createServer().listen(0, "127.0.0.1", () => {
+        const { port } = probe.address() as { port: number };
+        probe.close(() => done(port));
+      });
+    });
+    const child = spawnWorker({
+      REDIS_URL: t.config.redisUrl as string,
+      PREDCACHE_PREFIX: t.config.prefix,
+      PREDCACHE_WORKERS: "live",
+      PREDCACHE_METRICS_PORT: String(port),
+    });
+    try {
+      const text = await eventually(
+        async () => {
+          const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+          return r.ok ? r.text() : undefined;
+        },
+        30_000,
+        200,
+      );
+      expect(text).toMatch(/^# TYPE predcache_live_batch_rows histogram$/m);
+      expect(text).toMatch(/^predcache_process_resident_memory_bytes \d+/m);
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((done) => child.once("exit", done));
+    }
+  });
+});
