@@ -1,4 +1,8 @@
-/** Structured JSON logs (pino). Inputs and tokens are never logged at info. */
+/**
+ * Structured JSON logs (pino); pretty on a TTY (LOG_FORMAT=json keeps JSON there too).
+ * Inputs and tokens are never logged: requests log their path without the query, no
+ * headers, and the authorization header and token fields are redacted anyway.
+ */
 import { pino } from "pino";
 
 export type Logger = pino.Logger;
@@ -14,5 +18,9 @@ export function createLogger(
     base: { pid: process.pid },
     redact: ["req.headers.authorization", "headers.authorization", "authorization", "token"],
   };
-  return destination ? pino(options, destination) : pino(options);
+  if (destination) return pino(options, destination);
+  // People reading a terminal get pino-pretty; pipes and files get JSON lines.
+  if (process.stdout.isTTY && process.env.LOG_FORMAT !== "json")
+    return pino({ ...options, transport: { target: "pino-pretty", options: { colorize: true } } });
+  return pino(options);
 }

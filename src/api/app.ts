@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { cors } from "hono/cors";
 import type { ApiDeps } from "./deps.ts";
 import { errorBody, handleError } from "./errors.ts";
+import { requestLog } from "./request-log.ts";
 import { registerAdmin } from "./routes/admin.ts";
 import { registerHealth } from "./routes/health.ts";
 import { registerJobs } from "./routes/jobs.ts";
@@ -12,6 +13,7 @@ import { registerTables } from "./routes/tables.ts";
 
 export function createApp(deps: ApiDeps): Hono {
   const app = new Hono();
+  app.use("*", requestLog(deps.log));
   app.onError(handleError(deps.log));
   app.notFound((c) =>
     c.json(errorBody("not_found", `no route ${c.req.method} ${c.req.path.slice(0, 200)}`), 404),

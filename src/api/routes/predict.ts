@@ -17,6 +17,7 @@ import type { ModelVersion } from "../../model/registry.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
+import { annotate } from "../request-log.ts";
 import { resolveModel } from "./models.ts";
 
 /** Query parameters that are not features. */
@@ -100,6 +101,7 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
     return c.body(null, 304);
   }
+  annotate(c, { model: model.name, version: model.version });
   const started = performance.now();
   const seconds = () => (performance.now() - started) / 1000;
   const ood = outOfDistribution.length > 0;
@@ -107,6 +109,7 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     const hit = await deps.tiers.lookup(model, key);
     if (hit) {
       deps.traffic.recordHit(model, key);
+      annotate(c, { source: hit.source });
       deps.stats.record(model, key, hit.source, {
         seconds: seconds(),
         prediction: hit.prediction,
@@ -117,6 +120,7 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     }
     deps.traffic.recordMiss(model, key);
     const live = await awaitLive(deps, model, key, wait);
+    annotate(c, { source: live.done ? "live" : "pending" });
     if (!live.done) {
       deps.stats.record(model, key, "pending", { seconds: seconds() });
       return pending(c, live.jobId);
