@@ -1,4 +1,5 @@
 /** Serves a Hono app on node:http and reports the address it actually got (port 0 → free). */
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
@@ -6,12 +7,13 @@ import type { Hono } from "hono";
 export interface Listening {
   url: string;
   port: number;
-  /** Stops accepting, waits for in-flight requests, then resolves. */
+  /** Stops accepting (new connections, and new requests on kept-alive ones), waits for in-flight requests, then resolves. */
   close(): Promise<void>;
 }
 
 export function listen(app: Hono, host: string, port: number): Promise<Listening> {
   return new Promise((done, fail) => {
+    let closing = false;
     const server = serve({ fetch: app.fetch, hostname: host, port }, (info: AddressInfo) => {
       const shownHost = host.includes(":") ? `[${host}]` : host;
       done({
@@ -19,10 +21,21 @@ export function listen(app: Hono, host: string, port: number): Promise<Listening
         port: info.port,
         close: () =>
           new Promise((closed) => {
-            server.close(() => closed());
-            if ("closeIdleConnections" in server) server.closeIdleConnections();
+            closing = true;
+            const http = server as Server;
+            // Keep-alive connections would keep bringing requests: answers now close
+            // them, and those already idle are closed as they go idle.
+            const sweep = setInterval(() => http.closeIdleConnections(), 50);
+            http.close(() => {
+              clearInterval(sweep);
+              closed();
+            });
+            http.closeIdleConnections();
           }),
       });
+    });
+    server.on("request", (_req: IncomingMessage, res: ServerResponse) => {
+      if (closing) res.shouldKeepAlive = false;
     });
     server.once("error", fail);
   });
