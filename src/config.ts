@@ -14,6 +14,8 @@ const schema = z.object({
   HOST: z.string().min(1).default("127.0.0.1"),
   REDIS_URL: z.string().url().optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  // auto: pretty on a terminal, JSON lines otherwise.
+  LOG_FORMAT: z.enum(["auto", "json", "pretty"]).default("auto"),
   PREDCACHE_MODELS_DIR: z.string().min(1).default("seeds/models"),
   PREDCACHE_DATA_DIR: z.string().min(1).default(".predcache"),
   PREDCACHE_PREFIX: z
@@ -62,6 +64,7 @@ export interface Config {
   host: string;
   /** Unset: `npm start` runs its own redis-server. */
   redisUrl: string | undefined;
+  logFormat: "auto" | "json" | "pretty";
   logLevel: z.infer<typeof schema>["LOG_LEVEL"];
   modelsDir: string;
   dataDir: string;
@@ -144,6 +147,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     host: e.HOST,
     redisUrl: e.REDIS_URL,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
     modelsDir: e.PREDCACHE_MODELS_DIR,
     dataDir: e.PREDCACHE_DATA_DIR,
     prefix: e.PREDCACHE_PREFIX,

@@ -7,10 +7,13 @@ import { pino } from "pino";
 
 export type Logger = pino.Logger;
 
+export type LogFormat = "auto" | "json" | "pretty";
+
 export function createLogger(
   level: string,
   name = "predcache",
   destination?: pino.DestinationStream,
+  format: LogFormat = "auto",
 ): Logger {
   const options = {
     name,
@@ -20,7 +23,7 @@ export function createLogger(
   };
   if (destination) return pino(options, destination);
   // People reading a terminal get pino-pretty; pipes and files get JSON lines.
-  if (process.stdout.isTTY && process.env.LOG_FORMAT !== "json")
+  if (format === "pretty" || (format === "auto" && process.stdout.isTTY))
     return pino({ ...options, transport: { target: "pino-pretty", options: { colorize: true } } });
   return pino(options);
 }

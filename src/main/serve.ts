@@ -6,7 +6,7 @@ import { createService } from "../service.ts";
 import { onShutdown } from "./shutdown.ts";
 
 const config = loadConfig();
-const log = createLogger(config.logLevel);
+const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
 if (!config.redisUrl) {
   log.fatal(
     "REDIS_URL is required for the API process (npm start runs its own redis-server instead)",

@@ -17,7 +17,7 @@ import {
 import { onShutdown } from "./shutdown.ts";
 
 const config = loadConfig();
-const log = createLogger(config.logLevel);
+const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
 const steps: (() => Promise<void>)[] = [];
 onShutdown(log, steps);
 

@@ -9,7 +9,7 @@ import { createLiveWorker, createPrecomputeWorker, loadRegistry } from "../servi
 import { onShutdown } from "./shutdown.ts";
 
 const config = loadConfig();
-const log = createLogger(config.logLevel, "predcache-worker");
+const log = createLogger(config.logLevel, "predcache-worker", undefined, config.logFormat);
 if (!config.redisUrl) {
   log.fatal(
     "REDIS_URL is required for a worker process (npm start runs everything with its own redis-server instead)",
