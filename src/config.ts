@@ -9,7 +9,7 @@ import { type AdminToken, parseAdminTokens } from "./admin/tokens.ts";
 const int = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
-const schema = z.object({
+export const settingsSchema = z.object({
   PORT: int(8787, 0, 65535),
   HOST: z.string().min(1).default("127.0.0.1"),
   REDIS_URL: z.string().url().optional(),
@@ -65,7 +65,7 @@ export interface Config {
   /** Unset: `npm start` runs its own redis-server. */
   redisUrl: string | undefined;
   logFormat: "auto" | "json" | "pretty";
-  logLevel: z.infer<typeof schema>["LOG_LEVEL"];
+  logLevel: z.infer<typeof settingsSchema>["LOG_LEVEL"];
   modelsDir: string;
   dataDir: string;
   /** Prefix of every Redis key and BullMQ queue, so several deployments can share a Redis. */
@@ -125,7 +125,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const present = Object.fromEntries(
     Object.entries(env).filter(([, v]) => v !== undefined && v !== ""),
   );
-  const parsed = schema.safeParse(present);
+  const parsed = settingsSchema.safeParse(present);
   if (!parsed.success) {
     const lines = parsed.error.issues.map(
       (i) => `${i.path.join(".")}: ${i.message} (got ${JSON.stringify(env[String(i.path[0])])})`,

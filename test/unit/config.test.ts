@@ -1,5 +1,6 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../../src/config.ts";
+import { ConfigError, loadConfig, settingsSchema } from "../../src/config.ts";
 
 describe("config", () => {
   it("has working defaults", () => {
@@ -22,5 +23,14 @@ describe("config", () => {
     expect(() => loadConfig({ PORT: "70000" })).toThrow(/PORT/);
     expect(() => loadConfig({ REDIS_URL: "not a url" })).toThrow(/REDIS_URL/);
     expect(() => loadConfig({ PREDCACHE_PREFIX: "has space" })).toThrow(/PREDCACHE_PREFIX/);
+  });
+
+  it("documents every setting in the README's configuration table", () => {
+    const readme = readFileSync("README.md", "utf8");
+    const table = readme.slice(readme.indexOf("## Configuration"));
+    const missing = Object.keys(settingsSchema.shape).filter(
+      (name) => !new RegExp(`^\\|\\s*\`${name}\`\\s*\\|`, "m").test(table),
+    );
+    expect(missing).toEqual([]);
   });
 });
