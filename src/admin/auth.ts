@@ -9,7 +9,32 @@ import { type AdminToken, matchToken } from "./tokens.ts";
 
 export type AdminEnv = { Variables: { actor: string } };
 
-export function requireAdmin(tokens: readonly AdminToken[]): MiddlewareHandler<AdminEnv> {
+export interface AdminGuardOptions {
+  /**
+   * Also take the token as an HTTP Basic password (any user name), and ask for Basic
+   * credentials: how a browser reaches a dashboard behind the token.
+   */
+  basic?: boolean;
+}
+
+function secretOf(header: string | undefined, basic: boolean): string | undefined {
+  if (!header) return undefined;
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (bearer) return bearer[1];
+  const credentials = basic ? /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header) : null;
+  if (!credentials) return undefined;
+  const decoded = Buffer.from(credentials[1] as string, "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  return colon >= 0 ? decoded.slice(colon + 1) : undefined;
+}
+
+export function requireAdmin(
+  tokens: readonly AdminToken[],
+  options: AdminGuardOptions = {},
+): MiddlewareHandler<AdminEnv> {
+  const challenge = options.basic
+    ? 'Basic realm="predcache-admin", charset="UTF-8"'
+    : 'Bearer realm="predcache-admin"';
   return async (c, next) => {
     if (tokens.length === 0) {
       throw new PredcacheError(
@@ -18,18 +43,21 @@ export function requireAdmin(tokens: readonly AdminToken[]): MiddlewareHandler<A
         { reason: "admin_disabled" },
       );
     }
-    const header = c.req.header("authorization");
-    const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    if (!match) {
-      c.header("WWW-Authenticate", 'Bearer realm="predcache-admin"');
+    const secret = secretOf(c.req.header("authorization"), options.basic ?? false);
+    if (!secret) {
+      c.header("WWW-Authenticate", challenge);
       throw new PredcacheError(
         "unauthorized",
         "send the admin token: Authorization: Bearer <token>",
       );
     }
-    const actor = matchToken(tokens, match[1] as string);
+    const actor = matchToken(tokens, secret);
     if (!actor) {
-      c.header("WWW-Authenticate", 'Bearer realm="predcache-admin", error="invalid_token"');
+      // A browser is asked again for Basic credentials; an API client is told why.
+      c.header(
+        "WWW-Authenticate",
+        options.basic ? challenge : `${challenge}, error="invalid_token"`,
+      );
       throw new PredcacheError("forbidden", "the admin token is not valid");
     }
     c.set("actor", actor);

@@ -5,10 +5,12 @@ import type { ApiDeps } from "./deps.ts";
 import { errorBody, handleError } from "./errors.ts";
 import { requestLog } from "./request-log.ts";
 import { registerAdmin } from "./routes/admin.ts";
+import { registerDocs } from "./routes/docs.ts";
 import { registerHealth } from "./routes/health.ts";
 import { registerJobs } from "./routes/jobs.ts";
 import { registerModels } from "./routes/models.ts";
 import { registerPredict } from "./routes/predict.ts";
+import { registerQueueBoard } from "./routes/queue-board.ts";
 import { registerTables } from "./routes/tables.ts";
 
 export function createApp(deps: ApiDeps): Hono {
@@ -38,6 +40,10 @@ export function createApp(deps: ApiDeps): Hono {
   registerPredict(app, deps);
   registerJobs(app, deps);
   registerTables(app, deps);
-  if (deps.admin) registerAdmin(app, { ...deps, admin: deps.admin }, deps.seedRoots ?? []);
+  registerDocs(app, deps);
+  if (deps.admin) {
+    registerAdmin(app, { ...deps, admin: deps.admin }, deps.seedRoots ?? []);
+    registerQueueBoard(app, deps.admin);
+  }
   return app;
 }

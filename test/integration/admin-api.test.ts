@@ -128,6 +128,33 @@ describe("admin API auth", () => {
     expect(JSON.stringify(body)).not.toContain(SECRET);
   });
 
+  it("puts the queue dashboard (bull-board) behind the token, with a Basic prompt for browsers", async () => {
+    const none = await fetch(`${t.url}/admin/queues`);
+    expect(none.status).toBe(401);
+    expect(none.headers.get("www-authenticate")).toMatch(/^Basic realm="predcache-admin"/);
+    const basic = (secret: string) => `Basic ${Buffer.from(`any:${secret}`).toString("base64")}`;
+    expect(
+      (
+        await fetch(`${t.url}/admin/queues`, {
+          headers: { authorization: basic("wrong-token-wrong") },
+        })
+      ).status,
+    ).toBe(403);
+    const page = await fetch(`${t.url}/admin/queues`, {
+      headers: { authorization: basic(SECRET) },
+    });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/predcache queues/);
+    const api = await admin("/admin/queues/api/queues?activeQueue=live&page=1&jobsPerPage=10");
+    expect(api.status).toBe(200);
+    expect(api.body.queues.map((q: { name: string }) => q.name).sort()).toEqual([
+      "live",
+      "precompute",
+      "precompute-chunks",
+    ]);
+    expect((await getJson(`${t.url}/admin/queues/api/queues`)).status).toBe(401);
+  });
+
   it("is off, with a clear error, when no token is configured", async () => {
     const off = await startTestService({ env: { PREDCACHE_ADMIN_TOKENS: "" }, liveWorker: false });
     try {
