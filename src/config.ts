@@ -36,6 +36,7 @@ export const settingsSchema = z.object({
   PREDCACHE_LIVE_BATCH_WAIT_MS: int(5, 0, 10_000),
   PREDCACHE_LIVE_CONCURRENCY: int(0, 0, 100_000),
   PREDCACHE_JOB_KEEP_SECONDS: int(300, 1),
+  PREDCACHE_LIVE_QUEUE_MAX: int(10_000, 0),
   PREDCACHE_TRAFFIC_MAX_ENTRIES: int(100_000, 1),
   PREDCACHE_TRAFFIC_HIT_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
   PREDCACHE_PRECOMPUTE_BATCH: int(512, 1, 100_000),
@@ -87,6 +88,8 @@ export interface Config {
   /** Live jobs one worker holds at once (0: four batches' worth, so the next batch fills while one runs). */
   liveConcurrency: number;
   jobKeepSeconds: number;
+  /** Misses the live queue may hold before new ones get 503 (0: no bound). */
+  liveQueueMax: number;
   /** Observed inputs kept per model and encoding, for traffic-driven precompute. */
   trafficMaxEntries: number;
   /** Share of cache hits recorded as traffic (misses always are). */
@@ -165,6 +168,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     liveBatchWaitMs: e.PREDCACHE_LIVE_BATCH_WAIT_MS,
     liveConcurrency: e.PREDCACHE_LIVE_CONCURRENCY || 4 * e.PREDCACHE_LIVE_BATCH_ROWS,
     jobKeepSeconds: e.PREDCACHE_JOB_KEEP_SECONDS,
+    liveQueueMax: e.PREDCACHE_LIVE_QUEUE_MAX,
     trafficMaxEntries: e.PREDCACHE_TRAFFIC_MAX_ENTRIES,
     trafficHitSample: e.PREDCACHE_TRAFFIC_HIT_SAMPLE,
     precomputeBatch: e.PREDCACHE_PRECOMPUTE_BATCH,

@@ -79,6 +79,7 @@ export async function createService(
       prefix: queuePrefix(config.prefix),
       maxWaitMs: config.waitMaxMs,
       keepFinishedSeconds: config.jobKeepSeconds,
+      maxDepth: config.liveQueueMax,
     });
     await live.ready();
     const traffic = new TrafficRecorder(redis, keys, {

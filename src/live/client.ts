@@ -18,10 +18,17 @@ export interface LiveClientOptions {
   maxWaitMs: number;
   /** Seconds a finished job (and its result) stays pollable. */
   keepFinishedSeconds: number;
+  /** Misses the queue may hold before new ones are refused with 503 (0: no bound). */
+  maxDepth?: number;
 }
+
+/** How long a read queue depth is trusted: one Redis count per 100 ms, not per miss. */
+const DEPTH_TTL_MS = 100;
 
 export interface LiveSubmission {
   jobId: string;
+  /** Resolves once the job is in the queue; rejects (503) when it could not be queued. */
+  queued: Promise<void>;
   /** Settles with the prediction, or rejects when the job fails or maxWaitMs passes. */
   result: Promise<Prediction>;
 }
@@ -29,7 +36,10 @@ export interface LiveSubmission {
 export class LiveClient {
   readonly queue: Queue<LiveJob, Prediction>;
   private readonly events: QueueEvents;
-  private readonly inFlight = new Map<string, Promise<Prediction>>();
+  private readonly inFlight = new Map<
+    string,
+    { queued: Promise<void>; result: Promise<Prediction> }
+  >();
   private readonly waiters = new Map<
     string,
     { resolve: (p: Prediction) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
@@ -72,20 +82,53 @@ export class LiveClient {
 
   submit(model: ModelVersion, key: string): LiveSubmission {
     const jobId = liveJobId(model.name, model.version, key);
-    let result = this.inFlight.get(jobId);
-    if (result) processMetrics().coalesced.inc({ model: model.name });
-    else {
-      result = this.enqueueAndWait(jobId, { model: model.name, version: model.version, key });
-      this.inFlight.set(jobId, result);
-      const forget = () => this.inFlight.delete(jobId);
-      result.then(forget, forget);
+    const running = this.inFlight.get(jobId);
+    if (running) {
+      processMetrics().coalesced.inc({ model: model.name });
+      return { jobId, ...running };
     }
-    return { jobId, result };
+    // Listen before adding, so a job finishing right away is not missed.
+    const result = this.waitFor(jobId);
+    const queued = this.enqueue(jobId, { model: model.name, version: model.version, key });
+    queued.catch((error: Error) => this.settle(jobId, { error }));
+    const submission = { queued, result };
+    this.inFlight.set(jobId, submission);
+    const forget = () => this.inFlight.delete(jobId);
+    result.then(forget, forget);
+    return { jobId, ...submission };
   }
 
-  private async enqueueAndWait(jobId: string, data: LiveJob): Promise<Prediction> {
-    // Listen before adding, so a job finishing right away is not missed.
-    const finished = this.waitFor(jobId);
+  private depthRead: { at: number; depth: Promise<number> } | undefined;
+
+  /** Jobs waiting for a live worker (cached for DEPTH_TTL_MS). */
+  private depth(): Promise<number> {
+    const now = Date.now();
+    if (!this.depthRead || now - this.depthRead.at > DEPTH_TTL_MS) {
+      const depth = this.queue
+        .getJobCounts("waiting", "prioritized", "delayed")
+        .then((c) => (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0));
+      this.depthRead = { at: now, depth };
+      depth.catch(() => {
+        this.depthRead = undefined;
+      });
+    }
+    return this.depthRead.depth;
+  }
+
+  /** Adds the job (refusing it past maxDepth); rejects with a PredcacheError (503). */
+  private async enqueue(jobId: string, data: LiveJob): Promise<void> {
+    const max = this.options.maxDepth ?? 0;
+    if (max > 0) {
+      // A bounded queue: past the bound, misses are refused instead of piling up.
+      const depth = await this.depth().catch(() => 0);
+      if (depth >= max)
+        throw new PredcacheError(
+          "overloaded",
+          `the live model has ${depth} misses waiting: retry shortly`,
+          { depth, max },
+          1,
+        );
+    }
     let job: Job<LiveJob, Prediction>;
     try {
       job = await this.queue.add("predict", data, {
@@ -96,22 +139,18 @@ export class LiveClient {
         removeOnFail: { age: this.options.keepFinishedSeconds },
       });
     } catch (error) {
-      this.settle(jobId, {
-        error: new PredcacheError(
-          "redis_unavailable",
-          `cannot queue the live inference: ${(error as Error).message}`,
-          undefined,
-          1,
-        ),
-      });
-      return finished;
+      throw new PredcacheError(
+        "redis_unavailable",
+        `cannot queue the live inference: ${(error as Error).message}`,
+        undefined,
+        1,
+      );
     }
     // An identical job that already finished is returned as it is, with no new event.
     if (job.finishedOn) {
       if (job.failedReason) this.settle(jobId, { error: new Error(job.failedReason) });
       else this.settle(jobId, { value: job.returnvalue });
     }
-    return finished;
   }
 
   /** One promise per job, settled from the shared QueueEvents listeners (or after maxWaitMs). */

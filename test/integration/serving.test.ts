@@ -203,6 +203,37 @@ describe("misses", () => {
   });
 });
 
+describe("bounded live queue", () => {
+  it("refuses misses with 503 and Retry-After once the queue holds PREDCACHE_LIVE_QUEUE_MAX", async () => {
+    // Its own prefix and no live worker: queued misses stay queued.
+    const bounded = await startTestService({
+      env: { PREDCACHE_LIVE_QUEUE_MAX: "2" },
+      registry,
+      liveWorker: false,
+    });
+    try {
+      const ask = (hour: number) =>
+        getJson(
+          `${bounded.url}/v1/models/flight-delay/predict?origin=BOS&destination=SEA&hour=${hour}&dayOfWeek=2&wait=0`,
+        );
+      expect((await ask(1)).status).toBe(202);
+      expect((await ask(2)).status).toBe(202);
+      await new Promise((r) => setTimeout(r, 150)); // past the 100 ms the depth is trusted
+      const refused = await ask(3);
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get("retry-after")).toBe("1");
+      expect(refused.body.error).toMatchObject({
+        code: "overloaded",
+        details: { depth: 2, max: 2 },
+      });
+      // An input already queued is not a new miss: it still gets its job.
+      expect((await ask(1)).status).toBe(202);
+    } finally {
+      await bounded.close();
+    }
+  });
+});
+
 describe("batch lookup", () => {
   it("answers every item in order: hits, live answers and per-item errors", async () => {
     const hitInput = input("IAH", "DTW");

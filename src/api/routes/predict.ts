@@ -60,8 +60,10 @@ export async function awaitLive(
   key: string,
   wait: number,
 ): Promise<LiveOutcome> {
-  const { jobId, result } = deps.live.submit(model, key);
+  const { jobId, queued, result } = deps.live.submit(model, key);
   try {
+    // Even with wait=0 the job must be in the queue before a 202 points at it.
+    await queued;
     const outcome = await waitFor(result, wait);
     if (outcome === TIMED_OUT) return { done: false, jobId };
     deps.tiers.remember(model, key, outcome);
