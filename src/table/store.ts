@@ -133,6 +133,13 @@ export class DirectoryTableStore implements TableStore {
   async publish(model: string, generation: string, tempFile: string): Promise<TableInfo> {
     const target = this.path(model, generation);
     await rename(tempFile, target);
+    // The rename is the publish: make it durable before anyone is told of the table.
+    const folder = await open(join(this.root, model), "r");
+    try {
+      await folder.sync();
+    } finally {
+      await folder.close();
+    }
     const info = await this.describe(model, target);
     if (!info) throw new Error(`published table ${generation} cannot be read back`);
     return info;
