@@ -1,6 +1,6 @@
 /** Composes the HTTP API: every route group registers itself on one Hono app. */
 import { Hono } from "hono";
-import { cors } from "hono/cors";
+import { cors } from "./cors.ts";
 import type { ApiDeps } from "./deps.ts";
 import { errorBody, handleError } from "./errors.ts";
 import { requestLog } from "./request-log.ts";
@@ -27,11 +27,18 @@ export function createApp(deps: ApiDeps): Hono {
     app.use(
       "/v1/models/*",
       cors({
-        origin: origins.includes("*") ? "*" : origins,
+        origins,
         allowMethods: ["GET", "HEAD", "POST"],
         allowHeaders: ["Content-Type", "If-None-Match", "Range", "If-Range"],
-        exposeHeaders: ["ETag", "Content-Location", "Content-Range", "Location", "Retry-After"],
-        maxAge: 600,
+        exposeHeaders: [
+          "ETag",
+          "Content-Location",
+          "Content-Range",
+          "Location",
+          "Retry-After",
+          "X-Request-Id",
+        ],
+        maxAgeSeconds: 600,
       }),
     );
   }

@@ -139,6 +139,26 @@ describe("lookup tables", () => {
     expect(reversed.status).toBe(200); // an invalid range is ignored, as RFC 9110 allows
   });
 
+  it("lets browser apps on other origins read tables and predictions (CORS)", async () => {
+    const preflight = await fetch(`${t.url}/v1/models/flight-delay/predict`, {
+      method: "OPTIONS",
+      headers: { origin: "http://app.example", "access-control-request-method": "POST" },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("*");
+    expect(preflight.headers.get("access-control-allow-methods")).toMatch(/POST/);
+    const table = await fetch(`${t.url}${first.url}`, {
+      headers: { origin: "http://app.example" },
+    });
+    expect(table.headers.get("access-control-allow-origin")).toBe("*");
+    expect(table.headers.get("access-control-expose-headers")).toMatch(/ETag/);
+    const missing = await fetch(`${t.url}/v1/models/nope/tables`, {
+      headers: { origin: "http://app.example" },
+    });
+    expect(missing.status).toBe(404); // errors carry the header too, so apps can read them
+    expect(missing.headers.get("access-control-allow-origin")).toBe("*");
+  });
+
   it("serves latest with its immutable versioned URL in Content-Location", async () => {
     const latest = await fetch(`${t.url}/v1/models/flight-delay/tables/latest`);
     expect(latest.status).toBe(200);
