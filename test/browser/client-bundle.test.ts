@@ -7,32 +7,23 @@
  * Without Chromium the test is skipped with a note, unless PREDCACHE_REQUIRE_BROWSER=1
  * (set by .ci/run, which installs it), where a missing browser fails the run.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildClient } from "../../scripts/build-client.ts";
-import { loadConfig } from "../../src/config.ts";
-import { createLogger } from "../../src/log.ts";
-import { createPrecomputeWorker, type PrecomputeWorkerProcess } from "../../src/service.ts";
-import { writeSeedCsv } from "../helpers/precompute.ts";
-import { getJson, startTestService, type TestService, tempDataDir } from "../helpers/service.ts";
-
-function findChromium(): string | undefined {
-  for (const name of ["chromium", "chromium-browser", "google-chrome"]) {
-    try {
-      return execFileSync("sh", ["-c", `command -v ${name}`], { encoding: "utf8" }).trim();
-    } catch {}
-  }
-  return undefined;
-}
-
-const chromium = findChromium();
-const required = process.env.PREDCACHE_REQUIRE_BROWSER === "1";
-if (!chromium && !required)
-  console.warn("browser test skipped: no chromium on PATH (apt-get install -y chromium)");
+import type { PrecomputeWorkerProcess } from "../../src/service.ts";
+import { browserTestsRun, headlessFlags, requireChromium } from "../helpers/chromium.ts";
+import {
+  getJson,
+  precomputeInputs,
+  precomputeWorkerFor,
+  startTestService,
+  type TestService,
+  tempDataDir,
+} from "../helpers/service.ts";
 
 const covered = { origin: "LAS", destination: "LAX", hour: "16", dayOfWeek: "6" };
 const uncovered = { origin: "ABQ", destination: "ORD", hour: "3", dayOfWeek: "2" };
@@ -64,22 +55,13 @@ try {
 </script>`;
 }
 
-describe.skipIf(!chromium && !required)("predcache/client in headless Chromium", () => {
+describe.skipIf(!browserTestsRun)("predcache/client in headless Chromium", () => {
   beforeAll(async () => {
     const dataDir = await tempDataDir();
     const env = { PREDCACHE_DATA_DIR: dataDir };
     t = await startTestService({ env });
-    worker = await createPrecomputeWorker(
-      loadConfig({ ...env, PREDCACHE_PREFIX: t.config.prefix, LOG_LEVEL: "silent" }),
-      t.config.redisUrl as string,
-      createLogger("silent"),
-      t.registry,
-    );
-    const { runId } = await t.service.precompute.enqueue({
-      model: "flight-delay",
-      source: { kind: "seed", file: await writeSeedCsv([covered]) },
-    });
-    expect((await t.service.precompute.waitUntilDone(runId, 60_000)).state).toBe("completed");
+    worker = await precomputeWorkerFor(t);
+    await precomputeInputs(t, [covered]);
 
     scratch = await mkdtemp(join(dataDir, "browser-"));
     const bundle = await readFile((await buildClient(join(scratch, "dist"))).browser);
@@ -114,28 +96,10 @@ describe.skipIf(!chromium && !required)("predcache/client in headless Chromium",
   });
 
   it("loads the bundle, answers a covered input from the table and the rest from the server", async () => {
-    if (!chromium) throw new Error("PREDCACHE_REQUIRE_BROWSER=1 but no chromium on PATH");
     const profile = join(scratch, "profile");
-    const browser: ChildProcess = spawn(
-      chromium,
-      [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-default-apps",
-        "--disable-extensions",
-        "--disable-sync",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--metrics-recording-only",
-        `--user-data-dir=${profile}`,
-        pageUrl,
-      ],
-      { stdio: "ignore" },
-    );
+    const browser: ChildProcess = spawn(requireChromium(), [...headlessFlags(profile), pageUrl], {
+      stdio: "ignore",
+    });
     try {
       const timeout = new Promise<never>((_, fail) =>
         setTimeout(() => fail(new Error("the page posted no result within 30 s")), 30_000),

@@ -6,25 +6,12 @@
  * Without Chromium the test is skipped with a note, unless PREDCACHE_REQUIRE_BROWSER=1
  * (set by .ci/run, which installs it), where a missing browser fails the run.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { browserTestsRun, headlessFlags, requireChromium } from "../helpers/chromium.ts";
 import { startTestService, type TestService, tempDataDir } from "../helpers/service.ts";
-
-function findChromium(): string | undefined {
-  for (const name of ["chromium", "chromium-browser", "google-chrome"]) {
-    try {
-      return execFileSync("sh", ["-c", `command -v ${name}`], { encoding: "utf8" }).trim();
-    } catch {}
-  }
-  return undefined;
-}
-
-const chromium = findChromium();
-const required = process.env.PREDCACHE_REQUIRE_BROWSER === "1";
-if (!chromium && !required)
-  console.warn("browser test skipped: no chromium on PATH (apt-get install -y chromium)");
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
@@ -33,24 +20,11 @@ let scratch: string;
 
 /** Runs headless Chromium on `url` until it exits (killed after `ms`); its stdout. */
 async function headless(url: string, profile: string, extra: string[], ms = 45_000) {
-  if (!chromium) throw new Error("PREDCACHE_REQUIRE_BROWSER=1 but no chromium on PATH");
   const browser: ChildProcess = spawn(
-    chromium,
+    requireChromium(),
     [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-dev-shm-usage",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-default-apps",
-      "--disable-extensions",
-      "--disable-sync",
-      "--no-first-run",
-      "--no-default-browser-check",
-      "--metrics-recording-only",
+      ...headlessFlags(profile),
       "--hide-scrollbars",
-      `--user-data-dir=${profile}`,
       "--window-size=1280,900",
       "--virtual-time-budget=10000",
       ...extra,
@@ -82,7 +56,7 @@ async function headless(url: string, profile: string, extra: string[], ms = 45_0
   }
 }
 
-describe.skipIf(!chromium && !required)("/docs in headless Chromium", () => {
+describe.skipIf(!browserTestsRun)("/docs in headless Chromium", () => {
   beforeAll(async () => {
     const dataDir = await tempDataDir();
     t = await startTestService({ env: { PREDCACHE_DATA_DIR: dataDir }, liveWorker: false });

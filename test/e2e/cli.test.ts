@@ -4,16 +4,12 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LookupTable } from "../../src/client/lookup-table.ts";
 import { loadConfig } from "../../src/config.ts";
-import { createLogger } from "../../src/log.ts";
-import {
-  createPrecomputeWorker,
-  loadRegistry,
-  type PrecomputeWorkerProcess,
-} from "../../src/service.ts";
+import { loadRegistry, type PrecomputeWorkerProcess } from "../../src/service.ts";
 import { writeSeedCsv } from "../helpers/precompute.ts";
 import {
   getJson,
   modelsDirWithVersions,
+  precomputeWorkerFor,
   startTestService,
   type TestService,
   tempDataDir,
@@ -70,12 +66,7 @@ beforeAll(async () => {
   };
   const registry = await loadRegistry(loadConfig(env));
   t = await startTestService({ env, registry });
-  worker = await createPrecomputeWorker(
-    loadConfig({ ...env, LOG_LEVEL: "silent" }),
-    t.config.redisUrl as string,
-    createLogger("silent"),
-    registry,
-  );
+  worker = await precomputeWorkerFor(t);
   versions = registry.versions("flight-delay").map((v) => v.version) as [string, string];
 });
 afterAll(async () => {

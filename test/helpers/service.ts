@@ -10,9 +10,11 @@ import { createLogger, type Logger } from "../../src/log.ts";
 import type { ModelRegistry } from "../../src/model/registry.ts";
 import {
   createLiveWorker,
+  createPrecomputeWorker,
   createService,
   type LiveWorkerProcess,
   loadRegistry,
+  type PrecomputeWorkerProcess,
   type Service,
 } from "../../src/service.ts";
 
@@ -83,6 +85,31 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
       if (!options.registry) await registry.close();
     },
   };
+}
+
+/** A precompute worker in this process for a test service (same Redis, prefix, data dir, registry). */
+export function precomputeWorkerFor(t: TestService): Promise<PrecomputeWorkerProcess> {
+  return createPrecomputeWorker(
+    t.config,
+    t.config.redisUrl as string,
+    createLogger("silent"),
+    t.registry,
+  );
+}
+
+/** Precomputes these inputs for the model's active version and waits for the run to complete. */
+export async function precomputeInputs(
+  t: TestService,
+  inputs: Record<string, unknown>[],
+  model = "flight-delay",
+): Promise<void> {
+  const { runId } = await t.service.precompute.enqueue({
+    model,
+    source: { kind: "inline", inputs },
+  });
+  const done = await t.service.precompute.waitUntilDone(runId, 60_000);
+  if (done.state !== "completed")
+    throw new Error(`precompute ${runId} ${done.state}: ${done.error}`);
 }
 
 export interface JsonReply {

@@ -5,15 +5,12 @@ import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/log.ts";
-import {
-  createPrecomputeWorker,
-  loadRegistry,
-  type PrecomputeWorkerProcess,
-} from "../../src/service.ts";
+import { loadRegistry, type PrecomputeWorkerProcess } from "../../src/service.ts";
 import {
   eventually,
   getJson,
   modelsDirWithVersions,
+  precomputeWorkerFor,
   startTestService,
   type TestService,
   tempDataDir,
@@ -77,12 +74,7 @@ beforeAll(async () => {
   });
   const registry = await loadRegistry(loadConfig(env));
   t = await startTestService({ env, registry, log: createLogger("trace", "test", sink) });
-  worker = await createPrecomputeWorker(
-    loadConfig({ ...env, LOG_LEVEL: "silent" }),
-    t.config.redisUrl as string,
-    createLogger("silent"),
-    registry,
-  );
+  worker = await precomputeWorkerFor(t);
   versions = registry.versions("flight-delay").map((v) => v.version) as [string, string];
 });
 afterAll(async () => {

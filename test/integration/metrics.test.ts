@@ -1,13 +1,13 @@
 /** /metrics: the named series exist and move when lookups, misses and downloads happen. */
 import { createServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../src/config.ts";
-import { createLogger } from "../../src/log.ts";
-import { createPrecomputeWorker, type PrecomputeWorkerProcess } from "../../src/service.ts";
-import { spawnWorker, writeSeedCsv } from "../helpers/precompute.ts";
+import type { PrecomputeWorkerProcess } from "../../src/service.ts";
+import { spawnWorker } from "../helpers/precompute.ts";
 import {
   eventually,
   getJson,
+  precomputeInputs,
+  precomputeWorkerFor,
   startTestService,
   type TestService,
   tempDataDir,
@@ -38,21 +38,8 @@ async function scrape(): Promise<string> {
 beforeAll(async () => {
   const dataDir = await tempDataDir();
   t = await startTestService({ env: { PREDCACHE_DATA_DIR: dataDir } });
-  worker = await createPrecomputeWorker(
-    loadConfig({
-      PREDCACHE_DATA_DIR: dataDir,
-      PREDCACHE_PREFIX: t.config.prefix,
-      LOG_LEVEL: "silent",
-    }),
-    t.config.redisUrl as string,
-    createLogger("silent"),
-    t.registry,
-  );
-  const { runId } = await t.service.precompute.enqueue({
-    model: "flight-delay",
-    source: { kind: "seed", file: await writeSeedCsv([covered]) },
-  });
-  expect((await t.service.precompute.waitUntilDone(runId, 60_000)).state).toBe("completed");
+  worker = await precomputeWorkerFor(t);
+  await precomputeInputs(t, [covered]);
 });
 afterAll(async () => {
   await worker.close();

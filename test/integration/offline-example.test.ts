@@ -4,11 +4,15 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildClient } from "../../scripts/build-client.ts";
-import { loadConfig } from "../../src/config.ts";
-import { createLogger } from "../../src/log.ts";
-import { createPrecomputeWorker, type PrecomputeWorkerProcess } from "../../src/service.ts";
-import { writeSeedCsv } from "../helpers/precompute.ts";
-import { getJson, startTestService, type TestService, tempDataDir } from "../helpers/service.ts";
+import type { PrecomputeWorkerProcess } from "../../src/service.ts";
+import {
+  getJson,
+  precomputeInputs,
+  precomputeWorkerFor,
+  startTestService,
+  type TestService,
+  tempDataDir,
+} from "../helpers/service.ts";
 
 const covered = { origin: "LAS", destination: "LAX", hour: "16", dayOfWeek: "6" };
 const uncovered = { origin: "ABQ", destination: "ORD", hour: "3", dayOfWeek: "2" };
@@ -37,21 +41,8 @@ beforeAll(async () => {
   const dataDir = await tempDataDir();
   file = join(dataDir, "app.pctable");
   t = await startTestService({ env: { PREDCACHE_DATA_DIR: dataDir } });
-  worker = await createPrecomputeWorker(
-    loadConfig({
-      PREDCACHE_DATA_DIR: dataDir,
-      PREDCACHE_PREFIX: t.config.prefix,
-      LOG_LEVEL: "silent",
-    }),
-    t.config.redisUrl as string,
-    createLogger("silent"),
-    t.registry,
-  );
-  const { runId } = await t.service.precompute.enqueue({
-    model: "flight-delay",
-    source: { kind: "seed", file: await writeSeedCsv([covered, { ...covered, hour: "17" }]) },
-  });
-  expect((await t.service.precompute.waitUntilDone(runId, 60_000)).state).toBe("completed");
+  worker = await precomputeWorkerFor(t);
+  await precomputeInputs(t, [covered, { ...covered, hour: "17" }]);
   serverAnswer = (
     await getJson(`${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(covered)}`)
   ).body.prediction;

@@ -2,15 +2,14 @@ import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HybridClient } from "../../src/client/hybrid-client.ts";
 import { LookupTable } from "../../src/client/lookup-table.ts";
-import { loadConfig } from "../../src/config.ts";
-import { createLogger } from "../../src/log.ts";
 import { type EmbeddedRedis, startRedisServer } from "../../src/redis/embedded.ts";
-import { createPrecomputeWorker, type PrecomputeWorkerProcess } from "../../src/service.ts";
+import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import { applyDelta } from "../../src/table/delta.ts";
 import { writeSeedCsv } from "../helpers/precompute.ts";
 import {
   eventually,
   getJson,
+  precomputeWorkerFor,
   startTestService,
   type TestService,
   tempDataDir,
@@ -54,12 +53,7 @@ beforeAll(async () => {
     PREDCACHE_DATA_DIR: dataDir,
   };
   t = await startTestService({ env });
-  worker = await createPrecomputeWorker(
-    loadConfig({ ...env, LOG_LEVEL: "silent" }),
-    redis.url,
-    createLogger("silent"),
-    t.registry,
-  );
+  worker = await precomputeWorkerFor(t);
   rows = await seedRows(300);
   const generation = await runAndWait(await writeSeedCsv(rows));
   const listing = await getJson(`${t.url}/v1/models/flight-delay/tables`);
