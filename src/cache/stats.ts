@@ -48,15 +48,13 @@ export class ServingStats {
   constructor(private readonly metrics: Metrics = processMetrics()) {}
 
   record(model: ModelVersion, key: string, outcome: Outcome, detail: AnswerDetail = {}): void {
-    const m = this.metrics;
-    m.lookups.inc({ model: model.name, version: model.version, source: outcome });
-    if (detail.seconds !== undefined)
-      m.lookupSeconds.observe({ model: model.name, source: outcome }, detail.seconds);
-    if (outcome === "live" || outcome === "pending")
-      m.misses.inc({ model: model.name, version: model.version });
-    if (outcome === "pending") m.pending.inc({ model: model.name });
+    const series = this.metrics.answerSeries(model, outcome);
+    series.lookups.inc();
+    if (detail.seconds !== undefined) series.seconds.observe(detail.seconds);
+    if (outcome === "live" || outcome === "pending") series.misses.inc();
+    if (outcome === "pending") series.pending.inc();
     if (detail.prediction)
-      m.observePrediction(model, detail.prediction, detail.outOfDistribution ?? false);
+      this.metrics.observePrediction(series, detail.prediction, detail.outOfDistribution ?? false);
     let counts = this.counts.get(model.name);
     if (!counts) {
       counts = {

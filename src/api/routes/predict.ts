@@ -76,6 +76,36 @@ export async function awaitLive(
   }
 }
 
+/**
+ * The JSON of a hit's reply, kept with the cached prediction object it was made from (the
+ * same object while the entry stays in L1 or the resident table): the hottest replies
+ * are serialized once, not once per request. Keyed also by source and flagged fields,
+ * since clamped and in-range inputs can share a key.
+ */
+const replies = new WeakMap<Prediction, Map<string, string>>();
+
+function replyText(
+  model: ModelVersion,
+  key: string,
+  hit: Hit,
+  outOfDistribution: readonly string[],
+): string {
+  let texts = replies.get(hit.prediction);
+  if (!texts) {
+    texts = new Map();
+    replies.set(hit.prediction, texts);
+  }
+  const id = `${model.version}|${hit.source}|${outOfDistribution.join(",")}`;
+  let text = texts.get(id);
+  if (text === undefined) {
+    text = JSON.stringify(
+      predictionReply(model, key, hit.source, hit.prediction, outOfDistribution),
+    );
+    texts.set(id, text);
+  }
+  return text;
+}
+
 export function jobLink(jobId: string): { id: string; url: string } {
   return { id: jobId, url: `/v1/jobs/${jobId}` };
 }
@@ -118,7 +148,8 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
         outOfDistribution: ood,
       });
       setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
-      return c.json(predictionReply(model, key, hit.source, hit.prediction, outOfDistribution));
+      c.header("Content-Type", "application/json");
+      return c.body(replyText(model, key, hit, outOfDistribution));
     }
     deps.traffic.recordMiss(model, key);
     const live = await awaitLive(deps, model, key, wait);
