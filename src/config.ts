@@ -51,6 +51,11 @@ export const settingsSchema = z.object({
   // Admin bearer tokens, `id:secret` or `id:sha256:<hex>`, comma-separated; unset: admin API off.
   PREDCACHE_ADMIN_TOKENS: z.string().optional(),
   PREDCACHE_ADMIN_BODY_MAX_BYTES: int(16 * 1024 * 1024, 1_024),
+  // Read-API keys (same forms as admin tokens); unset: the read API is open.
+  PREDCACHE_API_KEYS: z.string().optional(),
+  PREDCACHE_RATE_LIMIT: int(600, 1),
+  PREDCACHE_MISS_RATE_LIMIT: int(60, 0),
+  PREDCACHE_RATE_WINDOW_SECONDS: int(60, 1, 86_400),
   PREDCACHE_KEEP_VERSIONS: int(3, 1, 1_000),
   // Worker-only processes (npm run work) serve /metrics here; 0: not at all.
   PREDCACHE_METRICS_PORT: int(9464, 0, 65535),
@@ -109,6 +114,11 @@ export interface Config {
   /** Admin bearer tokens (digests only); empty: the admin API is off. */
   adminTokens: AdminToken[];
   adminBodyMaxBytes: number;
+  /** Read-API keys (digests only); empty: the read API needs no key and has no limits. */
+  apiKeys: AdminToken[];
+  rateLimit: number;
+  missRateLimit: number;
+  rateWindowSeconds: number;
   /** Versions per model that gc keeps (besides the active one and its rollback target). */
   keepVersions: number;
   /** Port of a worker process's /metrics (0: none). */
@@ -143,6 +153,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     // The message never quotes the value: it holds secrets.
     throw new ConfigError(
       `invalid configuration:\n  PREDCACHE_ADMIN_TOKENS: ${(error as Error).message}`,
+    );
+  }
+  let apiKeys: AdminToken[];
+  try {
+    apiKeys = parseAdminTokens(e.PREDCACHE_API_KEYS);
+  } catch (error) {
+    throw new ConfigError(
+      `invalid configuration:\n  PREDCACHE_API_KEYS: ${(error as Error).message}`,
     );
   }
   return {
@@ -180,6 +198,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     residentMaxBytes: e.PREDCACHE_RESIDENT_MAX_BYTES,
     adminTokens,
     adminBodyMaxBytes: e.PREDCACHE_ADMIN_BODY_MAX_BYTES,
+    apiKeys,
+    rateLimit: e.PREDCACHE_RATE_LIMIT,
+    missRateLimit: e.PREDCACHE_MISS_RATE_LIMIT,
+    rateWindowSeconds: e.PREDCACHE_RATE_WINDOW_SECONDS,
     keepVersions: e.PREDCACHE_KEEP_VERSIONS,
     metricsPort: e.PREDCACHE_METRICS_PORT,
     corsOrigins: e.PREDCACHE_CORS_ORIGINS.split(",")

@@ -8,6 +8,7 @@ import type { Hono } from "hono";
 import { Precompute } from "../precompute/job.ts";
 import { PrecomputeWorker } from "../precompute/worker.ts";
 import { AuditLog } from "./admin/audit.ts";
+import { RateLimiter } from "./api/access.ts";
 import { createApp } from "./api/app.ts";
 import { Keys } from "./cache/keys.ts";
 import { MemoryCache } from "./cache/memory.ts";
@@ -96,6 +97,21 @@ export async function createService(
       metrics.watchQueue("precompute", precompute.runQueue),
       metrics.watchQueue("precompute-chunks", precompute.chunkQueue),
     ];
+    const accessOptions = {
+      keys: config.apiKeys,
+      requestLimit: config.rateLimit,
+      missLimit: config.missRateLimit,
+      windowSeconds: config.rateWindowSeconds,
+    };
+    const access =
+      config.apiKeys.length > 0
+        ? { limiter: new RateLimiter(redis, keys, accessOptions), options: accessOptions }
+        : undefined;
+    if (access)
+      log.info(
+        { keys: config.apiKeys.map((k) => k.id) },
+        "read API requires API keys, with rate limits",
+      );
     const audit = new AuditLog(redis, keys, log);
     if (config.adminTokens.length === 0)
       log.warn("admin API disabled: set PREDCACHE_ADMIN_TOKENS=<id>:<secret> to enable /admin/v1");
@@ -149,6 +165,7 @@ export async function createService(
         },
       },
       seedRoots: [resolve("seeds"), resolve(config.modelsDir), resolve(config.dataDir)],
+      ...(access ? { access } : {}),
     });
     return {
       app,

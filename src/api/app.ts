@@ -1,5 +1,6 @@
 /** Composes the HTTP API: every route group registers itself on one Hono app. */
 import { Hono } from "hono";
+import { requireApiKey } from "./access.ts";
 import { cors } from "./cors.ts";
 import type { ApiDeps } from "./deps.ts";
 import { errorBody, handleError } from "./errors.ts";
@@ -42,6 +43,7 @@ export function createApp(deps: ApiDeps): Hono {
       }),
     );
   }
+  if (deps.access) app.use("/v1/models/*", requireApiKey(deps.access.limiter, deps.access.options));
   registerHealth(app, deps);
   registerModels(app, deps);
   registerPredict(app, deps);

@@ -9,6 +9,7 @@ import type { ActiveVersions } from "../model/active.ts";
 import type { ModelRegistry } from "../model/registry.ts";
 import type { Redis } from "../redis/connection.ts";
 import type { TableStore } from "../table/store.ts";
+import type { AccessOptions, RateLimiter } from "./access.ts";
 
 export interface ApiSettings {
   /** Wait for a live answer when the request names none (ms). */
@@ -36,6 +37,8 @@ export interface ApiDeps {
   settings: ApiSettings;
   /** The admin API's own needs (absent in tests that build the public API only). */
   admin?: AdminDeps;
+  /** API keys and rate limits for /v1/models (absent: open). */
+  access?: { limiter: RateLimiter; options: AccessOptions };
   /** Folders seed files named through the admin API may come from. */
   seedRoots?: string[];
 }

@@ -15,6 +15,7 @@
  *   <p>:{r:<run>}:keys:<i>          string  msgpack list of chunk i's keys (for the table builder)
  *   <p>:run-fp:<fingerprint>        string  id of the run started with this exact request
  *   <p>:audit                       stream  admin actions: who (token id), what, when
+ *   <p>:rl:<client>:<budget>:<w>    string  requests or misses of an API key in window w
  */
 import { fnv1a32 } from "../model/hash.ts";
 
@@ -82,6 +83,10 @@ export class Keys {
   /** The run started for one exact request, so an identical one is refused while it runs. */
   runFingerprint(fingerprint: string): string {
     return `${this.prefix}:run-fp:${fingerprint}`;
+  }
+
+  rateWindow(client: string, budget: string, window: number): string {
+    return `${this.prefix}:rl:${client}:${budget}:${window}`;
   }
 
   audit(): string {

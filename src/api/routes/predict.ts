@@ -14,6 +14,7 @@ import type { Prediction } from "../../model/decoding.ts";
 import type { EncodedInput } from "../../model/encoding.ts";
 import { RESERVED_NAMES } from "../../model/manifest.ts";
 import type { ModelVersion } from "../../model/registry.ts";
+import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
@@ -106,6 +107,12 @@ function replyText(
   return text;
 }
 
+/** Counts a miss against the client's miss budget (when API keys are on); 429 past it. */
+async function takeMiss(c: Context, deps: ApiDeps): Promise<void> {
+  const client = clientOf(c);
+  if (deps.access && client) await deps.access.limiter.take(c, client, "misses");
+}
+
 export function jobLink(jobId: string): { id: string; url: string } {
   return { id: jobId, url: `/v1/jobs/${jobId}` };
 }
@@ -152,6 +159,7 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
       return c.body(replyText(model, key, hit, outOfDistribution));
     }
     deps.traffic.recordMiss(model, key);
+    await takeMiss(c, deps);
     const live = await awaitLive(deps, model, key, wait);
     annotate(c, { source: live.done ? "live" : "pending" });
     if (!live.done) {
@@ -248,9 +256,9 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   });
   const outcomes = await Promise.all(
     misses.map((m) =>
-      awaitLive(deps, model, m.value.key, wait).catch(
-        (error: PredcacheError) => ({ error }) as const,
-      ),
+      takeMiss(c, deps)
+        .then(() => awaitLive(deps, model, m.value.key, wait))
+        .catch((error: PredcacheError) => ({ error }) as const),
     ),
   );
   misses.forEach((m, j) => {

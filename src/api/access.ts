@@ -1,0 +1,98 @@
+/**
+ * Optional access control for the read API (off unless PREDCACHE_API_KEYS is set): every
+ * /v1/models request names an API key (Authorization: Bearer, or X-API-Key), kept only as a
+ * SHA-256 digest and compared in constant time. Each key has a request budget and a
+ * smaller miss budget (misses cost model time) per window, counted in Redis so the limits
+ * hold across API processes. Past a budget: 429 with Retry-After and RateLimit headers.
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import type { AdminToken } from "../admin/tokens.ts";
+import { matchToken } from "../admin/tokens.ts";
+import type { Keys } from "../cache/keys.ts";
+import { PredcacheError } from "../errors.ts";
+import type { Redis } from "../redis/connection.ts";
+
+export interface AccessOptions {
+  keys: readonly AdminToken[];
+  /** Requests per key per window. */
+  requestLimit: number;
+  /** Misses (lookups sent to the live model) per key per window. */
+  missLimit: number;
+  windowSeconds: number;
+}
+
+const clients = new WeakMap<Request, string>();
+
+/** The API key id a request was admitted with (undefined when access control is off). */
+export function clientOf(c: Context): string | undefined {
+  return clients.get(c.req.raw);
+}
+
+// One round trip: count this request in the window and learn how long the window has left.
+const COUNT = `
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('TTL', KEYS[1])}`;
+
+export class RateLimiter {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly options: AccessOptions,
+  ) {}
+
+  /** Counts one unit of `budget` for `client`; throws 429 past the limit. */
+  async take(c: Context, client: string, budget: "requests" | "misses"): Promise<void> {
+    const limit = budget === "requests" ? this.options.requestLimit : this.options.missLimit;
+    const window = Math.floor(Date.now() / 1000 / this.options.windowSeconds);
+    let used: number;
+    let ttl: number;
+    try {
+      [used, ttl] = (await this.redis.eval(
+        COUNT,
+        1,
+        this.keys.rateWindow(client, budget, window),
+        this.options.windowSeconds,
+      )) as [number, number];
+    } catch {
+      // Redis away: the request fails on what it needs Redis for; limits cannot be counted.
+      return;
+    }
+    const reset = Math.max(1, ttl);
+    if (budget === "requests") {
+      c.header("RateLimit-Limit", String(limit));
+      c.header("RateLimit-Remaining", String(Math.max(0, limit - used)));
+      c.header("RateLimit-Reset", String(reset));
+    }
+    if (used > limit)
+      throw new PredcacheError(
+        "rate_limited",
+        budget === "requests"
+          ? `this API key may make ${limit} requests per ${this.options.windowSeconds} s`
+          : `this API key may send ${limit} uncached lookups to the model per ${this.options.windowSeconds} s`,
+        { budget, limit, resetSeconds: reset },
+        reset,
+      );
+  }
+}
+
+export function requireApiKey(limiter: RateLimiter, options: AccessOptions): MiddlewareHandler {
+  return async (c, next) => {
+    if (c.req.method === "OPTIONS") return next(); // preflights carry no credentials
+    const header = c.req.header("authorization");
+    const bearer = header ? /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] : undefined;
+    const secret = bearer ?? c.req.header("x-api-key");
+    if (!secret) {
+      c.header("WWW-Authenticate", 'Bearer realm="predcache"');
+      throw new PredcacheError(
+        "unauthorized",
+        "send an API key: Authorization: Bearer <key> or X-API-Key",
+      );
+    }
+    const client = matchToken(options.keys, secret);
+    if (!client) throw new PredcacheError("forbidden", "the API key is not valid");
+    clients.set(c.req.raw, client);
+    await limiter.take(c, client, "requests");
+    await next();
+  };
+}

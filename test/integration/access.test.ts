@@ -1,0 +1,86 @@
+/** Optional API keys on the read API, with request and miss budgets shared across API processes. */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.ts";
+import { getJson, startTestService, type TestService, uniquePrefix } from "../helpers/service.ts";
+
+const ALICE = "alice-key-0123456789abcdef";
+const BOB = "bob-key-0123456789abcdefgh";
+let a: TestService;
+let b: TestService;
+
+beforeAll(async () => {
+  const env = {
+    PREDCACHE_PREFIX: uniquePrefix("access"),
+    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB}`,
+    PREDCACHE_RATE_LIMIT: "6",
+    PREDCACHE_MISS_RATE_LIMIT: "2",
+    PREDCACHE_RATE_WINDOW_SECONDS: "60",
+  };
+  // Two API processes' worth of services on one Redis and prefix: the budgets are shared.
+  a = await startTestService({ env, liveWorker: false });
+  b = await startTestService({ env, liveWorker: false });
+});
+afterAll(async () => {
+  await a.close();
+  await b.close();
+});
+
+const predict = (t: TestService, key: string | undefined, hour: number, header = "authorization") =>
+  getJson(
+    `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=${hour}&dayOfWeek=1&wait=0`,
+    {
+      headers: key ? { [header]: header === "authorization" ? `Bearer ${key}` : key } : {},
+    },
+  );
+
+describe("API keys and rate limits", () => {
+  it("refuses a missing key (401) and a wrong one (403); health stays open", async () => {
+    const none = await predict(a, undefined, 1);
+    expect(none.status).toBe(401);
+    expect(none.body.error.code).toBe("unauthorized");
+    expect((await predict(a, "not-a-key-not-a-key", 1)).status).toBe(403);
+    expect((await getJson(`${a.url}/healthz`)).status).toBe(200);
+  });
+
+  it("counts requests per key across API processes, then answers 429 with Retry-After", async () => {
+    // A hit in both processes' L1, so only the request budget is spent.
+    for (const t of [a, b]) {
+      const model = t.registry.versions("flight-delay")[0];
+      const e = model?.encoder.encode({ origin: "SFO", destination: "LAX", hour: 5, dayOfWeek: 1 });
+      if (!model || !e?.ok) throw new Error("fixture");
+      t.service.tiers.remember(model, e.value.key, {
+        delayProbability: 0.5,
+        expectedDelayMinutes: 1,
+      });
+    }
+    const statuses: number[] = [];
+    let last: Awaited<ReturnType<typeof predict>> | undefined;
+    for (let i = 0; i < 8; i++) {
+      last = await predict(i % 2 ? b : a, ALICE, 5, i % 3 ? "authorization" : "x-api-key");
+      statuses.push(last.status);
+    }
+    expect(statuses.slice(0, 6)).toEqual([200, 200, 200, 200, 200, 200]);
+    expect(statuses.slice(6)).toEqual([429, 429]);
+    expect(last?.body.error).toMatchObject({
+      code: "rate_limited",
+      details: { budget: "requests", limit: 6 },
+    });
+    expect(Number(last?.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect(last?.headers.get("ratelimit-limit")).toBe("6");
+    expect(last?.headers.get("ratelimit-remaining")).toBe("0");
+    // Another key has its own budget.
+    expect((await predict(a, BOB, 5)).status).toBe(200);
+  });
+
+  it("gives misses a separate, smaller budget", async () => {
+    const statuses = [];
+    for (const hour of [10, 11, 12]) statuses.push((await predict(b, BOB, hour)).status);
+    expect(statuses).toEqual([202, 202, 429]);
+    const refused = await predict(b, BOB, 13);
+    expect(refused.body.error.details).toMatchObject({ budget: "misses", limit: 2 });
+  });
+
+  it("refuses short API keys at start", () => {
+    expect(() => loadConfig({ PREDCACHE_API_KEYS: "x:short" })).toThrow(/PREDCACHE_API_KEYS/);
+  });
+});
