@@ -213,6 +213,8 @@ export async function createLiveWorker(
     prefix: queuePrefix(config.prefix),
     batch: { maxItems: config.liveBatchRows, maxWaitMs: config.liveBatchWaitMs },
     concurrency: config.liveConcurrency,
+    lockMs: config.lockMs,
+    stalledIntervalMs: config.stalledIntervalMs,
   });
   await worker.worker.waitUntilReady();
   return {

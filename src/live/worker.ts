@@ -18,6 +18,10 @@ export interface LiveWorkerOptions {
   batch: MicroBatcherOptions;
   /** Jobs held at once; at least batch.maxItems so a batch can fill. */
   concurrency: number;
+  /** A job a dead worker held is taken up again once its lock (ms) lapses… */
+  lockMs?: number;
+  /** …at the next stalled-jobs check (ms). */
+  stalledIntervalMs?: number;
 }
 
 interface Row {
@@ -40,6 +44,8 @@ export class LiveWorker {
       connection: blocking,
       prefix: options.prefix,
       concurrency: options.concurrency,
+      ...(options.lockMs ? { lockDuration: options.lockMs } : {}),
+      ...(options.stalledIntervalMs ? { stalledInterval: options.stalledIntervalMs } : {}),
     });
     this.worker.on("failed", (job, error) =>
       log.warn({ job: job?.id, err: error.message }, "live job failed"),
