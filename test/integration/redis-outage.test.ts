@@ -95,4 +95,71 @@ describe("Redis outage", () => {
     }, 5_000);
     expect(recovered.body.prediction).toBeTruthy();
   });
+
+  it("under a steady load, a frozen and then a killed Redis leave no request unanswered", async () => {
+    // Warm one input into L1; every other request asks a fresh input (needs Redis).
+    expect(
+      (await getJson(`${t.url}/v1/models/flight-delay/predict?${warm}&wait=5000`)).status,
+    ).toBe(200);
+    const byPhase = new Map<string, Map<number, number>>();
+    let slowest = 0;
+    let sent = 0;
+    let phase = "before";
+    const load = (async () => {
+      const inFlight: Promise<void>[] = [];
+      for (let i = 0; i < 240; i++) {
+        const hot = i % 2 === 0;
+        const query = hot
+          ? warm
+          : `origin=SEA&destination=DEN&hour=${i % 24}&dayOfWeek=${1 + (i % 7)}`;
+        const at = phase;
+        const started = Date.now();
+        sent++;
+        inFlight.push(
+          getJson(`${t.url}/v1/models/flight-delay/predict?${query}&wait=300`).then((r) => {
+            slowest = Math.max(slowest, Date.now() - started);
+            const counts = byPhase.get(at) ?? new Map<number, number>();
+            counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
+            byPhase.set(at, counts);
+            if (hot)
+              expect(r.status).toBe(200); // L1 hits keep answering throughout
+            else expect([200, 202, 503]).toContain(r.status);
+          }),
+        );
+        await new Promise((r) => setTimeout(r, 25)); // 40 requests/s for 6 s
+      }
+      await Promise.all(inFlight);
+    })();
+    await new Promise((r) => setTimeout(r, 1_000));
+    phase = "frozen";
+    redis.pause();
+    await new Promise((r) => setTimeout(r, 1_500));
+    redis.resume();
+    phase = "killed";
+    const port = redis.port;
+    await redis.stop();
+    await new Promise((r) => setTimeout(r, 1_500));
+    redis = await startRedisServer({ port });
+    const back = Date.now();
+    phase = "after";
+    const recovered = await eventually(async () => {
+      const r = await getJson(
+        `${t.url}/v1/models/flight-delay/predict?origin=SEA&destination=BOS&hour=3&dayOfWeek=3&wait=0`,
+      );
+      return r.status === 202 ? Date.now() - back : undefined;
+    }, 5_000);
+    await load;
+    const answered = [...byPhase.values()].reduce(
+      (n, m) => n + [...m.values()].reduce((a, b) => a + b, 0),
+      0,
+    );
+    expect(answered).toBe(sent);
+    // Bounded: the wait (300 ms) plus at most two Redis commands timing out (500 ms each).
+    expect(slowest).toBeLessThan(2_500);
+    expect(recovered).toBeLessThan(2_000);
+    const shown = Object.fromEntries([...byPhase].map(([p, m]) => [p, Object.fromEntries(m)]));
+    console.log(
+      `Redis faults under load: ${sent} requests sent, ${answered} answered, by phase and status ${JSON.stringify(shown)}; slowest ${slowest} ms; accepting misses again ${recovered} ms after Redis returned`,
+    );
+  });
 });
