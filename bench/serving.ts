@@ -38,6 +38,7 @@ import {
   type Service,
 } from "../src/service.ts";
 import type { LiveClientJob, LiveClientOutcome, LiveClientResult } from "./lib/live-client.ts";
+import { ratio, table } from "./lib/report.ts";
 
 const HOST = "127.0.0.1";
 const MODEL = "flight-delay";
@@ -458,24 +459,8 @@ function fmtMs(n: number): string {
   return n.toFixed(1);
 }
 
-function ratio(a: number, b: number): string {
-  return `${(a / b).toFixed(2)}×`;
-}
-
 function verdict(a: number, b: number, target: number): string {
   return `${ratio(a, b)} (target ≥ ${target}×) ${a / b >= target ? "PASS" : "MISS"}`;
-}
-
-/** Left-aligns the first column, right-aligns the rest. */
-function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: readonly string[]) =>
-    cells
-      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)))
-      .join("  ");
-  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)]
-    .map((l) => `  ${l}`)
-    .join("\n");
 }
 
 // ---------------------------------------------------------------------------- main

@@ -33,6 +33,7 @@ import {
   verifyTable,
 } from "../src/table/format.ts";
 import { keyHash } from "../src/table/key-hash.ts";
+import { ratio, table } from "./lib/report.ts";
 
 const MANIFEST = new URL("../seeds/models/flight-delay/manifest.json", import.meta.url);
 const ENTRIES = Number(process.env.BENCH_TABLE_ENTRIES ?? 1_000_000);
@@ -76,22 +77,6 @@ function fmtInt(n: number): string {
 
 function fmtMs(n: number): string {
   return n < 10 ? n.toFixed(2) : n.toFixed(1);
-}
-
-function ratio(a: number, b: number): string {
-  return `${(a / b).toFixed(2)}×`;
-}
-
-/** Left-aligns the first column, right-aligns the rest. */
-function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: readonly string[]) =>
-    cells
-      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)))
-      .join("  ");
-  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)]
-    .map((l) => `  ${l}`)
-    .join("\n");
 }
 
 async function timed<T>(run: () => T | Promise<T>): Promise<number> {

@@ -17,6 +17,14 @@ const C2 = 0x1b873593;
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;
 
+/** One 4-byte block of MurmurHash3 x86_32 (small enough for V8 to inline). */
+function mixBlock(h: number, block: number): number {
+  let k = Math.imul(block, C1);
+  k = (k << 15) | (k >>> 17);
+  const m = h ^ Math.imul(k, C2);
+  return (Math.imul((m << 13) | (m >>> 19), 5) + 0xe6546b64) | 0;
+}
+
 function finish(h: number, tail: number, length: number, f: number): KeyHash {
   let m = h;
   if (length & 3) {
@@ -43,11 +51,7 @@ function hashBytes(bytes: Uint8Array): KeyHash {
     f = Math.imul(f ^ b, FNV_PRIME);
     k |= b << ((i & 3) << 3);
     if ((i & 3) === 3) {
-      k = Math.imul(k, C1);
-      k = (k << 15) | (k >>> 17);
-      h ^= Math.imul(k, C2);
-      h = (h << 13) | (h >>> 19);
-      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+      h = mixBlock(h, k);
       k = 0;
     }
   }
@@ -69,11 +73,7 @@ export function keyHash(key: string): KeyHash {
     f = Math.imul(f ^ c, FNV_PRIME);
     k |= c << ((i & 3) << 3);
     if ((i & 3) === 3) {
-      k = Math.imul(k, C1);
-      k = (k << 15) | (k >>> 17);
-      h ^= Math.imul(k, C2);
-      h = (h << 13) | (h >>> 19);
-      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+      h = mixBlock(h, k);
       k = 0;
     }
   }

@@ -3,8 +3,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LookupTable } from "../../src/client/lookup-table.ts";
-import { loadConfig } from "../../src/config.ts";
-import { loadRegistry, type PrecomputeWorkerProcess } from "../../src/service.ts";
+import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import { writeSeedCsv } from "../helpers/precompute.ts";
 import {
   getJson,
@@ -64,15 +63,13 @@ beforeAll(async () => {
     PREDCACHE_DATA_DIR: dataDir,
     PREDCACHE_ADMIN_TOKENS: `ops:${TOKEN}`,
   };
-  const registry = await loadRegistry(loadConfig(env));
-  t = await startTestService({ env, registry });
+  t = await startTestService({ env });
   worker = await precomputeWorkerFor(t);
-  versions = registry.versions("flight-delay").map((v) => v.version) as [string, string];
+  versions = t.registry.versions("flight-delay").map((v) => v.version) as [string, string];
 });
 afterAll(async () => {
   await worker.close();
   await t.close();
-  await t.registry.close();
 });
 
 describe("npx predcache", () => {

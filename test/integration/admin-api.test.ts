@@ -5,7 +5,7 @@ import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/log.ts";
-import { loadRegistry, type PrecomputeWorkerProcess } from "../../src/service.ts";
+import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import {
   eventually,
   getJson,
@@ -72,15 +72,13 @@ beforeAll(async () => {
       done();
     },
   });
-  const registry = await loadRegistry(loadConfig(env));
-  t = await startTestService({ env, registry, log: createLogger("trace", "test", sink) });
+  t = await startTestService({ env, log: createLogger("trace", "test", sink) });
   worker = await precomputeWorkerFor(t);
-  versions = registry.versions("flight-delay").map((v) => v.version) as [string, string];
+  versions = t.registry.versions("flight-delay").map((v) => v.version) as [string, string];
 });
 afterAll(async () => {
   await worker.close();
   await t.close();
-  await t.registry.close();
 });
 
 describe("admin API auth", () => {

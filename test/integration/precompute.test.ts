@@ -61,6 +61,23 @@ async function setup(label: string, env: Record<string, string> = {}) {
   };
 }
 
+/** A precompute setup whose models folder holds the demo model and one more version of it. */
+async function twoVersions(label: string) {
+  const modelsDir = await modelsDirWithVersions([label]);
+  const two = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
+  const prefix = uniquePrefix(label);
+  const keys = new Keys(prefix);
+  const config = loadConfig({
+    PREDCACHE_PREFIX: prefix,
+    PREDCACHE_MODELS_DIR: modelsDir,
+    PREDCACHE_DATA_DIR: await tempDataDir(),
+    LOG_LEVEL: "silent",
+  });
+  const worker = await createPrecomputeWorker(config, redisUrl, createLogger("silent"), two);
+  const precompute = new Precompute(redis, keys, two, { queuePrefix: queuePrefix(prefix) });
+  return { two, prefix, keys, worker, precompute };
+}
+
 async function seedRows(n: number): Promise<Record<string, string>[]> {
   const text = await readFile("seeds/inputs/flight-delay-common.csv", "utf8");
   const [header, ...lines] = text.trim().split("\n");
@@ -324,18 +341,7 @@ describe("precompute run", () => {
   });
 
   it("promotes its target version only once every chunk has succeeded", async () => {
-    const modelsDir = await modelsDirWithVersions(["next"]);
-    const two = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
-    const prefix = uniquePrefix("promote");
-    const keys = new Keys(prefix);
-    const config = loadConfig({
-      PREDCACHE_PREFIX: prefix,
-      PREDCACHE_MODELS_DIR: modelsDir,
-      PREDCACHE_DATA_DIR: await tempDataDir(),
-      LOG_LEVEL: "silent",
-    });
-    const worker = await createPrecomputeWorker(config, redisUrl, createLogger("silent"), two);
-    const precompute = new Precompute(redis, keys, two, { queuePrefix: queuePrefix(prefix) });
+    const { two, prefix, keys, worker, precompute } = await twoVersions("promote");
     try {
       const [v1, v2] = two.versions("flight-delay").map((v) => v.version) as [string, string];
       await redis.set(keys.active("flight-delay"), v1);
@@ -414,18 +420,7 @@ describe("precompute run", () => {
   });
 
   it("warms a new version with the old version's most asked inputs before promoting it", async () => {
-    const modelsDir = await modelsDirWithVersions(["warm"]);
-    const two = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
-    const prefix = uniquePrefix("warm");
-    const keys = new Keys(prefix);
-    const config = loadConfig({
-      PREDCACHE_PREFIX: prefix,
-      PREDCACHE_MODELS_DIR: modelsDir,
-      PREDCACHE_DATA_DIR: await tempDataDir(),
-      LOG_LEVEL: "silent",
-    });
-    const worker = await createPrecomputeWorker(config, redisUrl, createLogger("silent"), two);
-    const precompute = new Precompute(redis, keys, two, { queuePrefix: queuePrefix(prefix) });
+    const { two, prefix, keys, worker, precompute } = await twoVersions("warm");
     try {
       const [v1, v2] = two
         .versions("flight-delay")
