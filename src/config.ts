@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { type AdminToken, parseAdminTokens } from "./admin/tokens.ts";
+import { isRedisUrl } from "./redis/connection.ts";
 
 const int = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
@@ -12,7 +13,11 @@ const int = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
 export const settingsSchema = z.object({
   PORT: int(8787, 0, 65535),
   HOST: z.string().min(1).default("127.0.0.1"),
-  REDIS_URL: z.string().url().optional(),
+  // redis://, rediss://, or redis-cluster://host:port,host:port for a Redis Cluster.
+  REDIS_URL: z
+    .string()
+    .refine(isRedisUrl, "expected redis://host:port or redis-cluster://host:port,host:port")
+    .optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   // auto: pretty on a terminal, JSON lines otherwise.
   LOG_FORMAT: z.enum(["auto", "json", "pretty"]).default("auto"),

@@ -8,6 +8,7 @@ import type { ApiDeps } from "../api/deps.ts";
 import { PredcacheError } from "../errors.ts";
 import { rollbackActiveVersion, rollbackTarget } from "../model/active.ts";
 import type { ModelVersion } from "../model/registry.ts";
+import { scanKeys, unlinkKeys } from "../redis/keyspace.ts";
 import type { AdminDeps } from "./deps.ts";
 
 export interface VersionInfo {
@@ -35,12 +36,9 @@ export function knownModel(deps: ApiDeps, model: string): void {
 async function storedVersions(deps: Deps, model: string): Promise<string[]> {
   const found = new Set<string>();
   const pattern = deps.admin.keys.versionMeta(model, "*");
-  let cursor = "0";
-  do {
-    const [next, keys] = await deps.redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-    cursor = next;
+  for await (const keys of scanKeys(deps.redis, pattern)) {
     for (const key of keys) found.add(key.slice(key.lastIndexOf(":") + 1));
-  } while (cursor !== "0");
+  }
   return [...found];
 }
 
@@ -159,20 +157,10 @@ export async function collectGarbage(deps: Deps, model: string, batch = 500): Pr
       continue;
     }
     let keysDeleted = 0;
-    let cursor = "0";
-    do {
-      const [next, keys] = await deps.redis.scan(
-        cursor,
-        "MATCH",
-        deps.admin.keys.bucketPattern(model, v.version),
-        "COUNT",
-        batch,
-      );
-      cursor = next;
-      for (let i = 0; i < keys.length; i += batch) {
-        keysDeleted += await deps.redis.unlink(...keys.slice(i, i + batch));
-      }
-    } while (cursor !== "0");
+    const pattern = deps.admin.keys.bucketPattern(model, v.version);
+    for await (const keys of scanKeys(deps.redis, pattern, batch)) {
+      keysDeleted += await unlinkKeys(deps.redis, keys);
+    }
     await deps.redis.unlink(deps.admin.keys.versionMeta(model, v.version));
     let tableBytes = 0;
     for (const t of v.tables) {

@@ -6,7 +6,7 @@
 
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
-import type { Redis } from "../redis/connection.ts";
+import { isCluster, type Redis, type Standalone } from "../redis/connection.ts";
 import { decodePrediction, encodePrediction } from "./codec.ts";
 import type { Keys } from "./keys.ts";
 
@@ -42,28 +42,22 @@ export class PredictionStore {
     return bytes ? decodePrediction(model.manifest, bytes) : undefined;
   }
 
-  /** Reads many keys in one pipeline; undefined where absent. */
+  /** Reads many keys in one round trip; undefined where absent. */
   async getMany(model: ModelVersion, keys: readonly string[]): Promise<(Prediction | undefined)[]> {
-    if (keys.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const key of keys) pipeline.hgetBuffer(this.bucketOf(model, key), key);
-    const replies = (await pipeline.exec()) ?? [];
-    return replies.map(([error, bytes]) => {
-      if (error) throw error;
-      return bytes ? decodePrediction(model.manifest, bytes as Buffer) : undefined;
-    });
+    const replies = await this.each(keys, (redis, key) =>
+      redis.hgetBuffer(this.bucketOf(model, key), key),
+    );
+    return replies.map((bytes) =>
+      bytes ? decodePrediction(model.manifest, bytes as Buffer) : undefined,
+    );
   }
 
   /** Which of `keys` are already stored (for precompute's skip-existing). */
   async has(model: ModelVersion, keys: readonly string[]): Promise<boolean[]> {
-    if (keys.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const key of keys) pipeline.hexists(this.bucketOf(model, key), key);
-    const replies = (await pipeline.exec()) ?? [];
-    return replies.map(([error, exists]) => {
-      if (error) throw error;
-      return exists === 1;
-    });
+    const replies = await this.each(keys, (redis, key) =>
+      redis.hexists(this.bucketOf(model, key), key),
+    );
+    return replies.map((exists) => exists === 1);
   }
 
   /** Writes entries in one pipeline, one HSET per bucket. Values are immutable facts: rewriting is harmless. */
@@ -76,9 +70,30 @@ export class PredictionStore {
       byBucket.set(bucket, args);
       args.push(key, encodePrediction(model.manifest, prediction));
     }
+    await this.each([...byBucket], (redis, [bucket, args]) => redis.hset(bucket, ...args));
+  }
+
+  /**
+   * One command per item in one round trip. On one Redis an explicit pipeline; on a
+   * cluster, where a pipeline must stay within one node, auto-pipelining groups the
+   * commands per node instead.
+   */
+  private async each<T, R>(
+    items: readonly T[],
+    command: (redis: Standalone, item: T) => Promise<R>,
+  ): Promise<R[]> {
+    if (items.length === 0) return [];
+    if (isCluster(this.redis)) {
+      // A cluster has the same commands; only its pipelines are narrower.
+      const cluster = this.redis as unknown as Standalone;
+      return Promise.all(items.map((item) => command(cluster, item)));
+    }
     const pipeline = this.redis.pipeline();
-    for (const [bucket, args] of byBucket) pipeline.hset(bucket, ...args);
+    for (const item of items) void command(pipeline as unknown as Standalone, item);
     const replies = (await pipeline.exec()) ?? [];
-    for (const [error] of replies) if (error) throw error;
+    return replies.map(([error, reply]) => {
+      if (error) throw error;
+      return reply as R;
+    });
   }
 }

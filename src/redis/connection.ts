@@ -1,11 +1,16 @@
 /**
- * ioredis connections. Commands fail fast while Redis is unreachable (no offline
- * queue, one retry), so a request needing Redis answers 503 within its bound instead
- * of hanging; the client keeps reconnecting in the background by itself.
+ * ioredis connections, to one Redis or to a Redis Cluster. Commands fail fast while Redis
+ * is unreachable (no offline queue, one retry), so a request needing Redis answers 503
+ * within its bound instead of hanging; the client keeps reconnecting by itself.
  */
-import { Redis, type RedisOptions } from "ioredis";
+import { Cluster, type ClusterOptions, type RedisOptions, Redis as Standalone } from "ioredis";
 
-export type { Redis } from "ioredis";
+/** A connection to Redis, whichever the topology; the code uses what both have in common. */
+export type Redis = Standalone | Cluster;
+export type { Standalone };
+
+/** `redis-cluster://[user:password@]host:port,host:port,...`: seed nodes of a Redis Cluster. */
+const CLUSTER_SCHEME = "redis-cluster://";
 
 export interface ConnectionOptions {
   /** BullMQ needs blocking connections that wait for Redis instead of failing. */
@@ -26,11 +31,74 @@ export function createRedis(url: string, options: ConnectionOptions = {}): Redis
     // Reconnect quickly so recovery after an outage takes well under 2 s.
     retryStrategy: (attempt) => Math.min(50 * attempt, 500),
   };
-  const redis = new Redis(url, settings);
+  const redis = url.startsWith(CLUSTER_SCHEME)
+    ? connectCluster(url, settings)
+    : new Standalone(url, settings);
   redis.on("error", () => {
     // Errors surface on the commands that need Redis; the client reconnects by itself.
   });
   return redis;
+}
+
+export function isCluster(redis: Redis): redis is Cluster {
+  return redis instanceof Cluster;
+}
+
+/** Parses a cluster URL into seed nodes and credentials, which every node shares. */
+export function parseClusterUrl(url: string): {
+  nodes: { host: string; port: number }[];
+  username?: string;
+  password?: string;
+} {
+  const rest = url.slice(CLUSTER_SCHEME.length).replace(/\/.*$/, "");
+  const at = rest.lastIndexOf("@");
+  const hosts = at === -1 ? rest : rest.slice(at + 1);
+  const nodes = hosts
+    .split(",")
+    .filter(Boolean)
+    .map((node) => {
+      const { hostname, port } = new URL(`redis://${node}`);
+      return { host: hostname.replace(/^\[|\]$/g, ""), port: Number(port || 6379) };
+    });
+  if (nodes.length === 0) throw new Error(`no cluster nodes in ${url}`);
+  if (at === -1) return { nodes };
+  const [user = "", password = ""] = rest.slice(0, at).split(":");
+  return {
+    nodes,
+    ...(user ? { username: decodeURIComponent(user) } : {}),
+    ...(password ? { password: decodeURIComponent(password) } : {}),
+  };
+}
+
+/** Whether `url` names a Redis this module can connect to (config validation). */
+export function isRedisUrl(url: string): boolean {
+  try {
+    if (url.startsWith(CLUSTER_SCHEME)) return parseClusterUrl(url).nodes.length > 0;
+    return /^rediss?:$/.test(new URL(url).protocol);
+  } catch {
+    return false;
+  }
+}
+
+function connectCluster(url: string, node: RedisOptions): Cluster {
+  const { nodes, username, password } = parseClusterUrl(url);
+  const { enableAutoPipelining, enableOfflineQueue, retryStrategy, ...perNode } = node;
+  const options: ClusterOptions = {
+    // Auto-pipelining in a cluster groups commands per node: a burst of lookups over
+    // buckets in many slots is one round trip per node, no cross-slot pipeline needed.
+    enableAutoPipelining,
+    enableOfflineQueue,
+    clusterRetryStrategy: (attempt) => retryStrategy?.(attempt) ?? 500,
+    // Slot moves and fail-overs are retried a few times before a command gives up.
+    maxRedirections: 8,
+    retryDelayOnFailover: 100,
+    redisOptions: {
+      ...perNode,
+      ...(username ? { username } : {}),
+      ...(password ? { password } : {}),
+    },
+  };
+  return new Cluster(nodes, options);
 }
 
 /** Resolves once the connection is ready (commands fail fast before that). */

@@ -1,9 +1,13 @@
-/** One real redis-server (no persistence) for the whole run; each test file uses its own key prefix. */
+/**
+ * Real Redis for the whole run, no persistence; each test file uses its own key prefix.
+ * The "cluster" project gets a 3-master Redis Cluster, every other project one redis-server.
+ */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { startRedisServer } from "../../src/redis/embedded.ts";
+import { startRedisCluster } from "./redis-cluster.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -14,7 +18,7 @@ declare module "vitest" {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const redis = await startRedisServer();
+  const redis = project.name === "cluster" ? await startRedisCluster() : await startRedisServer();
   const scratch = await mkdtemp(join(tmpdir(), "predcache-test-"));
   project.provide("redisUrl", redis.url);
   project.provide("scratchDir", scratch);

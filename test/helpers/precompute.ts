@@ -4,6 +4,7 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Redis } from "../../src/redis/connection.ts";
+import { scanKeys } from "../../src/redis/keyspace.ts";
 
 /** Every entry of a model version's keyspace, as canonical key → hex of the stored value. */
 export async function snapshotVersion(
@@ -13,21 +14,12 @@ export async function snapshotVersion(
   version: string,
 ): Promise<Map<string, string>> {
   const entries = new Map<string, string>();
-  let cursor = "0";
-  do {
-    const [next, buckets] = await redis.scan(
-      cursor,
-      "MATCH",
-      `${prefix}:e:${model}:${version}:*`,
-      "COUNT",
-      1000,
-    );
-    cursor = next;
+  for await (const buckets of scanKeys(redis, `${prefix}:e:${model}:${version}:*`)) {
     for (const bucket of buckets) {
       const fields = await redis.hgetallBuffer(bucket);
       for (const [key, value] of Object.entries(fields)) entries.set(key, value.toString("hex"));
     }
-  } while (cursor !== "0");
+  }
   return entries;
 }
 

@@ -7,6 +7,7 @@
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ModelVersion } from "../../src/model/registry.ts";
+import { scanKeys } from "../../src/redis/keyspace.ts";
 import { startTestService, type TestService } from "../helpers/service.ts";
 
 const RUNS = 10_000;
@@ -155,17 +156,8 @@ describe("fuzzing the API", () => {
 
     // Every stored entry is a canonical key of a valid input: nothing invalid was cached.
     const redis = t.service.redis;
-    let cursor = "0";
     let entries = 0;
-    do {
-      const [next, buckets] = await redis.scan(
-        cursor,
-        "MATCH",
-        `${t.config.prefix}:e:*`,
-        "COUNT",
-        1000,
-      );
-      cursor = next;
+    for await (const buckets of scanKeys(redis, `${t.config.prefix}:e:*`)) {
       for (const bucket of buckets) {
         for (const key of await redis.hkeys(bucket)) {
           entries++;
@@ -173,7 +165,7 @@ describe("fuzzing the API", () => {
           expect(encoded.ok && encoded.value.key).toBe(key);
         }
       }
-    } while (cursor !== "0");
+    }
     const observed = await redis.zrange(
       t.service.keys.traffic("flight-delay", model.encoder.hash),
       0,

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, settingsSchema } from "../../src/config.ts";
+import { parseClusterUrl } from "../../src/redis/connection.ts";
 
 describe("config", () => {
   it("has working defaults", () => {
@@ -23,6 +24,25 @@ describe("config", () => {
     expect(() => loadConfig({ PORT: "70000" })).toThrow(/PORT/);
     expect(() => loadConfig({ REDIS_URL: "not a url" })).toThrow(/REDIS_URL/);
     expect(() => loadConfig({ PREDCACHE_PREFIX: "has space" })).toThrow(/PREDCACHE_PREFIX/);
+  });
+
+  it("takes one Redis or a Redis Cluster's seed nodes as REDIS_URL", () => {
+    expect(loadConfig({ REDIS_URL: "redis://127.0.0.1:6379/2" }).redisUrl).toBe(
+      "redis://127.0.0.1:6379/2",
+    );
+    expect(() => loadConfig({ REDIS_URL: "http://127.0.0.1:6379" })).toThrow(/REDIS_URL/);
+    expect(() => loadConfig({ REDIS_URL: "redis-cluster://" })).toThrow(/REDIS_URL/);
+    expect(parseClusterUrl("redis-cluster://app:p%40ss@10.0.0.1:7000,10.0.0.2,[::1]:7002")).toEqual(
+      {
+        nodes: [
+          { host: "10.0.0.1", port: 7000 },
+          { host: "10.0.0.2", port: 6379 },
+          { host: "::1", port: 7002 },
+        ],
+        username: "app",
+        password: "p@ss",
+      },
+    );
   });
 
   it("documents every setting in the README's configuration table", () => {
