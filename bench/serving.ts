@@ -1,43 +1,24 @@
-/**
- * Serving benchmark — `npm run bench:serving`. One run, side by side, loopback only:
- *
- *   1. raw node:http answering a constant JSON body          (the floor of HTTP on Node)
- *   2. a Hono hello-world served by listen(), the same body  (the framework's own cost)
- *   3. predcache, L1 hit: every request answered from the in-process LRU
- *   4. predcache, Redis hit: a second instance whose L1 can hold nothing
- *   5. live misses: micro-batched inference (64 rows) against one row per run, plus two
- *      configs that tell batching apart from the live worker's concurrency
- *
- * Scenarios are measured in interleaved slices (round-robin, rotating who goes first):
- * small VMs run fast for a few seconds and are then throttled, which in a plain sequence
- * would favour whichever scenario runs first.
- *
- * Targets are printed as PASS/MISS and never asserted: the figures come from one noisy
- * run on whatever machine this is. Setup mistakes (a reply from the wrong tier) do fail.
- */
-import { type ChildProcess, fork } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { arch, availableParallelism, cpus, platform } from "node:os";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { Hono } from "hono";
-import { type Listening, listen } from "../src/api/listen.ts";
+import { listen } from "../src/api/listen.ts";
 import { loadConfig } from "../src/config.ts";
-import { createLogger } from "../src/log.ts";
-import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
+import type { ModelVersion } from "../src/model/registry.ts";
 import type { RuntimeStats } from "../src/model/runtime.ts";
 import { startRedisServer } from "../src/redis/embedded.ts";
+import { loadRegistry, type Service } from "../src/service.ts";
+import { ForkedLoad } from "./lib/forked-load.ts";
+import type { LiveClientOutcome, LiveClientResult } from "./lib/live-client.ts";
 import {
-  createLiveWorker,
-  createService,
-  type LiveWorkerProcess,
-  loadRegistry,
-  type Service,
-} from "../src/service.ts";
-import type { LiveClientJob, LiveClientOutcome, LiveClientResult } from "./lib/live-client.ts";
+  freshPrefix,
+  type Predcache,
+  runAll,
+  type Server,
+  startPredcache,
+} from "./lib/predcache.ts";
 import { ratio, table } from "./lib/report.ts";
 
 const HOST = "127.0.0.1";
@@ -76,17 +57,6 @@ const TARGETS = { l1VsHello: 0.9, redisVsL1: 0.85, batchedVsSingle: 3 };
 
 // ---------------------------------------------------------------------------- servers
 
-interface Server {
-  url: string;
-  close(): Promise<void>;
-}
-
-interface Predcache extends Server {
-  service: Service;
-  registry: ModelRegistry;
-  live: LiveWorkerProcess | undefined;
-}
-
 /** The floor: node:http with nothing in between. */
 async function startRawServer(body: string): Promise<Server> {
   const bytes = Buffer.from(body);
@@ -114,48 +84,6 @@ async function startHelloWorld(body: string): Promise<Server> {
   const app = new Hono();
   app.get(PREDICT, (c) => c.body(body, 200, { "content-type": "application/json" }));
   return listen(app, HOST, 0);
-}
-
-/** The real service (config → registry → service [+ live worker] → listen), as npm start wires it. */
-async function startPredcache(
-  redisUrl: string,
-  env: Record<string, string>,
-  options: { registry?: ModelRegistry; liveWorker: boolean },
-): Promise<Predcache> {
-  const config = loadConfig({
-    LOG_LEVEL: "silent",
-    PREDCACHE_PREFIX: freshPrefix(),
-    ...env,
-    REDIS_URL: redisUrl,
-    PORT: "0",
-  });
-  const log = createLogger(config.logLevel);
-  const registry = options.registry ?? (await loadRegistry(config));
-  const steps: (() => Promise<void>)[] = [];
-  if (!options.registry) steps.push(() => registry.close());
-  try {
-    const service = await createService(config, redisUrl, log, registry);
-    steps.unshift(() => service.close());
-    const live = options.liveWorker
-      ? await createLiveWorker(config, redisUrl, log, registry)
-      : undefined;
-    if (live) steps.unshift(() => live.close());
-    const server: Listening = await listen(service.app, HOST, 0);
-    steps.unshift(() => server.close());
-    return { url: server.url, service, registry, live, close: () => runAll(steps) };
-  } catch (error) {
-    await runAll(steps);
-    throw error;
-  }
-}
-
-/** A key prefix nothing else uses, so each instance starts with an empty cache and queue. */
-function freshPrefix(): string {
-  return `bench${randomBytes(3).toString("hex")}`;
-}
-
-async function runAll(steps: readonly (() => Promise<void>)[]): Promise<void> {
-  for (const step of steps) await step().catch((error: unknown) => console.error(error));
 }
 
 /** `items` starting at index `by`: round r of a round-robin starts with a different one. */
@@ -318,16 +246,13 @@ function distinctInputs(model: ModelVersion, count: number): Input[] {
   return inputs;
 }
 
-/** The forked load generator of lib/live-client.ts; one job at a time. */
+/** The forked load generator of lib/live-client.ts, sending live misses. */
 class LiveLoad {
-  // fork() passes on this process's --import tsx, so the child runs TypeScript too.
-  private readonly child: ChildProcess = fork(
-    fileURLToPath(new URL("./lib/live-client.ts", import.meta.url)),
-  );
+  private readonly load = new ForkedLoad();
 
   /** Sends every input once, LIVE.inFlight at a time, each waiting for the live model. */
   run(baseUrl: string, inputs: readonly Input[]): Promise<LiveClientResult> {
-    const job: LiveClientJob = {
+    return this.load.run({
       url: `${baseUrl}${PREDICT}`,
       queries: inputs.map((input) =>
         new URLSearchParams({
@@ -339,22 +264,11 @@ class LiveLoad {
         }).toString(),
       ),
       inFlight: LIVE.inFlight,
-    };
-    return new Promise((done, fail) => {
-      const exited = (code: number | null) => fail(new Error(`live client exited (${code})`));
-      this.child.once("exit", exited);
-      this.child.once("message", (result) => {
-        this.child.off("exit", exited);
-        done(result as LiveClientResult);
-      });
-      this.child.send(job);
     });
   }
 
-  /** Disconnecting lets the child exit by itself. */
   close(): Promise<void> {
-    if (this.child.connected) this.child.disconnect();
-    return Promise.resolve();
+    return this.load.close();
   }
 }
 
