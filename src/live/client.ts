@@ -10,7 +10,7 @@ import type { ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import { closeWithin, type Redis } from "../redis/connection.ts";
 import { producerQueue } from "../redis/queue.ts";
-import { LIVE_QUEUE, type LiveJob, liveJobId } from "./jobs.ts";
+import { auditJobId, LIVE_QUEUE, type LiveJob, type LiveJobName, liveJobId } from "./jobs.ts";
 
 export interface LiveClientOptions {
   prefix: string;
@@ -87,15 +87,39 @@ export class LiveClient {
       processMetrics().coalesced.inc({ model: model.name });
       return { jobId, ...running };
     }
+    return { jobId, ...this.start("predict", jobId, model, key) };
+  }
+
+  /**
+   * Recomputes a key with the live model for the cache audit: an "audit" job, which the
+   * worker runs like a miss but does not store. Rejects when refused (queue bound, Redis
+   * away), failed or not done within maxWaitMs.
+   */
+  recompute(model: ModelVersion, key: string): Promise<Prediction> {
+    const jobId = auditJobId(model.name, model.version, key);
+    const { queued, result } = this.inFlight.get(jobId) ?? this.start("audit", jobId, model, key);
+    return queued.then(() => result);
+  }
+
+  private start(
+    name: LiveJobName,
+    jobId: string,
+    model: ModelVersion,
+    key: string,
+  ): { queued: Promise<void>; result: Promise<Prediction> } {
     // Listen before adding, so a job finishing right away is not missed.
     const result = this.waitFor(jobId);
-    const queued = this.enqueue(jobId, { model: model.name, version: model.version, key });
+    const queued = this.enqueue(name, jobId, {
+      model: model.name,
+      version: model.version,
+      key,
+    });
     queued.catch((error: Error) => this.settle(jobId, { error }));
     const submission = { queued, result };
     this.inFlight.set(jobId, submission);
     const forget = () => this.inFlight.delete(jobId);
     result.then(forget, forget);
-    return { jobId, ...submission };
+    return submission;
   }
 
   private depthRead: { at: number; depth: Promise<number> } | undefined;
@@ -116,7 +140,7 @@ export class LiveClient {
   }
 
   /** Adds the job (refusing it past maxDepth); rejects with a PredcacheError (503). */
-  private async enqueue(jobId: string, data: LiveJob): Promise<void> {
+  private async enqueue(name: LiveJobName, jobId: string, data: LiveJob): Promise<void> {
     const max = this.options.maxDepth ?? 0;
     if (max > 0) {
       // A bounded queue: past the bound, misses are refused instead of piling up.
@@ -131,12 +155,19 @@ export class LiveClient {
     }
     let job: Job<LiveJob, Prediction>;
     try {
-      job = await this.queue.add("predict", data, {
+      job = await this.queue.add(name, data, {
         jobId,
-        attempts: 3,
-        backoff: { type: "exponential", delay: 100 },
-        removeOnComplete: { age: this.options.keepFinishedSeconds },
-        removeOnFail: { age: this.options.keepFinishedSeconds },
+        // Audits wait behind every miss (BullMQ takes unprioritized jobs first), are not
+        // retried, and are not kept: a kept one would be returned, not rerun, by the next
+        // audit of the key (add() of an existing id reports no finishedOn).
+        ...(name === "audit"
+          ? { priority: 1, attempts: 1, removeOnComplete: true, removeOnFail: true }
+          : {
+              attempts: 3,
+              backoff: { type: "exponential", delay: 100 },
+              removeOnComplete: { age: this.options.keepFinishedSeconds },
+              removeOnFail: { age: this.options.keepFinishedSeconds },
+            }),
       });
     } catch (error) {
       throw new PredcacheError(

@@ -8,16 +8,28 @@ import { sha256Hex } from "../model/hash.ts";
 
 export const LIVE_QUEUE = "live";
 
-export const liveJobSchema = z.object({
+export const liveJobSchema = z.strictObject({
   model: z.string().min(1).max(64),
   version: z.string().regex(/^[0-9a-f]{12}$/),
   key: z.string().min(2).max(8192),
 });
 export type LiveJob = z.infer<typeof liveJobSchema>;
 
+/**
+ * Job names: "predict" answers a miss and stores it; "audit" recomputes a cached entry
+ * for the cache audit and stores nothing, so an audit observes and never repairs.
+ */
+export const liveJobNameSchema = z.enum(["predict", "audit"]);
+export type LiveJobName = z.infer<typeof liveJobNameSchema>;
+
 /** `<model>.<version>.<hash of key>`: safe in URLs and in BullMQ ids (no colon). */
 export function liveJobId(model: string, version: string, key: string): string {
   return `${model}.${version}.${sha256Hex(key).slice(0, 32)}`;
+}
+
+/** `audit.<model>.<version>.<hash of key>`: never a predict id, so /v1/jobs does not find it. */
+export function auditJobId(model: string, version: string, key: string): string {
+  return `audit.${liveJobId(model, version, key)}`;
 }
 
 const jobIdPattern = /^([a-z0-9][a-z0-9-]{0,62})\.([0-9a-f]{12})\.([0-9a-f]{32})$/;

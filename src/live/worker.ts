@@ -2,6 +2,7 @@
  * The live worker: takes misses off the live queue, micro-batches concurrent ones into
  * one onnxruntime run per model version, writes the answers to L2 under that version's
  * keyspace, then completes the jobs (so whoever waits finds the answer in Redis too).
+ * Audit jobs run the same way but are not written: the audit compares, it never repairs.
  */
 import { type Job, UnrecoverableError, Worker } from "bullmq";
 import type { PredictionStore } from "../cache/store.ts";
@@ -11,7 +12,7 @@ import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import type { Redis } from "../redis/connection.ts";
 import { MicroBatcher, type MicroBatcherOptions } from "./batcher.ts";
-import { LIVE_QUEUE, type LiveJob, liveJobSchema } from "./jobs.ts";
+import { LIVE_QUEUE, type LiveJob, liveJobNameSchema, liveJobSchema } from "./jobs.ts";
 
 export interface LiveWorkerOptions {
   prefix: string;
@@ -27,6 +28,8 @@ export interface LiveWorkerOptions {
 interface Row {
   key: string;
   row: number[];
+  /** False for audit jobs. */
+  store: boolean;
 }
 
 export class LiveWorker {
@@ -62,12 +65,14 @@ export class LiveWorker {
   }
 
   private async process(job: Job<LiveJob, Prediction>): Promise<Prediction> {
+    const name = liveJobNameSchema.safeParse(job.name);
+    if (!name.success) throw new UnrecoverableError(`unknown live job name ${job.name}`);
     const parsed = liveJobSchema.safeParse(job.data);
     if (!parsed.success)
       throw new UnrecoverableError(`malformed live job: ${parsed.error.message}`);
-    const { model: name, version, key } = parsed.data;
-    const model = await this.registry.resolve(name, version);
-    if (!model) throw new UnrecoverableError(`unknown model version ${name}@${version}`);
+    const { model: modelName, version, key } = parsed.data;
+    const model = await this.registry.resolve(modelName, version);
+    if (!model) throw new UnrecoverableError(`unknown model version ${modelName}@${version}`);
     // Re-derive the row from the key with the shared encoding: the worker trusts no row it is sent.
     let input: Record<string, unknown>;
     try {
@@ -77,8 +82,12 @@ export class LiveWorker {
     }
     const encoded = model.encoder.encode(input);
     if (!encoded.ok || encoded.value.key !== key)
-      throw new UnrecoverableError(`key is not canonical for ${name}@${version}`);
-    return this.batcherFor(model).submit({ key, row: encoded.value.row });
+      throw new UnrecoverableError(`key is not canonical for ${modelName}@${version}`);
+    return this.batcherFor(model).submit({
+      key,
+      row: encoded.value.row,
+      store: name.data === "predict",
+    });
   }
 
   private batcherFor(model: ModelVersion): MicroBatcher<Row, Prediction> {
@@ -91,7 +100,9 @@ export class LiveWorker {
         const predictions = await runtime.run(rows.map((r) => r.row));
         await this.store.put(
           model,
-          rows.map((r, i) => ({ key: r.key, prediction: predictions[i] as Prediction })),
+          rows.flatMap((r, i) =>
+            r.store ? [{ key: r.key, prediction: predictions[i] as Prediction }] : [],
+          ),
         );
         const metrics = processMetrics();
         metrics.liveBatchRows.observe({ model: model.name }, rows.length);

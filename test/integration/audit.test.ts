@@ -1,0 +1,236 @@
+/**
+ * The cache audit, on real Redis and the real model: sampled redis and table hits are
+ * recomputed off the request path and compared; an entry corrupted on purpose in Redis
+ * is counted and logged with its key, and left as it is (audits never write).
+ */
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CacheAudit } from "../../src/cache/audit.ts";
+import { auditJobId } from "../../src/live/jobs.ts";
+import { createLogger } from "../../src/log.ts";
+import type { Prediction } from "../../src/model/decoding.ts";
+import type { ModelVersion } from "../../src/model/registry.ts";
+import type { PrecomputeWorkerProcess } from "../../src/service.ts";
+import {
+  eventually,
+  getJson,
+  postJson,
+  precomputeInputs,
+  precomputeWorkerFor,
+  startTestService,
+  type TestService,
+  tempDataDir,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+const lines: Record<string, unknown>[] = [];
+let t: TestService;
+let worker: PrecomputeWorkerProcess | undefined;
+let model: ModelVersion;
+
+type Input = Record<string, string>;
+
+function predictUrl(input: Input, wait?: number): string {
+  const query = new URLSearchParams(input).toString();
+  return `${t.url}/v1/models/flight-delay/predict?${query}${wait === undefined ? "" : `&wait=${wait}`}`;
+}
+
+/** Sum of a series' samples whose labels include every given label. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number {
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`)) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    total += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return total;
+}
+
+interface Figures {
+  checks: number;
+  mismatches: number;
+  busy: number;
+}
+
+async function figures(source: string): Promise<Figures> {
+  const text = await (await fetch(`${t.url}/metrics`)).text();
+  const labels = { model: "flight-delay", version: model.version, source };
+  return {
+    checks: sample(text, "predcache_audit_checks_total", labels),
+    mismatches: sample(text, "predcache_audit_mismatches_total", labels),
+    busy: sample(text, "predcache_audit_skipped_total", { model: "flight-delay", reason: "busy" }),
+  };
+}
+
+/** Waits until at least `checks` more audits of `source` hits have been compared. */
+async function afterChecks(source: string, before: Figures, checks: number): Promise<Figures> {
+  return eventually(async () => {
+    const now = await figures(source);
+    return now.checks - before.checks >= checks ? now : undefined;
+  });
+}
+
+/** A hit from Redis: answered live (so the worker stored it), then asked with L1 empty. */
+async function inRedis(input: Input): Promise<{ key: string; prediction: Prediction }> {
+  const first = await getJson(predictUrl(input, 5_000));
+  expect(first.body.source).toBe("live");
+  return { key: first.body.key, prediction: first.body.prediction };
+}
+
+beforeAll(async () => {
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  t = await startTestService({
+    env: {
+      PREDCACHE_AUDIT_RATE: "1",
+      PREDCACHE_PREFIX: uniquePrefix("audit"),
+      PREDCACHE_DATA_DIR: await tempDataDir(),
+    },
+    log: createLogger("warn", "test", sink),
+  });
+  model = t.registry.get(
+    "flight-delay",
+    t.service.active.get("flight-delay") as string,
+  ) as ModelVersion;
+});
+afterAll(async () => {
+  await worker?.close();
+  await t.close();
+});
+
+describe("cache audit", () => {
+  it("checks an uncorrupted Redis hit and finds no mismatch", async () => {
+    const input = { origin: "ATL", destination: "ORD", hour: "3", dayOfWeek: "2" };
+    const live = await inRedis(input);
+    t.service.tiers.memory.clear();
+    const before = await figures("redis");
+    const hit = await getJson(predictUrl(input));
+    expect(hit.body.source).toBe("redis");
+    expect(hit.body.prediction).toEqual(live.prediction);
+    const after = await afterChecks("redis", before, 1);
+    expect(after.checks - before.checks).toBe(1);
+    expect(after.mismatches - before.mismatches).toBe(0);
+    console.log(
+      `audit, clean redis hit: ${after.checks - before.checks} check, ${after.mismatches - before.mismatches} mismatches`,
+    );
+  });
+
+  it("detects an entry corrupted on purpose in Redis, logs its key and leaves it", async () => {
+    const input = { origin: "DEN", destination: "SEA", hour: "14", dayOfWeek: "5" };
+    const { key, prediction: truth } = await inRedis(input);
+    const p = truth.delayProbability as number;
+    // Clearly wrong, validly encoded: the other side of 0.5, and two hours off.
+    const wrong: Prediction = {
+      delayProbability: p > 0.5 ? 0.01 : 0.99,
+      expectedDelayMinutes: (truth.expectedDelayMinutes as number) + 120,
+    };
+    await t.service.tiers.store.put(model, [{ key, prediction: wrong }]);
+    t.service.tiers.memory.clear();
+
+    const runtime = await t.registry.runtime(model);
+    const rowsBefore = runtime.stats.rows;
+    const before = await figures("redis");
+    const hit = await getJson(predictUrl(input));
+    // The reply is what the cache holds: the audit observes off the request path.
+    expect(hit.body.source).toBe("redis");
+    expect(hit.body.prediction).toEqual(wrong);
+    const after = await afterChecks("redis", before, 1);
+    expect(after.checks - before.checks).toBe(1);
+    expect(after.mismatches - before.mismatches).toBe(1);
+
+    const warning = await eventually(async () =>
+      lines.find((l) => l.msg === "cache audit mismatch" && l.key === key),
+    );
+    expect(warning).toMatchObject({
+      level: 40,
+      model: "flight-delay",
+      version: model.version,
+      source: "redis",
+      key,
+      outputs: ["delayProbability", "expectedDelayMinutes"],
+      cached: wrong,
+      recomputed: truth,
+    });
+
+    // The live worker ran the model for the audit (the hit itself ran nothing) but wrote
+    // nothing: the bad entry is still there.
+    expect(runtime.stats.rows - rowsBefore).toBe(1);
+    expect(await t.service.tiers.store.get(model, key)).toEqual(wrong);
+    // Audit jobs are not pollable as predictions.
+    const auditId = auditJobId(model.name, model.version, key);
+    expect(auditId).toMatch(/^audit\.flight-delay\.[0-9a-f]{12}\.[0-9a-f]{32}$/);
+    expect((await getJson(`${t.url}/v1/jobs/${auditId}`)).status).toBe(404);
+    console.log(
+      `audit, corrupted redis entry ${key}: ${after.checks - before.checks} check, ${after.mismatches - before.mismatches} mismatch; still stored afterwards: ${JSON.stringify(await t.service.tiers.store.get(model, key))} (live model: ${JSON.stringify(truth)})`,
+    );
+
+    // The batch route audits its hits too: the corrupted one mismatches, a clean one does not.
+    const clean = { origin: "ATL", destination: "ORD", hour: "3", dayOfWeek: "2" };
+    t.service.tiers.memory.clear();
+    const batchBefore = await figures("redis");
+    const batch = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs: [input, clean],
+    });
+    expect(batch.body.results.map((r: { source: string }) => r.source)).toEqual(["redis", "redis"]);
+    const batchAfter = await afterChecks("redis", batchBefore, 2);
+    expect(batchAfter.checks - batchBefore.checks).toBe(2);
+    expect(batchAfter.mismatches - batchBefore.mismatches).toBe(1);
+    console.log(
+      `audit, batch of 1 corrupted + 1 clean redis hit: ${batchAfter.checks - batchBefore.checks} checks, ${batchAfter.mismatches - batchBefore.mismatches} mismatch`,
+    );
+  });
+
+  it("checks hits answered from the resident table", async () => {
+    const input = { origin: "SFO", destination: "BOS", hour: "9", dayOfWeek: "3" };
+    worker = await precomputeWorkerFor(t);
+    await precomputeInputs(t, [input]);
+    await eventually(async () =>
+      t.service.tiers.resident?.table("flight-delay") ? true : undefined,
+    );
+    t.service.tiers.memory.clear();
+    const before = await figures("table");
+    const hit = await getJson(predictUrl(input));
+    expect(hit.body.source).toBe("table");
+    const after = await afterChecks("table", before, 1);
+    expect(after.checks - before.checks).toBe(1);
+    expect(after.mismatches - before.mismatches).toBe(0);
+    console.log(
+      `audit, table hit: ${after.checks - before.checks} check, ${after.mismatches - before.mismatches} mismatches`,
+    );
+  });
+
+  it("audits only redis and table hits, and skips past maxInFlight as busy", async () => {
+    const audit = new CacheAudit(t.service.live, createLogger("silent"), {
+      rate: 1,
+      maxInFlight: 1,
+    });
+    const keys = ["LAX", "PHX", "LAS"].map((origin) => {
+      const encoded = model.encoder.encode({ origin, destination: "MSP", hour: 5, dayOfWeek: 4 });
+      if (!encoded.ok) throw new Error("invalid input");
+      return encoded.value.key;
+    });
+    const prediction = { delayProbability: 0.5, expectedDelayMinutes: 10 };
+    const before = await figures("redis");
+    const memoryBefore = await figures("memory");
+    audit.consider(model, keys[0] as string, { source: "memory", prediction });
+    audit.consider(model, keys[1] as string, { source: "redis", prediction });
+    audit.consider(model, keys[2] as string, { source: "redis", prediction }); // one is pending
+    await audit.close();
+    const after = await figures("redis");
+    expect(after.busy - before.busy).toBe(1);
+    expect(after.checks - before.checks).toBe(1);
+    expect((await figures("memory")).checks).toBe(memoryBefore.checks);
+
+    const never = new CacheAudit(t.service.live, createLogger("silent"), {
+      rate: 0,
+      maxInFlight: 1,
+    });
+    never.consider(model, keys[2] as string, { source: "redis", prediction });
+    await never.close();
+    expect((await figures("redis")).checks).toBe(after.checks);
+  });
+});
