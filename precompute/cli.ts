@@ -7,7 +7,10 @@
 import { rename, stat, writeFile } from "node:fs/promises";
 import { Command, CommanderError, Option } from "commander";
 import { LookupTable } from "../src/client/lookup-table.ts";
+import type { Experiment } from "../src/experiment/experiment.ts";
+import type { ExperimentReport } from "../src/experiment/report.ts";
 import { AdminClient, CliError } from "./admin-client.ts";
+import { LIST_COLUMNS, listRow, reportText, splitText, startedText } from "./experiment-view.ts";
 import { seedInputs } from "./inputs/seed.ts";
 import { ProgressView } from "./progress.ts";
 import type { RunStatus } from "./runs.ts";
@@ -22,7 +25,9 @@ interface Globals {
 }
 
 const program = new Command("predcache")
-  .description("Operate a predcache service: precompute runs, versions, tables, stats.")
+  .description(
+    "Operate a predcache service: precompute runs, versions, experiments, tables, stats.",
+  )
   .addOption(
     new Option("--server <url>", "the predcache API")
       .env("PREDCACHE_SERVER")
@@ -404,6 +409,92 @@ program
       `/admin/v1/audit?limit=${positive(o.limit, "--limit")}`,
     );
     print(entries, () => table(entries, ["at", "actor", "action", "target", "status"]));
+  });
+
+/** A share given on the command line: a number in 0..1 (the server checks again). */
+function shareOf(text: string, name: string): number {
+  const n = Number(text);
+  if (text.trim() === "" || !Number.isFinite(n) || n < 0 || n > 1)
+    throw new CliError(`${name} must be a number from 0 to 1 (0.1 = 10%), not "${text}"`, 2);
+  return n;
+}
+
+function experimentPath(model: string, id?: string): string {
+  const base = `/admin/v1/models/${encodeURIComponent(model)}/experiments`;
+  return id ? `${base}/${encodeURIComponent(id)}` : base;
+}
+
+const experiment = program
+  .command("experiment")
+  .description("serve a candidate version to a share of clients, compare, then promote or revert");
+
+experiment
+  .command("start <model>")
+  .description("start an experiment: the active version is the control arm")
+  .requiredOption("--candidate <version>", "the version the candidate arm is served")
+  .requiredOption("--fraction <share>", "share of clients in the candidate arm, 0..1")
+  .option("--shadow <share>", "share of lookups also answered by the other arm's version", "0")
+  .option("--id <id>", "the experiment's id (default: generated)")
+  .action(async (model: string, o: Record<string, string>) => {
+    const body = {
+      candidate: o.candidate,
+      fraction: shareOf(o.fraction as string, "--fraction"),
+      shadowRate: shareOf(o.shadow as string, "--shadow"),
+      ...(o.id ? { id: o.id } : {}),
+    };
+    const x = await client().request<Experiment>("POST", experimentPath(model), body);
+    print(x, () => startedText(x));
+  });
+
+experiment
+  .command("set <model> <id>")
+  .description("change a running experiment's split or shadow rate")
+  .option("--fraction <share>", "share of clients in the candidate arm, 0..1")
+  .option("--shadow <share>", "share of lookups also answered by the other arm's version")
+  .action(async (model: string, id: string, o: { fraction?: string; shadow?: string }) => {
+    if (o.fraction === undefined && o.shadow === undefined)
+      throw new CliError("give --fraction, --shadow or both", 2);
+    const body = {
+      ...(o.fraction !== undefined ? { fraction: shareOf(o.fraction, "--fraction") } : {}),
+      ...(o.shadow !== undefined ? { shadowRate: shareOf(o.shadow, "--shadow") } : {}),
+    };
+    const x = await client().request<Experiment>("PATCH", experimentPath(model, id), body);
+    print(x, () => `experiment ${x.id}: ${splitText(x)}`);
+  });
+
+experiment
+  .command("stop <model> <id>")
+  .description("end an experiment: --promote the candidate or --revert to the control version")
+  .option("--promote", "make the candidate the active version")
+  .option("--revert", "serve everyone the active version again")
+  .action(async (model: string, id: string, o: { promote?: boolean; revert?: boolean }) => {
+    if (Boolean(o.promote) === Boolean(o.revert))
+      throw new CliError("stop needs exactly one of --promote or --revert", 2);
+    const x = await client().request<Experiment & { active: string }>(
+      "POST",
+      `${experimentPath(model, id)}/stop`,
+      { outcome: o.promote ? "promote" : "revert" },
+    );
+    print(x, () => `experiment ${x.id} ${x.state}: ${model} serves ${x.active} to everyone`);
+  });
+
+experiment
+  .command("list <model>")
+  .description("a model's experiments, running and past")
+  .action(async (model: string) => {
+    const { experiments } = await client().request<{ experiments: Experiment[] }>(
+      "GET",
+      experimentPath(model),
+    );
+    print(experiments, () => table(experiments.map(listRow), LIST_COLUMNS));
+  });
+
+experiment
+  .command("report <model> <id>")
+  .description("each arm's lookups, hit ratio, outputs and agreement; the tables compared")
+  .action(async (model: string, id: string) => {
+    const r = await client().request<ExperimentReport>("GET", experimentPath(model, id));
+    print(r, () => reportText(r));
   });
 
 try {

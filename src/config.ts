@@ -44,6 +44,8 @@ export const settingsSchema = z.object({
   PREDCACHE_LIVE_QUEUE_MAX: int(10_000, 0),
   PREDCACHE_TRAFFIC_MAX_ENTRIES: int(100_000, 1),
   PREDCACHE_TRAFFIC_HIT_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
+  // Share of redis and table hits recomputed live and compared (0: the audit is off).
+  PREDCACHE_AUDIT_RATE: z.coerce.number().min(0).max(1).default(0.001),
   PREDCACHE_PRECOMPUTE_BATCH: int(512, 1, 100_000),
   PREDCACHE_PRECOMPUTE_CONCURRENCY: int(1, 1, 64),
   PREDCACHE_LOCK_MS: int(30_000, 500),
@@ -53,6 +55,12 @@ export const settingsSchema = z.object({
   PREDCACHE_RESIDENT_MAX_BYTES: int(256 * 1024 * 1024, 0),
   // Browser apps on other origins read predictions and tables; "" or "none" turns CORS off.
   PREDCACHE_CORS_ORIGINS: z.string().default("*"),
+  // Experiments assign clients to arms by this header (else by API key).
+  PREDCACHE_CLIENT_ID_HEADER: z
+    .string()
+    .regex(/^[A-Za-z0-9-]{1,64}$/)
+    .default("x-client-id"),
+  PREDCACHE_SHADOW_MAX_IN_FLIGHT: int(64, 1, 100_000),
   // Admin bearer tokens, `id:secret` or `id:sha256:<hex>`, comma-separated; unset: admin API off.
   PREDCACHE_ADMIN_TOKENS: z.string().optional(),
   PREDCACHE_ADMIN_BODY_MAX_BYTES: int(16 * 1024 * 1024, 1_024),
@@ -104,6 +112,8 @@ export interface Config {
   trafficMaxEntries: number;
   /** Share of cache hits recorded as traffic (misses always are). */
   trafficHitSample: number;
+  /** Share of redis and table hits the cache audit recomputes and compares (0: off). */
+  auditRate: number;
   /** Rows per onnxruntime run in a precompute chunk. */
   precomputeBatch: number;
   precomputeConcurrency: number;
@@ -130,6 +140,10 @@ export interface Config {
   metricsPort: number;
   /** Origins allowed to read the model routes from a browser ("*": any; empty: none). */
   corsOrigins: string[];
+  /** Header naming the client for experiment arms (lower case). */
+  clientIdHeader: string;
+  /** Shadow comparisons pending at once per API process; more samples are dropped. */
+  shadowMaxInFlight: number;
   /** Which workers a worker process runs. */
   workers: ("live" | "precompute")[];
 }
@@ -194,6 +208,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     liveQueueMax: e.PREDCACHE_LIVE_QUEUE_MAX,
     trafficMaxEntries: e.PREDCACHE_TRAFFIC_MAX_ENTRIES,
     trafficHitSample: e.PREDCACHE_TRAFFIC_HIT_SAMPLE,
+    auditRate: e.PREDCACHE_AUDIT_RATE,
     precomputeBatch: e.PREDCACHE_PRECOMPUTE_BATCH,
     precomputeConcurrency: e.PREDCACHE_PRECOMPUTE_CONCURRENCY,
     lockMs: e.PREDCACHE_LOCK_MS,
@@ -212,6 +227,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     corsOrigins: e.PREDCACHE_CORS_ORIGINS.split(",")
       .map((o) => o.trim())
       .filter((o) => o && o !== "none"),
+    clientIdHeader: e.PREDCACHE_CLIENT_ID_HEADER.toLowerCase(),
+    shadowMaxInFlight: e.PREDCACHE_SHADOW_MAX_IN_FLIGHT,
     workers: e.PREDCACHE_WORKERS.split(",") as ("live" | "precompute")[],
   };
 }

@@ -1,7 +1,8 @@
 /**
  * Structured JSON logs (pino); pretty on a TTY (LOG_FORMAT=json keeps JSON there too).
- * Inputs and tokens are never logged: requests log their path without the query, no
- * headers, and the authorization header and token fields are redacted anyway.
+ * Tokens are never logged, and request lines carry no inputs: the path without the query,
+ * no headers, and the authorization header and token fields are redacted anyway. The one
+ * exception is the cache audit's mismatch warning, which names the key it found wrong.
  */
 import { pino } from "pino";
 

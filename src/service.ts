@@ -10,6 +10,8 @@ import { PrecomputeWorker } from "../precompute/worker.ts";
 import { AuditLog } from "./admin/audit.ts";
 import { RateLimiter } from "./api/access.ts";
 import { createApp } from "./api/app.ts";
+import type { ApiDeps } from "./api/deps.ts";
+import { AUDIT_MAX_IN_FLIGHT, CacheAudit } from "./cache/audit.ts";
 import { Keys } from "./cache/keys.ts";
 import { MemoryCache } from "./cache/memory.ts";
 import { ResidentTables } from "./cache/resident.ts";
@@ -18,6 +20,10 @@ import { PredictionStore } from "./cache/store.ts";
 import { Tiers } from "./cache/tiers.ts";
 import { TrafficRecorder } from "./cache/traffic.ts";
 import type { Config } from "./config.ts";
+import { RunningExperiments } from "./experiment/running.ts";
+import { ShadowComparer } from "./experiment/shadow.ts";
+import { ExperimentStore } from "./experiment/store.ts";
+import { ArmTally } from "./experiment/tally.ts";
 import { LiveClient } from "./live/client.ts";
 import { queuePrefix } from "./live/jobs.ts";
 import { LiveWorker } from "./live/worker.ts";
@@ -25,7 +31,7 @@ import type { Logger } from "./log.ts";
 import { ActiveVersions } from "./model/active.ts";
 import { ModelRegistry } from "./model/registry.ts";
 import { processMetrics } from "./observability/metrics.ts";
-import { createRedis, type Redis, whenReady } from "./redis/connection.ts";
+import { closeWithin, createRedis, type Redis, whenReady } from "./redis/connection.ts";
 import { DirectoryTableStore } from "./table/store.ts";
 
 export interface Service {
@@ -37,6 +43,7 @@ export interface Service {
   tiers: Tiers;
   live: LiveClient;
   precompute: Precompute;
+  experiments: NonNullable<ApiDeps["experiments"]>;
   close(): Promise<void>;
 }
 
@@ -83,11 +90,27 @@ export async function createService(
       maxDepth: config.liveQueueMax,
     });
     await live.ready();
+    const cacheAudit =
+      config.auditRate > 0
+        ? new CacheAudit(live, log, { rate: config.auditRate, maxInFlight: AUDIT_MAX_IN_FLIGHT })
+        : undefined;
     const traffic = new TrafficRecorder(redis, keys, {
       maxEntries: config.trafficMaxEntries,
       hitSampleRate: config.trafficHitSample,
     });
     const stats = new ServingStats();
+    const experimentStore = new ExperimentStore(redis, keys);
+    const tally = new ArmTally(redis, keys);
+    const experiments = {
+      store: experimentStore,
+      running: new RunningExperiments(experimentStore, subscriber, keys, models),
+      tally,
+      shadow: new ShadowComparer(tiers, live, tally, log, {
+        maxInFlight: config.shadowMaxInFlight,
+      }),
+    };
+    await experiments.running.start();
+    tally.start();
     const precompute = new Precompute(redis, keys, models, {
       queuePrefix: queuePrefix(config.prefix),
     });
@@ -145,7 +168,9 @@ export async function createService(
         bodyMaxBytes: config.bodyMaxBytes,
         hitMaxAgeSeconds: config.hitMaxAgeSeconds,
         corsOrigins: config.corsOrigins,
+        clientIdHeader: config.clientIdHeader,
       },
+      experiments,
       admin: {
         tokens: config.adminTokens,
         audit,
@@ -166,6 +191,7 @@ export async function createService(
       },
       seedRoots: [resolve("seeds"), resolve(config.modelsDir), resolve(config.dataDir)],
       ...(access ? { access } : {}),
+      ...(cacheAudit ? { audit: cacheAudit } : {}),
     });
     return {
       app,
@@ -176,10 +202,15 @@ export async function createService(
       tiers,
       live,
       precompute,
+      experiments,
       async close() {
         for (const stop of unwatch) stop();
         active.stop();
+        experiments.running.stop();
+        await closeWithin(experiments.shadow.drain());
+        await experiments.tally.close();
         resident.stop();
+        await cacheAudit?.close();
         await live.close();
         await precompute.close();
         await closeConnections();

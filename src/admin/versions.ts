@@ -81,7 +81,11 @@ export async function listVersions(deps: Deps, model: string): Promise<VersionIn
   return infos.sort((a, b) => rank(b.version) - rank(a.version));
 }
 
-async function loadedVersion(deps: Deps, model: string, version: string): Promise<ModelVersion> {
+export async function loadedVersion(
+  deps: Deps,
+  model: string,
+  version: string,
+): Promise<ModelVersion> {
   knownModel(deps, model);
   const found = await deps.registry.resolve(model, version);
   if (!found)
@@ -138,6 +142,9 @@ export async function collectGarbage(deps: Deps, model: string, batch = 500): Pr
   const versions = await listVersions(deps, model);
   const keep = new Set<string>();
   for (const v of versions) if (v.active || v.rollbackTarget) keep.add(v.version);
+  // A running experiment serves both of its versions.
+  const running = await deps.experiments?.store.running(model);
+  if (running) for (const id of [running.control, running.candidate]) keep.add(id);
   for (const v of versions.filter((x) => x.loaded).slice(0, deps.admin.keepVersions))
     keep.add(v.version);
   const report: GcReport = {

@@ -1,8 +1,13 @@
 /** What the HTTP layer needs from the rest of the service. */
 import type { AdminDeps } from "../admin/deps.ts";
+import type { CacheAudit } from "../cache/audit.ts";
 import type { ServingStats } from "../cache/stats.ts";
 import type { Tiers } from "../cache/tiers.ts";
 import type { TrafficRecorder } from "../cache/traffic.ts";
+import type { RunningExperiments } from "../experiment/running.ts";
+import type { ShadowComparer } from "../experiment/shadow.ts";
+import type { ExperimentStore } from "../experiment/store.ts";
+import type { ArmTally } from "../experiment/tally.ts";
 import type { LiveClient } from "../live/client.ts";
 import type { Logger } from "../log.ts";
 import type { ActiveVersions } from "../model/active.ts";
@@ -22,6 +27,8 @@ export interface ApiSettings {
   hitMaxAgeSeconds: number;
   /** Origins allowed to read /v1/models/* from a browser ("*": any; empty: CORS off). */
   corsOrigins: string[];
+  /** Request header naming the client, for experiment arms (lower case). */
+  clientIdHeader: string;
 }
 
 export interface ApiDeps {
@@ -39,6 +46,15 @@ export interface ApiDeps {
   admin?: AdminDeps;
   /** API keys and rate limits for /v1/models (absent: open). */
   access?: { limiter: RateLimiter; options: AccessOptions };
+  /** Experiments: the running ones, their tallies, the shadow comparisons. */
+  experiments?: {
+    store: ExperimentStore;
+    running: RunningExperiments;
+    tally: ArmTally;
+    shadow: ShadowComparer;
+  };
   /** Folders seed files named through the admin API may come from. */
   seedRoots?: string[];
+  /** Recomputes a sample of redis and table hits off the request path (absent: off). */
+  audit?: CacheAudit;
 }

@@ -10,6 +10,7 @@ import { z } from "zod";
 import { runRequestSchema, sourceSchema } from "../../precompute/spec.ts";
 import type { Source } from "../cache/tiers.ts";
 import { type ErrorCode, statusOf } from "../errors.ts";
+import { ARMS, startSchema, stopSchema, updateSchema } from "../experiment/experiment.ts";
 import {
   encodingSchema,
   type Feature,
@@ -187,8 +188,9 @@ function predictionReplySchema(prediction: Schema): Schema {
       outOfDistribution: bool,
       outOfDistributionFields: arr(str()),
       lowConfidence: bool,
+      experiment: ref("ArmLabel"),
     },
-    ["outOfDistributionFields"],
+    ["outOfDistributionFields", "experiment"],
   );
 }
 
@@ -226,6 +228,82 @@ const VERSION_SUMMARY = obj({
 });
 
 const SWITCHED = obj({ model: str(), active: str(), previous: orNull(str()) });
+
+const HISTOGRAM = obj({
+  bins: arr(
+    obj({
+      upTo: orNull(num({ description: "upper edge; null: the open last bin" })),
+      count: int(),
+    }),
+  ),
+});
+
+const TABLE_SIDE = { anyOf: [obj({ generation: str(), entries: int() }), { type: "null" }] };
+
+/** The experiment schemas (src/experiment/experiment.ts and report.ts). */
+function experimentComponents(): Record<string, Schema> {
+  const share = (description: string) => num({ minimum: 0, maximum: 1, description });
+  const experiment = ref("Experiment");
+  return {
+    ArmLabel: obj(
+      { id: str({ description: "the experiment" }), arm: str({ enum: [...ARMS] }) },
+      [],
+      { description: "which experiment arm answered, while the model runs an experiment" },
+    ),
+    Experiment: obj(
+      {
+        id: str(),
+        model: str(),
+        control: str({ description: "the version the control arm is served (active at start)" }),
+        candidate: str({ description: "the version the candidate arm is served" }),
+        fraction: share("share of clients in the candidate arm"),
+        shadowRate: share("share of lookups also answered by the other arm's version"),
+        state: str({ enum: ["running", "promoted", "reverted"] }),
+        startedAt: str({ format: "date-time" }),
+        stoppedAt: str({ format: "date-time" }),
+      },
+      ["stoppedAt"],
+    ),
+    ExperimentStarted: extend(experiment, { url: str({ description: "its report" }) }),
+    ExperimentStopped: extend(experiment, {
+      active: str({ description: "the model's active version now" }),
+    }),
+    ExperimentList: obj({ model: str(), experiments: arr(experiment) }),
+    Histogram: HISTOGRAM,
+    ArmReport: obj({
+      version: str(),
+      lookups: int(),
+      hits: int(),
+      hitRatio: orNull(num()),
+      main: extend(HISTOGRAM, {
+        output: str({ description: "the main output" }),
+        count: int({ description: "answers with a value" }),
+        mean: orNull(num()),
+        stddev: orNull(num()),
+      }),
+      agreement: obj(
+        { compared: int(), agreed: int(), rate: orNull(num()), meanAbsDiff: orNull(num()) },
+        [],
+        { description: "shadow comparisons with the other arm's version" },
+      ),
+    }),
+    TableComparison: obj({
+      control: TABLE_SIDE,
+      candidate: TABLE_SIDE,
+      common: int({ description: "inputs both versions' newest tables cover" }),
+      changed: int({ description: "of those, main output differs" }),
+      disagreeing: int({ description: "of those, no longer agree (agreementRule)" }),
+      meanAbsChange: orNull(num()),
+      maxAbsChange: orNull(num()),
+      changes: ref("Histogram"),
+    }),
+    ExperimentReport: extend(experiment, {
+      agreementRule: str(),
+      arms: obj({ control: ref("ArmReport"), candidate: ref("ArmReport") }),
+      tables: ref("TableComparison"),
+    }),
+  };
+}
 
 function components(): Record<string, Schema> {
   return {
@@ -365,7 +443,11 @@ function components(): Record<string, Schema> {
         ),
       ),
     }),
+    ...experimentComponents(),
     ...zodComponents("input", {
+      StartExperiment: startSchema,
+      UpdateExperiment: updateSchema,
+      StopExperiment: stopSchema,
       BatchRequest: batchSchema,
       PrecomputeSource: sourceSchema,
       PrecomputeRequest: runRequestSchema.omit({ model: true }),
@@ -562,13 +644,17 @@ function modelRoutes(paths: Paths, schemas: Record<string, Schema>, deps: ApiDep
         maxItems: settings.batchMaxItems,
       },
     });
-    schemas[`${name}.BatchReply`] = obj({
-      model: str({ const: name }),
-      version: str(),
-      results: arr(batchItemSchema(modelReply), {
-        description: "one result per input, in order",
-      }),
-    });
+    schemas[`${name}.BatchReply`] = obj(
+      {
+        model: str({ const: name }),
+        version: str(),
+        experiment: ref("ArmLabel"),
+        results: arr(batchItemSchema(modelReply), {
+          description: "one result per input, in order",
+        }),
+      },
+      ["experiment"],
+    );
     const version = param(
       "version",
       "query",
@@ -775,6 +861,76 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
     `${base}/models/{model}/gc`,
     "post",
     modelOp("Delete the versions retention does not keep", "GcReport", [404]),
+  );
+  const experiments = `${base}/models/{model}/experiments`;
+  const experimentId = param("id", "path", str(), "the experiment's id");
+  add(
+    paths,
+    experiments,
+    "get",
+    modelOp("The model's experiments, running and past", "ExperimentList", [404]),
+  );
+  add(
+    paths,
+    experiments,
+    "post",
+    admin({
+      summary: "Start an experiment",
+      description:
+        "The active version becomes the control arm; `fraction` of clients (by the client " +
+        "id header, else the API key) are served `candidate`. One experiment per model at a " +
+        "time (409).",
+      parameters: [model],
+      body: { schema: ref("StartExperiment") },
+      responses: {
+        201: reply("the experiment started", ref("ExperimentStarted"), ["Location"]),
+        ...errors(400, 404, 409, 413),
+      },
+    }),
+  );
+  add(
+    paths,
+    `${experiments}/{id}`,
+    "get",
+    admin({
+      summary: "An experiment's report",
+      description:
+        "Per arm: lookups, hit ratio, the main output's mean, spread and histogram, and " +
+        "agreement with the other arm's version on shadow lookups; then the two versions' " +
+        "newest tables compared.",
+      parameters: [model, experimentId],
+      responses: { 200: reply("the report", ref("ExperimentReport")), ...errors(404) },
+    }),
+  );
+  add(
+    paths,
+    `${experiments}/{id}`,
+    "patch",
+    admin({
+      summary: "Change a running experiment's split or shadow rate",
+      parameters: [model, experimentId],
+      body: { schema: ref("UpdateExperiment"), description: "fraction, shadowRate or both" },
+      responses: {
+        200: reply("the experiment", ref("Experiment")),
+        ...errors(400, 404, 409, 413),
+      },
+    }),
+  );
+  add(
+    paths,
+    `${experiments}/{id}/stop`,
+    "post",
+    admin({
+      summary: "Stop an experiment: promote the candidate or revert to the active version",
+      description:
+        "Atomic with the switch of the active version; every process sees it within 1 s.",
+      parameters: [model, experimentId],
+      body: { schema: ref("StopExperiment") },
+      responses: {
+        200: reply("the ended experiment", ref("ExperimentStopped")),
+        ...errors(400, 404, 409, 413),
+      },
+    }),
   );
   add(
     paths,

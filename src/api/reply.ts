@@ -1,9 +1,16 @@
 /** The body and cache headers of a prediction answer, shared by every route that gives one. */
 import type { Context } from "hono";
 import type { Source } from "../cache/tiers.ts";
+import type { Arm } from "../experiment/experiment.ts";
 import { isLowConfidence, type Prediction } from "../model/decoding.ts";
 import { fnv1a32 } from "../model/hash.ts";
 import type { ModelVersion } from "../model/registry.ts";
+
+/** Which experiment arm answered, when the model runs an experiment. */
+export interface ArmLabel {
+  id: string;
+  arm: Arm;
+}
 
 export interface PredictionReply {
   model: string;
@@ -15,6 +22,7 @@ export interface PredictionReply {
   /** The fields outside the training distribution, when any. */
   outOfDistributionFields?: string[];
   lowConfidence: boolean;
+  experiment?: ArmLabel;
 }
 
 export function predictionReply(
@@ -23,6 +31,7 @@ export function predictionReply(
   source: Source,
   prediction: Prediction,
   outOfDistribution: readonly string[],
+  experiment?: ArmLabel,
 ): PredictionReply {
   const reply: PredictionReply = {
     model: model.name,
@@ -34,6 +43,7 @@ export function predictionReply(
     lowConfidence: isLowConfidence(model.manifest, prediction),
   };
   if (outOfDistribution.length > 0) reply.outOfDistributionFields = [...outOfDistribution];
+  if (experiment) reply.experiment = experiment;
   return reply;
 }
 
@@ -41,8 +51,9 @@ export function predictionReply(
  * Strong ETag of an answer: the version and the key decide it completely (a cached
  * prediction is an immutable fact), so a matching If-None-Match needs no lookup at all.
  */
-export function predictionEtag(model: ModelVersion, key: string): string {
-  return `"${model.version}-${fnv1a32(key).toString(16)}-${key.length.toString(16)}"`;
+export function predictionEtag(model: ModelVersion, key: string, experiment?: ArmLabel): string {
+  const arm = experiment ? `-${experiment.id}-${experiment.arm}` : "";
+  return `"${model.version}-${fnv1a32(key).toString(16)}-${key.length.toString(16)}${arm}"`;
 }
 
 /** True when If-None-Match names this ETag (or is *). */

@@ -16,6 +16,9 @@
  *   <p>:run-fp:<fingerprint>        string  id of the run started with this exact request
  *   <p>:audit                       stream  admin actions: who (token id), what, when
  *   <p>:rl:<client>:<budget>:<w>    string  requests or misses of an API key in window w
+ *   <p>:{m:<model>}:experiment      string  id of the model's running experiment
+ *   <p>:{m:<model>}:experiments     hash    experiment id → JSON record (running and past)
+ *   <p>:{m:<model>}:x:<id>:<arm>    hash    an experiment arm's tallies (lookups, hits, sums, bins)
  */
 import { fnv1a32 } from "../model/hash.ts";
 
@@ -87,6 +90,19 @@ export class Keys {
 
   rateWindow(client: string, budget: string, window: number): string {
     return `${this.prefix}:rl:${client}:${budget}:${window}`;
+  }
+
+  /** Same hash tag as active/history: a stop that promotes is one script in one slot. */
+  runningExperiment(model: string): string {
+    return `${this.prefix}:{m:${model}}:experiment`;
+  }
+
+  experiments(model: string): string {
+    return `${this.prefix}:{m:${model}}:experiments`;
+  }
+
+  experimentArm(model: string, id: string, arm: string): string {
+    return `${this.prefix}:{m:${model}}:x:${id}:${arm}`;
   }
 
   audit(): string {

@@ -98,8 +98,26 @@ export class LookupTable {
   /** The prediction for a canonical key (as the shared encoding makes it), if covered. */
   getByKey(key: string): Prediction | undefined {
     const { hi, lo } = keyHash(key);
+    return this.getByHash(hi, lo);
+  }
+
+  /** The prediction stored under a key's 64-bit hash (as entries() gives them), if any. */
+  getByHash(hi: number, lo: number): Prediction | undefined {
     const i = this.view.find(hi, lo);
-    if (i < 0) return undefined;
+    return i < 0 ? undefined : this.predictionAt(i);
+  }
+
+  /**
+   * Every entry in hash order, as its key hash and prediction (a table stores no keys):
+   * to compare two tables entry by entry.
+   */
+  *entries(): Generator<{ hi: number; lo: number; prediction: Prediction }> {
+    const { hi, lo } = this.view.entries;
+    for (let i = 0; i < hi.length; i++)
+      yield { hi: hi[i] as number, lo: lo[i] as number, prediction: this.predictionAt(i) };
+  }
+
+  private predictionAt(i: number): Prediction {
     const { header, entries } = this.view;
     const outputs = header.outputs;
     const start = entries.offsets ? (entries.offsets[i] as number) : i * header.valueStride;

@@ -98,7 +98,7 @@ redis.call('SET', KEYS[1], target)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return previous or ''`;
 
-const HISTORY_CAP = 100;
+export const HISTORY_CAP = 100;
 
 /**
  * The pointer switch: the old version goes on the history (for rollback) and every

@@ -51,6 +51,17 @@ export function decodeRow(manifest: Manifest, tensors: OutputTensors, row: numbe
   return prediction;
 }
 
+/**
+ * The main output as one number, for distributions and comparisons: the value itself,
+ * or the top class's probability for classes.
+ */
+export function mainValueOf(manifest: Manifest, prediction: Prediction): number | undefined {
+  const value = prediction[mainOutputOf(manifest).name];
+  if (typeof value === "number") return Number.isFinite(value) ? value : undefined;
+  if (value && typeof value === "object") return Math.max(...Object.values(value.probabilities));
+  return undefined;
+}
+
 /** Confidence of the main output: max(p, 1 − p) for a probability, the top class's probability for classes. */
 export function confidenceOf(manifest: Manifest, prediction: Prediction): number | undefined {
   const main = mainOutputOf(manifest);

@@ -112,6 +112,30 @@ export class Metrics {
     labelNames: ["model", "kind"] as const,
     registers: [this.registry],
   });
+  readonly auditChecks = new client.Counter({
+    name: "predcache_audit_checks_total",
+    help: "Sampled cache hits recomputed by the live model and compared, by hit source.",
+    labelNames: ["model", "version", "source"] as const,
+    registers: [this.registry],
+  });
+  readonly auditMismatches = new client.Counter({
+    name: "predcache_audit_mismatches_total",
+    help: "Audited cache hits that disagreed with the live model (corrupt entry or skewed encoding).",
+    labelNames: ["model", "version", "source"] as const,
+    registers: [this.registry],
+  });
+  readonly auditSkipped = new client.Counter({
+    name: "predcache_audit_skipped_total",
+    help: "Sampled hits not audited: busy (too many audits pending) or failed (recompute refused or failed).",
+    labelNames: ["model", "reason"] as const,
+    registers: [this.registry],
+  });
+  readonly shadowComparisons = new client.Counter({
+    name: "predcache_shadow_comparisons_total",
+    help: "Experiment lookups also answered by the other arm's version: agreed, disagreed, dropped (too many pending) or failed.",
+    labelNames: ["model", "experiment", "outcome"] as const,
+    registers: [this.registry],
+  });
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: "predcache_" });

@@ -2,7 +2,10 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { num } from "../../precompute/experiment-view.ts";
 import { LookupTable } from "../../src/client/lookup-table.ts";
+import { armOf, type Experiment } from "../../src/experiment/experiment.ts";
+import type { ExperimentReport } from "../../src/experiment/report.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import { writeSeedCsv } from "../helpers/precompute.ts";
 import {
@@ -16,6 +19,12 @@ import {
 } from "../helpers/service.ts";
 
 const TOKEN = "cli-test-token-0123456789abcdef";
+/** The first test precomputes these for the first version; the experiment test for the other. */
+const SEED_INPUTS = [
+  { origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 },
+  { origin: "ORD", destination: "ATL", hour: 18, dayOfWeek: 5 },
+  { origin: "SEA", destination: "DEN", hour: 9, dayOfWeek: 3 },
+];
 let t: TestService;
 let worker: PrecomputeWorkerProcess;
 let versions: [string, string];
@@ -74,11 +83,7 @@ afterAll(async () => {
 
 describe("npx predcache", () => {
   it("precompute --watch follows a run to completion (plain progress lines off a TTY)", async () => {
-    const file = await writeSeedCsv([
-      { origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 },
-      { origin: "ORD", destination: "ATL", hour: 18, dayOfWeek: 5 },
-      { origin: "SEA", destination: "DEN", hour: 9, dayOfWeek: 3 },
-    ]);
+    const file = await writeSeedCsv(SEED_INPUTS);
     const run = await cli([
       "precompute",
       "flight-delay",
@@ -188,5 +193,122 @@ describe("npx predcache", () => {
     const audit = await cli(["audit"]);
     expect(audit.out).toMatch(/ops\s+POST \/models\/:model\/rollback/);
     expect((await cli(["--json", "gc", "flight-delay"])).code).toBe(0);
+  });
+
+  it("runs an experiment: start, list, set the split, report, stop --revert", async () => {
+    const control = t.service.active.get("flight-delay") as string;
+    const candidate = versions.find((v) => v !== control) as string;
+    // The candidate's table too, so the report compares tables on the same 3 inputs.
+    const { runId } = await t.service.precompute.enqueue({
+      model: "flight-delay",
+      version: candidate,
+      source: { kind: "inline", inputs: SEED_INPUTS },
+    });
+    expect((await t.service.precompute.waitUntilDone(runId, 30_000)).state).toBe("completed");
+
+    const started = await cli([
+      "experiment",
+      "start",
+      "flight-delay",
+      "--candidate",
+      candidate,
+      "--fraction",
+      "0.3",
+      "--id",
+      "cli-exp",
+    ]);
+    expect(started.err).toBe("");
+    expect(started.code).toBe(0);
+    expect(started.out).toContain(`control ${control}, candidate ${candidate}`);
+    expect(started.out).toContain("candidate for 30% of clients, shadow 0%");
+    const listed = await cli(["experiment", "list", "flight-delay"]);
+    expect(listed.out).toMatch(
+      new RegExp(`cli-exp\\s+running\\s+${control}\\s+${candidate}\\s+30%`),
+    );
+
+    const set = await cli([
+      "--json",
+      "experiment",
+      "set",
+      "flight-delay",
+      "cli-exp",
+      "--fraction",
+      "0.5",
+    ]);
+    expect(set.code).toBe(0);
+    const experiment = JSON.parse(set.out) as Experiment;
+    expect(experiment).toMatchObject({ fraction: 0.5, shadowRate: 0, state: "running" });
+
+    const counted = { control: 0, candidate: 0 };
+    for (let i = 0; i < 20; i++) {
+      const client = `cli-client-${i}`;
+      const reply = await getJson(
+        `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1`,
+        { headers: { "x-client-id": client } },
+      );
+      expect(reply.body.experiment).toEqual({ id: "cli-exp", arm: armOf(experiment, client) });
+      counted[armOf(experiment, client)]++;
+    }
+    expect(counted.control * counted.candidate).toBeGreaterThan(0);
+
+    // The raw report straight from the API (one subprocess fewer): the text must show it.
+    const report = (
+      await getJson(`${t.url}/admin/v1/models/flight-delay/experiments/cli-exp`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      })
+    ).body as ExperimentReport;
+    expect(report.arms.control).toMatchObject({ version: control, lookups: counted.control });
+    expect(report.arms.candidate).toMatchObject({ version: candidate, lookups: counted.candidate });
+    expect(report.tables.common).toBe(SEED_INPUTS.length);
+    const text = await cli(["experiment", "report", "flight-delay", "cli-exp"]);
+    expect(text.code).toBe(0);
+    console.log(text.out);
+    for (const arm of ["control", "candidate"] as const) {
+      const a = report.arms[arm];
+      // arm, version, lookups, hit ratio (all precomputed: 100%), mean, stddev.
+      expect(text.out).toMatch(
+        new RegExp(
+          `^${arm}\\s+${a.version}\\s+${counted[arm]}\\s+100\\.0%\\s+${num(a.main.mean)}\\s`,
+          "m",
+        ),
+      );
+    }
+    expect(text.out).toContain("candidate for 50% of clients");
+    expect(text.out).toMatch(
+      /delayProbability, share of each arm's answers:\n.*control\s+candidate/,
+    );
+    expect(text.out).toContain("█");
+    const compared = report.tables;
+    expect(text.out).toContain(`common ${compared.common}  changed ${compared.changed}`);
+    expect(text.out).toContain(`decisions flipped ${compared.disagreeing}`);
+    expect(text.out).toContain(`max |change| ${num(compared.maxAbsChange)}`);
+
+    const stopped = await cli(["experiment", "stop", "flight-delay", "cli-exp", "--revert"]);
+    expect(stopped.code).toBe(0);
+    expect(stopped.out).toContain(`experiment cli-exp reverted: flight-delay serves ${control}`);
+    // The server refuses a second stop (409): a refused request, exit 2.
+    const again = await cli(["experiment", "stop", "flight-delay", "cli-exp", "--promote"]);
+    expect(again.code).toBe(2);
+    expect(again.err).toMatch(/has ended \(reverted\)/);
+  });
+
+  it("refuses experiment commands that are not well formed, with exit 2", async () => {
+    const neither = await cli(["experiment", "stop", "flight-delay", "cli-exp"]);
+    expect(neither.code).toBe(2);
+    expect(neither.err).toMatch(/exactly one of --promote or --revert/);
+    const both = await cli(["experiment", "stop", "flight-delay", "x", "--promote", "--revert"]);
+    expect(both.code).toBe(2);
+    const split = await cli([
+      "experiment",
+      "start",
+      "flight-delay",
+      "--candidate",
+      "v",
+      "--fraction",
+      "1.5",
+    ]);
+    expect(split.code).toBe(2);
+    expect(split.err).toMatch(/--fraction must be a number from 0 to 1/);
+    expect((await cli(["experiment", "set", "flight-delay", "cli-exp"])).code).toBe(2);
   });
 });

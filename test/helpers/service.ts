@@ -1,7 +1,6 @@
 /** Starts the real API service (and a live worker) on a free port against a real Redis, with its own key prefix. */
 import { randomBytes } from "node:crypto";
-import { copyFile, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import { inject } from "vitest";
 import { type Listening, listen } from "../../src/api/listen.ts";
@@ -17,6 +16,8 @@ import {
   type PrecomputeWorkerProcess,
   type Service,
 } from "../../src/service.ts";
+
+export { modelsDirWithVersions } from "./models.ts";
 
 export interface TestService {
   url: string;
@@ -54,6 +55,8 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
     PREDCACHE_PREFIX: uniquePrefix("svc"),
     PREDCACHE_DATA_DIR: await tempDataDir(),
     LOG_LEVEL: "silent",
+    // Off unless a test asks: sampled audits add live inferences to counts tests check.
+    PREDCACHE_AUDIT_RATE: "0",
     ...env,
     REDIS_URL: redisUrl,
     PORT: "0",
@@ -135,36 +138,6 @@ export function postJson(url: string, body: unknown): Promise<JsonReply> {
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
   });
-}
-
-/**
- * A models directory with the demo model and, for each name given, one more version of
- * it (same ONNX file, outputs rounded differently, so a different version id).
- */
-export async function modelsDirWithVersions(extra: string[]): Promise<string> {
-  const root = await mkdtemp(join(tmpdir(), "predcache-models-"));
-  const source = "seeds/models/flight-delay";
-  const manifest = JSON.parse(await readFile(join(source, "manifest.json"), "utf8"));
-  const versions = [
-    { dir: "flight-delay", manifest },
-    ...extra.map((label, i) => ({
-      dir: `flight-delay-${label}`,
-      manifest: {
-        ...manifest,
-        label,
-        outputs: manifest.outputs.map((o: { digits: number }) => ({
-          ...o,
-          digits: o.digits + 1 + i,
-        })),
-      },
-    })),
-  ];
-  for (const v of versions) {
-    await mkdir(join(root, v.dir));
-    await copyFile(join(source, "model.onnx"), join(root, v.dir, "model.onnx"));
-    await writeFile(join(root, v.dir, "manifest.json"), JSON.stringify(v.manifest));
-  }
-  return root;
 }
 
 /** Polls `check` until it returns a value or `ms` pass. */

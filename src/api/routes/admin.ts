@@ -9,6 +9,11 @@
  *   POST   /admin/v1/models/:model/rollback               back to the previous active version
  *   POST   /admin/v1/models/:model/reload                 load version folders dropped into the models dir
  *   POST   /admin/v1/models/:model/gc                     delete versions retention does not keep
+ *   GET    /admin/v1/models/:model/experiments               experiments, running and past
+ *   POST   /admin/v1/models/:model/experiments               start one → 201 (409: one runs)
+ *   PATCH  /admin/v1/models/:model/experiments/:id           change its split or shadow rate
+ *   POST   /admin/v1/models/:model/experiments/:id/stop      { outcome: promote | revert }
+ *   GET    /admin/v1/models/:model/experiments/:id           its report
  *   GET    /admin/v1/stats, /admin/v1/audit
  */
 import { isAbsolute, relative, resolve } from "node:path";
@@ -16,6 +21,13 @@ import type { Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { type AdminEnv, requireAdmin } from "../../admin/auth.ts";
 import type { AdminDeps } from "../../admin/deps.ts";
+import {
+  listExperiments,
+  reportExperiment,
+  startExperiment,
+  stopExperiment,
+  updateExperiment,
+} from "../../admin/experiments.ts";
 import { collectStats } from "../../admin/stats.ts";
 import { collectGarbage, listVersions, promote, rollback } from "../../admin/versions.ts";
 import { PredcacheError } from "../../errors.ts";
@@ -163,6 +175,33 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
 
   admin.post("/models/:model/gc", async (c) =>
     c.json(await collectGarbage(deps, c.req.param("model"))),
+  );
+
+  admin.get("/models/:model/experiments", async (c) => {
+    const model = c.req.param("model");
+    return c.json({ model, experiments: await listExperiments(deps, model) });
+  });
+
+  admin.post("/models/:model/experiments", async (c) => {
+    const model = c.req.param("model");
+    const experiment = await startExperiment(deps, model, await jsonBody(c));
+    const url = `/admin/v1/models/${model}/experiments/${experiment.id}`;
+    c.header("Location", url);
+    return c.json({ ...experiment, url }, 201);
+  });
+
+  admin.patch("/models/:model/experiments/:id", async (c) =>
+    c.json(
+      await updateExperiment(deps, c.req.param("model"), c.req.param("id"), await jsonBody(c)),
+    ),
+  );
+
+  admin.post("/models/:model/experiments/:id/stop", async (c) =>
+    c.json(await stopExperiment(deps, c.req.param("model"), c.req.param("id"), await jsonBody(c))),
+  );
+
+  admin.get("/models/:model/experiments/:id", async (c) =>
+    c.json(await reportExperiment(deps, c.req.param("model"), c.req.param("id"))),
   );
 
   admin.get("/stats", async (c) => c.json(await collectStats(deps)));

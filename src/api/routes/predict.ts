@@ -17,7 +17,14 @@ import type { ModelVersion } from "../../model/registry.ts";
 import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
-import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
+import { type Routed, recordArm, routeToArm } from "../experiment-routing.ts";
+import {
+  type ArmLabel,
+  notModified,
+  predictionEtag,
+  predictionReply,
+  setHitHeaders,
+} from "../reply.ts";
 import { annotate } from "../request-log.ts";
 import { resolveModel } from "./models.ts";
 
@@ -90,17 +97,19 @@ function replyText(
   key: string,
   hit: Hit,
   outOfDistribution: readonly string[],
+  experiment: ArmLabel | undefined,
 ): string {
   let texts = replies.get(hit.prediction);
   if (!texts) {
     texts = new Map();
     replies.set(hit.prediction, texts);
   }
-  const id = `${model.version}|${hit.source}|${outOfDistribution.join(",")}`;
+  const arm = experiment ? `${experiment.id}|${experiment.arm}` : "";
+  const id = `${model.version}|${hit.source}|${outOfDistribution.join(",")}|${arm}`;
   let text = texts.get(id);
   if (text === undefined) {
     text = JSON.stringify(
-      predictionReply(model, key, hit.source, hit.prediction, outOfDistribution),
+      predictionReply(model, key, hit.source, hit.prediction, outOfDistribution, experiment),
     );
     texts.set(id, text);
   }
@@ -126,7 +135,9 @@ function pending(c: Context, jobId: string): Response {
 }
 
 async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
-  const model = resolveModel(c, deps);
+  const routed = routeToArm(c, deps, resolveModel(c, deps));
+  const { model } = routed;
+  const arm = routed.assignment?.label;
   const raw: Record<string, unknown> = {};
   for (const [name, values] of Object.entries(c.req.queries())) {
     if (!RESERVED_PARAMETERS.has(name)) raw[name] = values.length === 1 ? values[0] : values;
@@ -135,7 +146,7 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
   const encoded = model.encoder.encode(raw);
   if (!encoded.ok) throw invalid(encoded.issues);
   const { key, outOfDistribution } = encoded.value;
-  const etag = predictionEtag(model, key);
+  const etag = predictionEtag(model, key, arm);
   if (notModified(c, etag)) {
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
     return c.body(null, 304);
@@ -148,15 +159,17 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     const hit = await deps.tiers.lookup(model, key);
     if (hit) {
       deps.traffic.recordHit(model, key);
+      deps.audit?.consider(model, key, hit);
       annotate(c, { source: hit.source });
       deps.stats.record(model, key, hit.source, {
         seconds: seconds(),
         prediction: hit.prediction,
         outOfDistribution: ood,
       });
+      recordArm(deps, routed, key, hit.source, hit.prediction);
       setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
       c.header("Content-Type", "application/json");
-      return c.body(replyText(model, key, hit, outOfDistribution));
+      return c.body(replyText(model, key, hit, outOfDistribution, arm));
     }
     deps.traffic.recordMiss(model, key);
     await takeMiss(c, deps);
@@ -164,6 +177,7 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     annotate(c, { source: live.done ? "live" : "pending" });
     if (!live.done) {
       deps.stats.record(model, key, "pending", { seconds: seconds() });
+      recordArm(deps, routed, key, "pending", undefined);
       return pending(c, live.jobId);
     }
     deps.stats.record(model, key, "live", {
@@ -171,8 +185,9 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
       prediction: live.prediction,
       outOfDistribution: ood,
     });
+    recordArm(deps, routed, key, "live", live.prediction);
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
-    return c.json(predictionReply(model, key, "live", live.prediction, outOfDistribution));
+    return c.json(predictionReply(model, key, "live", live.prediction, outOfDistribution, arm));
   } catch (error) {
     deps.stats.record(model, key, "failed", { seconds: seconds() });
     throw error;
@@ -187,7 +202,9 @@ export const batchSchema = z.object({
 type ItemResult = Record<string, unknown> & { status: number };
 
 async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
-  const model = resolveModel(c, deps);
+  const routed = routeToArm(c, deps, resolveModel(c, deps));
+  const { model } = routed;
+  const arm = routed.assignment?.label;
   let body: unknown;
   try {
     body = await c.req.json();
@@ -243,14 +260,15 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
       if (!hits[j])
         results[v.index] = { status: error.status, ...errorBody(error.code, error.message) };
     });
-    fill(results, valid, hits, model);
-    recordItems(deps, model, valid, results);
-    return c.json({ model: model.name, version: model.version, results });
+    fill(results, valid, hits, model, arm);
+    recordItems(deps, routed, valid, results);
+    return c.json(batchReply(model, arm, results));
   }
-  fill(results, valid, hits, model);
+  fill(results, valid, hits, model, arm);
 
   const misses = valid.filter((_, j) => !hits[j]);
   valid.forEach((v, j) => {
+    if (hits[j]) deps.audit?.consider(model, v.value.key, hits[j] as Hit);
     if (hits[j]) deps.traffic.recordHit(model, v.value.key);
     else deps.traffic.recordMiss(model, v.value.key);
   });
@@ -278,23 +296,34 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
           "live",
           outcome.prediction,
           m.value.outOfDistribution,
+          arm,
         ),
       };
     } else {
       results[m.index] = { status: 202, job: jobLink(outcome.jobId) };
     }
   });
-  recordItems(deps, model, valid, results);
+  recordItems(deps, routed, valid, results);
   c.header("Cache-Control", "no-store");
-  return c.json({ model: model.name, version: model.version, results });
+  return c.json(batchReply(model, arm, results));
+}
+
+function batchReply(model: ModelVersion, arm: ArmLabel | undefined, results: ItemResult[]) {
+  return {
+    model: model.name,
+    version: model.version,
+    ...(arm ? { experiment: arm } : {}),
+    results,
+  };
 }
 
 function recordItems(
   deps: ApiDeps,
-  model: ModelVersion,
+  routed: Routed,
   valid: { index: number; value: EncodedInput }[],
   results: ItemResult[],
 ): void {
+  const { model } = routed;
   for (const v of valid) {
     const result = results[v.index] as ItemResult;
     const outcome =
@@ -303,10 +332,12 @@ function recordItems(
         : result.status === 202
           ? "pending"
           : "failed";
+    const prediction = result.status === 200 ? (result.prediction as Prediction) : undefined;
     deps.stats.record(model, v.value.key, outcome, {
-      ...(result.status === 200 ? { prediction: result.prediction as Prediction } : {}),
+      ...(prediction ? { prediction } : {}),
       outOfDistribution: v.value.outOfDistribution.length > 0,
     });
+    if (outcome !== "failed") recordArm(deps, routed, v.value.key, outcome, prediction);
   }
 }
 
@@ -315,6 +346,7 @@ function fill(
   valid: { index: number; value: EncodedInput }[],
   hits: (Hit | undefined)[],
   model: ModelVersion,
+  arm: ArmLabel | undefined,
 ): void {
   valid.forEach((v, j) => {
     const hit = hits[j];
@@ -327,6 +359,7 @@ function fill(
           hit.source,
           hit.prediction,
           v.value.outOfDistribution,
+          arm,
         ),
       };
   });

@@ -1,0 +1,186 @@
+/**
+ * Shadow benchmark — `npm run bench:shadow`. What experiments and shadow comparisons cost
+ * the request path, in one run, side by side, loopback only. The same hits (every input
+ * precomputed for both versions, so every reply comes from L1) under four settings:
+ *
+ *   1. no experiment
+ *   2. an experiment splitting clients 50/50, no shadow
+ *   3. the same with 10 % of lookups shadowed
+ *   4. the same with every lookup shadowed (the worst case)
+ *
+ * A shadow comparison runs after the reply is sent; what it may still cost the request
+ * path is event-loop time. The bound printed below is on p99 latency and throughput
+ * against setting 1. Settings are measured in interleaved slices (round-robin, rotating
+ * who goes first) since small VMs throttle after a few seconds. Nothing is asserted but
+ * the setup: a reply that is not a hit, or a changed reply, fails the run.
+ */
+import { arch, availableParallelism, cpus, platform } from "node:os";
+import type { ModelVersion } from "../src/model/registry.ts";
+import { startRedisServer } from "../src/redis/embedded.ts";
+import { modelsDirWithVersions } from "../test/helpers/models.ts";
+import { ForkedLoad } from "./lib/forked-load.ts";
+import type { LiveClientOutcome } from "./lib/live-client.ts";
+import { startPredcache } from "./lib/predcache.ts";
+import { ratio, table } from "./lib/report.ts";
+
+const MODEL = "flight-delay";
+const PREDICT = `/v1/models/${MODEL}/predict`;
+const LOAD = { requestsPerSlice: 6_000, slices: 5, inFlight: 16, clients: 1_000 };
+const BOUND = { p99: 1.25, throughput: 0.8 };
+
+interface Setting {
+  name: string;
+  experiment?: { fraction: number; shadowRate: number };
+}
+
+const SETTINGS: Setting[] = [
+  { name: "no experiment" },
+  { name: "experiment 50/50, no shadow", experiment: { fraction: 0.5, shadowRate: 0 } },
+  { name: "experiment, shadow 10%", experiment: { fraction: 0.5, shadowRate: 0.1 } },
+  { name: "experiment, shadow 100%", experiment: { fraction: 0.5, shadowRate: 1 } },
+];
+
+const airports = ["ATL", "ORD", "DFW", "DEN", "LAX", "SFO", "SEA", "BOS", "PHX", "LAS"];
+const inputs = airports.flatMap((origin) =>
+  airports
+    .filter((d) => d !== origin)
+    .flatMap((destination) =>
+      [7, 12, 18].map((hour) => ({ origin, destination, hour: String(hour), dayOfWeek: "4" })),
+    ),
+);
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+async function main(): Promise<void> {
+  console.log(
+    `shadow bench — ${platform()} ${arch()}, ${availableParallelism()} CPUs (${cpus()[0]?.model ?? "?"}), Node ${process.version}`,
+  );
+  const redis = await startRedisServer();
+  const app = await startPredcache(
+    redis.url,
+    { PREDCACHE_MODELS_DIR: await modelsDirWithVersions(["shadow"]), PREDCACHE_AUDIT_RATE: "0" },
+    { liveWorker: true },
+  );
+  const load = new ForkedLoad();
+  try {
+    const { service, registry } = app;
+    const active = service.active.get(MODEL) as string;
+    const control = registry.get(MODEL, active) as ModelVersion;
+    const candidate = registry.versions(MODEL).find((v) => v.version !== active) as ModelVersion;
+
+    // Every input answered once by each version: from here on, every lookup is an L1 hit.
+    for (const version of [control.version, candidate.version]) {
+      await Promise.all(
+        inputs.map(async (input) => {
+          const query = new URLSearchParams({ ...input, version, wait: "10000" });
+          const reply = await fetch(`${app.url}${PREDICT}?${query}`);
+          if (reply.status !== 200) throw new Error(`warm-up: ${reply.status}`);
+        }),
+      );
+    }
+    const queries = Array.from({ length: LOAD.requestsPerSlice }, (_, i) =>
+      new URLSearchParams(inputs[i % inputs.length]).toString(),
+    );
+    // Client ids cycle with a different period than the inputs: every pair occurs.
+    const headers = Array.from({ length: LOAD.clients }, (_, i) => ({
+      "x-client-id": `bench-client-${i}`,
+    }));
+
+    let sequence = 0;
+    const use = async (setting: Setting) => {
+      const running = service.experiments.running.get(MODEL);
+      if (running)
+        await service.experiments.store.stop(
+          { ...running, state: "reverted", stoppedAt: new Date().toISOString() },
+          undefined,
+        );
+      if (setting.experiment)
+        await service.experiments.store.start({
+          id: `bench-${sequence++}`,
+          model: MODEL,
+          control: control.version,
+          candidate: candidate.version,
+          ...setting.experiment,
+          state: "running",
+          startedAt: new Date().toISOString(),
+        });
+      await service.experiments.running.refresh();
+      await service.experiments.shadow.drain();
+    };
+
+    const outcomes = new Map<Setting, LiveClientOutcome[]>(SETTINGS.map((s) => [s, []]));
+    const seconds = new Map<Setting, number>(SETTINGS.map((s) => [s, 0]));
+    const shadowed = { sampled: 0, compared: 0, dropped: 0, failed: 0 };
+    // A discarded warm-up slice per setting, then the measured ones.
+    for (let slice = -1; slice < LOAD.slices; slice++) {
+      for (const setting of SETTINGS.map((_, i) => SETTINGS[(i + slice + 1) % SETTINGS.length])) {
+        if (!setting) continue;
+        await use(setting);
+        const before = { ...service.experiments.shadow.counts };
+        const result = await load.run({
+          url: `${app.url}${PREDICT}`,
+          queries,
+          headers,
+          inFlight: LOAD.inFlight,
+        });
+        await service.experiments.shadow.drain();
+        const bad = result.outcomes.find((o) => o.status !== 200 || o.source !== "memory");
+        if (bad)
+          throw new Error(`${setting.name}: a reply that is not an L1 hit: ${JSON.stringify(bad)}`);
+        if (slice < 0) continue;
+        outcomes.get(setting)?.push(...result.outcomes);
+        seconds.set(setting, (seconds.get(setting) ?? 0) + result.seconds);
+        if (setting.experiment?.shadowRate)
+          for (const k of Object.keys(shadowed) as (keyof typeof shadowed)[])
+            shadowed[k] += service.experiments.shadow.counts[k] - before[k];
+      }
+    }
+
+    const rows = SETTINGS.map((setting) => {
+      const all = outcomes.get(setting) ?? [];
+      const ms = all.map((o) => o.ms).sort((a, b) => a - b);
+      return {
+        setting,
+        rps: all.length / (seconds.get(setting) ?? 1),
+        p50: percentile(ms, 50),
+        p90: percentile(ms, 90),
+        p99: percentile(ms, 99),
+      };
+    });
+    const base = rows[0] as (typeof rows)[number];
+    console.log(
+      `\n${LOAD.slices} slices × ${LOAD.requestsPerSlice} lookups per setting, ${LOAD.inFlight} in flight, ${LOAD.clients} clients, ${inputs.length} inputs:\n`,
+    );
+    console.log(
+      table(
+        ["setting", "req/s", "vs none", "p50 ms", "p90 ms", "p99 ms", "p99 vs none", "p99 added"],
+        rows.map((r) => [
+          r.setting.name,
+          r.rps.toFixed(0),
+          ratio(r.rps, base.rps),
+          r.p50.toFixed(2),
+          r.p90.toFixed(2),
+          r.p99.toFixed(2),
+          ratio(r.p99, base.p99),
+          `${(r.p99 - base.p99).toFixed(2)} ms`,
+        ]),
+      ),
+    );
+    console.log(
+      `\nshadow comparisons during the measured shadow slices: ${shadowed.sampled} sampled, ${shadowed.compared} compared, ${shadowed.dropped} dropped (in-flight bound), ${shadowed.failed} failed`,
+    );
+    const worst = rows[rows.length - 1] as (typeof rows)[number];
+    const verdict = (ok: boolean) => (ok ? "PASS" : "MISS");
+    console.log(
+      `bound, shadow 100% vs no experiment: p99 ${ratio(worst.p99, base.p99)} (≤ ${BOUND.p99}×: ${verdict(worst.p99 <= BOUND.p99 * base.p99)}), throughput ${ratio(worst.rps, base.rps)} (≥ ${BOUND.throughput}×: ${verdict(worst.rps >= BOUND.throughput * base.rps)})`,
+    );
+  } finally {
+    await load.close();
+    await app.close();
+    await redis.stop();
+  }
+}
+
+await main();

@@ -1,0 +1,141 @@
+/**
+ * Experiment operations behind the admin API and the CLI: start (candidate and split
+ * checked first), change the split, stop (promote the candidate or revert to control,
+ * atomically), list, report. Every process sees a change within a second.
+ */
+import type { ApiDeps } from "../api/deps.ts";
+import { PredcacheError } from "../errors.ts";
+import {
+  type Experiment,
+  newExperimentId,
+  startSchema,
+  stopSchema,
+  updateSchema,
+} from "../experiment/experiment.ts";
+import { type ExperimentReport, experimentReport } from "../experiment/report.ts";
+import type { AdminDeps } from "./deps.ts";
+import { knownModel, loadedVersion } from "./versions.ts";
+
+type Deps = ApiDeps & { admin: AdminDeps };
+
+function experimentsOf(deps: Deps): NonNullable<ApiDeps["experiments"]> {
+  if (!deps.experiments) throw new Error("experiments are not wired into this service");
+  return deps.experiments;
+}
+
+function parsed<T>(
+  result: { success: true; data: T } | { success: false; error: { issues: unknown[] } },
+) {
+  if (result.success) return result.data;
+  const issues = (result.error.issues as { path: PropertyKey[]; message: string }[]).map((i) => ({
+    path: i.path.join("."),
+    message: i.message,
+  }));
+  throw new PredcacheError("bad_request", "the experiment request is not valid", { issues });
+}
+
+async function existing(deps: Deps, model: string, id: string): Promise<Experiment> {
+  knownModel(deps, model);
+  const found = await experimentsOf(deps).store.get(model, id);
+  if (!found) throw new PredcacheError("not_found", `model ${model} has no experiment ${id}`);
+  return found;
+}
+
+async function runningOne(deps: Deps, model: string, id: string): Promise<Experiment> {
+  const found = await existing(deps, model, id);
+  if (found.state !== "running")
+    throw new PredcacheError("conflict", `experiment ${id} has ended (${found.state})`, {
+      state: found.state,
+    });
+  return found;
+}
+
+export async function startExperiment(
+  deps: Deps,
+  model: string,
+  body: unknown,
+): Promise<Experiment> {
+  knownModel(deps, model);
+  const request = parsed(startSchema.safeParse(body));
+  const control = deps.active.get(model);
+  if (!control) throw new PredcacheError("conflict", `model ${model} has no active version yet`);
+  await loadedVersion(deps, model, request.candidate);
+  if (request.candidate === control)
+    throw new PredcacheError(
+      "bad_request",
+      `${request.candidate} is the active version already: name another version as candidate`,
+    );
+  const experiment: Experiment = {
+    id: request.id ?? newExperimentId(),
+    model,
+    control,
+    candidate: request.candidate,
+    fraction: request.fraction,
+    shadowRate: request.shadowRate,
+    state: "running",
+    startedAt: new Date().toISOString(),
+  };
+  await experimentsOf(deps).store.start(experiment);
+  await experimentsOf(deps).running.refresh();
+  return experiment;
+}
+
+export async function updateExperiment(
+  deps: Deps,
+  model: string,
+  id: string,
+  body: unknown,
+): Promise<Experiment> {
+  const change = parsed(updateSchema.safeParse(body));
+  const current = await runningOne(deps, model, id);
+  const next: Experiment = {
+    ...current,
+    ...(change.fraction !== undefined ? { fraction: change.fraction } : {}),
+    ...(change.shadowRate !== undefined ? { shadowRate: change.shadowRate } : {}),
+  };
+  if (!(await experimentsOf(deps).store.update(next)))
+    throw new PredcacheError("conflict", `experiment ${id} ended meanwhile`);
+  await experimentsOf(deps).running.refresh();
+  return next;
+}
+
+export async function stopExperiment(
+  deps: Deps,
+  model: string,
+  id: string,
+  body: unknown,
+): Promise<Experiment & { active: string }> {
+  const { outcome } = parsed(stopSchema.safeParse(body));
+  const current = await runningOne(deps, model, id);
+  const promote = outcome === "promote";
+  const ended: Experiment = {
+    ...current,
+    state: promote ? "promoted" : "reverted",
+    stoppedAt: new Date().toISOString(),
+  };
+  // Reverting leaves the pointer as it is: everyone is served the active version again.
+  if (!(await experimentsOf(deps).store.stop(ended, promote ? current.candidate : undefined)))
+    throw new PredcacheError("conflict", `experiment ${id} ended meanwhile`);
+  await Promise.all([experimentsOf(deps).running.refresh(), deps.active.refresh()]);
+  await experimentsOf(deps).tally.flush();
+  return { ...ended, active: deps.active.get(model) ?? current.control };
+}
+
+export async function listExperiments(deps: Deps, model: string): Promise<Experiment[]> {
+  knownModel(deps, model);
+  return experimentsOf(deps).store.list(model);
+}
+
+export async function reportExperiment(
+  deps: Deps,
+  model: string,
+  id: string,
+): Promise<ExperimentReport> {
+  const experiment = await existing(deps, model, id);
+  // This process's latest counts first; other processes add theirs every second.
+  await experimentsOf(deps).tally.flush();
+  return experimentReport(
+    { redis: deps.redis, keys: deps.admin.keys, registry: deps.registry, tables: deps.tables },
+    experiment,
+  );
+}

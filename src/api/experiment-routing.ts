@@ -1,0 +1,75 @@
+/**
+ * Which version answers a lookup while its model runs an experiment: the client's arm
+ * (by the client id header, else the API key) picks the candidate or the control
+ * version; a request naming ?version= is outside the experiment. After the answer, the
+ * arm's tallies and (sampled) the shadow comparison with the other version.
+ */
+import type { Context } from "hono";
+import type { Source } from "../cache/tiers.ts";
+import { type Arm, armOf, type Experiment, otherArm, versionOf } from "../experiment/experiment.ts";
+import { mainValueOf, type Prediction } from "../model/decoding.ts";
+import type { ModelVersion } from "../model/registry.ts";
+import { clientOf } from "./access.ts";
+import type { ApiDeps } from "./deps.ts";
+import type { ArmLabel } from "./reply.ts";
+
+export interface Assignment {
+  experiment: Experiment;
+  arm: Arm;
+  label: ArmLabel;
+  /** The other arm's version, when this process has it loaded (for shadow comparisons). */
+  other: ModelVersion | undefined;
+}
+
+export interface Routed {
+  model: ModelVersion;
+  assignment?: Assignment;
+}
+
+export function routeToArm(c: Context, deps: ApiDeps, resolved: ModelVersion): Routed {
+  const running = deps.experiments?.running.get(resolved.name);
+  if (!running || c.req.query("version") !== undefined) return { model: resolved };
+  const header = deps.settings.clientIdHeader;
+  // Answers differ by client now: shared caches must key on the client id too.
+  c.header("Vary", header);
+  const client = c.req.header(header) || clientOf(c);
+  let arm = armOf(running, client ? client.slice(0, 256) : undefined);
+  let model = deps.registry.get(resolved.name, versionOf(running, arm));
+  if (!model) {
+    // A version this process has not loaded (yet) cannot serve its arm: control does.
+    arm = "control";
+    model = deps.registry.get(resolved.name, running.control) ?? resolved;
+  }
+  return {
+    model,
+    assignment: {
+      experiment: running,
+      arm,
+      label: { id: running.id, arm },
+      other: deps.registry.get(resolved.name, versionOf(running, otherArm(arm))),
+    },
+  };
+}
+
+/** Counts an answer (or a pending one: no prediction) for the arm, and maybe shadows it. */
+export function recordArm(
+  deps: ApiDeps,
+  routed: Routed,
+  key: string,
+  source: Source | "pending" | "failed",
+  prediction: Prediction | undefined,
+): void {
+  const { assignment, model } = routed;
+  if (!assignment || !deps.experiments) return;
+  const value = prediction ? mainValueOf(model.manifest, prediction) : undefined;
+  const hit = source === "memory" || source === "table" || source === "redis";
+  deps.experiments.tally.answer(assignment.experiment, assignment.arm, model.manifest, hit, value);
+  if (prediction && assignment.other)
+    deps.experiments.shadow.consider(
+      assignment.experiment,
+      assignment.arm,
+      assignment.other,
+      key,
+      prediction,
+    );
+}

@@ -1,0 +1,79 @@
+/**
+ * An experiment: a share of a model's clients served by a candidate version instead of
+ * the control version, and a sample of lookups compared across the two (shadow). Its
+ * record is JSON in Redis; arm assignment is a pure function of experiment and client.
+ */
+import { createHash } from "node:crypto";
+import { z } from "zod";
+
+export type Arm = "control" | "candidate";
+export const ARMS: readonly Arm[] = ["control", "candidate"];
+
+export type ExperimentState = "running" | "promoted" | "reverted";
+
+export interface Experiment {
+  id: string;
+  model: string;
+  /** The version the control arm is served from: the active version at the start. */
+  control: string;
+  candidate: string;
+  /** Share of clients in the candidate arm, 0..1. */
+  fraction: number;
+  /** Share of lookups also computed on the other arm's version, off the request path. */
+  shadowRate: number;
+  state: ExperimentState;
+  startedAt: string;
+  stoppedAt?: string;
+}
+
+export const experimentIdSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,47}$/, "lower-case letters, digits and dashes, at most 48");
+
+const share = z.number().min(0).max(1);
+
+export const startSchema = z.strictObject({
+  id: experimentIdSchema.optional(),
+  candidate: z.string().min(1).max(64),
+  fraction: share,
+  shadowRate: share.default(0),
+});
+
+export const updateSchema = z
+  .strictObject({ fraction: share.optional(), shadowRate: share.optional() })
+  .refine((u) => u.fraction !== undefined || u.shadowRate !== undefined, {
+    message: "give fraction, shadowRate or both",
+  });
+
+export const stopSchema = z.strictObject({ outcome: z.enum(["promote", "revert"]) });
+
+export function newExperimentId(now = Date.now()): string {
+  return `x-${now.toString(36)}-${Math.floor(Math.random() * 36 ** 4)
+    .toString(36)
+    .padStart(4, "0")}`;
+}
+
+/**
+ * Where a client falls in [0, 1) for this experiment: a hash of both, so a client keeps
+ * its arm for the whole experiment (and when the split grows, those already in the
+ * candidate arm stay there), while different experiments draw independent cohorts.
+ */
+export function cohortPoint(experimentId: string, clientId: string): number {
+  const digest = createHash("sha256").update(experimentId).update("\0").update(clientId).digest();
+  // 48 bits are plenty for a uniform point and exact in a double.
+  return digest.readUIntBE(0, 6) / 2 ** 48;
+}
+
+/** The arm of a client; clients without an id stay in the control arm. */
+export function armOf(experiment: Experiment, clientId: string | undefined): Arm {
+  if (!clientId || experiment.fraction <= 0) return "control";
+  return cohortPoint(experiment.id, clientId) < experiment.fraction ? "candidate" : "control";
+}
+
+export function versionOf(experiment: Experiment, arm: Arm): string {
+  return arm === "candidate" ? experiment.candidate : experiment.control;
+}
+
+export function otherArm(arm: Arm): Arm {
+  return arm === "candidate" ? "control" : "candidate";
+}

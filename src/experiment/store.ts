@@ -1,0 +1,130 @@
+/**
+ * Experiments in Redis, per model: the running one's id and every record, in one hash
+ * tag with the model's active pointer and history. Start, change and stop are scripts,
+ * so a stop that promotes switches the pointer and ends the experiment in one step, and
+ * every process hears of each change on the active-version channel.
+ */
+import type { Keys } from "../cache/keys.ts";
+import { PredcacheError } from "../errors.ts";
+import { HISTORY_CAP } from "../model/active.ts";
+import type { Redis } from "../redis/connection.ts";
+import type { Experiment } from "./experiment.ts";
+
+// KEYS: running id, records. ARGV: id, record JSON, channel, model.
+const START = `
+local running = redis.call('GET', KEYS[1])
+if running then return {'running', running} end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {'exists', ARGV[1]} end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return {'ok', ARGV[1]}`;
+
+// KEYS: running id, records. ARGV: id, record JSON, channel, model.
+const UPDATE = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1`;
+
+// KEYS: running id, records, active, history. ARGV: id, record JSON, channel, model,
+// version to make active ('' to leave the pointer), history cap.
+const STOP = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[5] ~= '' then
+  local previous = redis.call('GET', KEYS[3])
+  redis.call('SET', KEYS[3], ARGV[5])
+  if previous and previous ~= ARGV[5] then
+    redis.call('LPUSH', KEYS[4], previous)
+    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1`;
+
+export class ExperimentStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+  ) {}
+
+  async start(experiment: Experiment): Promise<void> {
+    const [status, id] = (await this.redis.eval(
+      START,
+      2,
+      this.keys.runningExperiment(experiment.model),
+      this.keys.experiments(experiment.model),
+      experiment.id,
+      JSON.stringify(experiment),
+      this.keys.activeChannel(),
+      experiment.model,
+    )) as [string, string];
+    if (status === "running")
+      throw new PredcacheError(
+        "conflict",
+        `model ${experiment.model} already runs experiment ${id}: stop it first`,
+        { running: id },
+      );
+    if (status === "exists")
+      throw new PredcacheError("conflict", `an experiment named ${id} existed already`, { id });
+  }
+
+  /** Saves a running experiment's changed split; false when it is not running any more. */
+  async update(experiment: Experiment): Promise<boolean> {
+    const done = await this.redis.eval(
+      UPDATE,
+      2,
+      this.keys.runningExperiment(experiment.model),
+      this.keys.experiments(experiment.model),
+      experiment.id,
+      JSON.stringify(experiment),
+      this.keys.activeChannel(),
+      experiment.model,
+    );
+    return done === 1;
+  }
+
+  /** Ends a running experiment, making `activate` the active version in the same step. */
+  async stop(experiment: Experiment, activate: string | undefined): Promise<boolean> {
+    const done = await this.redis.eval(
+      STOP,
+      4,
+      this.keys.runningExperiment(experiment.model),
+      this.keys.experiments(experiment.model),
+      this.keys.active(experiment.model),
+      this.keys.history(experiment.model),
+      experiment.id,
+      JSON.stringify(experiment),
+      this.keys.activeChannel(),
+      experiment.model,
+      activate ?? "",
+      HISTORY_CAP,
+    );
+    return done === 1;
+  }
+
+  async runningId(model: string): Promise<string | undefined> {
+    return (await this.redis.get(this.keys.runningExperiment(model))) ?? undefined;
+  }
+
+  async get(model: string, id: string): Promise<Experiment | undefined> {
+    const json = await this.redis.hget(this.keys.experiments(model), id);
+    return json ? (JSON.parse(json) as Experiment) : undefined;
+  }
+
+  /** The running experiment, if any. */
+  async running(model: string): Promise<Experiment | undefined> {
+    const id = await this.runningId(model);
+    return id ? this.get(model, id) : undefined;
+  }
+
+  /** Every experiment of the model, newest first. */
+  async list(model: string): Promise<Experiment[]> {
+    const all = await this.redis.hvals(this.keys.experiments(model));
+    return all
+      .map((json) => JSON.parse(json) as Experiment)
+      .sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+  }
+}

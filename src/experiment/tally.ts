@@ -1,0 +1,190 @@
+/**
+ * What each arm of an experiment answered: lookups, hits, the main output's sum, sum of
+ * squares and histogram, and the comparisons with the other arm's version. Counted in
+ * process and added to Redis about once a second (one HINCRBY batch per arm, all in the
+ * model's slot), so every API process contributes and the request path never waits.
+ */
+import type { Keys } from "../cache/keys.ts";
+import type { Manifest } from "../model/manifest.ts";
+import { mainOutputOf } from "../model/manifest.ts";
+import type { Redis } from "../redis/connection.ts";
+import type { Arm, Experiment } from "./experiment.ts";
+
+/** Upper bin edges of the main output's histogram (the last bin is open). */
+export function binEdges(manifest: Manifest): number[] {
+  const kind = mainOutputOf(manifest).kind;
+  if (kind === "probability" || kind === "classes")
+    return [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
+  return [0, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600];
+}
+
+export function binOf(edges: readonly number[], value: number): number {
+  const i = edges.findIndex((edge) => value <= edge);
+  return i === -1 ? edges.length : i;
+}
+
+/** Counters of one arm; also the shape read back from Redis for the report. */
+export interface ArmCounts {
+  lookups: number;
+  hits: number;
+  /** Answers with a main value (the mean's denominator). */
+  valued: number;
+  sum: number;
+  sumSquares: number;
+  bins: number[];
+  compared: number;
+  agreed: number;
+  absDiffSum: number;
+}
+
+export function emptyCounts(binCount: number): ArmCounts {
+  return {
+    lookups: 0,
+    hits: 0,
+    valued: 0,
+    sum: 0,
+    sumSquares: 0,
+    bins: new Array(binCount).fill(0),
+    compared: 0,
+    agreed: 0,
+    absDiffSum: 0,
+  };
+}
+
+const SCALARS = [
+  "lookups",
+  "hits",
+  "valued",
+  "sum",
+  "sumSquares",
+  "compared",
+  "agreed",
+  "absDiffSum",
+] as const;
+
+export function countsFromHash(hash: Record<string, string>, binCount: number): ArmCounts {
+  const counts = emptyCounts(binCount);
+  for (const field of SCALARS) counts[field] = Number(hash[field] ?? 0);
+  for (let i = 0; i < binCount; i++) counts.bins[i] = Number(hash[`bin${i}`] ?? 0);
+  return counts;
+}
+
+interface Pending {
+  model: string;
+  id: string;
+  arm: Arm;
+  counts: ArmCounts;
+}
+
+export class ArmTally {
+  private pending = new Map<string, Pending>();
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly flushMs = 1_000,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.flush(), this.flushMs);
+    this.timer.unref();
+  }
+
+  private countsOf(experiment: Experiment, arm: Arm, manifest: Manifest): ArmCounts {
+    const id = `${experiment.model}|${experiment.id}|${arm}`;
+    let entry = this.pending.get(id);
+    if (!entry) {
+      entry = {
+        model: experiment.model,
+        id: experiment.id,
+        arm,
+        counts: emptyCounts(binEdges(manifest).length + 1),
+      };
+      this.pending.set(id, entry);
+    }
+    return entry.counts;
+  }
+
+  /** One answered lookup of the arm; `value` is the main output (undefined: not answered). */
+  answer(
+    experiment: Experiment,
+    arm: Arm,
+    manifest: Manifest,
+    hit: boolean,
+    value: number | undefined,
+  ): void {
+    const counts = this.countsOf(experiment, arm, manifest);
+    counts.lookups++;
+    if (hit) counts.hits++;
+    if (value === undefined) return;
+    counts.valued++;
+    counts.sum += value;
+    counts.sumSquares += value * value;
+    const bin = binOf(binEdges(manifest), value);
+    counts.bins[bin] = (counts.bins[bin] ?? 0) + 1;
+  }
+
+  /** One shadow comparison made on the arm's traffic. */
+  compare(experiment: Experiment, arm: Arm, manifest: Manifest, agreed: boolean, absDiff: number) {
+    const counts = this.countsOf(experiment, arm, manifest);
+    counts.compared++;
+    if (agreed) counts.agreed++;
+    counts.absDiffSum += absDiff;
+  }
+
+  /** Adds what was counted since the last flush to Redis; kept for the next try on failure. */
+  flush(): Promise<void> {
+    this.flushing = this.flushing.then(() => this.write());
+    return this.flushing;
+  }
+
+  private async write(): Promise<void> {
+    if (this.pending.size === 0) return;
+    const batch = this.pending;
+    this.pending = new Map();
+    await Promise.all(
+      [...batch].map(async ([id, entry]) => {
+        try {
+          await this.writeOne(entry);
+        } catch {
+          // Redis away: fold the arm's counts back in, so they arrive once it returns.
+          const current = this.pending.get(id);
+          if (!current) this.pending.set(id, entry);
+          else merge(current.counts, entry.counts);
+        }
+      }),
+    );
+  }
+
+  /** One arm's increments as one transaction: they land all together or not at all. */
+  private async writeOne({ model, id, arm, counts }: Pending): Promise<void> {
+    const key = this.keys.experimentArm(model, id, arm);
+    const multi = this.redis.multi();
+    for (const field of SCALARS) {
+      const n = counts[field];
+      if (n === 0) continue;
+      if (Number.isInteger(n)) multi.hincrby(key, field, n);
+      else multi.hincrbyfloat(key, field, n);
+    }
+    counts.bins.forEach((n, i) => {
+      if (n > 0) multi.hincrby(key, `bin${i}`, n);
+    });
+    const replies = await multi.exec();
+    if (!replies) throw new Error("transaction aborted");
+    for (const [error] of replies) if (error) throw error;
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.flush();
+  }
+}
+
+function merge(into: ArmCounts, from: ArmCounts): void {
+  for (const field of SCALARS) into[field] += from[field];
+  from.bins.forEach((n, i) => {
+    into.bins[i] = (into.bins[i] ?? 0) + n;
+  });
+}

@@ -1,0 +1,400 @@
+/**
+ * Experiments end to end on real Redis and the real model: arms by client, split changes,
+ * stops that revert or promote within 1 s, shadow comparisons that leave replies alone,
+ * and a report whose numbers match ones computed directly from the two versions' tables.
+ */
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LookupTable } from "../../src/client/lookup-table.ts";
+import { agreementOf } from "../../src/experiment/agreement.ts";
+import { armOf, type Experiment } from "../../src/experiment/experiment.ts";
+import { mainValueOf, type Prediction } from "../../src/model/decoding.ts";
+import type { ModelVersion } from "../../src/model/registry.ts";
+import type { PrecomputeWorkerProcess } from "../../src/service.ts";
+import {
+  eventually,
+  getJson,
+  modelsDirWithVersions,
+  precomputeWorkerFor,
+  startTestService,
+  type TestService,
+  tempDataDir,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+const SECRET = "experiment-admin-token-0123456789";
+const MODEL = "flight-delay";
+const base = `/admin/v1/models/${MODEL}/experiments`;
+
+let t: TestService;
+/** A second API process on the same Redis: what it sees is what every process sees. */
+let other: TestService;
+let worker: PrecomputeWorkerProcess;
+let control: ModelVersion;
+let candidate: ModelVersion;
+
+const airports = ["ATL", "ORD", "DFW", "DEN", "LAX", "SFO", "SEA", "BOS"];
+/** The inputs both versions precompute (so both tables cover them). */
+const inputs = airports.flatMap((origin) =>
+  airports
+    .filter((d) => d !== origin)
+    .flatMap((destination) =>
+      [8, 17].map((hour) => ({ origin, destination, hour: String(hour), dayOfWeek: "2" })),
+    ),
+);
+
+function admin(path: string, init: { method?: string; body?: unknown } = {}) {
+  return getJson(`${t.url}${path}`, {
+    method: init.method ?? "GET",
+    headers: {
+      authorization: `Bearer ${SECRET}`,
+      ...(init.body ? { "content-type": "application/json" } : {}),
+    },
+    ...(init.body ? { body: JSON.stringify(init.body) } : {}),
+  });
+}
+
+function lookup(input: Record<string, string>, client?: string, server = t) {
+  return getJson(
+    `${server.url}/v1/models/${MODEL}/predict?${new URLSearchParams(input)}&wait=5000`,
+    client ? { headers: { "x-client-id": client } } : {},
+  );
+}
+
+/** A candidate that really differs: the same network, its outputs kept to one digit. */
+async function modelsDirWithCoarseCandidate(): Promise<string> {
+  const root = await modelsDirWithVersions([]);
+  const manifest = JSON.parse(await readFile(join(root, MODEL, "manifest.json"), "utf8"));
+  const dir = join(root, `${MODEL}-coarse`);
+  await mkdir(dir);
+  await writeFile(join(dir, "model.onnx"), await readFile(join(root, MODEL, "model.onnx")));
+  const outputs = manifest.outputs.map((o: object) => ({ ...o, digits: 1 }));
+  await writeFile(
+    join(dir, "manifest.json"),
+    JSON.stringify({ ...manifest, label: "coarse", outputs }),
+  );
+  return root;
+}
+
+async function precompute(version: string): Promise<void> {
+  const { runId } = await t.service.precompute.enqueue({
+    model: MODEL,
+    version,
+    source: { kind: "inline", inputs },
+  });
+  const done = await t.service.precompute.waitUntilDone(runId, 60_000);
+  expect(done.state).toBe("completed");
+}
+
+/** How long until `check` holds for every client, polled; fails past 1 s. */
+async function switchTime(check: () => Promise<boolean>): Promise<number> {
+  const started = performance.now();
+  await eventually(async () => ((await check()) ? true : undefined), 1_000, 10);
+  return performance.now() - started;
+}
+
+beforeAll(async () => {
+  const env = {
+    PREDCACHE_PREFIX: uniquePrefix("experiments"),
+    PREDCACHE_MODELS_DIR: await modelsDirWithCoarseCandidate(),
+    PREDCACHE_DATA_DIR: await tempDataDir(),
+    PREDCACHE_ADMIN_TOKENS: `ops:${SECRET}`,
+    PREDCACHE_AUDIT_RATE: "0",
+  };
+  t = await startTestService({ env });
+  other = await startTestService({ env, liveWorker: false });
+  worker = await precomputeWorkerFor(t);
+  const active = t.service.active.get(MODEL) as string;
+  control = t.registry.get(MODEL, active) as ModelVersion;
+  candidate = t.registry.versions(MODEL).find((v) => v.version !== active) as ModelVersion;
+  await precompute(control.version);
+  await precompute(candidate.version);
+});
+afterAll(async () => {
+  await worker.close();
+  await other.close();
+  await t.close();
+});
+
+describe("experiments", () => {
+  it("refuses bad requests with 400/404/409 and starts nothing", async () => {
+    const bad = [
+      { body: { candidate: candidate.version, fraction: 1.5 }, status: 400 },
+      { body: { candidate: candidate.version }, status: 400 },
+      { body: { candidate: candidate.version, fraction: 0.1, extra: 1 }, status: 400 },
+      { body: { candidate: "0123456789ab", fraction: 0.1 }, status: 404 },
+      { body: { candidate: control.version, fraction: 0.1 }, status: 400 },
+    ];
+    for (const { body, status } of bad) {
+      const reply = await admin(base, { method: "POST", body });
+      expect(reply.status, JSON.stringify(body)).toBe(status);
+      expect(reply.body.error.code).toBeTypeOf("string");
+    }
+    expect((await admin(base)).body.experiments).toEqual([]);
+    expect((await getJson(`${t.url}/admin/v1/models/nope/experiments`)).status).toBe(401);
+    expect((await admin("/admin/v1/models/nope/experiments")).status).toBe(404);
+  });
+
+  it("serves each client its arm's version, stably, and names the arm in the reply", async () => {
+    const started = await admin(base, {
+      method: "POST",
+      body: { id: "coarse-30", candidate: candidate.version, fraction: 0.3 },
+    });
+    expect(started.status).toBe(201);
+    expect(started.headers.get("location")).toBe(`${base}/coarse-30`);
+    const experiment = started.body as Experiment;
+    expect(experiment).toMatchObject({ control: control.version, state: "running" });
+    const again = await admin(base, {
+      method: "POST",
+      body: { candidate: candidate.version, fraction: 0.5 },
+    });
+    expect(again.status).toBe(409);
+
+    const input = inputs[0] as Record<string, string>;
+    const arms = { control: 0, candidate: 0 };
+    for (let i = 0; i < 60; i++) {
+      const client = `client-${i}`;
+      const arm = armOf(experiment, client);
+      arms[arm]++;
+      for (let repeat = 0; repeat < 2; repeat++) {
+        const reply = await lookup(input, client);
+        expect(reply.status).toBe(200);
+        expect(reply.body.experiment).toEqual({ id: "coarse-30", arm });
+        expect(reply.body.version).toBe(arm === "candidate" ? candidate.version : control.version);
+        expect(reply.headers.get("vary")?.toLowerCase()).toContain("x-client-id");
+      }
+    }
+    expect(arms.candidate).toBeGreaterThan(0);
+    expect(arms.control).toBeGreaterThan(0);
+    const anonymous = await lookup(input);
+    expect(anonymous.body).toMatchObject({
+      version: control.version,
+      experiment: { arm: "control" },
+    });
+    // Naming a version steps outside the experiment.
+    const pinned = await getJson(
+      `${t.url}/v1/models/${MODEL}/predict?${new URLSearchParams(input)}&version=${candidate.version}`,
+      { headers: { "x-client-id": "client-0" } },
+    );
+    expect(pinned.body.version).toBe(candidate.version);
+    expect(pinned.body.experiment).toBeUndefined();
+  });
+
+  it("matches the split over 10,000 client ids through the API, each keeping its arm", async () => {
+    const experiment = (await admin(`${base}/coarse-30`)).body as Experiment;
+    const input = inputs[3] as Record<string, string>;
+    const ids = Array.from({ length: 10_000 }, (_, i) => `cohort-${i}`);
+    const arms = new Map<string, string>();
+    let next = 0;
+    // 32 clients at a time: bounded load on the loopback server.
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        while (next < ids.length) {
+          const id = ids[next++] as string;
+          const reply = await lookup(input, id);
+          arms.set(id, reply.body.experiment.arm);
+        }
+      }),
+    );
+    const candidates = [...arms.values()].filter((arm) => arm === "candidate").length;
+    const n = ids.length;
+    const tolerance = 4 * Math.sqrt(n * experiment.fraction * (1 - experiment.fraction));
+    console.log(
+      `cohorts over HTTP: ${candidates} of ${n} clients in the candidate arm at a split of ${experiment.fraction} (± ${tolerance.toFixed(0)})`,
+    );
+    expect(Math.abs(candidates - n * experiment.fraction)).toBeLessThan(tolerance);
+    for (const id of ids.slice(0, 500)) {
+      expect(arms.get(id)).toBe(armOf(experiment, id));
+      const again = await lookup(inputs[4] as Record<string, string>, id);
+      expect(again.body.experiment.arm).toBe(arms.get(id));
+    }
+  });
+
+  it("grows the split without moving candidate clients back, seen within 1 s", async () => {
+    const before = (await admin(`${base}/coarse-30`)).body as Experiment;
+    const changed = await admin(`${base}/coarse-30`, { method: "PATCH", body: { fraction: 0.6 } });
+    expect(changed.status).toBe(200);
+    expect(changed.body.fraction).toBe(0.6);
+    const after = changed.body as Experiment;
+    const input = inputs[1] as Record<string, string>;
+    for (let i = 0; i < 40; i++) {
+      const client = `client-${i}`;
+      if (armOf(before, client) === "candidate") expect(armOf(after, client)).toBe("candidate");
+      const reply = await lookup(input, client);
+      expect(reply.body.experiment.arm).toBe(armOf(after, client));
+    }
+    expect((await admin(`${base}/coarse-30`, { method: "PATCH", body: {} })).status).toBe(400);
+  });
+
+  it("compares in shadow without changing any reply, and reports what the tables say", async () => {
+    const clients = Array.from({ length: 20 }, (_, i) => `shadow-client-${i}`);
+    const sample = inputs.slice(0, 30);
+    const strip = (body: Record<string, unknown>) => ({ ...body, source: undefined });
+    const baseline = new Map<string, unknown>();
+    for (const [i, input] of sample.entries()) {
+      const client = clients[i % clients.length] as string;
+      baseline.set(`${client}|${i}`, strip((await lookup(input, client)).body));
+    }
+    await admin(`${base}/coarse-30`, { method: "PATCH", body: { shadowRate: 1 } });
+    const report0 = (await admin(`${base}/coarse-30`)).body;
+    const comparedBefore =
+      report0.arms.control.agreement.compared + report0.arms.candidate.agreement.compared;
+    const agreedBefore =
+      report0.arms.control.agreement.agreed + report0.arms.candidate.agreement.agreed;
+    for (const [i, input] of sample.entries()) {
+      const client = clients[i % clients.length] as string;
+      const reply = await lookup(input, client);
+      expect(strip(reply.body)).toEqual(baseline.get(`${client}|${i}`));
+    }
+    await t.service.experiments.shadow.drain();
+    const report = (await admin(`${base}/coarse-30`)).body;
+    expect(report.status ?? 200).toBe(200);
+    const compared =
+      report.arms.control.agreement.compared + report.arms.candidate.agreement.compared;
+    expect(compared - comparedBefore).toBe(sample.length);
+    const agreed = report.arms.control.agreement.agreed + report.arms.candidate.agreement.agreed;
+
+    // The tables part, recomputed directly from the two downloaded tables.
+    const tables = await getJson(`${t.url}/v1/models/${MODEL}/tables`);
+    const newest = (version: string) =>
+      (tables.body.tables as { modelVersion: string; url: string }[]).find(
+        (x) => x.modelVersion === version,
+      ) as { url: string };
+    const open = async (version: string) =>
+      LookupTable.open(await (await fetch(`${t.url}${newest(version).url}`)).arrayBuffer());
+    const [a, b] = await Promise.all([open(control.version), open(candidate.version)]);
+    let common = 0;
+    let changed = 0;
+    let disagreeing = 0;
+    let sum = 0;
+    let max = 0;
+    for (const input of inputs) {
+      const key = control.encoder.encode(input);
+      if (!key.ok) throw new Error("bad input");
+      const x = a.getByKey(key.value.key) as Prediction;
+      const y = b.getByKey(key.value.key) as Prediction;
+      common++;
+      const change = Math.abs(
+        (mainValueOf(control.manifest, x) as number) - (mainValueOf(control.manifest, y) as number),
+      );
+      if (change !== 0) changed++;
+      if (!agreementOf(control.manifest, x, y).agreed) disagreeing++;
+      sum += change;
+      max = Math.max(max, change);
+    }
+    expect(report.tables).toMatchObject({
+      common,
+      changed,
+      disagreeing,
+      control: { entries: inputs.length },
+      candidate: { entries: inputs.length },
+    });
+    expect(report.tables.meanAbsChange).toBeCloseTo(sum / common, 12);
+    expect(report.tables.maxAbsChange).toBeCloseTo(max, 12);
+    expect(changed).toBeGreaterThan(0);
+    // Shadow agreement on the sample, recomputed from the tables (agreement is symmetric).
+    const sampleAgreeing = sample.filter((input) => {
+      const key = control.encoder.encode(input);
+      if (!key.ok) return false;
+      const x = a.getByKey(key.value.key) as Prediction;
+      const y = b.getByKey(key.value.key) as Prediction;
+      return agreementOf(control.manifest, x, y).agreed;
+    }).length;
+    expect(agreed - agreedBefore).toBe(sampleAgreeing);
+    console.log(
+      `report: ${common} inputs in both tables, ${changed} changed, ${disagreeing} decisions flipped, mean |Δ| ${(sum / common).toFixed(4)}, max |Δ| ${max.toFixed(4)}`,
+    );
+    for (const arm of ["control", "candidate"] as const) {
+      const r = report.arms[arm];
+      expect(r.hits).toBeLessThanOrEqual(r.lookups);
+      expect(r.main.bins.reduce((n: number, bin: { count: number }) => n + bin.count, 0)).toBe(
+        r.main.count,
+      );
+      console.log(
+        `report ${arm}: ${r.lookups} lookups, hit ratio ${r.hitRatio?.toFixed(3)}, mean ${r.main.output} ${r.main.mean?.toFixed(4)}, agreement ${r.agreement.agreed}/${r.agreement.compared}`,
+      );
+    }
+  });
+
+  it("counts each arm's lookups, hits and main output exactly", async () => {
+    const started = await admin(base, {
+      method: "POST",
+      body: { id: "counted", candidate: candidate.version, fraction: 0.5 },
+    });
+    expect(started.status).toBe(409); // coarse-30 still runs
+    await admin(`${base}/coarse-30/stop`, { method: "POST", body: { outcome: "revert" } });
+    const experiment = (
+      await admin(base, {
+        method: "POST",
+        body: { id: "counted", candidate: candidate.version, fraction: 0.5 },
+      })
+    ).body as Experiment;
+    const expected = {
+      control: { lookups: 0, sum: 0 },
+      candidate: { lookups: 0, sum: 0 },
+    };
+    for (const [i, input] of inputs.slice(0, 40).entries()) {
+      const client = `counted-${i}`;
+      const reply = await lookup(input, client);
+      const arm = armOf(experiment, client);
+      expect(reply.body.experiment.arm).toBe(arm);
+      const model = arm === "candidate" ? candidate : control;
+      expected[arm].lookups++;
+      expected[arm].sum += mainValueOf(model.manifest, reply.body.prediction) as number;
+    }
+    const report = (await admin(`${base}/counted`)).body;
+    for (const arm of ["control", "candidate"] as const) {
+      expect(report.arms[arm].lookups).toBe(expected[arm].lookups);
+      // Every input was precomputed for both versions: all hits.
+      expect(report.arms[arm].hitRatio).toBe(expected[arm].lookups > 0 ? 1 : null);
+      if (expected[arm].lookups > 0)
+        expect(report.arms[arm].main.mean).toBeCloseTo(
+          expected[arm].sum / expected[arm].lookups,
+          9,
+        );
+    }
+  });
+
+  it("stops: revert puts everyone on the active version, promote on the candidate, within 1 s", async () => {
+    const input = inputs[2] as Record<string, string>;
+    const clients = Array.from({ length: 30 }, (_, i) => `stop-client-${i}`);
+    // Checked on the other API process: the stop goes through this one.
+    const everyone = (version: string) => async () => {
+      const replies = await Promise.all(clients.map((client) => lookup(input, client, other)));
+      return replies.every((r) => r.body.version === version && r.body.experiment === undefined);
+    };
+    const reverted = await admin(`${base}/counted/stop`, {
+      method: "POST",
+      body: { outcome: "revert" },
+    });
+    expect(reverted.status).toBe(200);
+    expect(reverted.body).toMatchObject({ state: "reverted", active: control.version });
+    const revertMs = await switchTime(everyone(control.version));
+    expect(
+      (await admin(`${base}/counted/stop`, { method: "POST", body: { outcome: "revert" } })).status,
+    ).toBe(409);
+
+    await admin(base, {
+      method: "POST",
+      body: { id: "to-promote", candidate: candidate.version, fraction: 0.2 },
+    });
+    const promoted = await admin(`${base}/to-promote/stop`, {
+      method: "POST",
+      body: { outcome: "promote" },
+    });
+    expect(promoted.body).toMatchObject({ state: "promoted", active: candidate.version });
+    const promoteMs = await switchTime(everyone(candidate.version));
+    console.log(
+      `stop: everyone on the active version ${revertMs.toFixed(0)} ms after a revert, on the candidate ${promoteMs.toFixed(0)} ms after a promote`,
+    );
+    const listed = (await admin(base)).body.experiments as Experiment[];
+    expect(listed.map((x) => [x.id, x.state])).toEqual(
+      expect.arrayContaining([
+        ["coarse-30", "reverted"],
+        ["counted", "reverted"],
+        ["to-promote", "promoted"],
+      ]),
+    );
+  });
+});

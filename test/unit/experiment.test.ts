@@ -1,0 +1,115 @@
+/** The pure parts of experiments: arm assignment, the agreement rule, histogram bins. */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { agreementOf } from "../../src/experiment/agreement.ts";
+import { armOf, cohortPoint, type Experiment } from "../../src/experiment/experiment.ts";
+import { binOf } from "../../src/experiment/tally.ts";
+import type { Manifest } from "../../src/model/manifest.ts";
+
+function experiment(fraction: number, id = "exp-1"): Experiment {
+  return {
+    id,
+    model: "m",
+    control: "aaaaaaaaaaaa",
+    candidate: "bbbbbbbbbbbb",
+    fraction,
+    shadowRate: 0,
+    state: "running",
+    startedAt: new Date(0).toISOString(),
+  };
+}
+
+const clients = Array.from({ length: 10_000 }, (_, i) => `client-${i}-${(i * 7919) % 10_007}`);
+
+describe("arm assignment", () => {
+  it("matches the split within statistical tolerance over 10,000 client ids", () => {
+    for (const fraction of [0.01, 0.1, 0.25, 0.5, 0.9]) {
+      const inCandidate = clients.filter((c) => armOf(experiment(fraction), c) === "candidate");
+      const n = clients.length;
+      // Four standard deviations of a binomial count: fails by chance about once in 15,000.
+      const tolerance = 4 * Math.sqrt(n * fraction * (1 - fraction));
+      expect(Math.abs(inCandidate.length - n * fraction)).toBeLessThan(tolerance);
+      console.log(
+        `split ${fraction}: ${inCandidate.length} of ${n} clients in the candidate arm (expected ${n * fraction} ± ${tolerance.toFixed(0)})`,
+      );
+    }
+  });
+
+  it("is stable per client, and a grown split keeps its candidate clients", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ minLength: 1, maxLength: 64 }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        (client, f1, f2) => {
+          const [small, large] = f1 <= f2 ? [f1, f2] : [f2, f1];
+          expect(armOf(experiment(small), client)).toBe(armOf(experiment(small), client));
+          if (armOf(experiment(small), client) === "candidate")
+            expect(armOf(experiment(large), client)).toBe("candidate");
+        },
+      ),
+    );
+  });
+
+  it("puts clients without an id in control, and nobody in candidate at 0 or everyone at 1", () => {
+    expect(armOf(experiment(1), undefined)).toBe("control");
+    expect(armOf(experiment(1), "")).toBe("control");
+    expect(clients.some((c) => armOf(experiment(0), c) === "candidate")).toBe(false);
+    expect(clients.every((c) => armOf(experiment(1), c) === "candidate")).toBe(true);
+  });
+
+  it("draws independent cohorts for different experiments", () => {
+    const a = clients.map((c) => cohortPoint("exp-a", c) < 0.5);
+    const b = clients.map((c) => cohortPoint("exp-b", c) < 0.5);
+    const both = a.filter((x, i) => x && b[i]).length;
+    // Independent halves overlap on about a quarter.
+    expect(Math.abs(both - clients.length / 4)).toBeLessThan(
+      4 * Math.sqrt(clients.length * 0.1875),
+    );
+  });
+});
+
+const manifestOf = (kind: "probability" | "regression" | "classes", digits = 4) =>
+  ({
+    outputs: [
+      {
+        name: "y",
+        tensor: "y",
+        kind,
+        digits,
+        ...(kind === "classes" ? { labels: ["a", "b"] } : {}),
+      },
+    ],
+  }) as unknown as Manifest;
+
+describe("agreement", () => {
+  it("judges a probability by its side of 0.5", () => {
+    expect(agreementOf(manifestOf("probability"), { y: 0.49 }, { y: 0.1 }).agreed).toBe(true);
+    const flipped = agreementOf(manifestOf("probability"), { y: 0.49 }, { y: 0.51 });
+    expect(flipped.agreed).toBe(false);
+    expect(flipped.absDiff).toBeCloseTo(0.02, 12);
+  });
+
+  it("judges classes by label and a regression within 5% or one rounding unit", () => {
+    const classes = manifestOf("classes");
+    const a = { y: { label: "a", probabilities: { a: 0.6, b: 0.4 } } };
+    const b = { y: { label: "b", probabilities: { a: 0.4, b: 0.6 } } };
+    expect(agreementOf(classes, a, b).agreed).toBe(false);
+    expect(agreementOf(classes, a, a).agreed).toBe(true);
+    const regression = manifestOf("regression", 1);
+    expect(agreementOf(regression, { y: 100 }, { y: 104.9 }).agreed).toBe(true);
+    expect(agreementOf(regression, { y: 100 }, { y: 106 }).agreed).toBe(false);
+    expect(agreementOf(regression, { y: 0 }, { y: 0.1 }).agreed).toBe(true);
+  });
+});
+
+describe("histogram bins", () => {
+  it("puts a value in the first bin whose upper edge holds it, else the open last one", () => {
+    const edges = [0.1, 0.5, 1];
+    expect(binOf(edges, 0)).toBe(0);
+    expect(binOf(edges, 0.1)).toBe(0);
+    expect(binOf(edges, 0.3)).toBe(1);
+    expect(binOf(edges, 1)).toBe(2);
+    expect(binOf(edges, 7)).toBe(3);
+  });
+});
