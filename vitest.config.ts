@@ -8,6 +8,8 @@ const CLUSTER_CORE = [
   "test/integration/admin-api.test.ts",
   "test/integration/access.test.ts",
   "test/integration/models-api.test.ts",
+  "test/integration/experiments.test.ts",
+  "test/integration/audit.test.ts",
   "test/integration/cluster.test.ts",
 ];
 
