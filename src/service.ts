@@ -88,6 +88,8 @@ export async function createService(
       maxWaitMs: config.waitMaxMs,
       keepFinishedSeconds: config.jobKeepSeconds,
       maxDepth: config.liveQueueMax,
+      batchRows: config.liveBatchRows,
+      batchWaitMs: config.liveBatchWaitMs,
     });
     await live.ready();
     const cacheAudit =

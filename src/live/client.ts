@@ -1,7 +1,10 @@
 /**
- * The API's side of the live queue: turns a miss into a BullMQ job whose id is derived
- * from the key, so concurrent identical misses — in this process or any other — share
- * one job and one inference. Within this process they also share one wait.
+ * The API's side of the live queue. Misses of one model version that arrive within a few
+ * milliseconds are gathered into one job (up to batchRows keys), so the queue's per-job
+ * work — scripts, events, the worker's fetch and completion — is paid once per batch.
+ * Before a batch is queued its keys are claimed in Redis: a key another process (or an
+ * earlier batch) is already computing is not computed again, its miss waits for that
+ * batch. Within this process, concurrent identical misses share one wait.
  */
 import { type Job, type Queue, QueueEvents } from "bullmq";
 import { PredcacheError } from "../errors.ts";
@@ -10,7 +13,16 @@ import type { ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import { closeWithin, type Redis } from "../redis/connection.ts";
 import { producerQueue } from "../redis/queue.ts";
-import { auditJobId, LIVE_QUEUE, type LiveJob, type LiveJobName, liveJobId } from "./jobs.ts";
+import { claim, holderOf, release } from "./claims.ts";
+import {
+  auditJobId,
+  batchJobId,
+  claimKey,
+  LIVE_QUEUE,
+  type LiveJob,
+  type LiveResult,
+  liveJobId,
+} from "./jobs.ts";
 
 export interface LiveClientOptions {
   prefix: string;
@@ -18,58 +30,91 @@ export interface LiveClientOptions {
   maxWaitMs: number;
   /** Seconds a finished job (and its result) stays pollable. */
   keepFinishedSeconds: number;
-  /** Misses the queue may hold before new ones are refused with 503 (0: no bound). */
+  /** Jobs the queue may hold before new misses are refused with 503 (0: no bound). */
   maxDepth?: number;
+  /** Most keys per job, and how long (ms) a batch gathers misses before it is queued. */
+  batchRows?: number;
+  batchWaitMs?: number;
 }
 
 /** How long a read queue depth is trusted: one Redis count per 100 ms, not per miss. */
 const DEPTH_TTL_MS = 100;
 
 export interface LiveSubmission {
+  /** The key's id: what a client polls at /v1/jobs/:id. */
   jobId: string;
-  /** Resolves once the job is in the queue; rejects (503) when it could not be queued. */
+  /** Resolves once the key's batch is in the queue; rejects (503) when it could not be queued. */
   queued: Promise<void>;
   /** Settles with the prediction, or rejects when the job fails or maxWaitMs passes. */
   result: Promise<Prediction>;
 }
 
+/** A key's state as a poll sees it. */
+export interface KeyPoll {
+  key: string;
+  state: string;
+  prediction?: Prediction;
+  failedReason?: string;
+}
+
+interface Waiter {
+  resolve: (p: Prediction) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface Gathered {
+  key: string;
+  keyId: string;
+  queued: { resolve: () => void; reject: (e: Error) => void };
+}
+
+interface Gathering {
+  model: ModelVersion;
+  items: Gathered[];
+  timer: NodeJS.Timeout | undefined;
+}
+
 export class LiveClient {
-  readonly queue: Queue<LiveJob, Prediction>;
+  readonly queue: Queue<LiveJob, LiveResult>;
   private readonly events: QueueEvents;
   private readonly inFlight = new Map<
     string,
     { queued: Promise<void>; result: Promise<Prediction> }
   >();
-  private readonly waiters = new Map<
-    string,
-    { resolve: (p: Prediction) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
-  >();
+  /** One per key (or audit) being waited for, by its id. */
+  private readonly waiters = new Map<string, Waiter>();
+  /** The keys each BullMQ job settles here: job id → key id → key. */
+  private readonly watching = new Map<string, Map<string, string>>();
+  private readonly watchedBy = new Map<string, string>();
+  private readonly gathering = new Map<string, Gathering>();
 
   constructor(
-    commands: Redis,
+    private readonly commands: Redis,
     blocking: Redis,
     private readonly options: LiveClientOptions,
   ) {
     // Producer commands fail fast when Redis is away (no offline queue), as BullMQ advises for HTTP handlers.
-    this.queue = producerQueue<LiveJob, Prediction>(LIVE_QUEUE, commands, options.prefix);
+    this.queue = producerQueue<LiveJob, LiveResult>(LIVE_QUEUE, commands, options.prefix);
     this.events = new QueueEvents(LIVE_QUEUE, { connection: blocking, prefix: options.prefix });
     this.events.on("error", () => {
       // Connection errors surface as 503s on the requests that need Redis; it reconnects by itself.
     });
     // Two listeners for all waits (not one per miss): completed/failed events settle them.
     this.events.on("completed", ({ jobId, returnvalue }) => {
+      if (!this.watching.has(jobId)) return;
       const value =
         typeof returnvalue === "string"
-          ? (JSON.parse(returnvalue) as Prediction)
-          : (returnvalue as unknown as Prediction);
-      this.settle(jobId, { value });
+          ? (JSON.parse(returnvalue) as LiveResult)
+          : (returnvalue as unknown as LiveResult);
+      this.completed(jobId, value);
     });
     this.events.on("failed", ({ jobId, failedReason }) => {
+      if (!this.watching.has(jobId)) return;
       // A failed attempt that will be retried is not the end: wait for the next outcome.
       void this.queue.getJob(jobId).then(
         async (job) => {
-          if (!job || (await job.isFailed()))
-            this.settle(jobId, { error: new Error(failedReason) });
+          if (!job || (await job.isFailed())) this.failed(jobId, failedReason);
         },
         () => {},
       );
@@ -81,45 +126,147 @@ export class LiveClient {
   }
 
   submit(model: ModelVersion, key: string): LiveSubmission {
-    const jobId = liveJobId(model.name, model.version, key);
-    const running = this.inFlight.get(jobId);
+    const keyId = liveJobId(model.name, model.version, key);
+    const running = this.inFlight.get(keyId);
     if (running) {
       processMetrics().coalesced.inc({ model: model.name });
-      return { jobId, ...running };
+      return { jobId: keyId, ...running };
     }
-    return { jobId, ...this.start("predict", jobId, model, key) };
+    // Listen before queuing, so a batch finishing right away is not missed.
+    const result = this.waitFor(keyId);
+    const queued = this.gather(model, key, keyId);
+    return { jobId: keyId, ...this.track(keyId, queued, result) };
   }
 
   /**
-   * Recomputes a key with the live model for the cache audit: an "audit" job, which the
-   * worker runs like a miss but does not store. Rejects when refused (queue bound, Redis
-   * away), failed or not done within maxWaitMs.
+   * Recomputes a key with the live model for the cache audit: an "audit" job of its own,
+   * which the worker runs like a miss but does not store, behind every miss (priority),
+   * not retried and not kept. Rejects when refused, failed or not done within maxWaitMs.
    */
   recompute(model: ModelVersion, key: string): Promise<Prediction> {
     const jobId = auditJobId(model.name, model.version, key);
-    const { queued, result } = this.inFlight.get(jobId) ?? this.start("audit", jobId, model, key);
-    return queued.then(() => result);
+    const running = this.inFlight.get(jobId);
+    if (running) return running.queued.then(() => running.result);
+    const result = this.waitFor(jobId);
+    this.watch(jobId, [{ keyId: jobId, key }]);
+    const queued = this.add("audit", jobId, model, [key], {
+      priority: 1,
+      attempts: 1,
+      removeOnComplete: true,
+      removeOnFail: true,
+    });
+    const { queued: q, result: r } = this.track(jobId, queued, result);
+    return q.then(() => r);
   }
 
-  private start(
-    name: LiveJobName,
-    jobId: string,
-    model: ModelVersion,
-    key: string,
-  ): { queued: Promise<void>; result: Promise<Prediction> } {
-    // Listen before adding, so a job finishing right away is not missed.
-    const result = this.waitFor(jobId);
-    const queued = this.enqueue(name, jobId, {
-      model: model.name,
-      version: model.version,
+  /** The key id's batch and its state, for polls; undefined when no batch holds it. */
+  async poll(keyId: string): Promise<KeyPoll | undefined> {
+    const holder = await holderOf(this.commands, claimKey(this.options.prefix, keyId));
+    if (!holder) return undefined;
+    const job = await this.queue.getJob(holder);
+    if (!job) return undefined;
+    const { model, version, keys } = job.data;
+    const key = keys.find((k) => liveJobId(model, version, k) === keyId);
+    if (key === undefined) return undefined;
+    const state = await job.getState();
+    const prediction = state === "completed" ? job.returnvalue?.[key] : undefined;
+    return {
       key,
-    });
-    queued.catch((error: Error) => this.settle(jobId, { error }));
+      state,
+      ...(prediction ? { prediction } : {}),
+      ...(job.failedReason ? { failedReason: job.failedReason } : {}),
+    };
+  }
+
+  private track(
+    id: string,
+    queued: Promise<void>,
+    result: Promise<Prediction>,
+  ): { queued: Promise<void>; result: Promise<Prediction> } {
+    queued.catch((error: Error) => this.settle(id, { error }));
     const submission = { queued, result };
-    this.inFlight.set(jobId, submission);
-    const forget = () => this.inFlight.delete(jobId);
+    this.inFlight.set(id, submission);
+    const forget = () => this.inFlight.delete(id);
     result.then(forget, forget);
     return submission;
+  }
+
+  /** Adds a miss to its version's batch; resolves once that batch is queued. */
+  private gather(model: ModelVersion, key: string, keyId: string): Promise<void> {
+    const id = `${model.name}@${model.version}`;
+    let batch = this.gathering.get(id);
+    if (!batch) {
+      batch = { model, items: [], timer: undefined };
+      this.gathering.set(id, batch);
+    }
+    const gathering = batch;
+    const queued = new Promise<void>((resolve, reject) => {
+      gathering.items.push({ key, keyId, queued: { resolve, reject } });
+    });
+    if (gathering.items.length >= (this.options.batchRows ?? 1)) this.flush(id);
+    else if (!gathering.timer)
+      gathering.timer = setTimeout(() => this.flush(id), this.options.batchWaitMs ?? 0);
+    return queued;
+  }
+
+  private flush(id: string): void {
+    const batch = this.gathering.get(id);
+    if (!batch) return;
+    this.gathering.delete(id);
+    if (batch.timer) clearTimeout(batch.timer);
+    void this.dispatch(batch.model, batch.items);
+  }
+
+  /** Claims the batch's keys, queues the ones it holds now, waits on others' batches for the rest. */
+  private async dispatch(model: ModelVersion, items: Gathered[]): Promise<void> {
+    try {
+      await this.checkDepth();
+      const batchId = batchJobId(model.name, model.version);
+      let holders: (string | undefined)[];
+      try {
+        holders = await claim(
+          this.commands,
+          batchId,
+          items.map((item) => claimKey(this.options.prefix, item.keyId)),
+          this.options.keepFinishedSeconds * 1000 + this.options.maxWaitMs,
+        );
+      } catch (error) {
+        throw unavailable(error);
+      }
+      const ours = items.filter((_, i) => holders[i] === undefined);
+      const elsewhere = new Map<string, Gathered[]>();
+      items.forEach((item, i) => {
+        const holder = holders[i];
+        if (holder === undefined) return;
+        elsewhere.set(holder, [...(elsewhere.get(holder) ?? []), item]);
+      });
+      if (ours.length > 0) {
+        this.watch(batchId, ours);
+        await this.add(
+          "predict",
+          batchId,
+          model,
+          ours.map((item) => item.key),
+          {
+            attempts: 3,
+            backoff: { type: "exponential", delay: 100 },
+            removeOnComplete: { age: this.options.keepFinishedSeconds },
+            removeOnFail: { age: this.options.keepFinishedSeconds },
+          },
+        ).catch(async (error: Error) => {
+          await this.releaseClaims(batchId, ours).catch(() => {});
+          throw error;
+        });
+      }
+      for (const [holder, group] of elsewhere) {
+        processMetrics().coalesced.inc({ model: model.name }, group.length);
+        this.watch(holder, group);
+        void this.settleIfFinished(holder);
+      }
+      for (const item of items) item.queued.resolve();
+    } catch (error) {
+      for (const item of items) item.queued.reject(error as Error);
+    }
   }
 
   private depthRead: { at: number; depth: Promise<number> } | undefined;
@@ -139,76 +286,138 @@ export class LiveClient {
     return this.depthRead.depth;
   }
 
-  /** Adds the job (refusing it past maxDepth); rejects with a PredcacheError (503). */
-  private async enqueue(name: LiveJobName, jobId: string, data: LiveJob): Promise<void> {
+  /** A bounded queue: past the bound, misses are refused (503) instead of piling up. */
+  private async checkDepth(): Promise<void> {
     const max = this.options.maxDepth ?? 0;
-    if (max > 0) {
-      // A bounded queue: past the bound, misses are refused instead of piling up.
-      const depth = await this.depth().catch(() => 0);
-      if (depth >= max)
-        throw new PredcacheError(
-          "overloaded",
-          `the live model has ${depth} misses waiting: retry shortly`,
-          { depth, max },
-          1,
-        );
-    }
-    let job: Job<LiveJob, Prediction>;
-    try {
-      job = await this.queue.add(name, data, {
-        jobId,
-        // Audits wait behind every miss (BullMQ takes unprioritized jobs first), are not
-        // retried, and are not kept: a kept one would be returned, not rerun, by the next
-        // audit of the key (add() of an existing id reports no finishedOn).
-        ...(name === "audit"
-          ? { priority: 1, attempts: 1, removeOnComplete: true, removeOnFail: true }
-          : {
-              attempts: 3,
-              backoff: { type: "exponential", delay: 100 },
-              removeOnComplete: { age: this.options.keepFinishedSeconds },
-              removeOnFail: { age: this.options.keepFinishedSeconds },
-            }),
-      });
-    } catch (error) {
+    if (max <= 0) return;
+    const depth = await this.depth().catch(() => 0);
+    if (depth >= max)
       throw new PredcacheError(
-        "redis_unavailable",
-        `cannot queue the live inference: ${(error as Error).message}`,
-        undefined,
+        "overloaded",
+        `the live model has ${depth} batches of misses waiting: retry shortly`,
+        { depth, max },
         1,
       );
-    }
-    // An identical job that already finished is returned as it is, with no new event.
-    if (job.finishedOn) {
-      if (job.failedReason) this.settle(jobId, { error: new Error(job.failedReason) });
-      else this.settle(jobId, { value: job.returnvalue });
+  }
+
+  private async add(
+    name: "predict" | "audit",
+    jobId: string,
+    model: ModelVersion,
+    keys: string[],
+    options: Parameters<Queue["add"]>[2],
+  ): Promise<void> {
+    try {
+      await this.queue.add(
+        name,
+        { model: model.name, version: model.version, keys },
+        { ...options, jobId },
+      );
+    } catch (error) {
+      this.unwatch(jobId);
+      throw unavailable(error);
     }
   }
 
-  /** One promise per job, settled from the shared QueueEvents listeners (or after maxWaitMs). */
-  private waitFor(jobId: string): Promise<Prediction> {
+  private watch(jobId: string, items: readonly { keyId: string; key: string }[]): void {
+    let keys = this.watching.get(jobId);
+    if (!keys) {
+      keys = new Map();
+      this.watching.set(jobId, keys);
+    }
+    for (const { keyId, key } of items) {
+      keys.set(keyId, key);
+      this.watchedBy.set(keyId, jobId);
+    }
+  }
+
+  /** Stops watching a job; returns what it was watched for. */
+  private unwatch(jobId: string): Map<string, string> {
+    const keys = this.watching.get(jobId) ?? new Map<string, string>();
+    this.watching.delete(jobId);
+    for (const keyId of keys.keys())
+      if (this.watchedBy.get(keyId) === jobId) this.watchedBy.delete(keyId);
+    return keys;
+  }
+
+  private completed(jobId: string, result: LiveResult | undefined): void {
+    for (const [keyId, key] of this.unwatch(jobId)) {
+      const prediction = result?.[key];
+      if (prediction) this.settle(keyId, { value: prediction });
+      else this.settle(keyId, { error: new Error(`job ${jobId} returned nothing for a key`) });
+    }
+  }
+
+  private failed(jobId: string, reason: string): void {
+    const keys = this.unwatch(jobId);
+    // The next miss of these keys may try again rather than wait on a failed batch.
+    void this.releaseClaims(
+      jobId,
+      [...keys.keys()].map((keyId) => ({ keyId })),
+    ).catch(() => {});
+    for (const keyId of keys.keys()) this.settle(keyId, { error: new Error(reason) });
+  }
+
+  /** A batch that finished before this process started watching it sends no event. */
+  private async settleIfFinished(jobId: string): Promise<void> {
+    try {
+      const job: Job<LiveJob, LiveResult> | undefined = await this.queue.getJob(jobId);
+      if (!job) return this.failed(jobId, `job ${jobId} is gone`);
+      if (job.finishedOn === undefined) return;
+      if (job.failedReason && (await job.isFailed())) this.failed(jobId, job.failedReason);
+      else if (job.returnvalue) this.completed(jobId, job.returnvalue);
+    } catch {
+      // Redis away: the waits time out by themselves.
+    }
+  }
+
+  private releaseClaims(batchId: string, items: readonly { keyId: string }[]): Promise<number> {
+    return release(
+      this.commands,
+      batchId,
+      items.map((item) => claimKey(this.options.prefix, item.keyId)),
+    );
+  }
+
+  /** One promise per key, settled from the shared QueueEvents listeners (or after maxWaitMs). */
+  private waitFor(id: string): Promise<Prediction> {
     return new Promise<Prediction>((resolve, reject) => {
       const timer = setTimeout(
-        () => this.settle(jobId, { error: new Error(`job ${jobId} timed out before finishing`) }),
+        () => this.settle(id, { error: new Error(`job ${id} timed out before finishing`) }),
         this.options.maxWaitMs,
       );
-      this.waiters.set(jobId, { resolve, reject, timer });
+      this.waiters.set(id, { resolve, reject, timer });
     });
   }
 
-  private settle(jobId: string, outcome: { value: Prediction } | { error: Error }): void {
-    const waiter = this.waiters.get(jobId);
+  private settle(id: string, outcome: { value: Prediction } | { error: Error }): void {
+    const waiter = this.waiters.get(id);
     if (!waiter) return;
-    this.waiters.delete(jobId);
+    this.waiters.delete(id);
     clearTimeout(waiter.timer);
+    const jobId = this.watchedBy.get(id);
+    if (jobId) {
+      this.watchedBy.delete(id);
+      const keys = this.watching.get(jobId);
+      keys?.delete(id);
+      if (keys?.size === 0) this.watching.delete(jobId);
+    }
     if ("value" in outcome) waiter.resolve(outcome.value);
     else waiter.reject(outcome.error);
   }
 
-  getJob(id: string): Promise<Job<LiveJob, Prediction> | undefined> {
-    return this.queue.getJob(id);
-  }
-
   async close(): Promise<void> {
+    for (const id of [...this.gathering.keys()]) this.flush(id);
     await Promise.allSettled([closeWithin(this.events.close()), this.queue.close()]);
   }
+}
+
+function unavailable(error: unknown): PredcacheError {
+  if (error instanceof PredcacheError) return error;
+  return new PredcacheError(
+    "redis_unavailable",
+    `cannot queue the live inference: ${(error as Error).message}`,
+    undefined,
+    1,
+  );
 }

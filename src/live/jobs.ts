@@ -1,39 +1,58 @@
 /**
  * The live queue's contract, shared by the API (producer) and the live worker: queue
- * name, job id derivation (one job per model version and canonical key, so identical
- * misses anywhere share one job) and the payload schema the worker re-validates.
+ * name, ids, and the payload schema the worker re-validates.
+ *
+ * A job carries a batch of keys of one model version (the misses an API process gathered
+ * within a few milliseconds), so the queue's per-job cost is paid once per batch, not
+ * once per miss. Each key keeps an id of its own, derived from version and key: the id a
+ * client polls, and the name of the key's claim, which makes identical misses in any
+ * process share one computation.
  */
+import { randomBytes } from "node:crypto";
 import { z } from "zod";
+import type { Prediction } from "../model/decoding.ts";
 import { sha256Hex } from "../model/hash.ts";
 
 export const LIVE_QUEUE = "live";
 
+/** Keys one job may carry (the API batches up to PREDCACHE_LIVE_BATCH_ROWS). */
+export const MAX_KEYS_PER_JOB = 10_000;
+
 export const liveJobSchema = z.strictObject({
   model: z.string().min(1).max(64),
   version: z.string().regex(/^[0-9a-f]{12}$/),
-  key: z.string().min(2).max(8192),
+  keys: z.array(z.string().min(2).max(8192)).min(1).max(MAX_KEYS_PER_JOB),
 });
 export type LiveJob = z.infer<typeof liveJobSchema>;
 
+/** What a job returns: each of its keys' prediction. */
+export type LiveResult = Record<string, Prediction>;
+
 /**
- * Job names: "predict" answers a miss and stores it; "audit" recomputes a cached entry
+ * Job names: "predict" answers misses and stores them; "audit" recomputes a cached entry
  * for the cache audit and stores nothing, so an audit observes and never repairs.
  */
 export const liveJobNameSchema = z.enum(["predict", "audit"]);
 export type LiveJobName = z.infer<typeof liveJobNameSchema>;
 
-/** `<model>.<version>.<hash of key>`: safe in URLs and in BullMQ ids (no colon). */
+/** `<model>.<version>.<hash of key>`: a key's own id, safe in URLs (no colon). */
 export function liveJobId(model: string, version: string, key: string): string {
   return `${model}.${version}.${sha256Hex(key).slice(0, 32)}`;
 }
 
-/** `audit.<model>.<version>.<hash of key>`: never a predict id, so /v1/jobs does not find it. */
+/** `<model>.<version>.b<random>`: one batch's BullMQ job id; never a key's id. */
+export function batchJobId(model: string, version: string): string {
+  return `${model}.${version}.b${randomBytes(9).toString("base64url")}`;
+}
+
+/** `audit.<model>.<version>.<hash of key>`: never a key's id, so /v1/jobs does not find it. */
 export function auditJobId(model: string, version: string, key: string): string {
   return `audit.${liveJobId(model, version, key)}`;
 }
 
 const jobIdPattern = /^([a-z0-9][a-z0-9-]{0,62})\.([0-9a-f]{12})\.([0-9a-f]{32})$/;
 
+/** The model and version of a key's id; undefined for anything else. */
 export function parseLiveJobId(id: string): { model: string; version: string } | undefined {
   const match = jobIdPattern.exec(id);
   return match ? { model: match[1] as string, version: match[2] as string } : undefined;
@@ -42,4 +61,9 @@ export function parseLiveJobId(id: string): { model: string; version: string } |
 /** BullMQ's key prefix: one hash tag, so a queue's keys stay in one Redis Cluster slot. */
 export function queuePrefix(prefix: string): string {
   return `{${prefix}:q}`;
+}
+
+/** The claim of a key (its id → the batch computing it), in the queue's slot. */
+export function claimKey(prefix: string, keyId: string): string {
+  return `${prefix}:claim:${keyId}`;
 }

@@ -1,6 +1,6 @@
 /**
- * The live worker: takes misses off the live queue, micro-batches concurrent ones into
- * one onnxruntime run per model version, writes the answers to L2 under that version's
+ * The live worker: takes batches of misses off the live queue, micro-batches the rows of
+ * the jobs it holds at once into one onnxruntime run per model version, writes the answers to L2 under that version's
  * keyspace, then completes the jobs (so whoever waits finds the answer in Redis too).
  * Audit jobs run the same way but are not written: the audit compares, it never repairs.
  */
@@ -12,7 +12,13 @@ import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import type { Redis } from "../redis/connection.ts";
 import { MicroBatcher, type MicroBatcherOptions } from "./batcher.ts";
-import { LIVE_QUEUE, type LiveJob, liveJobNameSchema, liveJobSchema } from "./jobs.ts";
+import {
+  LIVE_QUEUE,
+  type LiveJob,
+  type LiveResult,
+  liveJobNameSchema,
+  liveJobSchema,
+} from "./jobs.ts";
 
 export interface LiveWorkerOptions {
   prefix: string;
@@ -33,7 +39,7 @@ interface Row {
 }
 
 export class LiveWorker {
-  readonly worker: Worker<LiveJob, Prediction>;
+  readonly worker: Worker<LiveJob, LiveResult>;
   private readonly batchers = new Map<string, MicroBatcher<Row, Prediction>>();
 
   constructor(
@@ -43,7 +49,7 @@ export class LiveWorker {
     log: Logger,
     private readonly options: LiveWorkerOptions,
   ) {
-    this.worker = new Worker<LiveJob, Prediction>(LIVE_QUEUE, (job) => this.process(job), {
+    this.worker = new Worker<LiveJob, LiveResult>(LIVE_QUEUE, (job) => this.process(job), {
       connection: blocking,
       prefix: options.prefix,
       concurrency: options.concurrency,
@@ -64,30 +70,36 @@ export class LiveWorker {
     return Object.fromEntries([...this.batchers].map(([id, b]) => [id, b.batchSizes]));
   }
 
-  private async process(job: Job<LiveJob, Prediction>): Promise<Prediction> {
+  private async process(job: Job<LiveJob, LiveResult>): Promise<LiveResult> {
     const name = liveJobNameSchema.safeParse(job.name);
     if (!name.success) throw new UnrecoverableError(`unknown live job name ${job.name}`);
     const parsed = liveJobSchema.safeParse(job.data);
     if (!parsed.success)
       throw new UnrecoverableError(`malformed live job: ${parsed.error.message}`);
-    const { model: modelName, version, key } = parsed.data;
+    const { model: modelName, version, keys } = parsed.data;
     const model = await this.registry.resolve(modelName, version);
     if (!model) throw new UnrecoverableError(`unknown model version ${modelName}@${version}`);
-    // Re-derive the row from the key with the shared encoding: the worker trusts no row it is sent.
-    let input: Record<string, unknown>;
-    try {
-      input = model.encoder.decodeKey(key);
-    } catch (error) {
-      throw new UnrecoverableError((error as Error).message);
-    }
-    const encoded = model.encoder.encode(input);
-    if (!encoded.ok || encoded.value.key !== key)
-      throw new UnrecoverableError(`key is not canonical for ${modelName}@${version}`);
-    return this.batcherFor(model).submit({
-      key,
-      row: encoded.value.row,
-      store: name.data === "predict",
+    // Re-derive each row from its key with the shared encoding: the worker trusts no row it is sent.
+    const rows = keys.map((key): Row => {
+      let input: Record<string, unknown>;
+      try {
+        input = model.encoder.decodeKey(key);
+      } catch (error) {
+        throw new UnrecoverableError((error as Error).message);
+      }
+      const encoded = model.encoder.encode(input);
+      if (!encoded.ok || encoded.value.key !== key)
+        throw new UnrecoverableError(`key is not canonical for ${modelName}@${version}`);
+      return { key, row: encoded.value.row, store: name.data === "predict" };
     });
+    // The batcher joins this job's rows with other jobs' held at the same time.
+    const batcher = this.batcherFor(model);
+    const predictions = await Promise.all(rows.map((row) => batcher.submit(row)));
+    const result: LiveResult = {};
+    keys.forEach((key, i) => {
+      result[key] = predictions[i] as Prediction;
+    });
+    return result;
   }
 
   private batcherFor(model: ModelVersion): MicroBatcher<Row, Prediction> {

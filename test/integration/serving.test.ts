@@ -182,6 +182,37 @@ describe("misses", () => {
     console.log(`coalescing: 200 identical misses → ${runtime.stats.rows - before} inference`);
   });
 
+  it("computes identical misses once across API processes, and either process can poll the job", async () => {
+    // A second API process on the same Redis and prefix, with no worker of its own.
+    const other = await startTestService({ env, registry, liveWorker: false });
+    try {
+      const q = query(input("MSP", "DTW"));
+      const before = runtime.stats.rows;
+      const replies = await Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          getJson(`${(i % 2 ? other : t).url}/v1/models/flight-delay/predict?${q}&wait=5000`),
+        ),
+      );
+      expect(replies.every((r) => r.status === 200 && r.body.source === "live")).toBe(true);
+      expect(runtime.stats.rows - before).toBe(1);
+      console.log(
+        `coalescing across 2 API processes: 100 identical misses → ${runtime.stats.rows - before} inference`,
+      );
+
+      const pending = await getJson(
+        `${other.url}/v1/models/flight-delay/predict?${query(input("MSP", "ORD"))}&wait=0`,
+      );
+      expect(pending.status).toBe(202);
+      const done = await eventually(async () => {
+        const r = await getJson(`${t.url}${pending.body.job.url}`);
+        return r.status === 200 ? r : undefined;
+      });
+      expect(done.body).toMatchObject({ status: "completed", source: "live" });
+    } finally {
+      await other.close();
+    }
+  });
+
   it("micro-batches concurrent distinct misses into fewer runs than rows", async () => {
     const inputs = airports.flatMap((o) =>
       airports

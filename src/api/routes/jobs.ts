@@ -16,11 +16,9 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
     const ids = parseLiveJobId(id);
     const model = ids && deps.registry.get(ids.model, ids.version);
     if (!model) throw notFound;
-    let job: Awaited<ReturnType<typeof deps.live.getJob>>;
-    let state: string;
+    let poll: Awaited<ReturnType<typeof deps.live.poll>>;
     try {
-      job = await deps.live.getJob(id);
-      state = job ? await job.getState() : "unknown";
+      poll = await deps.live.poll(id);
     } catch (error) {
       throw new PredcacheError(
         "redis_unavailable",
@@ -29,20 +27,21 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
         1,
       );
     }
-    if (!job) throw notFound;
-    if (state === "completed") {
-      const key = job.data.key;
+    if (!poll) throw notFound;
+    if (poll.state === "completed" && poll.prediction) {
+      const { key } = poll;
       const decoded = model.encoder.encode(model.encoder.decodeKey(key));
       const ood = decoded.ok ? decoded.value.outOfDistribution : [];
       setHitHeaders(c, predictionEtag(model, key), deps.settings.hitMaxAgeSeconds);
       return c.json({
         status: "completed",
-        ...predictionReply(model, key, "live", job.returnvalue, ood),
+        ...predictionReply(model, key, "live", poll.prediction, ood),
       });
     }
-    if (state === "failed") {
-      throw new PredcacheError("inference_failed", `live inference failed: ${job.failedReason}`);
+    if (poll.state === "failed") {
+      throw new PredcacheError("inference_failed", `live inference failed: ${poll.failedReason}`);
     }
+    const state = poll.state;
     c.header("Retry-After", "1");
     c.header("Cache-Control", "no-store");
     return c.json({ status: state, job: jobLink(id) }, 202);

@@ -1,0 +1,64 @@
+/**
+ * Claims: which batch computes a key. A key's claim is set when its batch is queued and
+ * expires once the answer stops being pollable; an API process that misses a key already
+ * claimed waits for that batch instead of computing the key again. Scripts, so a batch's
+ * claims are taken (or released) in one step and in one slot (the queue's hash tag).
+ */
+import type { Redis } from "../redis/connection.ts";
+
+// KEYS: claim keys. ARGV: batch id, time to live (ms). Per key: '' when claimed for this
+// batch now, else the batch that holds it.
+const CLAIM = `
+local owners = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner then
+    owners[i] = owner
+  else
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    owners[i] = ''
+  end
+end
+return owners`;
+
+// KEYS: claim keys. ARGV: batch id. Deletes only the claims this batch still holds.
+const RELEASE = `
+local released = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+    released = released + 1
+  end
+end
+return released`;
+
+/** For each claim key: undefined when this batch holds it now, else the holder's batch id. */
+export async function claim(
+  redis: Redis,
+  batchId: string,
+  claimKeys: readonly string[],
+  ttlMs: number,
+): Promise<(string | undefined)[]> {
+  const owners = (await redis.eval(
+    CLAIM,
+    claimKeys.length,
+    ...claimKeys,
+    batchId,
+    Math.max(1, Math.round(ttlMs)),
+  )) as string[];
+  return owners.map((owner) => owner || undefined);
+}
+
+/** Gives up the claims `batchId` still holds (its job failed or was never queued). */
+export async function release(
+  redis: Redis,
+  batchId: string,
+  claimKeys: readonly string[],
+): Promise<number> {
+  if (claimKeys.length === 0) return 0;
+  return (await redis.eval(RELEASE, claimKeys.length, ...claimKeys, batchId)) as number;
+}
+
+export async function holderOf(redis: Redis, claimKey: string): Promise<string | undefined> {
+  return (await redis.get(claimKey)) ?? undefined;
+}
