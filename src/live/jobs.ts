@@ -8,10 +8,9 @@
  * client polls, and the name of the key's claim, which makes identical misses in any
  * process share one computation.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { z } from "zod";
 import type { Prediction } from "../model/decoding.ts";
-import { sha256Hex } from "../model/hash.ts";
 
 export const LIVE_QUEUE = "live";
 
@@ -35,9 +34,12 @@ export type LiveResult = Record<string, Prediction>;
 export const liveJobNameSchema = z.enum(["predict", "audit"]);
 export type LiveJobName = z.infer<typeof liveJobNameSchema>;
 
-/** `<model>.<version>.<hash of key>`: a key's own id, safe in URLs (no colon). */
+/**
+ * `<model>.<version>.<hash of key>`: a key's own id, safe in URLs (no colon). Server-only,
+ * so node:crypto (several times faster than the browser-safe hash) computes it.
+ */
 export function liveJobId(model: string, version: string, key: string): string {
-  return `${model}.${version}.${sha256Hex(key).slice(0, 32)}`;
+  return `${model}.${version}.${createHash("sha256").update(key).digest("hex").slice(0, 32)}`;
 }
 
 /** `<model>.<version>.b<random>`: one batch's BullMQ job id; never a key's id. */
