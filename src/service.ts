@@ -211,6 +211,7 @@ export async function createService(
         experiments.running.stop();
         await closeWithin(experiments.shadow.drain());
         await experiments.tally.close();
+        await traffic.flush();
         resident.stop();
         await cacheAudit?.close();
         await live.close();

@@ -1,8 +1,9 @@
 /**
  * Observed traffic: how often each canonical input is asked, per model and encoding, in
  * a bounded sorted set. Every miss counts; hits are sampled (weight 1/rate) so the L1
- * hot path rarely touches Redis. Precompute's traffic source reads the top K back:
- * what users actually ask becomes precomputed.
+ * hot path rarely touches Redis. Counts gather in process and go to Redis every
+ * FLUSH_MS in one batch, not one ZINCRBY per miss (a burst of misses repeats keys).
+ * Precompute's traffic source reads the top K back: what users ask becomes precomputed.
  */
 import type { ModelVersion } from "../model/registry.ts";
 import type { Redis } from "../redis/connection.ts";
@@ -20,10 +21,19 @@ export interface ObservedInput {
   count: number;
 }
 
-/** Trim about once every this many writes: bounded memory without a trim per request. */
-const TRIM_EVERY = 64;
+/** Trim about once every this many flushes: bounded memory without a trim per write. */
+const TRIM_EVERY = 16;
+/** How long counts gather in process (ms); also the staleness of what Redis shows. */
+const FLUSH_MS = 100;
+/** Distinct keys gathered before a flush is forced, whatever the time. */
+const FLUSH_KEYS = 5_000;
 
 export class TrafficRecorder {
+  /** Sorted set → canonical key → weight not yet in Redis. */
+  private pending = new Map<string, Map<string, number>>();
+  private pendingKeys = 0;
+  private timer: NodeJS.Timeout | undefined;
+
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
@@ -41,11 +51,41 @@ export class TrafficRecorder {
 
   private add(model: ModelVersion, key: string, weight: number): void {
     const set = this.keys.traffic(model.name, model.encoder.hash);
-    // Best effort: losing a count during a Redis outage must not fail the request.
-    this.redis.zincrby(set, weight, key).catch(() => {});
-    if (Math.random() < 1 / TRIM_EVERY) {
-      this.redis.zremrangebyrank(set, 0, -(this.options.maxEntries + 1)).catch(() => {});
+    let counts = this.pending.get(set);
+    if (!counts) {
+      counts = new Map();
+      this.pending.set(set, counts);
     }
+    const before = counts.get(key);
+    counts.set(key, (before ?? 0) + weight);
+    if (before === undefined && ++this.pendingKeys >= FLUSH_KEYS) void this.flush();
+    else if (!this.timer) {
+      this.timer = setTimeout(() => void this.flush(), FLUSH_MS);
+      this.timer.unref();
+    }
+  }
+
+  /** Writes the gathered counts now (before a traffic run is planned, and at close). */
+  async flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const batch = this.pending;
+    this.pending = new Map();
+    this.pendingKeys = 0;
+    // Best effort: counts lost during a Redis outage must not fail anything.
+    await Promise.all(
+      [...batch].map(async ([set, counts]) => {
+        const args: (string | number)[] = [];
+        for (const [key, weight] of counts) args.push(weight, key);
+        const pipeline = this.redis.pipeline();
+        // ZADD INCR takes one member; ZINCRBY per member, in one round trip per set.
+        for (let i = 0; i < args.length; i += 2)
+          pipeline.zincrby(set, args[i] as number, args[i + 1] as string);
+        if (Math.random() < 1 / TRIM_EVERY)
+          pipeline.zremrangebyrank(set, 0, -(this.options.maxEntries + 1));
+        await pipeline.exec().catch(() => {});
+      }),
+    );
   }
 }
 

@@ -105,6 +105,8 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
   admin.post("/models/:model/precompute", async (c) => {
     const body = await jsonBody(c);
     checkSeedPath(body.source, seedRoots);
+    // A traffic run plans from the counts in Redis: this process's latest go there first.
+    await deps.traffic.flush();
     const { runId, version } = await deps.admin.precompute.enqueue({
       ...(body as object),
       model: c.req.param("model"),
