@@ -11,6 +11,7 @@ import { matchToken } from "../admin/tokens.ts";
 import type { Keys } from "../cache/keys.ts";
 import { PredcacheError } from "../errors.ts";
 import type { Redis } from "../redis/connection.ts";
+import { setHeader } from "./headers.ts";
 
 export interface AccessOptions {
   keys: readonly AdminToken[];
@@ -60,9 +61,9 @@ export class RateLimiter {
     }
     const reset = Math.max(1, ttl);
     if (budget === "requests") {
-      c.header("RateLimit-Limit", String(limit));
-      c.header("RateLimit-Remaining", String(Math.max(0, limit - used)));
-      c.header("RateLimit-Reset", String(reset));
+      setHeader(c, "RateLimit-Limit", String(limit));
+      setHeader(c, "RateLimit-Remaining", String(Math.max(0, limit - used)));
+      setHeader(c, "RateLimit-Reset", String(reset));
     }
     if (used > limit)
       throw new PredcacheError(

@@ -11,6 +11,7 @@ import { mainValueOf, type Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { clientOf } from "./access.ts";
 import type { ApiDeps } from "./deps.ts";
+import { requestHeader, setHeader } from "./headers.ts";
 import type { ArmLabel } from "./reply.ts";
 
 export interface Assignment {
@@ -31,8 +32,8 @@ export function routeToArm(c: Context, deps: ApiDeps, resolved: ModelVersion): R
   if (!running || c.req.query("version") !== undefined) return { model: resolved };
   const header = deps.settings.clientIdHeader;
   // Answers differ by client now: shared caches must key on the client id too.
-  c.header("Vary", header);
-  const client = c.req.header(header) || clientOf(c);
+  setHeader(c, "Vary", header, true);
+  const client = requestHeader(c, header) || clientOf(c);
   let arm = armOf(running, client ? client.slice(0, 256) : undefined);
   let model = deps.registry.get(resolved.name, versionOf(running, arm));
   if (!model) {

@@ -5,6 +5,7 @@ import type { Arm } from "../experiment/experiment.ts";
 import { isLowConfidence, type Prediction } from "../model/decoding.ts";
 import { fnv1a32 } from "../model/hash.ts";
 import type { ModelVersion } from "../model/registry.ts";
+import { requestHeader } from "./headers.ts";
 
 /** Which experiment arm answered, when the model runs an experiment. */
 export interface ArmLabel {
@@ -58,13 +59,38 @@ export function predictionEtag(model: ModelVersion, key: string, experiment?: Ar
 
 /** True when If-None-Match names this ETag (or is *). */
 export function notModified(c: Context, etag: string): boolean {
-  const header = c.req.header("if-none-match");
+  const header = requestHeader(c, "if-none-match");
   if (!header) return false;
   return header.trim() === "*" || header.split(",").some((tag) => tag.trim() === etag);
 }
 
+/** The validators and cache lifetime of an answer, as a plain record (see ./headers.ts). */
+export function hitHeaders(
+  etag: string,
+  maxAgeSeconds: number,
+  contentType?: string,
+): Record<string, string> {
+  const headers: Record<string, string> = {
+    ETag: etag,
+    "Cache-Control": cacheControl(maxAgeSeconds),
+  };
+  if (contentType) headers["Content-Type"] = contentType;
+  return headers;
+}
+
+let cachedMaxAge = -1;
+let cachedCacheControl = "";
+
+/** Short max-age: the URL stays the same across a promote, the answer does not. */
+function cacheControl(maxAgeSeconds: number): string {
+  if (maxAgeSeconds !== cachedMaxAge) {
+    cachedMaxAge = maxAgeSeconds;
+    cachedCacheControl = `public, max-age=${maxAgeSeconds}`;
+  }
+  return cachedCacheControl;
+}
+
 export function setHitHeaders(c: Context, etag: string, maxAgeSeconds: number): void {
   c.header("ETag", etag);
-  // Short max-age: the URL stays the same across a promote, the answer does not.
-  c.header("Cache-Control", `public, max-age=${maxAgeSeconds}`);
+  c.header("Cache-Control", cacheControl(maxAgeSeconds));
 }

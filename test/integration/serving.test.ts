@@ -193,7 +193,9 @@ describe("misses", () => {
           getJson(`${(i % 2 ? other : t).url}/v1/models/flight-delay/predict?${q}&wait=5000`),
         ),
       );
-      expect(replies.every((r) => r.status === 200 && r.body.source === "live")).toBe(true);
+      // Late arrivals may find the answer stored already; none may compute it again.
+      expect(replies.every((r) => r.status === 200)).toBe(true);
+      expect(replies.some((r) => r.body.source === "live")).toBe(true);
       expect(runtime.stats.rows - before).toBe(1);
       console.log(
         `coalescing across 2 API processes: 100 identical misses → ${runtime.stats.rows - before} inference`,

@@ -18,8 +18,10 @@ import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { type Routed, recordArm, routeToArm } from "../experiment-routing.ts";
+import { plainResponse } from "../headers.ts";
 import {
   type ArmLabel,
+  hitHeaders,
   notModified,
   predictionEtag,
   predictionReply,
@@ -27,6 +29,11 @@ import {
 } from "../reply.ts";
 import { annotate } from "../request-log.ts";
 import { resolveModel } from "./models.ts";
+
+/** Seconds since a performance.now() reading (a function, not a closure per request). */
+function secondsSince(started: number): number {
+  return (performance.now() - started) / 1000;
+}
 
 /** Query parameters that are not features. */
 const RESERVED_PARAMETERS = new Set<string>(RESERVED_NAMES);
@@ -147,13 +154,10 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
   if (!encoded.ok) throw invalid(encoded.issues);
   const { key, outOfDistribution } = encoded.value;
   const etag = predictionEtag(model, key, arm);
-  if (notModified(c, etag)) {
-    setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
-    return c.body(null, 304);
-  }
+  if (notModified(c, etag))
+    return plainResponse(c, 304, null, hitHeaders(etag, deps.settings.hitMaxAgeSeconds));
   annotate(c, { model: model.name, version: model.version });
   const started = performance.now();
-  const seconds = () => (performance.now() - started) / 1000;
   const ood = outOfDistribution.length > 0;
   try {
     const hit = await deps.tiers.lookup(model, key);
@@ -162,26 +166,30 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
       deps.audit?.consider(model, key, hit);
       annotate(c, { source: hit.source });
       deps.stats.record(model, key, hit.source, {
-        seconds: seconds(),
+        seconds: secondsSince(started),
         prediction: hit.prediction,
         outOfDistribution: ood,
       });
       recordArm(deps, routed, key, hit.source, hit.prediction);
-      setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
-      c.header("Content-Type", "application/json");
-      return c.body(replyText(model, key, hit, outOfDistribution, arm));
+      const text = replyText(model, key, hit, outOfDistribution, arm);
+      return plainResponse(
+        c,
+        200,
+        text,
+        hitHeaders(etag, deps.settings.hitMaxAgeSeconds, "application/json"),
+      );
     }
     deps.traffic.recordMiss(model, key);
     await takeMiss(c, deps);
     const live = await awaitLive(deps, model, key, wait);
     annotate(c, { source: live.done ? "live" : "pending" });
     if (!live.done) {
-      deps.stats.record(model, key, "pending", { seconds: seconds() });
+      deps.stats.record(model, key, "pending", { seconds: secondsSince(started) });
       recordArm(deps, routed, key, "pending", undefined);
       return pending(c, live.jobId);
     }
     deps.stats.record(model, key, "live", {
-      seconds: seconds(),
+      seconds: secondsSince(started),
       prediction: live.prediction,
       outOfDistribution: ood,
     });
@@ -189,7 +197,7 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
     return c.json(predictionReply(model, key, "live", live.prediction, outOfDistribution, arm));
   } catch (error) {
-    deps.stats.record(model, key, "failed", { seconds: seconds() });
+    deps.stats.record(model, key, "failed", { seconds: secondsSince(started) });
     throw error;
   }
 }
