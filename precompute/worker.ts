@@ -20,6 +20,7 @@ import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
 import { parseTable } from "../src/table/format.ts";
 import type { TableInfo, TableStore } from "../src/table/store.ts";
+import { InferenceThread } from "./inference-thread.ts";
 import { describeSource, openSource, type RawInput } from "./inputs/index.ts";
 import { RunStore } from "./runs.ts";
 import {
@@ -41,9 +42,37 @@ export interface PrecomputeWorkerOptions {
   lockMs: number;
   /** How often stalled jobs (of dead workers) are looked for and handed out again. */
   stalledIntervalMs: number;
+  /** onnxruntime intra-op threads of the inference thread (PREDCACHE_ONNX_THREADS). */
+  inferenceThreads?: number;
 }
 
 const ENDED = new Set(["completed", "failed", "cancelled"]);
+
+/** Batches of a chunk between their keyspace check and their write at any moment. */
+const BATCHES_IN_FLIGHT = 3;
+
+/** Runs a batch of feature rows: the inference thread, or the in-process runtime. */
+type Inference = Pick<InferenceThread, "run">;
+
+/** At most `size` holders at once; the others wait their turn, first come first served. */
+class Gate {
+  private readonly waiting: (() => void)[] = [];
+  private free: number;
+  constructor(size: number) {
+    this.free = size;
+  }
+
+  async enter(): Promise<void> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((turn) => this.waiting.push(turn));
+  }
+
+  leave(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free++;
+  }
+}
 
 export class PrecomputeWorker {
   readonly runWorker: Worker<RunJob>;
@@ -51,6 +80,9 @@ export class PrecomputeWorker {
   private readonly chunkQueue: Queue<ChunkJob>;
   private readonly runQueue: Queue<RunJob>;
   private readonly runs: RunStore;
+  private readonly lanes = new Map<string, Promise<Inference>>();
+  /** Chunks sending batches to inference at once (`concurrency`); see processChunk. */
+  private readonly inferring: Gate;
 
   constructor(
     private readonly redis: Redis,
@@ -63,6 +95,7 @@ export class PrecomputeWorker {
     private readonly tables: TableStore | undefined,
   ) {
     this.runs = new RunStore(redis, keys);
+    this.inferring = new Gate(options.concurrency);
     const common = {
       connection: blocking,
       prefix: options.queuePrefix,
@@ -76,9 +109,12 @@ export class PrecomputeWorker {
       ...common,
       concurrency: 4,
     });
+    // One chunk more than `concurrency` is taken: it is fetched, validated and encoded
+    // while the others infer, and queues its batches behind theirs as soon as they have
+    // sent their last one, so the inference thread never waits for a chunk's start.
     this.chunkWorker = new Worker<ChunkJob>(CHUNK_QUEUE, (job) => this.processChunk(job), {
       ...common,
-      concurrency: options.concurrency,
+      concurrency: options.concurrency + 1,
     });
     this.chunkWorker.on("failed", (job, error) => void this.onChunkFailed(job, error));
     this.runWorker.on("failed", (job, error) => {
@@ -95,8 +131,20 @@ export class PrecomputeWorker {
     }
   }
 
+  /** Ready to take jobs; the inference threads keep loading in the background (warmUp). */
   async waitUntilReady(): Promise<void> {
+    void this.warmUp();
     await Promise.all([this.runWorker.waitUntilReady(), this.chunkWorker.waitUntilReady()]);
+  }
+
+  /**
+   * Starts the inference thread of each model's newest version (the usual target of a
+   * run), as the API loads its runtimes at start, so a run does not wait for a session to
+   * load; resolves once they are loaded. Other versions' threads start on first use.
+   */
+  async warmUp(): Promise<void> {
+    const newest = this.registry.names().map((name) => this.registry.defaultVersion(name));
+    await Promise.allSettled(newest.flatMap((model) => (model ? [this.inference(model)] : [])));
   }
 
   private async target(model: string, version: string): Promise<ModelVersion> {
@@ -115,6 +163,8 @@ export class PrecomputeWorker {
     if (ENDED.has((await this.runs.state(run.runId)) ?? "")) return { ended: true };
     const target = await this.target(run.model, run.version);
     if (run.step === "plan") {
+      // The inference thread loads the model while the chunks are being planned.
+      this.inference(target).catch(() => {});
       const chunks = await this.plan(job, run, target);
       // Cancelled while planning: stop here (no table, no promotion).
       if (await this.ended(run.runId)) return { ended: true };
@@ -237,6 +287,38 @@ export class PrecomputeWorker {
     return ENDED.has((await this.runs.state(runId)) ?? "");
   }
 
+  /**
+   * The version's inference: a thread of its own (inference-thread.ts), started on first
+   * use and again after it died; the registry's in-process runtime when the thread cannot
+   * have the same model bytes.
+   */
+  private async inference(model: ModelVersion): Promise<Inference> {
+    const id = `${model.name}@${model.version}`;
+    const current = this.lanes.get(id);
+    if (current) {
+      const lane = await current.catch(() => undefined);
+      if (lane && !(lane instanceof InferenceThread && lane.failed)) return lane;
+      if (this.lanes.get(id) === current) this.lanes.delete(id);
+    }
+    let started = this.lanes.get(id);
+    if (!started) {
+      started = InferenceThread.start(model, {
+        intraOpThreads: this.options.inferenceThreads ?? 1,
+      }).then(
+        (thread): Inference | Promise<Inference> => thread ?? this.registry.runtime(model),
+        (error: Error) => {
+          this.log.warn(
+            { model: model.name, version: model.version, err: error.message },
+            "precompute inference thread did not start; inferring in-process",
+          );
+          return this.registry.runtime(model);
+        },
+      );
+      this.lanes.set(id, started);
+    }
+    return started;
+  }
+
   private async processChunk(job: Job<ChunkJob>): Promise<{ written: number; skipped: number }> {
     const parsed = chunkJobSchema.safeParse(job.data);
     if (!parsed.success)
@@ -260,54 +342,68 @@ export class PrecomputeWorker {
         rows.set(encoded.value.key, encoded.value.row);
       }
     }
-    const runtime = await this.registry.runtime(model);
-    // A pipeline per batch: which keys the version already has is asked one batch
-    // ahead, and a batch's writes overlap the next batch's inference (onnxruntime runs
-    // off the event loop). Everything is awaited before the chunk counts as done.
-    const batches: string[][] = [];
-    for (let start = 0; start < keys.length; start += this.options.inferBatch) {
-      batches.push(keys.slice(start, start + this.options.inferBatch));
-    }
-    const presence = batches.map(() => undefined as Promise<boolean[]> | undefined);
-    const lookAhead = (b: number) => {
-      const batch = batches[b];
-      if (batch && !presence[b]) presence[b] = this.store.has(model, batch);
-    };
-    const writes: Promise<void>[] = [];
+    // Written before the chunk counts as done (the table builder reads it then); sent
+    // now so it travels alongside the batches.
+    const savedKeys = this.runs.saveChunkKeys(chunk.runId, chunk.index, keys);
+    savedKeys.catch(() => {});
+    const lane = await this.inference(model);
+    // Batches flow through in a window: while the inference thread runs one batch, the
+    // next waits in its queue (already checked against the keyspace and packed), and the
+    // one before is decoded, encoded and written. Every batch checks for a cancel first;
+    // everything is awaited before the chunk counts as done.
     let written = 0;
+    let failure: { error: unknown } | undefined;
+    const step = async (batch: string[]) => {
+      const [present, ended] = await Promise.all([
+        this.store.has(model, batch),
+        this.cancelled(chunk.runId),
+      ]);
+      if (ended) throw new UnrecoverableError(`run ${chunk.runId} has ended`);
+      const todo = batch.filter((_, i) => !present[i]);
+      if (todo.length === 0) return;
+      const predictions = await lane.run(todo.map((key) => rows.get(key) as number[]));
+      await this.store.put(
+        model,
+        todo.map((key, i) => ({ key, prediction: predictions[i] as Prediction })),
+      );
+      written += todo.length;
+    };
+    const inFlight = new Set<Promise<void>>();
+    // The gate: chunks of this worker send their batches one chunk after another.
+    await this.inferring.enter();
+    let entered = true;
+    const leave = () => {
+      if (entered) this.inferring.leave();
+      entered = false;
+    };
     try {
-      lookAhead(0);
-      for (const [b, batch] of batches.entries()) {
-        if (await this.cancelled(chunk.runId))
-          throw new UnrecoverableError(`run ${chunk.runId} has ended`);
-        const present = (await presence[b]) ?? [];
-        lookAhead(b + 1);
-        const todo = batch.filter((_, i) => !present[i]);
-        if (todo.length === 0) continue;
-        const predictions = await runtime.run(todo.map((key) => rows.get(key) as number[]));
-        writes.push(
-          this.store.put(
-            model,
-            todo.map((key, i) => ({ key, prediction: predictions[i] as Prediction })),
-          ),
-        );
-        written += todo.length;
+      for (let start = 0; start < keys.length && !failure; start += this.options.inferBatch) {
+        while (inFlight.size >= BATCHES_IN_FLIGHT) await Promise.race(inFlight);
+        if (failure) break;
+        const batch = keys.slice(start, start + this.options.inferBatch);
+        const task: Promise<void> = step(batch)
+          .catch((error: unknown) => {
+            failure ??= { error };
+          })
+          .finally(() => inFlight.delete(task));
+        inFlight.add(task);
       }
-      await Promise.all(writes);
+      // Every batch is on its way: the next chunk may queue its batches behind these.
+      leave();
+      await Promise.all(inFlight);
     } finally {
-      await Promise.allSettled([...writes, ...presence.filter((p) => p !== undefined)]);
+      leave();
     }
-    await this.runs.saveChunkKeys(chunk.runId, chunk.index, keys);
+    if (failure) throw failure.error;
+    await savedKeys;
     const skipped = keys.length - written;
-    await this.runs.chunkDone(chunk.runId, chunk.index, keys.length, written, skipped);
+    await Promise.all([
+      this.runs.chunkDone(chunk.runId, chunk.index, keys.length, written, skipped),
+      written > 0 &&
+        this.redis.hincrby(this.keys.versionMeta(model.name, model.version), "entries", written),
+    ]);
     if (written > 0)
       processMetrics().rowsWritten.inc({ model: model.name, version: model.version }, written);
-    if (written > 0)
-      await this.redis.hincrby(
-        this.keys.versionMeta(model.name, model.version),
-        "entries",
-        written,
-      );
     const status = await this.runs.get(chunk.runId);
     if (status) {
       const { chunks, rows: done, written: w, rate, etaSeconds } = status;
@@ -336,5 +432,10 @@ export class PrecomputeWorker {
   async close(): Promise<void> {
     await Promise.allSettled([this.runWorker.close(), this.chunkWorker.close()]);
     await Promise.allSettled([this.chunkQueue.close(), this.runQueue.close()]);
+    const lanes = await Promise.allSettled(this.lanes.values());
+    this.lanes.clear();
+    for (const lane of lanes)
+      if (lane.status === "fulfilled" && lane.value instanceof InferenceThread)
+        await lane.value.close();
   }
 }

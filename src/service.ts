@@ -287,6 +287,7 @@ export async function createPrecomputeWorker(
       queuePrefix: queuePrefix(config.prefix),
       inferBatch: config.precomputeBatch,
       concurrency: config.precomputeConcurrency,
+      inferenceThreads: config.onnxThreads,
       lockMs: config.lockMs,
       stalledIntervalMs: config.stalledIntervalMs,
     },

@@ -4,11 +4,35 @@
  * concurrent reads ride ioredis auto-pipelining, so a burst of lookups is one round trip.
  */
 
+import type { Result } from "ioredis";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { isCluster, type Redis, type Standalone } from "../redis/connection.ts";
 import { decodePrediction, encodePrediction } from "./codec.ts";
 import type { Keys } from "./keys.ts";
+
+/**
+ * Many entries per command on one Redis: precompute checks and writes hundreds of keys a
+ * batch, which as one HEXISTS or HSET each cost the client far more than Redis (a command
+ * object, its encoding and its reply per key). Still one HEXISTS / HSET per entry inside.
+ */
+const HAS_MANY_LUA = `local found = {}
+for i = 1, #KEYS do found[i] = redis.call("HEXISTS", KEYS[i], ARGV[i]) end
+return found`;
+const PUT_MANY_LUA = `for i = 1, #KEYS do redis.call("HSET", KEYS[i], ARGV[2 * i - 1], ARGV[2 * i]) end
+return #KEYS`;
+/** Entries per script call, so one call keeps Redis busy for well under a millisecond. */
+const PER_SCRIPT = 512;
+
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    predcacheHasMany(numKeys: number, ...keysThenFields: string[]): Result<number[], Context>;
+    predcachePutMany(
+      numKeys: number,
+      ...keysThenFieldsAndValues: (string | Buffer)[]
+    ): Result<number, Context>;
+  }
+}
 
 export interface StoreOptions {
   /** log2 of the bucket count per model version; aim for ≲ 128 entries per bucket. */
@@ -25,7 +49,13 @@ export class PredictionStore {
     private readonly redis: Redis,
     private readonly keys: Keys,
     private readonly options: StoreOptions,
-  ) {}
+  ) {
+    if (!isCluster(redis)) {
+      // Idempotent per connection; ioredis sends the script again after a Redis restart.
+      redis.defineCommand("predcacheHasMany", { lua: HAS_MANY_LUA });
+      redis.defineCommand("predcachePutMany", { lua: PUT_MANY_LUA });
+    }
+  }
 
   bucketOf(model: ModelVersion, key: string): string {
     return this.keys.bucket(
@@ -54,23 +84,55 @@ export class PredictionStore {
 
   /** Which of `keys` are already stored (for precompute's skip-existing). */
   async has(model: ModelVersion, keys: readonly string[]): Promise<boolean[]> {
-    const replies = await this.each(keys, (redis, key) =>
-      redis.hexists(this.bucketOf(model, key), key),
+    if (isCluster(this.redis)) {
+      const replies = await this.each(keys, (redis, key) =>
+        redis.hexists(this.bucketOf(model, key), key),
+      );
+      return replies.map((exists) => exists === 1);
+    }
+    const redis = this.redis;
+    const replies = await Promise.all(
+      slices(keys).map((slice) =>
+        redis.predcacheHasMany(
+          slice.length,
+          ...slice.map((key) => this.bucketOf(model, key)),
+          ...slice,
+        ),
+      ),
     );
-    return replies.map((exists) => exists === 1);
+    return replies.flat().map((exists) => exists === 1);
   }
 
-  /** Writes entries in one pipeline, one HSET per bucket. Values are immutable facts: rewriting is harmless. */
+  /**
+   * Writes entries: on one Redis a few script calls (one HSET per entry inside), on a
+   * cluster one auto-pipelined HSET per bucket. Values are immutable facts: rewriting is
+   * harmless.
+   */
   async put(model: ModelVersion, entries: readonly StoredEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    const byBucket = new Map<string, (string | Buffer)[]>();
-    for (const { key, prediction } of entries) {
-      const bucket = this.bucketOf(model, key);
-      const args = byBucket.get(bucket) ?? [];
-      byBucket.set(bucket, args);
-      args.push(key, encodePrediction(model.manifest, prediction));
+    if (isCluster(this.redis)) {
+      const byBucket = new Map<string, (string | Buffer)[]>();
+      for (const { key, prediction } of entries) {
+        const bucket = this.bucketOf(model, key);
+        const args = byBucket.get(bucket) ?? [];
+        byBucket.set(bucket, args);
+        args.push(key, encodePrediction(model.manifest, prediction));
+      }
+      await this.each([...byBucket], (redis, [bucket, args]) => redis.hset(bucket, ...args));
+      return;
     }
-    await this.each([...byBucket], (redis, [bucket, args]) => redis.hset(bucket, ...args));
+    const redis = this.redis;
+    await Promise.all(
+      slices(entries).map((slice) => {
+        const args: (string | Buffer)[] = new Array(slice.length * 3);
+        slice.forEach(({ key, prediction }, i) => {
+          args[i] = this.bucketOf(model, key);
+          args[slice.length + 2 * i] = key;
+          args[slice.length + 2 * i + 1] = encodePrediction(model.manifest, prediction);
+        });
+        return redis.predcachePutMany(slice.length, ...args);
+      }),
+    );
   }
 
   /**
@@ -96,4 +158,11 @@ export class PredictionStore {
       return reply as R;
     });
   }
+}
+
+function slices<T>(items: readonly T[]): (readonly T[])[] {
+  const out: (readonly T[])[] = [];
+  for (let start = 0; start < items.length; start += PER_SCRIPT)
+    out.push(items.slice(start, start + PER_SCRIPT));
+  return out;
 }

@@ -1,7 +1,9 @@
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { gridInputs } from "../../precompute/inputs/grid.ts";
 import { Precompute } from "../../precompute/job.ts";
+import type { SourceSpec } from "../../precompute/spec.ts";
 import { Keys } from "../../src/cache/keys.ts";
 import { PredictionStore } from "../../src/cache/store.ts";
 import { topObserved } from "../../src/cache/traffic.ts";
@@ -53,6 +55,7 @@ async function setup(label: string, env: Record<string, string> = {}) {
     prefix,
     keys,
     precompute,
+    worker,
     store: new PredictionStore(redis, keys, { bucketBits: config.bucketBits }),
     async close() {
       await worker.close();
@@ -143,6 +146,102 @@ describe("precompute run", () => {
       expect((await snapshotVersion(redis, p.prefix, "flight-delay", model.version)).size).toBe(
         600,
       );
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("skips the keys the version already has, leaving them as they are, and writes the rest", async () => {
+    const p = await setup("partial");
+    try {
+      const rows = await seedRows(700);
+      const encoded = rows.map(({ frequency: _, ...input }) => {
+        const e = model.encoder.encode(input);
+        if (!e.ok) throw new Error("seed row invalid");
+        return e.value;
+      });
+      // Every third key is already there, with a value the model would never give.
+      const present = encoded.filter((_, i) => i % 3 === 0).map((e) => e.key);
+      const marker = { delayProbability: -1, expectedDelayMinutes: -1 };
+      await p.store.put(
+        model,
+        present.map((key) => ({ key, prediction: marker })),
+      );
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "seed", file: await writeSeedCsv(rows) },
+        chunkSize: 300,
+      });
+      expect(await p.precompute.waitUntilDone(runId, 60_000)).toMatchObject({
+        state: "completed",
+        rows: 700,
+        written: 700 - present.length,
+        skipped: present.length,
+      });
+      const stored = await p.store.getMany(
+        model,
+        encoded.map((e) => e.key),
+      );
+      const direct = await (await registry.runtime(model)).run(encoded.map((e) => e.row));
+      expect(stored).toEqual(direct.map((prediction, i) => (i % 3 === 0 ? marker : prediction)));
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("finishes the run when its inference thread dies mid-run: the chunk is retried on a new thread", async () => {
+    const p = await setup("thread");
+    try {
+      const source: Extract<SourceSpec, { kind: "grid" }> = {
+        kind: "grid",
+        axes: {
+          origin: ["ATL"],
+          destination: "all",
+          hour: { min: 6, max: 17, step: 1 },
+          dayOfWeek: "all",
+        },
+        maxSize: 1_000_000,
+      };
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source,
+        chunkSize: 500,
+      });
+      await eventually(
+        async () =>
+          ((await p.precompute.status(runId))?.chunks.done ?? 0) >= 2 ? true : undefined,
+        60_000,
+        5,
+      );
+      // White box: the worker's inference threads, one per model version.
+      const lanes = (
+        p.worker.worker as unknown as { lanes: Map<string, Promise<{ close(): Promise<void> }>> }
+      ).lanes;
+      const id = `flight-delay@${model.version}`;
+      const killed = await lanes.get(id);
+      await killed?.close();
+      const done = await p.precompute.waitUntilDone(runId, 120_000);
+      expect(done).toMatchObject({ state: "completed", rows: 12_012, chunks: { done: 25 } });
+      expect(done.written + done.skipped).toBe(12_012);
+      expect(killed).toBeDefined();
+      expect(await lanes.get(id)).not.toBe(killed);
+      const encoded = [...gridInputs(model.manifest.encoding.features, source)].map((input) => {
+        const e = model.encoder.encode(input);
+        if (!e.ok) throw new Error("grid input invalid");
+        return e.value;
+      });
+      const stored = await p.store.getMany(
+        model,
+        encoded.map((e) => e.key),
+      );
+      expect(stored.filter((prediction) => prediction === undefined)).toEqual([]);
+      const sample = encoded.filter((_, i) => i % 97 === 0);
+      expect(
+        await p.store.getMany(
+          model,
+          sample.map((e) => e.key),
+        ),
+      ).toEqual(await (await registry.runtime(model)).run(sample.map((e) => e.row)));
     } finally {
       await p.close();
     }
