@@ -20,7 +20,7 @@ import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
 import { parseTable } from "../src/table/format.ts";
 import type { TableInfo, TableStore } from "../src/table/store.ts";
-import { InferenceThread } from "./inference-thread.ts";
+import { InferenceThread } from "../src/model/inference-thread.ts";
 import { describeSource, openSource, type RawInput } from "./inputs/index.ts";
 import { RunStore } from "./runs.ts";
 import {

@@ -10,8 +10,8 @@ import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { resolve } from "node:path";
 import { Worker } from "node:worker_threads";
-import { decodeRow, type OutputTensors, type Prediction } from "../src/model/decoding.ts";
-import { type ModelVersion, versionOf } from "../src/model/registry.ts";
+import { decodeRow, type OutputTensors, type Prediction } from "./decoding.ts";
+import { type ModelVersion, versionOf } from "./registry.ts";
 
 /** Plain CommonJS, so the thread needs no TypeScript loader (tsx, vitest or none). */
 const THREAD_SOURCE = `
