@@ -249,6 +249,7 @@ export async function createLiveWorker(
     concurrency: config.liveConcurrency,
     lockMs: config.lockMs,
     stalledIntervalMs: config.stalledIntervalMs,
+    inferenceThreads: config.onnxThreads,
   });
   await worker.worker.waitUntilReady();
   return {

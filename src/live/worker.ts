@@ -8,6 +8,7 @@ import { type Job, UnrecoverableError, Worker } from "bullmq";
 import type { PredictionStore } from "../cache/store.ts";
 import type { Logger } from "../log.ts";
 import type { Prediction } from "../model/decoding.ts";
+import { InferenceThread } from "../model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import type { Redis } from "../redis/connection.ts";
@@ -29,6 +30,8 @@ export interface LiveWorkerOptions {
   lockMs?: number;
   /** …at the next stalled-jobs check (ms). */
   stalledIntervalMs?: number;
+  /** Intra-op threads of each version's inference thread. */
+  inferenceThreads?: number;
 }
 
 interface Row {
@@ -108,8 +111,10 @@ export class LiveWorker {
     if (!batcher) {
       batcher = new MicroBatcher<Row, Prediction>(async (rows) => {
         const started = performance.now();
-        const runtime = await this.registry.runtime(model);
-        const predictions = await runtime.run(rows.map((r) => r.row));
+        const predictions = await this.infer(
+          model,
+          rows.map((r) => r.row),
+        );
         await this.store.put(
           model,
           rows.flatMap((r, i) =>
@@ -129,7 +134,39 @@ export class LiveWorker {
     return batcher;
   }
 
+  private readonly threads = new Map<string, Promise<InferenceThread | undefined>>();
+
+  /**
+   * Runs rows in the version's inference thread, off the event loop (onnxruntime-node runs
+   * a session on the calling thread), so the jobs' Redis work and, under npm start, the
+   * API's requests go on while the model runs. In process when no thread can be had.
+   * Counted on the registry's runtime either way: its stats are the version's inferences.
+   */
+  private async infer(model: ModelVersion, rows: number[][]): Promise<Prediction[]> {
+    const id = `${model.name}@${model.version}`;
+    let starting = this.threads.get(id);
+    if (!starting) {
+      starting = InferenceThread.start(model, {
+        intraOpThreads: this.options.inferenceThreads ?? 1,
+      }).catch(() => undefined);
+      this.threads.set(id, starting);
+    }
+    const thread = await starting;
+    const runtime = await this.registry.runtime(model);
+    if (!thread || thread.failed) {
+      // A dead thread is replaced on the next batch; this one runs in process.
+      if (thread?.failed) this.threads.delete(id);
+      return runtime.run(rows);
+    }
+    const predictions = await thread.run(rows);
+    runtime.stats.runs++;
+    runtime.stats.rows += rows.length;
+    return predictions;
+  }
+
   async close(): Promise<void> {
     await this.worker.close();
+    const threads = await Promise.all(this.threads.values());
+    await Promise.all(threads.map((thread) => thread?.close()));
   }
 }
