@@ -1,10 +1,11 @@
 /**
- * Precompute's inference, off the event loop. onnxruntime-node runs a session on the
- * calling thread (its async run() only defers the call by a setImmediate), so inference in
- * the worker's own thread stalls everything else: Redis replies, encoding, writes. Here a
- * worker thread holds its own session of the version and runs the batches it is sent one
- * after another, while the main thread prepares the next batches and writes finished ones.
- * Same model bytes, same session options and same decoding as the registry's runtime.
+ * Workers' inference, off the event loop. onnxruntime-node runs a session on the calling
+ * thread (its async run() only defers the call by a setImmediate), so inference on a
+ * worker's own thread stalls everything else: Redis replies, encoding, writes, and under
+ * npm start the API's requests. Here a worker thread holds its own session of the version
+ * and runs the batches it is sent one after another, while the main thread prepares the
+ * next batches and writes finished ones (precompute and live workers both use it). Same
+ * model bytes, same session options and same decoding as the registry's runtime.
  */
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
