@@ -13,6 +13,7 @@ import type { PredictionStore } from "../src/cache/store.ts";
 import type { Logger } from "../src/log.ts";
 import { switchActiveVersion } from "../src/model/active.ts";
 import type { Prediction } from "../src/model/decoding.ts";
+import { InferenceThread } from "../src/model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
 import { processMetrics } from "../src/observability/metrics.ts";
 import type { Redis } from "../src/redis/connection.ts";
@@ -20,7 +21,6 @@ import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
 import { parseTable } from "../src/table/format.ts";
 import type { TableInfo, TableStore } from "../src/table/store.ts";
-import { InferenceThread } from "../src/model/inference-thread.ts";
 import { describeSource, openSource, type RawInput } from "./inputs/index.ts";
 import { RunStore } from "./runs.ts";
 import {
