@@ -11,8 +11,10 @@
  * Data: N distinct real inputs of the demo model (flight-delay), drawn at random from its
  * schema's grid (origin × destination ≠ origin × hour × weekday), their canonical keys from
  * the shared encoding, and random model outputs (float32, as onnxruntime returns them)
- * decoded and rounded by the model's own decodeRow. Values are packed as the table builder
- * packs them. Targets are printed as PASS/MISS, never asserted; setup mistakes do fail.
+ * decoded and rounded by the model's own decodeRow. Entries are collected and settled as the
+ * table builder does (EntryCollector, settleEntries), so values are packed fixed-point fields
+ * as in a published table. Targets are printed as PASS/MISS, never asserted; setup mistakes
+ * do fail.
  *
  * BENCH_TABLE_ENTRIES (default 1,000,000) and BENCH_TABLE_LOOKUPS override the sizes.
  */
@@ -24,12 +26,13 @@ import { LookupTable } from "../src/client/lookup-table.ts";
 import { decodeRow, type OutputTensors, type Prediction } from "../src/model/decoding.ts";
 import { createEncoder } from "../src/model/encoding.ts";
 import { type Manifest, manifestSchema } from "../src/model/manifest.ts";
+import { EntryCollector, settleEntries } from "../src/table/entries.ts";
 import {
   encodeTable,
-  packValue,
   parseTable,
-  sortPacked,
+  pickEntries,
   type TableDescription,
+  type TableHeader,
   verifyTable,
 } from "../src/table/format.ts";
 import { keyHash } from "../src/table/key-hash.ts";
@@ -137,33 +140,26 @@ function randomTensors(manifest: Manifest, n: number, random: () => number): Out
   return tensors;
 }
 
-/** The table file, its values packed as src/table/builder.ts packs them. */
+/** The table file, its entries collected and settled as src/table/builder.ts does. */
 async function tableFile(
   manifest: Manifest,
   encodingHash: string,
   keys: readonly string[],
   predictions: readonly Prediction[],
 ): Promise<Uint8Array> {
-  const n = keys.length;
-  const hi = new Uint32Array(n);
-  const lo = new Uint32Array(n);
-  const offsets = new Uint32Array(n + 1);
-  let values = new Uint8Array(n * 16);
-  for (let i = 0; i < n; i++) {
-    const hash = keyHash(keys[i] as string);
-    hi[i] = hash.hi;
-    lo[i] = hash.lo;
+  const collected = new EntryCollector(manifest.outputs);
+  for (let i = 0; i < keys.length; i++) {
+    const { hi, lo } = keyHash(keys[i] as string);
     const prediction = predictions[i] as Prediction;
-    const packed = packValue(manifest.outputs.map((o) => prediction[o.name]));
-    const at = offsets[i] as number;
-    if (at + packed.length > values.length) {
-      const bigger = new Uint8Array(Math.max(values.length * 2, at + packed.length));
-      bigger.set(values);
-      values = bigger;
-    }
-    values.set(packed, at);
-    offsets[i + 1] = at + packed.length;
+    collected.push(
+      hi,
+      lo,
+      manifest.outputs.map((o) => prediction[o.name]),
+    );
   }
+  const settled = settleEntries(collected, 0, "bench");
+  if (settled.dropped.size > 0)
+    throw new Error(`${settled.dropped.size} pairs of keys share a 56-bit hash: change the seed`);
   const description: TableDescription = {
     model: manifest.name,
     modelVersion: "bench0000000",
@@ -174,8 +170,7 @@ async function tableFile(
     generation: "bench0000000.g1",
     source: "bench/table.ts (synthetic predictions)",
   };
-  const entries = sortPacked({ hi, lo, offsets, values: values.subarray(0, offsets[n] as number) });
-  return encodeTable(description, entries);
+  return encodeTable(description, pickEntries(collected.entries(), settled.order));
 }
 
 /** JSON of an object canonical key → prediction: in the given order, or shuffled. */
@@ -360,10 +355,17 @@ async function main(): Promise<void> {
       ],
     ),
   );
+  const h = header as TableHeader;
+  const directoryBytes = 4 * (2 ** h.directoryBits + 1);
+  const recordBits = h.columns.reduce((sum, c) => sum + c.bits, 0);
   console.log(
-    `  table per entry: ${(indexBytes / ENTRIES).toFixed(2)} index (8 hash${header.valueStride > 0 ? "" : " + 4 value offset"}) + ` +
-      `${(header.valuesLength / ENTRIES).toFixed(2)} msgpack value; ${fmtInt(fixedBytes)} bytes of preamble, header, padding and checksum` +
-      `${header.valueStride > 0 ? ` (fixed value stride ${header.valueStride})` : " (values vary in length: no fixed stride)"}`,
+    `  table per entry: ${(indexBytes / ENTRIES).toFixed(2)} index (${((indexBytes - directoryBytes) / ENTRIES).toFixed(2)} ` +
+      `hash + ${(directoryBytes / ENTRIES).toFixed(2)} directory of 2^${h.directoryBits} buckets) + ` +
+      `${(header.valuesLength / ENTRIES).toFixed(2)} values ` +
+      (h.valueEncoding === "packed"
+        ? `(packed fixed-point, ${recordBits} bits: ${h.columns.map((c) => c.bits).join(" + ")})`
+        : `(msgpack${h.valueStride > 0 ? `, stride ${h.valueStride}` : ", offsets"})`) +
+      `; ${fmtInt(fixedBytes)} bytes of preamble, header, padding and checksum`,
   );
 
   // ------------------------------------------------------------------ 2. open

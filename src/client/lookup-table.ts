@@ -4,17 +4,19 @@
  * shared encoding).
  */
 
-import type { OutputValue, Prediction } from "../model/decoding.ts";
+import type { Prediction } from "../model/decoding.ts";
 import { createEncoder, type Encoder, type InputIssue } from "../model/encoding.ts";
 import {
+  type AnyTableHeader,
   parseTable,
   TableFormatError,
-  type TableHeader,
   type TableView,
-  valuePackr,
   verifyTable,
 } from "../table/format.ts";
-import { keyHash } from "../table/key-hash.ts";
+import { keyHashInto } from "../table/key-hash.ts";
+
+/** Where getByKey hashes keys: no allocation per lookup. */
+const hash = new Uint32Array(2);
 
 export type TableLookup =
   | { status: "hit"; key: string; prediction: Prediction; outOfDistribution: string[] }
@@ -77,7 +79,8 @@ export class LookupTable {
     return new LookupTable(view, encoder);
   }
 
-  get header(): TableHeader {
+  /** The header (version 2's, or a version 1 table's: the description fields are common). */
+  get header(): AnyTableHeader {
     return this.view.header;
   }
 
@@ -87,7 +90,12 @@ export class LookupTable {
   }
 
   get size(): number {
-    return this.view.header.entryCount;
+    return this.view.size;
+  }
+
+  /** The file's format version (1: an older table, still read). */
+  get formatVersion(): 1 | 2 {
+    return this.view.version;
   }
 
   /** The raw file, e.g. to compute a delta against or to store offline. */
@@ -97,46 +105,30 @@ export class LookupTable {
 
   /** The prediction for a canonical key (as the shared encoding makes it), if covered. */
   getByKey(key: string): Prediction | undefined {
-    const { hi, lo } = keyHash(key);
-    return this.getByHash(hi, lo);
+    keyHashInto(key, hash);
+    const i = this.view.find(hash[0] as number, hash[1] as number);
+    return i < 0 ? undefined : this.view.prediction(i);
   }
 
-  /** The prediction stored under a key's 64-bit hash (as entries() gives them), if any. */
+  /**
+   * The prediction stored under a key's hash (as entries() gives them), if any. Matches
+   * the top 56 bits, all a version 2 table stores, so hashes from entries() of a table of
+   * either version find their entry here.
+   */
   getByHash(hi: number, lo: number): Prediction | undefined {
-    const i = this.view.find(hi, lo);
-    return i < 0 ? undefined : this.predictionAt(i);
+    const i = this.view.findTableHash(hi >>> 0, lo >>> 0);
+    return i < 0 ? undefined : this.view.prediction(i);
   }
 
   /**
    * Every entry in hash order, as its key hash and prediction (a table stores no keys):
-   * to compare two tables entry by entry.
+   * to compare two tables entry by entry. Version 2 tables store the top 56 bits of each
+   * hash: `lo`'s low 8 bits are 0.
    */
   *entries(): Generator<{ hi: number; lo: number; prediction: Prediction }> {
-    const { hi, lo } = this.view.entries;
+    const { hi, lo } = this.view.hashes();
     for (let i = 0; i < hi.length; i++)
-      yield { hi: hi[i] as number, lo: lo[i] as number, prediction: this.predictionAt(i) };
-  }
-
-  private predictionAt(i: number): Prediction {
-    const { header, entries } = this.view;
-    const outputs = header.outputs;
-    const start = entries.offsets ? (entries.offsets[i] as number) : i * header.valueStride;
-    const end = entries.offsets ? (entries.offsets[i + 1] as number) : start + header.valueStride;
-    const at = header.valuesOffset + start;
-    let values: OutputValue[];
-    try {
-      // Decoding in place (start/end over the one values buffer) is ~1.5× faster than a
-      // fresh subarray per lookup: msgpackr keeps its per-buffer state.
-      values = valuePackr.unpack(entries.values, { start, end }) as OutputValue[];
-    } catch (error) {
-      throw new TableFormatError(`value ${i} is not msgpack: ${(error as Error).message}`, at);
-    }
-    if (!Array.isArray(values) || values.length !== outputs.length)
-      throw new TableFormatError(`value ${i} does not hold one value per output`, at);
-    const prediction: Prediction = {};
-    for (let k = 0; k < outputs.length; k++)
-      prediction[(outputs[k] as { name: string }).name] = values[k] as OutputValue;
-    return prediction;
+      yield { hi: hi[i] as number, lo: lo[i] as number, prediction: this.view.prediction(i) };
   }
 
   /** Encodes the input with the shared encoding and looks it up. */

@@ -3,21 +3,26 @@
  * the entries added or changed, and the target's head (preamble + header) as raw bytes,
  * so a rebuild never depends on re-encoding the header the same way. Applying a delta to
  * the source rebuilds the target byte for byte, verified against the target's checksum.
- * Browser-safe.
+ * Both tables must be version 2 with the same value layout (deltaBlocker); otherwise
+ * there is no delta and the client downloads the full table. Browser-safe.
  */
 import { Packr } from "msgpackr";
 import {
+  columnsOf,
+  compareTableHash,
   concatBytes,
-  entriesOf,
-  indexBytes,
-  parseHeader,
+  type EntryValues,
+  msgpackValueAt,
+  parseHead,
   sha256,
   storedChecksum,
   type TableEntries,
   TableFormatError,
+  type TableHeader,
   type TableView,
+  tableSections,
 } from "./format.ts";
-import { compareHash } from "./key-hash.ts";
+import { columnSpecs, packColumns, packedWordCount, readField, sameColumns } from "./values.ts";
 
 const packr = new Packr({ useRecords: false });
 
@@ -31,21 +36,42 @@ export interface TableDelta {
   toHead: Uint8Array;
   /** Hashes (hi, lo as u32 little-endian pairs) present in the source only. */
   removed: Uint8Array;
-  /** Added or changed entries: hashes as above, then u32 value offsets (n + 1), then values. */
+  /** Added or changed entries: hashes as above, then their values in the target's encoding. */
   upsertedCount: number;
   upserted: Uint8Array;
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+/** No delta can turn one of the two tables into the other: download the full table. */
+export class DeltaUnavailableError extends Error {
+  override readonly name = "DeltaUnavailableError";
 }
 
-function u32s(values: readonly number[]): Uint8Array {
+/**
+ * Why no delta can rebuild `to` from `from`, or undefined when one can: both must be
+ * version 2 tables with the same value encoding, and packed values need columns of the
+ * same kinds and scales (so a source value re-bases exactly onto the target's minimums).
+ */
+export function deltaBlocker(
+  from: Pick<TableView, "version" | "header">,
+  to: Pick<TableView, "version" | "header">,
+): string | undefined {
+  if (from.version !== 2 || to.version !== 2) return "deltas join version 2 tables only";
+  const a = from.header as TableHeader;
+  const b = to.header as TableHeader;
+  if (a.valueEncoding !== b.valueEncoding) return "the two tables encode their values differently";
+  if (a.valueEncoding === "packed") {
+    const specsA = columnSpecs(a.outputs);
+    const specsB = columnSpecs(b.outputs);
+    if (!specsA || !specsB || !sameColumns(specsA, specsB))
+      return "the two tables have different value columns";
+  }
+  return undefined;
+}
+
+function u32s(values: ArrayLike<number>): Uint8Array {
   const bytes = new Uint8Array(values.length * 4);
   const view = new DataView(bytes.buffer);
-  for (const [i, v] of values.entries()) view.setUint32(i * 4, v, true);
+  for (let i = 0; i < values.length; i++) view.setUint32(i * 4, values[i] as number, true);
   return bytes;
 }
 
@@ -56,53 +82,96 @@ function readU32s(bytes: Uint8Array, at: number, count: number): Uint32Array {
   return out;
 }
 
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Entry values of a parsed version 2 table, comparable across two tables of one layout. */
+interface Values {
+  same(i: number, other: Values, j: number): boolean;
+  packed?: { ints: Float64Array; width: number };
+  msgpack?: (i: number) => Uint8Array;
+}
+
+function valuesOf(table: TableView): Values {
+  const v = table.values;
+  if (v.kind === "packed") {
+    const ints = columnsOf(v, table.size);
+    const width = v.columns.length;
+    return {
+      packed: { ints, width },
+      same(i, other, j) {
+        const theirs = (other.packed as { ints: Float64Array }).ints;
+        for (let c = 0; c < width; c++)
+          if (ints[i * width + c] !== theirs[j * width + c]) return false;
+        return true;
+      },
+    };
+  }
+  const at = (i: number) => msgpackValueAt(v, i);
+  return {
+    msgpack: at,
+    same: (i, other, j) => sameBytes(at(i), (other.msgpack as (j: number) => Uint8Array)(j)),
+  };
+}
+
 export function computeDelta(from: TableView, to: TableView): Uint8Array {
   if (from.header.encodingHash !== to.header.encodingHash) {
     throw new TableFormatError("a delta needs two tables of the same encoding", 16);
   }
-  const a = entriesOf(from);
-  const b = entriesOf(to);
+  const blocker = deltaBlocker(from, to);
+  if (blocker) throw new DeltaUnavailableError(blocker);
+  const target = to.header as TableHeader;
+  const a = from.hashes();
+  const b = to.hashes();
+  const va = valuesOf(from);
+  const vb = valuesOf(to);
   const removed: number[] = [];
   const upHashes: number[] = [];
-  const upValues: Uint8Array[] = [];
+  const upEntries: number[] = []; // positions in `to`
   let i = 0;
   let j = 0;
-  const value = (e: TableEntries, k: number) =>
-    e.values.subarray(e.offsets[k] as number, e.offsets[k + 1] as number);
   while (i < a.hi.length || j < b.hi.length) {
     const c =
       i >= a.hi.length
         ? 1
         : j >= b.hi.length
           ? -1
-          : compareHash(a.hi[i] as number, a.lo[i] as number, b.hi[j] as number, b.lo[j] as number);
+          : compareTableHash(
+              a.hi[i] as number,
+              a.lo[i] as number,
+              b.hi[j] as number,
+              b.lo[j] as number,
+            );
     if (c < 0) {
       removed.push(a.hi[i] as number, a.lo[i] as number);
       i++;
-    } else if (c > 0) {
-      upHashes.push(b.hi[j] as number, b.lo[j] as number);
-      upValues.push(value(b, j));
-      j++;
     } else {
-      if (!sameBytes(value(a, i), value(b, j))) {
+      if (c > 0 || !va.same(i, vb, j)) {
         upHashes.push(b.hi[j] as number, b.lo[j] as number);
-        upValues.push(value(b, j));
+        upEntries.push(j);
       }
-      i++;
+      if (c === 0) i++;
       j++;
     }
   }
-  const offsets: number[] = [0];
-  for (const v of upValues) offsets.push((offsets.at(-1) as number) + v.length);
-  const upserted = new Uint8Array(
-    upHashes.length * 4 + offsets.length * 4 + (offsets.at(-1) as number),
-  );
-  upserted.set(u32s(upHashes), 0);
-  upserted.set(u32s(offsets), upHashes.length * 4);
-  let at = upHashes.length * 4 + offsets.length * 4;
-  for (const v of upValues) {
-    upserted.set(v, at);
-    at += v.length;
+  const u = upEntries.length;
+  let upValues: Uint8Array[];
+  if (vb.packed) {
+    const { ints, width } = vb.packed;
+    const picked = new Float64Array(u * width);
+    upEntries.forEach((from, to) => {
+      picked.set(ints.subarray(from * width, (from + 1) * width), to * width);
+    });
+    upValues = [u32s(packColumns(picked, u, target.columns))];
+  } else {
+    const at = vb.msgpack as (i: number) => Uint8Array;
+    const values = upEntries.map(at);
+    const offsets = [0];
+    for (const v of values) offsets.push((offsets.at(-1) as number) + v.length);
+    upValues = [u32s(offsets), ...values];
   }
   const delta: TableDelta = {
     format: "predcache-table-delta",
@@ -110,10 +179,10 @@ export function computeDelta(from: TableView, to: TableView): Uint8Array {
     fromChecksum: from.checksum,
     toGeneration: to.header.generation,
     toChecksum: to.checksum,
-    toHead: to.bytes.subarray(0, to.header.indexOffset),
+    toHead: to.bytes.subarray(0, target.indexOffset),
     removed: u32s(removed),
-    upsertedCount: upValues.length,
-    upserted,
+    upsertedCount: u,
+    upserted: concatBytes([u32s(upHashes), ...upValues]),
   };
   return packr.pack(delta);
 }
@@ -134,7 +203,7 @@ export function decodeDelta(bytes: Uint8Array): TableDelta {
     delta.upsertedCount < 0 ||
     !blobs.every((b) => b instanceof Uint8Array) ||
     delta.removed.length % 8 !== 0 ||
-    delta.upserted.length < 12 * delta.upsertedCount + 4
+    delta.upserted.length < 8 * delta.upsertedCount
   ) {
     throw new TableFormatError("not a table delta, or an incomplete one", 0);
   }
@@ -155,71 +224,143 @@ export async function applyDelta(from: TableView, deltaBytes: Uint8Array): Promi
   }
 }
 
+/** The upserted entries' values, in the target's encoding, or a TableFormatError. */
+function upsertedValues(delta: TableDelta, header: TableHeader): EntryValues {
+  const u = delta.upsertedCount;
+  const at = 8 * u;
+  const blob = delta.upserted;
+  const bad = () => new TableFormatError("the delta's upserted values do not fit its head", 0);
+  if (header.valueEncoding === "packed") {
+    const recordBits = header.columns.reduce((sum, c) => sum + c.bits, 0);
+    const words = packedWordCount(u, recordBits);
+    if (blob.length !== at + 4 * words) throw bad();
+    const stream = readU32s(blob, at, words);
+    const width = header.columns.length;
+    const ints = new Float64Array(u * width);
+    for (let i = 0; i < u; i++) {
+      let p = i * recordBits;
+      for (let c = 0; c < width; c++) {
+        const { min, bits } = header.columns[c] as { min: number; bits: number };
+        ints[i * width + c] = min + readField(stream, p, bits);
+        p += bits;
+      }
+    }
+    return { kind: "packed", columns: width, ints };
+  }
+  if (blob.length < at + 4 * (u + 1)) throw bad();
+  const offsets = readU32s(blob, at, u + 1);
+  const valuesAt = at + 4 * (u + 1);
+  if (offsets[0] !== 0 || offsets[u] !== blob.length - valuesAt) throw bad();
+  for (let i = 1; i <= u; i++) if ((offsets[i] as number) < (offsets[i - 1] as number)) throw bad();
+  return { kind: "msgpack", bytes: blob.subarray(valuesAt), offsets };
+}
+
 async function rebuild(from: TableView, delta: TableDelta): Promise<Uint8Array> {
   if (delta.fromChecksum !== from.checksum)
     throw new TableFormatError("the delta was made from another table", 0);
-  const a = entriesOf(from);
+  // The target's own head says where its sections go and how its values are encoded.
+  const head = delta.toHead;
+  const parsed = parseHead(head);
+  if (parsed.version !== 2 || parsed.header.indexOffset !== head.length)
+    throw new TableFormatError("the delta's head does not describe the rebuilt entries", 0);
+  const header = parsed.header;
+  const blocker = deltaBlocker(from, parsed);
+  if (blocker) throw new TableFormatError(`the delta cannot apply to this table: ${blocker}`, 0);
+  const upValues = upsertedValues(delta, header);
+  const u = delta.upsertedCount;
+  const up = readU32s(delta.upserted, 0, 2 * u);
   const removed = readU32s(delta.removed, 0, delta.removed.length / 4);
-  const n = delta.upsertedCount;
-  const upHashes = readU32s(delta.upserted, 0, 2 * n);
-  const upOffsets = readU32s(delta.upserted, 8 * n, n + 1);
-  const upValuesAt = 8 * n + 4 * (n + 1);
+  const source = from.hashes();
+  const n = source.hi.length;
+  const sourceValues = valuesOf(from);
+
+  // Merge: source entries not removed, upserted ones added or replacing (all ascending).
   const hi: number[] = [];
   const lo: number[] = [];
-  const values: Uint8Array[] = [];
+  const picks: number[] = []; // ≥ 0: a source entry; < 0: upserted entry −1 − k
   let i = 0;
   let r = 0;
-  let u = 0;
-  while (i < a.hi.length || u < n) {
-    const ah = a.hi[i] as number;
-    const al = a.lo[i] as number;
-    if (
-      i < a.hi.length &&
-      r < removed.length / 2 &&
-      removed[2 * r] === ah &&
-      removed[2 * r + 1] === al
-    ) {
-      i++;
-      r++;
-      continue;
+  let k = 0;
+  const ascending = (list: Uint32Array, at: number) =>
+    at === 0 ||
+    compareTableHash(
+      list[2 * at - 2] as number,
+      list[2 * at - 1] as number,
+      list[2 * at] as number,
+      list[2 * at + 1] as number,
+    ) < 0;
+  while (i < n || k < u) {
+    if (i < n && r < removed.length / 2) {
+      const c = compareTableHash(
+        removed[2 * r] as number,
+        removed[2 * r + 1] as number,
+        source.hi[i] as number,
+        source.lo[i] as number,
+      );
+      if (c < 0 || !ascending(removed, r))
+        throw new TableFormatError("the delta removes entries the source does not have", 0);
+      if (c === 0) {
+        i++;
+        r++;
+        continue;
+      }
     }
     const c =
-      i >= a.hi.length
+      i >= n
         ? 1
-        : u >= n
+        : k >= u
           ? -1
-          : compareHash(ah, al, upHashes[2 * u] as number, upHashes[2 * u + 1] as number);
-    if (c <= 0 && i < a.hi.length && !(c === 0)) {
-      hi.push(ah);
-      lo.push(al);
-      values.push(a.values.subarray(a.offsets[i] as number, a.offsets[i + 1] as number));
-      i++;
+          : compareTableHash(
+              source.hi[i] as number,
+              source.lo[i] as number,
+              up[2 * k] as number,
+              up[2 * k + 1] as number,
+            );
+    if (c < 0) {
+      hi.push(source.hi[i] as number);
+      lo.push(source.lo[i] as number);
+      picks.push(i++);
     } else {
-      hi.push(upHashes[2 * u] as number);
-      lo.push(upHashes[2 * u + 1] as number);
-      values.push(
-        delta.upserted.subarray(
-          upValuesAt + (upOffsets[u] as number),
-          upValuesAt + (upOffsets[u + 1] as number),
-        ),
-      );
+      if (!ascending(up, k)) throw new TableFormatError("the delta's entries are out of order", 0);
+      hi.push(up[2 * k] as number);
+      lo.push(up[2 * k + 1] as number);
+      picks.push(-1 - k++);
       if (c === 0) i++;
-      u++;
     }
   }
-  const offsets = new Uint32Array(values.length + 1);
-  values.forEach((v, k) => {
-    offsets[k + 1] = (offsets[k] as number) + v.length;
-  });
-  const blob = new Uint8Array(offsets[values.length] as number);
-  for (const [k, v] of values.entries()) blob.set(v, offsets[k] as number);
-  // The target's own head says where its sections go; the rebuilt sections must fill them.
-  const head = delta.toHead;
-  const header = parseHeader(head);
-  if (header.indexOffset !== head.length || header.entryCount !== values.length)
+  if (r !== removed.length / 2)
+    throw new TableFormatError("the delta removes entries the source does not have", 0);
+  if (header.entryCount !== picks.length)
     throw new TableFormatError("the delta's head does not describe the rebuilt entries", 0);
-  const entries = { hi: Uint32Array.from(hi), lo: Uint32Array.from(lo), values: blob, offsets };
-  const body = concatBytes([head, ...indexBytes(entries, header.valueStride > 0), blob]);
+
+  let values: EntryValues;
+  const count = picks.length;
+  if (upValues.kind === "packed") {
+    const width = upValues.columns;
+    const mine = (sourceValues.packed as { ints: Float64Array }).ints;
+    const ints = new Float64Array(count * width);
+    picks.forEach((pick, to) => {
+      const [list, at] = pick >= 0 ? [mine, pick] : [upValues.ints, -1 - pick];
+      ints.set(list.subarray(at * width, (at + 1) * width), to * width);
+    });
+    values = { kind: "packed", columns: width, ints };
+  } else {
+    const parts = picks.map((pick) =>
+      pick >= 0
+        ? (sourceValues.msgpack as (i: number) => Uint8Array)(pick)
+        : upValues.bytes.subarray(
+            upValues.offsets[-1 - pick] as number,
+            upValues.offsets[-pick] as number,
+          ),
+    );
+    const offsets = new Uint32Array(count + 1);
+    parts.forEach((p, to) => {
+      offsets[to + 1] = (offsets[to] as number) + p.length;
+    });
+    values = { kind: "msgpack", bytes: concatBytes(parts), offsets };
+  }
+  const entries: TableEntries = { hi: Uint32Array.from(hi), lo: Uint32Array.from(lo), values };
+  const body = concatBytes([head, ...tableSections(header, entries)]);
   if (body.length !== header.valuesOffset + header.valuesLength)
     throw new TableFormatError("the rebuilt table does not have its stated length", body.length);
   const bytes = concatBytes([body, await sha256(body)]);

@@ -25,7 +25,8 @@ function mixBlock(h: number, block: number): number {
   return (Math.imul((m << 13) | (m >>> 19), 5) + 0xe6546b64) | 0;
 }
 
-function finish(h: number, tail: number, length: number, f: number): KeyHash {
+/** MurmurHash3's tail and finalizer; stores both hashes in out[0] (hi) and out[1] (lo). */
+function finish(h: number, tail: number, length: number, f: number, out: Uint32Array): void {
   let m = h;
   if (length & 3) {
     let k = Math.imul(tail, C1);
@@ -38,11 +39,12 @@ function finish(h: number, tail: number, length: number, f: number): KeyHash {
   m ^= m >>> 13;
   m = Math.imul(m, 0xc2b2ae35);
   m ^= m >>> 16;
-  return { hi: m >>> 0, lo: f >>> 0 };
+  out[0] = m;
+  out[1] = f;
 }
 
 /** Both hashes in one pass over UTF-8 bytes (MurmurHash3 x86_32 blocks are little-endian). */
-function hashBytes(bytes: Uint8Array): KeyHash {
+function hashBytes(bytes: Uint8Array, out: Uint32Array): void {
   let h = SEED;
   let f = FNV_OFFSET;
   let k = 0;
@@ -55,21 +57,25 @@ function hashBytes(bytes: Uint8Array): KeyHash {
       k = 0;
     }
   }
-  return finish(h, k, bytes.length, f);
+  finish(h, k, bytes.length, f, out);
 }
 
 /**
- * The hot path (every table lookup): for ASCII keys the string's char codes are its UTF-8
- * bytes, so both hashes run in one loop with no allocation; any other key is encoded first.
+ * The hot path (every table lookup): hashes a key into out[0] (hi) and out[1] (lo). For
+ * ASCII keys the string's char codes are its UTF-8 bytes, so both hashes run in one loop
+ * with no allocation; any other key is encoded first.
  */
-export function keyHash(key: string): KeyHash {
+export function keyHashInto(key: string, out: Uint32Array): void {
   let h = SEED;
   let f = FNV_OFFSET;
   let k = 0;
   const n = key.length;
   for (let i = 0; i < n; i++) {
     const c = key.charCodeAt(i);
-    if (c > 0x7f) return hashBytes(utf8.encode(key));
+    if (c > 0x7f) {
+      hashBytes(utf8.encode(key), out);
+      return;
+    }
     f = Math.imul(f ^ c, FNV_PRIME);
     k |= c << ((i & 3) << 3);
     if ((i & 3) === 3) {
@@ -77,7 +83,15 @@ export function keyHash(key: string): KeyHash {
       k = 0;
     }
   }
-  return finish(h, k, n, f);
+  finish(h, k, n, f, out);
+}
+
+const scratch = new Uint32Array(2);
+
+/** The 64-bit hash of a key, as its two halves. */
+export function keyHash(key: string): KeyHash {
+  keyHashInto(key, scratch);
+  return { hi: scratch[0] as number, lo: scratch[1] as number };
 }
 
 /** Orders hashes as unsigned 64-bit numbers (hi, then lo). */

@@ -8,7 +8,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Readable } from "node:stream";
-import { parseHeader, storedChecksum, type TableHeader } from "./format.ts";
+import { type AnyTableHeader, parseHeader, storedChecksum } from "./format.ts";
 
 export interface TableInfo {
   model: string;
@@ -43,7 +43,7 @@ export function isGeneration(text: string): boolean {
   return GENERATION.test(text);
 }
 
-function infoOf(model: string, header: TableHeader, bytes: number, checksum: string): TableInfo {
+function infoOf(model: string, header: AnyTableHeader, bytes: number, checksum: string): TableInfo {
   return {
     model,
     generation: header.generation,

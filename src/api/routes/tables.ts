@@ -11,7 +11,7 @@ import { Readable } from "node:stream";
 import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
 import { processMetrics } from "../../observability/metrics.ts";
-import { computeDelta } from "../../table/delta.ts";
+import { computeDelta, DeltaUnavailableError } from "../../table/delta.ts";
 import { parseTable } from "../../table/format.ts";
 import { isGeneration, type TableInfo } from "../../table/store.ts";
 import type { ApiDeps } from "../deps.ts";
@@ -163,7 +163,14 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
       deps.tables.read(model, from.generation),
       deps.tables.read(model, to.generation),
     ]);
-    const delta = computeDelta(parseTable(a), parseTable(b));
+    let delta: Uint8Array;
+    try {
+      delta = computeDelta(parseTable(a), parseTable(b));
+    } catch (error) {
+      // E.g. a version 1 table on one side, or values packed on one side only.
+      if (!(error instanceof DeltaUnavailableError)) throw error;
+      throw new PredcacheError("conflict", `${error.message}: download the full table`);
+    }
     processMetrics().tableDownloads.inc({ model, kind: "delta" });
     c.header("Content-Type", "application/vnd.predcache.table-delta");
     c.header("Content-Length", String(delta.length));
