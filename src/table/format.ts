@@ -664,6 +664,22 @@ function checkColumns(header: TableHeader): void {
  * TableFormatError with the byte offset, telling a truncated file (`incomplete`) from a
  * corrupt one. Does not check the checksum: verifyTable does.
  */
+/** msgpack values: at explicit offsets, or at a fixed stride when the table has none. */
+function msgpackView(
+  blob: Uint8Array,
+  stride: number,
+  offsets: Uint32Array | undefined,
+): MsgpackValuesView {
+  if (offsets)
+    return {
+      kind: "msgpack",
+      bytes: blob,
+      start: (i) => offsets[i] as number,
+      end: (i) => offsets[i + 1] as number,
+    };
+  return { kind: "msgpack", bytes: blob, start: (i) => i * stride, end: (i) => (i + 1) * stride };
+}
+
 export function parseTable(bytes: Uint8Array): TableView {
   const head = parseHead(bytes, bytes.length);
   return head.version === 1 ? parseV1(bytes, head.header) : parseV2(bytes, head.header);
@@ -751,16 +767,11 @@ function parseV2(bytes: Uint8Array, header: TableHeader): TableView {
     values = { kind: "packed", specs, columns: header.columns, recordBits, words };
     prediction = packedDecoder(header, values);
   } else {
-    const stride = header.valueStride;
-    const blob = bytes.subarray(header.valuesOffset, valuesEnd);
-    const msgpack: MsgpackValuesView = offsets
-      ? {
-          kind: "msgpack",
-          bytes: blob,
-          start: (i) => offsets[i] as number,
-          end: (i) => offsets[i + 1] as number,
-        }
-      : { kind: "msgpack", bytes: blob, start: (i) => i * stride, end: (i) => (i + 1) * stride };
+    const msgpack = msgpackView(
+      bytes.subarray(header.valuesOffset, valuesEnd),
+      header.valueStride,
+      offsets,
+    );
     values = msgpack;
     prediction = msgpackDecoder(header, msgpack);
   }
@@ -958,16 +969,11 @@ function parseV1(bytes: Uint8Array, header: TableHeaderV1): TableView {
       );
   }
   if (offsets) checkOffsets(offsets, n, header.valuesLength, offsetsAt);
-  const stride = header.valueStride;
-  const blob = bytes.subarray(header.valuesOffset, header.valuesOffset + header.valuesLength);
-  const values: MsgpackValuesView = offsets
-    ? {
-        kind: "msgpack",
-        bytes: blob,
-        start: (i) => offsets[i] as number,
-        end: (i) => offsets[i + 1] as number,
-      }
-    : { kind: "msgpack", bytes: blob, start: (i) => i * stride, end: (i) => (i + 1) * stride };
+  const values = msgpackView(
+    bytes.subarray(header.valuesOffset, header.valuesOffset + header.valuesLength),
+    header.valueStride,
+    offsets,
+  );
   /** The first entry ≥ (h, l), as a 64-bit number. */
   const lowerBound = (h: number, l: number): number => {
     let lo = 0;
