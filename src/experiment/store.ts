@@ -51,16 +51,7 @@ export class ExperimentStore {
   ) {}
 
   async start(experiment: Experiment): Promise<void> {
-    const [status, id] = (await this.redis.eval(
-      START,
-      2,
-      this.keys.runningExperiment(experiment.model),
-      this.keys.experiments(experiment.model),
-      experiment.id,
-      JSON.stringify(experiment),
-      this.keys.activeChannel(),
-      experiment.model,
-    )) as [string, string];
+    const [status, id] = (await this.script(START, experiment)) as [string, string];
     if (status === "running")
       throw new PredcacheError(
         "conflict",
@@ -73,36 +64,44 @@ export class ExperimentStore {
 
   /** Saves a running experiment's changed split; false when it is not running any more. */
   async update(experiment: Experiment): Promise<boolean> {
-    const done = await this.redis.eval(
-      UPDATE,
-      2,
-      this.keys.runningExperiment(experiment.model),
-      this.keys.experiments(experiment.model),
-      experiment.id,
-      JSON.stringify(experiment),
-      this.keys.activeChannel(),
-      experiment.model,
-    );
-    return done === 1;
+    return (await this.script(UPDATE, experiment)) === 1;
   }
 
   /** Ends a running experiment, making `activate` the active version in the same step. */
   async stop(experiment: Experiment, activate: string | undefined): Promise<boolean> {
-    const done = await this.redis.eval(
+    const { model } = experiment;
+    const done = await this.script(
       STOP,
-      4,
-      this.keys.runningExperiment(experiment.model),
-      this.keys.experiments(experiment.model),
-      this.keys.active(experiment.model),
-      this.keys.history(experiment.model),
+      experiment,
+      [this.keys.active(model), this.keys.history(model)],
+      [activate ?? "", HISTORY_CAP],
+    );
+    return done === 1;
+  }
+
+  /**
+   * Runs one of the scripts above. They share a layout: KEYS running id, records (then
+   * `keys`); ARGV id, record JSON, channel, model (then `args`).
+   */
+  private script(
+    lua: string,
+    experiment: Experiment,
+    keys: string[] = [],
+    args: (string | number)[] = [],
+  ): Promise<unknown> {
+    const { model } = experiment;
+    return this.redis.eval(
+      lua,
+      2 + keys.length,
+      this.keys.runningExperiment(model),
+      this.keys.experiments(model),
+      ...keys,
       experiment.id,
       JSON.stringify(experiment),
       this.keys.activeChannel(),
-      experiment.model,
-      activate ?? "",
-      HISTORY_CAP,
+      model,
+      ...args,
     );
-    return done === 1;
   }
 
   async runningId(model: string): Promise<string | undefined> {
