@@ -1,5 +1,6 @@
 /** Composes the HTTP API: every route group registers itself on one Hono app. */
 import { Hono } from "hono";
+import { RegExpRouter } from "hono/router/reg-exp-router";
 import { requireApiKey } from "./access.ts";
 import { cors } from "./cors.ts";
 import type { ApiDeps } from "./deps.ts";
@@ -15,7 +16,7 @@ import { registerQueueBoard } from "./routes/queue-board.ts";
 import { registerTables } from "./routes/tables.ts";
 
 export function createApp(deps: ApiDeps): Hono {
-  const app = new Hono();
+  const app = new Hono({ router: new RegExpRouter() });
   app.use("*", requestLog(deps.log));
   app.onError(handleError(deps.log));
   app.notFound((c) =>

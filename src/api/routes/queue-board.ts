@@ -7,9 +7,10 @@ import { createBullBoard } from "@bull-board/api";
 import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { HonoAdapter } from "@bull-board/hono";
 import { serveStatic } from "@hono/node-server/serve-static";
-import type { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { requireAdmin } from "../../admin/auth.ts";
 import type { AdminDeps } from "../../admin/deps.ts";
+import { errorBody } from "../errors.ts";
 
 export const QUEUE_BOARD_PATH = "/admin/queues";
 
@@ -23,5 +24,11 @@ export function registerQueueBoard(app: Hono, admin: AdminDeps): void {
   board.setBasePath(QUEUE_BOARD_PATH);
   app.use(`${QUEUE_BOARD_PATH}/*`, requireAdmin(admin.tokens, { basic: true }));
   app.use(QUEUE_BOARD_PATH, requireAdmin(admin.tokens, { basic: true }));
-  app.route(QUEUE_BOARD_PATH, board.registerPlugin());
+  // Its own app, reached through one wildcard: bull-board's route patterns would push the
+  // whole API off Hono's fastest router (RegExpRouter) if merged into the main one.
+  const boardApp = new Hono().route(QUEUE_BOARD_PATH, board.registerPlugin());
+  boardApp.notFound((c) => c.json(errorBody("not_found", "no such queue board page"), 404));
+  const forward = (c: Context) => boardApp.fetch(c.req.raw, c.env);
+  app.all(QUEUE_BOARD_PATH, forward);
+  app.all(`${QUEUE_BOARD_PATH}/*`, forward);
 }

@@ -124,8 +124,13 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
     return c.body(text, 200);
   });
 
-  app.get("/v1/models/:model/tables/latest", async (c) => {
+  app.get("/v1/models/:model/tables/:generation", async (c) => {
     const model = known(c, deps);
+    const generation = c.req.param("generation");
+    // "latest" is matched here rather than as its own route: a static segment beside a
+    // parameter keeps Hono off its fastest router (RegExpRouter) for every request.
+    if (generation !== "latest")
+      return serveTable(c, deps, await find(deps, model, generation), IMMUTABLE);
     const latest = await latestTable(deps, model);
     if (!latest)
       throw new PredcacheError(
@@ -134,11 +139,6 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
       );
     // The alias moves with every publish and promote: caches must revalidate it.
     return serveTable(c, deps, latest, "no-cache");
-  });
-
-  app.get("/v1/models/:model/tables/:generation", async (c) => {
-    const model = known(c, deps);
-    return serveTable(c, deps, await find(deps, model, c.req.param("generation")), IMMUTABLE);
   });
 
   app.get("/v1/models/:model/tables/:generation/delta", async (c) => {
