@@ -50,8 +50,11 @@ export class Tiers {
   }
 
   async lookup(model: ModelVersion, key: string): Promise<Hit | undefined> {
-    const local = this.withoutRedis(model, key);
-    if (local) return local;
+    return this.withoutRedis(model, key) ?? this.fromRedis(model, key);
+  }
+
+  /** L2 only (the caller has found nothing in L1 or the resident table). */
+  async fromRedis(model: ModelVersion, key: string): Promise<Hit | undefined> {
     const id = MemoryCache.id(model.name, model.version, key);
     let read = this.inFlight.get(id);
     if (!read) {

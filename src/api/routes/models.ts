@@ -16,6 +16,15 @@ function versionSummary(v: ModelVersion, active: string | undefined) {
 
 /** The model named in the path, at ?version= or its active version; 404 otherwise. */
 export function resolveModel(c: Context, deps: ApiDeps): ModelVersion {
+  return resolveVersion(c, deps, c.req.query("version"));
+}
+
+/** resolveModel with ?version= already read (`wanted`: undefined when not asked). */
+export function resolveVersion(
+  c: Context,
+  deps: ApiDeps,
+  wanted: string | undefined,
+): ModelVersion {
   const name = c.req.param("model") ?? "";
   const versions = deps.registry.versions(name);
   if (versions.length === 0) {
@@ -23,12 +32,12 @@ export function resolveModel(c: Context, deps: ApiDeps): ModelVersion {
       models: deps.registry.names(),
     });
   }
-  const wanted = c.req.query("version") ?? deps.active.get(name);
-  const found = wanted ? deps.registry.get(name, wanted) : deps.registry.defaultVersion(name);
+  const version = wanted ?? deps.active.get(name);
+  const found = version ? deps.registry.get(name, version) : deps.registry.defaultVersion(name);
   if (!found)
     throw new PredcacheError(
       "model_not_found",
-      `model "${name}" has no version "${String(wanted).slice(0, 64)}"`,
+      `model "${name}" has no version "${String(version).slice(0, 64)}"`,
     );
   return found;
 }

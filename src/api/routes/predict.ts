@@ -12,13 +12,13 @@ import type { Hit, Source } from "../../cache/tiers.ts";
 import { PredcacheError } from "../../errors.ts";
 import type { Prediction } from "../../model/decoding.ts";
 import type { EncodedInput } from "../../model/encoding.ts";
-import { RESERVED_NAMES } from "../../model/manifest.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { type Routed, recordArm, routeToArm } from "../experiment-routing.ts";
 import { plainResponse } from "../headers.ts";
+import { LookupQueries } from "../lookup-query.ts";
 import {
   type ArmLabel,
   hitHeaders,
@@ -28,15 +28,12 @@ import {
   setHitHeaders,
 } from "../reply.ts";
 import { annotate } from "../request-log.ts";
-import { resolveModel } from "./models.ts";
+import { resolveModel, resolveVersion } from "./models.ts";
 
 /** Seconds since a performance.now() reading (a function, not a closure per request). */
 function secondsSince(started: number): number {
   return (performance.now() - started) / 1000;
 }
-
-/** Query parameters that are not features. */
-const RESERVED_PARAMETERS = new Set<string>(RESERVED_NAMES);
 
 const TIMED_OUT = Symbol("timed out");
 
@@ -141,16 +138,21 @@ function pending(c: Context, jobId: string): Response {
   return c.json({ status: "pending", job }, 202);
 }
 
-async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
-  const routed = routeToArm(c, deps, resolveModel(c, deps));
+/**
+ * One lookup. Synchronous up to the L1 and resident-table check: a hit is answered without
+ * a single await (each costs the hot path microtask turns); the rest continues in answerMiss.
+ */
+function predictOne(
+  c: Context,
+  deps: ApiDeps,
+  queries: LookupQueries,
+): Response | Promise<Response> {
+  const query = queries.of(c);
+  const routed = routeToArm(c, deps, resolveVersion(c, deps, query.version));
   const { model } = routed;
   const arm = routed.assignment?.label;
-  const raw: Record<string, unknown> = {};
-  for (const [name, values] of Object.entries(c.req.queries())) {
-    if (!RESERVED_PARAMETERS.has(name)) raw[name] = values.length === 1 ? values[0] : values;
-  }
-  const wait = parseWait(c.req.query("wait"), deps);
-  const encoded = model.encoder.encode(raw);
+  const wait = parseWait(query.wait, deps);
+  const encoded = query.encode(model);
   if (!encoded.ok) throw invalid(encoded.issues);
   const { key, outOfDistribution } = encoded.value;
   const etag = predictionEtag(model, key, arm);
@@ -158,27 +160,56 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     return plainResponse(c, 304, null, hitHeaders(etag, deps.settings.hitMaxAgeSeconds));
   annotate(c, { model: model.name, version: model.version });
   const started = performance.now();
-  const ood = outOfDistribution.length > 0;
+  const local = deps.tiers.withoutRedis(model, key);
+  if (local) return answerHit(c, deps, routed, key, local, outOfDistribution, etag, started);
+  return answerMiss(c, deps, routed, encoded.value, etag, wait, started);
+}
+
+function answerHit(
+  c: Context,
+  deps: ApiDeps,
+  routed: Routed,
+  key: string,
+  hit: Hit,
+  outOfDistribution: readonly string[],
+  etag: string,
+  started: number,
+): Response {
+  const { model } = routed;
+  deps.traffic.recordHit(model, key);
+  deps.audit?.consider(model, key, hit);
+  annotate(c, { source: hit.source });
+  deps.stats.record(model, key, hit.source, {
+    seconds: secondsSince(started),
+    prediction: hit.prediction,
+    outOfDistribution: outOfDistribution.length > 0,
+  });
+  recordArm(deps, routed, key, hit.source, hit.prediction);
+  const text = replyText(model, key, hit, outOfDistribution, routed.assignment?.label);
+  return plainResponse(
+    c,
+    200,
+    text,
+    hitHeaders(etag, deps.settings.hitMaxAgeSeconds, "application/json"),
+  );
+}
+
+/** Redis, then the live model (up to `wait` ms), then 202 with the job to poll. */
+async function answerMiss(
+  c: Context,
+  deps: ApiDeps,
+  routed: Routed,
+  encoded: EncodedInput,
+  etag: string,
+  wait: number,
+  started: number,
+): Promise<Response> {
+  const { model } = routed;
+  const arm = routed.assignment?.label;
+  const { key, outOfDistribution } = encoded;
   try {
-    const hit = await deps.tiers.lookup(model, key);
-    if (hit) {
-      deps.traffic.recordHit(model, key);
-      deps.audit?.consider(model, key, hit);
-      annotate(c, { source: hit.source });
-      deps.stats.record(model, key, hit.source, {
-        seconds: secondsSince(started),
-        prediction: hit.prediction,
-        outOfDistribution: ood,
-      });
-      recordArm(deps, routed, key, hit.source, hit.prediction);
-      const text = replyText(model, key, hit, outOfDistribution, arm);
-      return plainResponse(
-        c,
-        200,
-        text,
-        hitHeaders(etag, deps.settings.hitMaxAgeSeconds, "application/json"),
-      );
-    }
+    const hit = await deps.tiers.fromRedis(model, key);
+    if (hit) return answerHit(c, deps, routed, key, hit, outOfDistribution, etag, started);
     deps.traffic.recordMiss(model, key);
     await takeMiss(c, deps);
     const live = await awaitLive(deps, model, key, wait);
@@ -191,7 +222,7 @@ async function predictOne(c: Context, deps: ApiDeps): Promise<Response> {
     deps.stats.record(model, key, "live", {
       seconds: secondsSince(started),
       prediction: live.prediction,
-      outOfDistribution: ood,
+      outOfDistribution: outOfDistribution.length > 0,
     });
     recordArm(deps, routed, key, "live", live.prediction);
     setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
@@ -374,7 +405,8 @@ function fill(
 }
 
 export function registerPredict(app: Hono, deps: ApiDeps): void {
-  app.get("/v1/models/:model/predict", (c) => predictOne(c, deps));
+  const queries = new LookupQueries();
+  app.get("/v1/models/:model/predict", (c) => predictOne(c, deps, queries));
   app.post(
     "/v1/models/:model/predict",
     bodyLimit({

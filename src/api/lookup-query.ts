@@ -1,0 +1,67 @@
+/**
+ * The parsed query of a single lookup (GET …/predict?…), remembered by its raw request
+ * URL, with the encodings made of it per model version. Parsing and encoding are pure
+ * functions of the URL and the version's encoder, and the hottest inputs repeat the very
+ * same URL: on an L1 hit they cost more than the lookup itself. Bounded by entries; long
+ * URLs are parsed every time rather than kept.
+ */
+import type { IncomingMessage } from "node:http";
+import type { Context } from "hono";
+import { LRUCache } from "lru-cache";
+import type { EncodeOutcome } from "../model/encoding.ts";
+import { RESERVED_NAMES } from "../model/manifest.ts";
+import type { ModelVersion } from "../model/registry.ts";
+
+/** Query parameters that are not features. */
+const RESERVED_PARAMETERS = new Set<string>(RESERVED_NAMES);
+
+/** Longest URL remembered (characters); longer ones are parsed per request. */
+const URL_MAX = 1024;
+
+export class LookupQuery {
+  /** The raw features: one string per parameter, or all of a repeated one. */
+  readonly features: Record<string, string | string[]> = {};
+  readonly version: string | undefined;
+  readonly wait: string | undefined;
+  private readonly encodings = new WeakMap<ModelVersion, EncodeOutcome>();
+
+  constructor(c: Context) {
+    for (const [name, values] of Object.entries(c.req.queries())) {
+      if (!RESERVED_PARAMETERS.has(name))
+        this.features[name] = values.length === 1 ? (values[0] as string) : values;
+    }
+    this.version = c.req.query("version");
+    this.wait = c.req.query("wait");
+  }
+
+  /** The features encoded for `model` (made once per version). */
+  encode(model: ModelVersion): EncodeOutcome {
+    let outcome = this.encodings.get(model);
+    if (!outcome) {
+      outcome = model.encoder.encode(this.features);
+      this.encodings.set(model, outcome);
+    }
+    return outcome;
+  }
+}
+
+export class LookupQueries {
+  private readonly parsed: LRUCache<string, LookupQuery>;
+
+  constructor(maxEntries = 4096) {
+    this.parsed = new LRUCache({ max: maxEntries });
+  }
+
+  of(c: Context): LookupQuery {
+    // On node:http the URL as received (path and query) is at hand without building one.
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    const url = incoming?.url ?? c.req.url;
+    if (url.length > URL_MAX) return new LookupQuery(c);
+    let query = this.parsed.get(url);
+    if (!query) {
+      query = new LookupQuery(c);
+      this.parsed.set(url, query);
+    }
+    return query;
+  }
+}
