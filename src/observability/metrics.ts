@@ -9,14 +9,20 @@ import client from "prom-client";
 import type { Prediction } from "../model/decoding.ts";
 import { mainOutputOf } from "../model/manifest.ts";
 import type { ModelVersion } from "../model/registry.ts";
+import {
+  HotCounter,
+  type HotCounterSeries,
+  HotHistogram,
+  type HotHistogramSeries,
+} from "./hot-series.ts";
 
 export interface AnswerSeries {
-  lookups: client.Counter.Internal;
-  seconds: client.Histogram.Internal<string>;
-  misses: client.Counter.Internal;
-  pending: client.Counter.Internal;
-  predictions: client.Histogram.Internal<string>;
-  outOfDistribution: client.Counter.Internal;
+  lookups: HotCounterSeries;
+  seconds: HotHistogramSeries;
+  misses: HotCounterSeries;
+  pending: HotCounterSeries;
+  predictions: HotHistogramSeries;
+  outOfDistribution: HotCounterSeries;
   /** The main output's name. */
   main: string;
 }
@@ -34,52 +40,51 @@ export class Metrics {
   readonly registry = new client.Registry();
   private readonly queues = new Map<string, Queue>();
 
-  readonly lookups = new client.Counter({
-    name: "predcache_lookups_total",
-    help: "Lookups answered, by model, version and source (memory, table, redis, live, pending = 202, failed).",
-    labelNames: ["model", "version", "source"] as const,
-    registers: [this.registry],
-  });
-  readonly lookupSeconds = new client.Histogram({
-    name: "predcache_lookup_duration_seconds",
-    help: "Time to answer a single lookup, by model and source.",
-    labelNames: ["model", "source"] as const,
-    buckets: [
-      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-    ],
-    registers: [this.registry],
-  });
-  readonly misses = new client.Counter({
-    name: "predcache_misses_total",
-    help: "Lookups no cache tier answered (sent to the live model).",
-    labelNames: ["model", "version"] as const,
-    registers: [this.registry],
-  });
+  // The lookup path's series are hot (./hot-series.ts): updated on every answer.
+  readonly lookups = new HotCounter(
+    "predcache_lookups_total",
+    "Lookups answered, by model, version and source (memory, table, redis, live, pending = 202, failed).",
+    ["model", "version", "source"],
+    this.registry,
+  );
+  readonly lookupSeconds = new HotHistogram(
+    "predcache_lookup_duration_seconds",
+    "Time to answer a single lookup, by model and source.",
+    ["model", "source"],
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    this.registry,
+  );
+  readonly misses = new HotCounter(
+    "predcache_misses_total",
+    "Lookups no cache tier answered (sent to the live model).",
+    ["model", "version"],
+    this.registry,
+  );
   readonly coalesced = new client.Counter({
     name: "predcache_coalesced_waits_total",
     help: "Misses that joined a live computation already in flight in this process.",
     labelNames: ["model"] as const,
     registers: [this.registry],
   });
-  readonly pending = new client.Counter({
-    name: "predcache_pending_total",
-    help: "Misses answered 202 (the live answer took longer than the wait).",
-    labelNames: ["model"] as const,
-    registers: [this.registry],
-  });
-  readonly outOfDistribution = new client.Counter({
-    name: "predcache_out_of_distribution_total",
-    help: "Answered inputs outside the training distribution (drift signal; divide by lookups).",
-    labelNames: ["model", "version"] as const,
-    registers: [this.registry],
-  });
-  readonly predictions = new client.Histogram({
-    name: "predcache_prediction_value",
-    help: "Distribution of the main output of answered predictions, per model version (drift signal).",
-    labelNames: ["model", "version", "output"] as const,
-    buckets: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1, 2, 5, 10, 30, 60, 120],
-    registers: [this.registry],
-  });
+  readonly pending = new HotCounter(
+    "predcache_pending_total",
+    "Misses answered 202 (the live answer took longer than the wait).",
+    ["model"],
+    this.registry,
+  );
+  readonly outOfDistribution = new HotCounter(
+    "predcache_out_of_distribution_total",
+    "Answered inputs outside the training distribution (drift signal; divide by lookups).",
+    ["model", "version"],
+    this.registry,
+  );
+  readonly predictions = new HotHistogram(
+    "predcache_prediction_value",
+    "Distribution of the main output of answered predictions, per model version (drift signal).",
+    ["model", "version", "output"],
+    [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1, 2, 5, 10, 30, 60, 120],
+    this.registry,
+  );
   readonly liveBatchRows = new client.Histogram({
     name: "predcache_live_batch_rows",
     help: "Rows per live inference batch.",
@@ -206,7 +211,7 @@ export class Metrics {
               ...Object.values((value as { probabilities: Record<string, number> }).probabilities),
             )
           : undefined;
-    if (number !== undefined && Number.isFinite(number)) series.predictions.observe(number);
+    if (number !== undefined) series.predictions.observe(number);
     if (outOfDistribution) series.outOfDistribution.inc();
   }
 
