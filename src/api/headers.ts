@@ -9,7 +9,9 @@
 import type { IncomingMessage } from "node:http";
 import type { Context } from "hono";
 
-const pending = new WeakMap<Request, Record<string, string>>();
+/** Headers added so far, on the request's Context (a property: a WeakMap costs ~1 µs per set). */
+const PENDING = Symbol("pending headers");
+type WithPending = Context & { [PENDING]?: Record<string, string> | undefined };
 
 /** A request header (lower-case name), without building a Headers object when on node:http. */
 export function requestHeader(c: Context, name: string): string | undefined {
@@ -21,10 +23,10 @@ export function requestHeader(c: Context, name: string): string | undefined {
 
 /** Adds a response header, whatever response the handler makes (errors included). */
 export function setHeader(c: Context, name: string, value: string, append = false): void {
-  let record = pending.get(c.req.raw);
+  let record = (c as WithPending)[PENDING];
   if (!record) {
     record = {};
-    pending.set(c.req.raw, record);
+    (c as WithPending)[PENDING] = record;
   }
   const before = record[name];
   record[name] = append && before ? `${before}, ${value}` : value;
@@ -37,16 +39,16 @@ export function plainResponse(
   body: string | null,
   headers: Record<string, string>,
 ): Response {
-  const record = pending.get(c.req.raw);
-  if (record) pending.delete(c.req.raw);
+  const record = (c as WithPending)[PENDING];
+  if (record) (c as WithPending)[PENDING] = undefined;
   return new Response(body, { status, headers: record ? Object.assign(record, headers) : headers });
 }
 
 /** Copies pending headers onto a response made the usual way (call once, at the end). */
 export function applyHeaders(c: Context): void {
-  const record = pending.get(c.req.raw);
+  const record = (c as WithPending)[PENDING];
   if (!record) return;
-  pending.delete(c.req.raw);
+  (c as WithPending)[PENDING] = undefined;
   const headers = c.res.headers;
   for (const name in record) {
     const value = record[name] as string;

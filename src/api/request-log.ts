@@ -9,11 +9,12 @@ import type { Logger } from "../log.ts";
 import { applyHeaders, requestHeader, setHeader } from "./headers.ts";
 
 /** The fields of each request's log line; no entry when no line will be written. */
-const notes = new WeakMap<Request, Record<string, unknown>>();
+const NOTE = Symbol("log note");
+type WithNote = Context & { [NOTE]?: Record<string, unknown> };
 
 /** Adds fields (model, version, source…) to this request's log line. */
 export function annotate(c: Context, fields: Record<string, unknown>): void {
-  const note = notes.get(c.req.raw);
+  const note = (c as WithNote)[NOTE];
   if (note) Object.assign(note, fields);
 }
 
@@ -27,7 +28,7 @@ export function requestLog(log: Logger): MiddlewareHandler {
     const started = performance.now();
     setHeader(c, "X-Request-Id", id);
     const note: Record<string, unknown> = {};
-    if (logging) notes.set(c.req.raw, note);
+    if (logging) (c as WithNote)[NOTE] = note;
     await next();
     // Outermost: what inner middleware set goes onto whatever response was made.
     applyHeaders(c);
