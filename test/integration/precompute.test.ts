@@ -495,7 +495,8 @@ describe("precompute run", () => {
       }
       const top = await eventually(async () => {
         const observed = await topObserved(redis, p.keys, "flight-delay", model.encoder.hash, 10);
-        return observed.length === 3 ? observed : undefined;
+        // Counts reach Redis in batches (every 100 ms): wait for all six misses.
+        return observed.reduce((sum, o) => sum + o.count, 0) === 6 ? observed : undefined;
       });
       expect(top.map((o) => o.count)).toEqual([3, 2, 1]);
 
