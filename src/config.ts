@@ -39,6 +39,7 @@ export const settingsSchema = z.object({
   PREDCACHE_HIT_MAX_AGE: int(30, 0),
   PREDCACHE_LIVE_BATCH_ROWS: int(64, 1, 100_000),
   PREDCACHE_LIVE_BATCH_WAIT_MS: int(5, 0, 10_000),
+  PREDCACHE_LIVE_WORKER_WAIT_MS: int(1, 0, 10_000),
   PREDCACHE_LIVE_CONCURRENCY: int(0, 0, 100_000),
   PREDCACHE_JOB_KEEP_SECONDS: int(300, 1),
   PREDCACHE_LIVE_QUEUE_MAX: int(10_000, 0),
@@ -103,6 +104,11 @@ export interface Config {
   hitMaxAgeSeconds: number;
   liveBatchRows: number;
   liveBatchWaitMs: number;
+  /**
+   * How long the live worker waits for an inference run to fill with the rows of other
+   * jobs. Short: each job already is a batch gathered by an API process.
+   */
+  liveWorkerWaitMs: number;
   /** Live jobs one worker holds at once (0: four batches' worth, so the next batch fills while one runs). */
   liveConcurrency: number;
   jobKeepSeconds: number;
@@ -203,6 +209,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     hitMaxAgeSeconds: e.PREDCACHE_HIT_MAX_AGE,
     liveBatchRows: e.PREDCACHE_LIVE_BATCH_ROWS,
     liveBatchWaitMs: e.PREDCACHE_LIVE_BATCH_WAIT_MS,
+    liveWorkerWaitMs: e.PREDCACHE_LIVE_WORKER_WAIT_MS,
     liveConcurrency: e.PREDCACHE_LIVE_CONCURRENCY || 4 * e.PREDCACHE_LIVE_BATCH_ROWS,
     jobKeepSeconds: e.PREDCACHE_JOB_KEEP_SECONDS,
     liveQueueMax: e.PREDCACHE_LIVE_QUEUE_MAX,

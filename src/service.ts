@@ -245,7 +245,7 @@ export async function createLiveWorker(
   });
   const worker = new LiveWorker(blocking, registry, store, log, {
     prefix: queuePrefix(config.prefix),
-    batch: { maxItems: config.liveBatchRows, maxWaitMs: config.liveBatchWaitMs },
+    batch: { maxItems: config.liveBatchRows, maxWaitMs: config.liveWorkerWaitMs },
     concurrency: config.liveConcurrency,
     lockMs: config.lockMs,
     stalledIntervalMs: config.stalledIntervalMs,

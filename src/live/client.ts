@@ -13,7 +13,7 @@ import type { ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import { closeWithin, type Redis } from "../redis/connection.ts";
 import { producerQueue } from "../redis/queue.ts";
-import { claim, holderOf, release } from "./claims.ts";
+import { claim, defineClaimScripts, holderOf, release } from "./claims.ts";
 import {
   auditJobId,
   batchJobId,
@@ -73,7 +73,22 @@ interface Gathering {
   model: ModelVersion;
   items: Gathered[];
   timer: NodeJS.Timeout | undefined;
+  /** Its wait is over, but it is held until one of the version's batches in flight lands. */
+  held: boolean;
+  /** The shortest wait of its misses' requests (ms): a hold takes at most half of it. */
+  patience: number;
 }
+
+/**
+ * Batches of one version this process keeps in flight at once. While they are, new misses
+ * keep gathering (up to batchRows, or HOLD_MAX_MS past their wait): under load, batches
+ * then grow to what arrives during one inference cycle instead of splitting into many
+ * small ones, each paying the queue's per-job work. With none in flight, a batch leaves
+ * after its wait as before, so light traffic waits no longer.
+ */
+const MAX_IN_FLIGHT = 1;
+/** Longest a batch is held for one in flight (ms), e.g. when no worker is taking jobs. */
+const HOLD_MAX_MS = 100;
 
 export class LiveClient {
   readonly queue: Queue<LiveJob, LiveResult>;
@@ -88,6 +103,9 @@ export class LiveClient {
   private readonly watching = new Map<string, Map<string, string>>();
   private readonly watchedBy = new Map<string, string>();
   private readonly gathering = new Map<string, Gathering>();
+  /** Batches this process queued and waits for: job id → version id, and counts by version. */
+  private readonly flying = new Map<string, { version: string; timer: NodeJS.Timeout }>();
+  private readonly flyingByVersion = new Map<string, number>();
 
   constructor(
     private readonly commands: Redis,
@@ -95,6 +113,7 @@ export class LiveClient {
     private readonly options: LiveClientOptions,
   ) {
     // Producer commands fail fast when Redis is away (no offline queue), as BullMQ advises for HTTP handlers.
+    defineClaimScripts(commands);
     this.queue = producerQueue<LiveJob, LiveResult>(LIVE_QUEUE, commands, options.prefix);
     this.events = new QueueEvents(LIVE_QUEUE, { connection: blocking, prefix: options.prefix });
     this.events.on("error", () => {
@@ -125,7 +144,8 @@ export class LiveClient {
     await this.events.waitUntilReady();
   }
 
-  submit(model: ModelVersion, key: string): LiveSubmission {
+  /** `waitMs`: how long the asking request waits for the answer (a held batch leaves in time). */
+  submit(model: ModelVersion, key: string, waitMs = this.options.maxWaitMs): LiveSubmission {
     const keyId = liveJobId(model.name, model.version, key);
     const running = this.inFlight.get(keyId);
     if (running) {
@@ -134,7 +154,7 @@ export class LiveClient {
     }
     // Listen before queuing, so a batch finishing right away is not missed.
     const result = this.waitFor(keyId);
-    const queued = this.gather(model, key, keyId);
+    const queued = this.gather(model, key, keyId, waitMs);
     return { jobId: keyId, ...this.track(keyId, queued, result) };
   }
 
@@ -192,21 +212,62 @@ export class LiveClient {
   }
 
   /** Adds a miss to its version's batch; resolves once that batch is queued. */
-  private gather(model: ModelVersion, key: string, keyId: string): Promise<void> {
+  private gather(model: ModelVersion, key: string, keyId: string, waitMs: number): Promise<void> {
     const id = `${model.name}@${model.version}`;
     let batch = this.gathering.get(id);
     if (!batch) {
-      batch = { model, items: [], timer: undefined };
+      batch = { model, items: [], timer: undefined, held: false, patience: waitMs };
       this.gathering.set(id, batch);
     }
     const gathering = batch;
     const queued = new Promise<void>((resolve, reject) => {
       gathering.items.push({ key, keyId, queued: { resolve, reject } });
     });
+    gathering.patience = Math.min(gathering.patience, waitMs);
     if (gathering.items.length >= (this.options.batchRows ?? 1)) this.flush(id);
+    // A request that will not wait (wait=0 asks for its 202 now) ends a hold.
+    else if (gathering.held && this.holdFor(gathering) < 1) this.flush(id);
     else if (!gathering.timer)
-      gathering.timer = setTimeout(() => this.flush(id), this.options.batchWaitMs ?? 0);
+      gathering.timer = setTimeout(() => this.waited(id), this.options.batchWaitMs ?? 0);
     return queued;
+  }
+
+  /** How long a batch may be held: half the shortest wait of its requests, at most HOLD_MAX_MS. */
+  private holdFor(batch: Gathering): number {
+    return Math.min(HOLD_MAX_MS, batch.patience / 2);
+  }
+
+  /** A batch's wait is over: it leaves now, or is held while the version has one in flight. */
+  private waited(id: string): void {
+    const batch = this.gathering.get(id);
+    if (!batch) return;
+    const hold = this.holdFor(batch);
+    if ((this.flyingByVersion.get(id) ?? 0) < MAX_IN_FLIGHT || hold < 1) {
+      this.flush(id);
+    } else {
+      batch.held = true;
+      batch.timer = setTimeout(() => this.flush(id), hold);
+    }
+  }
+
+  private takeOff(version: string, jobId: string): void {
+    // Its waits end by maxWaitMs whatever happens: so does its place in flight.
+    const timer = setTimeout(() => this.landed(jobId), this.options.maxWaitMs);
+    timer.unref();
+    this.flying.set(jobId, { version, timer });
+    this.flyingByVersion.set(version, (this.flyingByVersion.get(version) ?? 0) + 1);
+  }
+
+  /** One of our batches finished (or failed, or was given up on): a held batch may leave. */
+  private landed(jobId: string): void {
+    const flight = this.flying.get(jobId);
+    if (!flight) return;
+    this.flying.delete(jobId);
+    clearTimeout(flight.timer);
+    const left = (this.flyingByVersion.get(flight.version) ?? 1) - 1;
+    if (left > 0) this.flyingByVersion.set(flight.version, left);
+    else this.flyingByVersion.delete(flight.version);
+    if (this.gathering.get(flight.version)?.held) this.flush(flight.version);
   }
 
   private flush(id: string): void {
@@ -242,6 +303,7 @@ export class LiveClient {
       });
       if (ours.length > 0) {
         this.watch(batchId, ours);
+        this.takeOff(`${model.name}@${model.version}`, batchId);
         await this.add(
           "predict",
           batchId,
@@ -254,6 +316,7 @@ export class LiveClient {
             removeOnFail: { age: this.options.keepFinishedSeconds },
           },
         ).catch(async (error: Error) => {
+          this.landed(batchId);
           await this.releaseClaims(batchId, ours).catch(() => {});
           throw error;
         });
@@ -341,6 +404,7 @@ export class LiveClient {
   }
 
   private completed(jobId: string, result: LiveResult | undefined): void {
+    this.landed(jobId);
     for (const [keyId, key] of this.unwatch(jobId)) {
       const prediction = result?.[key];
       if (prediction) this.settle(keyId, { value: prediction });
@@ -349,6 +413,7 @@ export class LiveClient {
   }
 
   private failed(jobId: string, reason: string): void {
+    this.landed(jobId);
     const keys = this.unwatch(jobId);
     // The next miss of these keys may try again rather than wait on a failed batch.
     void this.releaseClaims(
@@ -408,6 +473,7 @@ export class LiveClient {
 
   async close(): Promise<void> {
     for (const id of [...this.gathering.keys()]) this.flush(id);
+    for (const jobId of [...this.flying.keys()]) this.landed(jobId);
     await Promise.allSettled([closeWithin(this.events.close()), this.queue.close()]);
   }
 }

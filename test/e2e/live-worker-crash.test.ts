@@ -18,7 +18,7 @@ describe("live worker killed mid-batch", () => {
       ...env,
       // Batches wait 3 s to fill: the worker holds the jobs (locked, active) when killed.
       PREDCACHE_LIVE_BATCH_ROWS: "1000",
-      PREDCACHE_LIVE_BATCH_WAIT_MS: "3000",
+      PREDCACHE_LIVE_WORKER_WAIT_MS: "3000",
     };
     const first = spawnWorker(worker);
     let second: ReturnType<typeof spawnWorker> | undefined;
@@ -40,7 +40,7 @@ describe("live worker killed mid-batch", () => {
       await new Promise((done) => first.once("exit", done));
 
       const restarted = Date.now();
-      second = spawnWorker({ ...worker, PREDCACHE_LIVE_BATCH_WAIT_MS: "5" });
+      second = spawnWorker({ ...worker, PREDCACHE_LIVE_WORKER_WAIT_MS: "1" });
       const jobs = answers.map((a) => a.body.job.url as string);
       const deadline = Date.now() + 30_000;
       const pending = new Set(jobs);

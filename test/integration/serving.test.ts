@@ -267,6 +267,47 @@ describe("bounded live queue", () => {
   });
 });
 
+describe("live batches while one is in flight", () => {
+  it("keep gathering misses into one job, and a request that will not wait ends the hold", async () => {
+    // No live worker: the first job stays in flight for the whole test.
+    const api = await startTestService({
+      env: { PREDCACHE_LIVE_BATCH_WAIT_MS: "5" },
+      registry,
+      liveWorker: false,
+    });
+    const ask = (hour: number, day: number, wait: number) =>
+      getJson(
+        `${api.url}/v1/models/flight-delay/predict?origin=MIA&destination=ORD&hour=${hour}&dayOfWeek=${day}&wait=${wait}`,
+      );
+    const jobs = async () =>
+      (await api.service.live.queue.getJobs(["waiting", "prioritized"]))
+        .map((j) => j.data.keys.length)
+        .sort((a, b) => a - b);
+    try {
+      expect((await ask(0, 1, 0)).status).toBe(202);
+      expect(await jobs()).toEqual([1]);
+      // Five misses 15 ms apart (each wait 1 s): without the hold, five jobs of one.
+      const patient: Promise<{ status: number }>[] = [];
+      for (let i = 1; i <= 5; i++) {
+        patient.push(ask(i, 2, 1_000));
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      // Then one that asks for its 202 now: it leaves at once, with the held five.
+      const started = performance.now();
+      expect((await ask(6, 2, 0)).status).toBe(202);
+      const took = performance.now() - started;
+      expect(await jobs()).toEqual([1, 6]);
+      expect((await Promise.all(patient)).map((r) => r.status)).toEqual(Array(5).fill(202));
+      console.log(
+        `held batch: 5 misses 15 ms apart + 1 with wait=0 → one job; 202 in ${took.toFixed(1)} ms`,
+      );
+      expect(took).toBeLessThan(1_000);
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("batch lookup", () => {
   it("answers every item in order: hits, live answers and per-item errors", async () => {
     const hitInput = input("IAH", "DTW");
