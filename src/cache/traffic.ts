@@ -5,6 +5,7 @@
  * FLUSH_MS in one batch, not one ZINCRBY per miss (a burst of misses repeats keys).
  * Precompute's traffic source reads the top K back: what users ask becomes precomputed.
  */
+import type { Result } from "ioredis";
 import type { ModelVersion } from "../model/registry.ts";
 import type { Redis } from "../redis/connection.ts";
 import type { Keys } from "./keys.ts";
@@ -27,6 +28,24 @@ const TRIM_EVERY = 16;
 const FLUSH_MS = 100;
 /** Distinct keys gathered before a flush is forced, whatever the time. */
 const FLUSH_KEYS = 5_000;
+/** Keys counted per script call. */
+const PER_SCRIPT = 1_000;
+
+/**
+ * ZINCRBY for many members of one sorted set (ZADD INCR takes one member), then a trim to
+ * the most asked ARGV[1] when it is not -1: one command per flush, not one per key, each
+ * of which costs the client a command object, its encoding and its reply.
+ */
+const COUNT_MANY = `for i = 2, #ARGV, 2 do redis.call("ZINCRBY", KEYS[1], ARGV[i], ARGV[i + 1]) end
+local keep = tonumber(ARGV[1])
+if keep >= 0 then redis.call("ZREMRANGEBYRANK", KEYS[1], 0, -(keep + 1)) end
+return 1`;
+
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    predcacheCountMany(key: string, ...args: (string | number)[]): Result<number, Context>;
+  }
+}
 
 export class TrafficRecorder {
   /** Sorted set → canonical key → weight not yet in Redis. */
@@ -38,7 +57,11 @@ export class TrafficRecorder {
     private readonly redis: Redis,
     private readonly keys: Keys,
     private readonly options: TrafficOptions,
-  ) {}
+  ) {
+    // Defined when set up, not at first use (see defineClaimScripts in ../live/claims.ts);
+    // with its key count fixed, the key comes first, so a cluster routes it by that key.
+    redis.defineCommand("predcacheCountMany", { lua: COUNT_MANY, numberOfKeys: 1 });
+  }
 
   recordMiss(model: ModelVersion, key: string): void {
     this.add(model, key, 1);
@@ -75,15 +98,19 @@ export class TrafficRecorder {
     // Best effort: counts lost during a Redis outage must not fail anything.
     await Promise.all(
       [...batch].map(async ([set, counts]) => {
-        const args: (string | number)[] = [];
-        for (const [key, weight] of counts) args.push(weight, key);
-        const pipeline = this.redis.pipeline();
-        // ZADD INCR takes one member; ZINCRBY per member, in one round trip per set.
-        for (let i = 0; i < args.length; i += 2)
-          pipeline.zincrby(set, args[i] as number, args[i + 1] as string);
-        if (Math.random() < 1 / TRIM_EVERY)
-          pipeline.zremrangebyrank(set, 0, -(this.options.maxEntries + 1));
-        await pipeline.exec().catch(() => {});
+        const redis = this.redis;
+        const trim = Math.random() < 1 / TRIM_EVERY ? this.options.maxEntries : -1;
+        let args: (string | number)[] = [];
+        const calls: Promise<unknown>[] = [];
+        for (const [key, weight] of counts) {
+          args.push(weight, key);
+          if (args.length >= 2 * PER_SCRIPT) {
+            calls.push(redis.predcacheCountMany(set, -1, ...args));
+            args = [];
+          }
+        }
+        calls.push(redis.predcacheCountMany(set, trim, ...args));
+        await Promise.all(calls).catch(() => {});
       }),
     );
   }

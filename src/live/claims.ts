@@ -4,7 +4,8 @@
  * claimed waits for that batch instead of computing the key again. Scripts, so a batch's
  * claims are taken (or released) in one step and in one slot (the queue's hash tag).
  */
-import type { Redis } from "../redis/connection.ts";
+import type { Result } from "ioredis";
+import { isCluster, type Redis } from "../redis/connection.ts";
 
 // KEYS: claim keys. ARGV: batch id, time to live (ms). Per key: '' when claimed for this
 // batch now, else the batch that holds it.
@@ -32,6 +33,29 @@ for _, key in ipairs(KEYS) do
 end
 return released`;
 
+declare module "ioredis" {
+  interface RedisCommander<Context> {
+    predcacheClaim(
+      numKeys: number,
+      ...keysThenArgs: (string | number)[]
+    ): Result<string[], Context>;
+    predcacheRelease(numKeys: number, ...keysThenArgs: string[]): Result<number, Context>;
+  }
+}
+
+/**
+ * On one Redis, makes the scripts commands of the connection (sent by SHA, not as their
+ * text each time). Call once, when the connection is set up: with auto-pipelining, a
+ * command defined in the same event-loop turn as other commands is missing from their
+ * pipeline (ioredis #1931). On a cluster they stay EVALs: ioredis routes an auto-pipelined
+ * custom command by its first argument, here the key count, not by its first key.
+ */
+export function defineClaimScripts(redis: Redis): void {
+  if (isCluster(redis)) return;
+  redis.defineCommand("predcacheClaim", { lua: CLAIM });
+  redis.defineCommand("predcacheRelease", { lua: RELEASE });
+}
+
 /** For each claim key: undefined when this batch holds it now, else the holder's batch id. */
 export async function claim(
   redis: Redis,
@@ -39,13 +63,10 @@ export async function claim(
   claimKeys: readonly string[],
   ttlMs: number,
 ): Promise<(string | undefined)[]> {
-  const owners = (await redis.eval(
-    CLAIM,
-    claimKeys.length,
-    ...claimKeys,
-    batchId,
-    Math.max(1, Math.round(ttlMs)),
-  )) as string[];
+  const args = [...claimKeys, batchId, Math.max(1, Math.round(ttlMs))];
+  const owners = isCluster(redis)
+    ? ((await redis.eval(CLAIM, claimKeys.length, ...args)) as string[])
+    : await redis.predcacheClaim(claimKeys.length, ...args);
   return owners.map((owner) => owner || undefined);
 }
 
@@ -56,7 +77,9 @@ export async function release(
   claimKeys: readonly string[],
 ): Promise<number> {
   if (claimKeys.length === 0) return 0;
-  return (await redis.eval(RELEASE, claimKeys.length, ...claimKeys, batchId)) as number;
+  return isCluster(redis)
+    ? ((await redis.eval(RELEASE, claimKeys.length, ...claimKeys, batchId)) as number)
+    : redis.predcacheRelease(claimKeys.length, ...claimKeys, batchId);
 }
 
 export async function holderOf(redis: Redis, claimKey: string): Promise<string | undefined> {
