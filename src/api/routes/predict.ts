@@ -25,7 +25,6 @@ import {
   notModified,
   predictionEtag,
   predictionReply,
-  setHitHeaders,
 } from "../reply.ts";
 import { annotate } from "../request-log.ts";
 import { resolveModel, resolveVersion } from "./models.ts";
@@ -72,7 +71,7 @@ export async function awaitLive(
   key: string,
   wait: number,
 ): Promise<LiveOutcome> {
-  const { jobId, queued, result } = deps.live.submit(model, key);
+  const { jobId, queued, result } = deps.live.submit(model, key, wait);
   try {
     // Even with wait=0 the job must be in the queue before a 202 points at it.
     await queued;
@@ -225,8 +224,12 @@ async function answerMiss(
       outOfDistribution: outOfDistribution.length > 0,
     });
     recordArm(deps, routed, key, "live", live.prediction);
-    setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
-    return c.json(predictionReply(model, key, "live", live.prediction, outOfDistribution, arm));
+    return plainResponse(
+      c,
+      200,
+      JSON.stringify(predictionReply(model, key, "live", live.prediction, outOfDistribution, arm)),
+      hitHeaders(etag, deps.settings.hitMaxAgeSeconds, "application/json"),
+    );
   } catch (error) {
     deps.stats.record(model, key, "failed", { seconds: secondsSince(started) });
     throw error;
