@@ -2,7 +2,7 @@
 import { Hono } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
 import { requireApiKey } from "./access.ts";
-import { cors } from "./cors.ts";
+import { type CorsOptions, cors } from "./cors.ts";
 import type { ApiDeps } from "./deps.ts";
 import { errorBody, handleError } from "./errors.ts";
 import { requestLog } from "./request-log.ts";
@@ -15,6 +15,28 @@ import { registerPredict } from "./routes/predict.ts";
 import { registerQueueBoard } from "./routes/queue-board.ts";
 import { registerTables } from "./routes/tables.ts";
 
+/**
+ * CORS of the read routes. Apps in browsers download tables and ask for fallbacks from
+ * their own origin; they need the validators and the versioned URL, so those headers are
+ * exposed too.
+ */
+export function readRoutesCors(origins: string[]): CorsOptions {
+  return {
+    origins,
+    allowMethods: ["GET", "HEAD", "POST"],
+    allowHeaders: ["Content-Type", "If-None-Match", "Range", "If-Range"],
+    exposeHeaders: [
+      "ETag",
+      "Content-Location",
+      "Content-Range",
+      "Location",
+      "Retry-After",
+      "X-Request-Id",
+    ],
+    maxAgeSeconds: 600,
+  };
+}
+
 export function createApp(deps: ApiDeps): Hono {
   const app = new Hono({ router: new RegExpRouter() });
   app.use("*", requestLog(deps.log));
@@ -24,25 +46,7 @@ export function createApp(deps: ApiDeps): Hono {
   );
   const origins = deps.settings.corsOrigins;
   if (origins.length > 0) {
-    // Apps in browsers download tables and ask for fallbacks from their own origin; they
-    // need the validators and the versioned URL, so those headers are exposed too.
-    app.use(
-      "/v1/models/*",
-      cors({
-        origins,
-        allowMethods: ["GET", "HEAD", "POST"],
-        allowHeaders: ["Content-Type", "If-None-Match", "Range", "If-Range"],
-        exposeHeaders: [
-          "ETag",
-          "Content-Location",
-          "Content-Range",
-          "Location",
-          "Retry-After",
-          "X-Request-Id",
-        ],
-        maxAgeSeconds: 600,
-      }),
-    );
+    app.use("/v1/models/*", cors(readRoutesCors(origins)));
   }
   if (deps.access) app.use("/v1/models/*", requireApiKey(deps.access.limiter, deps.access.options));
   registerHealth(app, deps);
