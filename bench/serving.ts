@@ -7,6 +7,7 @@ import { Hono } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
 import { readRoutesCors } from "../src/api/app.ts";
 import { cors } from "../src/api/cors.ts";
+import { withEdge } from "../src/api/edge.ts";
 import { plainResponse } from "../src/api/headers.ts";
 import { listen } from "../src/api/listen.ts";
 import { hitHeaders } from "../src/api/reply.ts";
@@ -87,17 +88,17 @@ async function startHelloWorld(body: string): Promise<Server> {
 }
 
 /**
- * Hono with what predcache puts around every lookup (request log with ids, CORS) and the
- * headers of a hit, answering a constant reply: the framework's share of a hit, so the
- * gap from here to an L1 hit is the lookup's own (parse, encode, L1, metrics, ETag).
+ * Hono with what predcache puts around every lookup (its edge hooks: request id and log
+ * line, CORS) and the headers of a hit, answering a constant reply: the framework's share
+ * of a hit, so the gap from here to an L1 hit is the lookup's own (parse, encode, L1,
+ * metrics, ETag).
  */
 async function startMiddlewareOnly(body: string, etag: string): Promise<Server> {
   const app = new Hono({ router: new RegExpRouter() });
-  app.use("*", requestLog(createLogger("silent")));
-  app.use("/v1/models/*", cors(readRoutesCors(["*"])));
   const headers = hitHeaders(etag, 30, "application/json");
   app.get("/v1/models/:model/predict", (c) => plainResponse(c, 200, body, { ...headers }));
-  return listen(app, HOST, 0);
+  const edge = [requestLog(createLogger("silent")), cors(readRoutesCors(["*"]))];
+  return listen(withEdge(app, edge), HOST, 0);
 }
 
 /** `items` starting at index `by`: round r of a round-robin starts with a different one. */
@@ -164,6 +165,13 @@ interface Load {
   failures: number;
   /** Requests of the warm-up and the slices together. */
   sentInAll: number;
+  /**
+   * Main-thread time spent per request (µs): event-loop utilization over the slices
+   * divided by the requests. Every server here runs on that thread, so this is the
+   * server's own cost, steadier than req/s when the load generator and the server
+   * compete for this machine's cores.
+   */
+  busyMicros: number;
 }
 
 /**
@@ -179,9 +187,14 @@ async function hammerAll(targets: readonly Target[]): Promise<Load[]> {
   const warmups = new Map<Target, autocannon.Result>();
   for (const target of targets) warmups.set(target, await fire(target.url, LOAD.warmupSeconds));
   const slices = new Map<Target, autocannon.Result[]>(targets.map((t) => [t, []]));
+  const busyMs = new Map<Target, number>(targets.map((t) => [t, 0]));
   for (let round = 0; round < LOAD.slices; round++) {
-    for (const target of rotated(targets, round))
+    for (const target of rotated(targets, round)) {
+      const before = performance.eventLoopUtilization();
       slices.get(target)?.push(await fire(target.url, LOAD.seconds / LOAD.slices));
+      const used = performance.eventLoopUtilization(before);
+      busyMs.set(target, (busyMs.get(target) ?? 0) + used.active);
+    }
     process.stdout.write(".");
   }
   console.log();
@@ -197,6 +210,7 @@ async function hammerAll(targets: readonly Target[]): Promise<Load[]> {
       requests,
       failures: sum((r) => r.errors + r.timeouts + r.non2xx),
       sentInAll: requests + (warmups.get(target)?.requests.total ?? 0),
+      busyMicros: ((busyMs.get(target) ?? 0) * 1000) / requests,
     };
   });
 }
@@ -443,7 +457,7 @@ async function main(): Promise<void> {
     servers.unshift(() => raw.close());
     const hello = await startHelloWorld(sample.text);
     servers.unshift(() => hello.close());
-    // 3: the framework and middleware around a hit, with that body and the hit's headers.
+    // 3: the framework and edge hooks around a hit, with that body and the hit's headers.
     const framed = await startMiddlewareOnly(sample.text, sample.etag);
     servers.unshift(() => framed.close());
 
@@ -464,7 +478,7 @@ async function main(): Promise<void> {
     const loads = await hammerAll([
       { name: "1 raw node:http", url: `${raw.url}${HOT_PATH}` },
       { name: "2 Hono hello-world", url: `${hello.url}${HOT_PATH}` },
-      { name: "3 Hono + predcache middleware", url: `${framed.url}${HOT_PATH}` },
+      { name: "3 Hono + predcache edge hooks", url: `${framed.url}${HOT_PATH}` },
       { name: "4 predcache L1 hit", url: `${l1.url}${HOT_PATH}` },
       { name: "5 predcache Redis hit", url: `${l2.url}${HOT_PATH}` },
     ]);
@@ -507,7 +521,17 @@ async function main(): Promise<void> {
     console.log("\nResults: HTTP, same URL, same reply body (p50/p99: mean over the slices)\n");
     console.log(
       table(
-        ["scenario", "req/s", "p50 ms", "p99 ms", "requests", "failed", "× raw", "× row above"],
+        [
+          "scenario",
+          "req/s",
+          "p50 ms",
+          "p99 ms",
+          "requests",
+          "failed",
+          "× raw",
+          "× row above",
+          "busy µs/req",
+        ],
         loads.map((l, i) => [
           l.name,
           fmtInt(l.reqPerSec),
@@ -517,11 +541,12 @@ async function main(): Promise<void> {
           String(l.failures),
           ratio(l.reqPerSec, rawLoad.reqPerSec),
           i === 0 ? "" : ratio(l.reqPerSec, reference[i]?.reqPerSec ?? Number.NaN),
+          l.busyMicros.toFixed(1),
         ]),
       ),
     );
     console.log(
-      `  (3: Hono, predcache's request log and CORS, a hit's headers, a constant reply: what\n` +
+      `  (3: Hono, predcache's request id/log and CORS hooks, a hit's headers, a constant reply: what\n` +
         `   the framework costs a hit; from 3 to 4 is the lookup's own work.)\n` +
         `  (5: ${(hgets / l2Load.sentInAll).toFixed(3)} Redis HGETs per request: concurrent lookups of one key share a read)`,
     );
@@ -569,8 +594,11 @@ async function main(): Promise<void> {
       `  rows 64 vs rows 1 pred/s:      ${verdict(batched.perSec, single.perSec, TARGETS.batchedVsSingle)}`,
     );
     console.log(
-      `  (no target: framework + middleware vs hello-world ${ratio(framedLoad.reqPerSec, helloLoad.reqPerSec)}, ` +
-        `L1 hit vs framework + middleware ${ratio(l1Load.reqPerSec, framedLoad.reqPerSec)})`,
+      `  (no target: framework + edge vs hello-world ${ratio(framedLoad.reqPerSec, helloLoad.reqPerSec)}, ` +
+        `L1 hit vs framework + edge ${ratio(l1Load.reqPerSec, framedLoad.reqPerSec)};\n` +
+        `   main-thread µs per request: hello-world ${helloLoad.busyMicros.toFixed(1)}, + edge ` +
+        `${framedLoad.busyMicros.toFixed(1)}, L1 hit ${l1Load.busyMicros.toFixed(1)}, as a req/s ratio ` +
+        `L1 vs hello ${ratio(helloLoad.busyMicros, l1Load.busyMicros)})`,
     );
   } finally {
     await runAll(servers);

@@ -4,6 +4,7 @@ import { RegExpRouter } from "hono/router/reg-exp-router";
 import { requireApiKey } from "./access.ts";
 import { type CorsOptions, cors } from "./cors.ts";
 import type { ApiDeps } from "./deps.ts";
+import { type EdgeHook, withEdge } from "./edge.ts";
 import { errorBody, handleError } from "./errors.ts";
 import { requestLog } from "./request-log.ts";
 import { registerAdmin } from "./routes/admin.ts";
@@ -39,14 +40,14 @@ export function readRoutesCors(origins: string[]): CorsOptions {
 
 export function createApp(deps: ApiDeps): Hono {
   const app = new Hono({ router: new RegExpRouter() });
-  app.use("*", requestLog(deps.log));
+  const edge: EdgeHook[] = [requestLog(deps.log)];
   app.onError(handleError(deps.log));
   app.notFound((c) =>
     c.json(errorBody("not_found", `no route ${c.req.method} ${c.req.path.slice(0, 200)}`), 404),
   );
   const origins = deps.settings.corsOrigins;
   if (origins.length > 0) {
-    app.use("/v1/models/*", cors(readRoutesCors(origins)));
+    edge.push(cors(readRoutesCors(origins)));
   }
   if (deps.access) app.use("/v1/models/*", requireApiKey(deps.access.limiter, deps.access.options));
   registerHealth(app, deps);
@@ -59,5 +60,5 @@ export function createApp(deps: ApiDeps): Hono {
     registerAdmin(app, { ...deps, admin: deps.admin }, deps.seedRoots ?? []);
     registerQueueBoard(app, deps.admin);
   }
-  return app;
+  return withEdge(app, edge);
 }

@@ -1,12 +1,12 @@
 /**
  * CORS for the read routes, so browser apps on other origins can download tables and ask
- * for fallbacks. Hand-written rather than hono/cors: that middleware touches `c.res`
- * before the handler runs, which makes Hono build a throwaway Response on every request
- * (measured: most of the gap between an L1 hit and a bare handler). Headers go through
- * setHeader (./headers.ts): they ride along with whatever response is made, errors included.
+ * for fallbacks. Hand-written rather than hono/cors, and an edge hook (./edge.ts) rather
+ * than middleware: the headers are added before the app runs, so errors carry them too
+ * and the routes keep no middleware; preflights are answered without reaching the app.
  */
-import type { MiddlewareHandler } from "hono";
-import { requestHeader, setHeader } from "./headers.ts";
+import type { IncomingMessage } from "node:http";
+import type { EdgeHook } from "./edge.ts";
+import { addHeader, headerOf, takeHeaders } from "./headers.ts";
 
 export interface CorsOptions {
   /** "*" or exact origins. */
@@ -17,30 +17,50 @@ export interface CorsOptions {
   maxAgeSeconds: number;
 }
 
-export function cors(options: CorsOptions): MiddlewareHandler {
+/** The path prefix of the routes CORS applies to. */
+const READ_ROUTES = "/v1/models";
+
+function allowedOrigin(options: CorsOptions, origin: string | undefined): string | undefined {
+  if (options.origins.includes("*")) return "*";
+  return origin && options.origins.includes(origin) ? origin : undefined;
+}
+
+/** Whether CORS applies: "/v1/models", "/v1/models/…" or "/v1/models?…", not "/v1/modelsfoo". */
+function isReadRoute(url: string): boolean {
+  if (!url.startsWith(READ_ROUTES)) return false;
+  const next = url.charCodeAt(READ_ROUTES.length);
+  return Number.isNaN(next) || next === 47 || next === 63;
+}
+
+/**
+ * The Access-Control headers of every answer under /v1/models (and Vary: Origin when it
+ * varies); a preflight (OPTIONS with Access-Control-Request-Method) is answered 204 here.
+ */
+export function cors(options: CorsOptions): EdgeHook {
   const any = options.origins.includes("*");
-  const allowed = new Set(options.origins);
   const expose = options.exposeHeaders.join(", ");
   const methods = options.allowMethods.join(", ");
   const headers = options.allowHeaders.join(", ");
-  return async (c, next) => {
-    const origin = requestHeader(c, "origin");
-    const allow = any ? "*" : origin && allowed.has(origin) ? origin : undefined;
-    if (!any) setHeader(c, "Vary", "Origin", true);
-    if (c.req.method === "OPTIONS" && requestHeader(c, "access-control-request-method")) {
-      // A preflight: answered here, never reaching the routes.
+  return (incoming: IncomingMessage) => {
+    if (!isReadRoute(incoming.url ?? "")) return undefined;
+    if (!any) addHeader(incoming, "Vary", "Origin", true);
+    const allow = allowedOrigin(options, headerOf(incoming, "origin"));
+    const preflight =
+      incoming.method === "OPTIONS" && headerOf(incoming, "access-control-request-method");
+    if (preflight) {
+      const reply: Record<string, string> = takeHeaders(incoming) ?? {};
       if (allow) {
-        setHeader(c, "Access-Control-Allow-Origin", allow);
-        setHeader(c, "Access-Control-Allow-Methods", methods);
-        setHeader(c, "Access-Control-Allow-Headers", headers);
-        setHeader(c, "Access-Control-Max-Age", String(options.maxAgeSeconds));
+        reply["Access-Control-Allow-Origin"] = allow;
+        reply["Access-Control-Allow-Methods"] = methods;
+        reply["Access-Control-Allow-Headers"] = headers;
+        reply["Access-Control-Max-Age"] = String(options.maxAgeSeconds);
       }
-      return c.body(null, 204);
+      return new Response(null, { status: 204, headers: reply });
     }
     if (allow) {
-      setHeader(c, "Access-Control-Allow-Origin", allow);
-      setHeader(c, "Access-Control-Expose-Headers", expose);
+      addHeader(incoming, "Access-Control-Allow-Origin", allow);
+      addHeader(incoming, "Access-Control-Expose-Headers", expose);
     }
-    await next();
+    return undefined;
   };
 }

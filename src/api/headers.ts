@@ -1,58 +1,90 @@
 /**
  * Header plumbing for the hot path. Hono keeps headers set with c.header() in a WHATWG
  * Headers object, and reading c.req.header() builds one for the request; on an L1 hit
- * those objects cost more than the lookup. Here request headers are read from node:http's
- * already parsed object, and headers middleware adds are kept in a plain record: a hit
- * answers with a plain-record Response (which @hono/node-server writes straight out),
- * and for every other response the record is copied onto it at the end (applyHeaders).
+ * those objects cost more than the lookup. So on node:http:
+ * - request headers are read from node's already parsed object;
+ * - headers added outside a handler's own reply (request id, CORS, Vary…) are kept in a
+ *   plain record on the request. A hit's plain-record Response takes them in (and
+ *   @hono/node-server writes it straight out); any other reply gets them from the edge
+ *   (./edge.ts) once the app has answered, through node's setHeader. Not setHeader for
+ *   all: once it has been used, node merges every header of the reply through it.
  */
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "hono";
 
-/** Headers added so far, on the request's Context (a property: a WeakMap costs ~1 µs per set). */
-const PENDING = Symbol("pending headers");
-type WithPending = Context & { [PENDING]?: Record<string, string> | undefined };
+interface NodeBindings {
+  incoming?: IncomingMessage;
+  outgoing?: ServerResponse;
+}
+
+/** node:http's request, when served by @hono/node-server. */
+export function incomingOf(c: Context): IncomingMessage | undefined {
+  return (c.env as NodeBindings | undefined)?.incoming;
+}
 
 /** A request header (lower-case name), without building a Headers object when on node:http. */
 export function requestHeader(c: Context, name: string): string | undefined {
-  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  const incoming = incomingOf(c);
   if (!incoming) return c.req.header(name);
+  return headerOf(incoming, name);
+}
+
+/** A header of node's request, repeated ones joined. */
+export function headerOf(incoming: IncomingMessage, name: string): string | undefined {
   const value = incoming.headers[name];
   return Array.isArray(value) ? value.join(", ") : value;
 }
 
-/** Adds a response header, whatever response the handler makes (errors included). */
-export function setHeader(c: Context, name: string, value: string, append = false): void {
-  let record = (c as WithPending)[PENDING];
+const PENDING = Symbol("pending response headers");
+type WithPending = IncomingMessage & { [PENDING]?: Record<string, string> | undefined };
+
+/** Adds a header to the reply this request will get (`append`: to a list such as Vary). */
+export function addHeader(incoming: IncomingMessage, name: string, value: string, append = false) {
+  let record = (incoming as WithPending)[PENDING];
   if (!record) {
     record = {};
-    (c as WithPending)[PENDING] = record;
+    (incoming as WithPending)[PENDING] = record;
   }
   const before = record[name];
   record[name] = append && before ? `${before}, ${value}` : value;
 }
 
-/** A response carrying the pending headers and `headers`, as a plain record (the fast path). */
+/** The headers added and not yet given to a reply; taking them clears them. */
+export function takeHeaders(incoming: IncomingMessage): Record<string, string> | undefined {
+  const record = (incoming as WithPending)[PENDING];
+  if (record) (incoming as WithPending)[PENDING] = undefined;
+  return record;
+}
+
+/**
+ * Adds a response header, whatever response the handler makes (errors included). Off
+ * node:http, Hono's c.header(), which replies made with c.json() and c.body() carry.
+ */
+export function setHeader(c: Context, name: string, value: string, append = false): void {
+  const incoming = incomingOf(c);
+  if (incoming) addHeader(incoming, name, value, append);
+  else c.header(name, value, { append });
+}
+
+/** A response with the added headers and `headers`, as one plain record (the fast path). */
 export function plainResponse(
   c: Context,
   status: number,
   body: string | null,
   headers: Record<string, string>,
 ): Response {
-  const record = (c as WithPending)[PENDING];
-  if (record) (c as WithPending)[PENDING] = undefined;
-  return new Response(body, { status, headers: record ? Object.assign(record, headers) : headers });
+  const incoming = incomingOf(c);
+  const added = incoming ? takeHeaders(incoming) : undefined;
+  return new Response(body, { status, headers: added ? Object.assign(added, headers) : headers });
 }
 
-/** Copies pending headers onto a response made the usual way (call once, at the end). */
-export function applyHeaders(c: Context): void {
-  const record = (c as WithPending)[PENDING];
-  if (!record) return;
-  (c as WithPending)[PENDING] = undefined;
-  const headers = c.res.headers;
+/** Gives the headers still pending to node's response (any reply but a plain-record one). */
+export function flushHeaders(incoming: IncomingMessage, outgoing: ServerResponse): void {
+  const record = takeHeaders(incoming);
+  if (!record || outgoing.headersSent) return;
   for (const name in record) {
     const value = record[name] as string;
-    if (name === "Vary" && headers.has("vary")) headers.append("Vary", value);
-    else headers.set(name, value);
+    const before = name === "Vary" ? outgoing.getHeader("Vary") : undefined;
+    outgoing.setHeader(name, before ? `${before}, ${value}` : value);
   }
 }

@@ -151,6 +151,59 @@ describe("lookup tables", () => {
     });
     expect(missing.status).toBe(404); // errors carry the header too, so apps can read them
     expect(missing.headers.get("access-control-allow-origin")).toBe("*");
+    // A hit from memory (the synchronous path) carries them with its own validators.
+    const lookup = `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1&wait=5000`;
+    await fetch(lookup);
+    const hit = await fetch(lookup, { headers: { origin: "http://app.example" } });
+    expect((await hit.json()).source).toBe("memory");
+    expect(hit.headers.get("access-control-allow-origin")).toBe("*");
+    expect(hit.headers.get("access-control-expose-headers")).toMatch(/ETag/);
+    expect(hit.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    expect(hit.headers.get("etag")).toMatch(/^"/);
+  });
+
+  it("with named origins: allows those, varies by Origin, and refuses others' preflights", async () => {
+    const named = await startTestService({
+      env: { PREDCACHE_CORS_ORIGINS: "http://app.example,http://other.example" },
+      liveWorker: false,
+    });
+    try {
+      const path = `${named.url}/v1/models/flight-delay/tables`;
+      const ok = await fetch(path, { headers: { origin: "http://other.example" } });
+      expect(ok.headers.get("access-control-allow-origin")).toBe("http://other.example");
+      expect(ok.headers.get("vary")).toMatch(/Origin/);
+      expect(ok.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+      const foreign = await fetch(path, { headers: { origin: "http://evil.example" } });
+      expect(foreign.headers.get("access-control-allow-origin")).toBeNull();
+      expect(foreign.headers.get("vary")).toMatch(/Origin/);
+      const refused = await fetch(path, {
+        method: "OPTIONS",
+        headers: { origin: "http://evil.example", "access-control-request-method": "GET" },
+      });
+      expect(refused.status).toBe(204);
+      expect(refused.headers.get("access-control-allow-origin")).toBeNull();
+      expect(refused.headers.get("access-control-allow-methods")).toBeNull();
+      const allowed = await fetch(path, {
+        method: "OPTIONS",
+        headers: {
+          origin: "http://app.example",
+          "access-control-request-method": "GET",
+          "x-request-id": "pre-1",
+        },
+      });
+      expect(allowed.headers.get("access-control-allow-origin")).toBe("http://app.example");
+      expect(allowed.headers.get("access-control-max-age")).toBe("600");
+      expect(allowed.headers.get("x-request-id")).toBe("pre-1");
+      // Outside /v1/models, and OPTIONS without a preflight's header: no CORS, no route.
+      const health = await fetch(`${named.url}/healthz`, {
+        headers: { origin: "http://app.example" },
+      });
+      expect(health.headers.get("access-control-allow-origin")).toBeNull();
+      const bare = await fetch(path, { method: "OPTIONS" });
+      expect(bare.status).toBe(404);
+    } finally {
+      await named.close();
+    }
   });
 
   it("serves latest with its immutable versioned URL in Content-Location", async () => {
