@@ -159,6 +159,12 @@ describe("misses", () => {
     expect(done.body.source).toBe("live");
     const hit = await getJson(`${t.url}/v1/models/flight-delay/predict?${q}`);
     expect(hit.body.prediction).toEqual(done.body.prediction);
+    // The poll's answer has the lookup's validator: revalidating it costs no body.
+    const etag = done.headers.get("etag") as string;
+    expect(etag).toBe(hit.headers.get("etag"));
+    const again = await fetch(`${t.url}${location}`, { headers: { "if-none-match": etag } });
+    expect(again.status).toBe(304);
+    expect(await again.text()).toBe("");
   });
 
   it("answers an unknown job with 404", async () => {

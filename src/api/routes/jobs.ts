@@ -3,7 +3,7 @@ import type { Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
 import { parseLiveJobId } from "../../live/jobs.ts";
 import type { ApiDeps } from "../deps.ts";
-import { predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
+import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
 import { jobLink } from "./predict.ts";
 
 export function registerJobs(app: Hono, deps: ApiDeps): void {
@@ -32,7 +32,10 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
       const { key } = poll;
       const decoded = model.encoder.encode(model.encoder.decodeKey(key));
       const ood = decoded.ok ? decoded.value.outOfDistribution : [];
-      setHitHeaders(c, predictionEtag(model, key), deps.settings.hitMaxAgeSeconds);
+      const etag = predictionEtag(model, key);
+      setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
+      // The same validator as the lookup's answer: a client that has it gets no body again.
+      if (notModified(c, etag)) return c.body(null, 304);
       return c.json({
         status: "completed",
         ...predictionReply(model, key, "live", poll.prediction, ood),
