@@ -75,20 +75,22 @@ interface Gathering {
   timer: NodeJS.Timeout | undefined;
   /** Its wait is over, but it is held until one of the version's batches in flight lands. */
   held: boolean;
+  /** When the hold began (performance.now()). */
+  heldSince: number;
   /** The shortest wait of its misses' requests (ms): a hold takes at most half of it. */
   patience: number;
 }
 
 /**
  * Batches of one version this process keeps in flight at once. While they are, new misses
- * keep gathering (up to batchRows, or HOLD_MAX_MS past their wait): under load, batches
- * then grow to what arrives during one inference cycle instead of splitting into many
- * small ones, each paying the queue's per-job work. With none in flight, a batch leaves
- * after its wait as before, so light traffic waits no longer.
+ * keep gathering (up to batchRows, or HOLD_FACTOR × batchWaitMs past their wait): under
+ * load, batches then grow to what arrives during one inference cycle instead of splitting
+ * into many small ones, each paying the queue's per-job work. With none in flight, a batch
+ * leaves after its wait as before, so light traffic waits no longer.
  */
 const MAX_IN_FLIGHT = 1;
-/** Longest a batch is held for one in flight (ms), e.g. when no worker is taking jobs. */
-const HOLD_MAX_MS = 100;
+/** The longest hold, in gather waits (5 ms by default: 100 ms), e.g. when no worker takes jobs. */
+const HOLD_FACTOR = 20;
 
 export class LiveClient {
   readonly queue: Queue<LiveJob, LiveResult>;
@@ -150,6 +152,8 @@ export class LiveClient {
     const running = this.inFlight.get(keyId);
     if (running) {
       processMetrics().coalesced.inc({ model: model.name });
+      // Its key may be in a batch still gathering: that batch must not outwait this request.
+      this.hurry(`${model.name}@${model.version}`, waitMs);
       return { jobId: keyId, ...running };
     }
     // Listen before queuing, so a batch finishing right away is not missed.
@@ -216,25 +220,38 @@ export class LiveClient {
     const id = `${model.name}@${model.version}`;
     let batch = this.gathering.get(id);
     if (!batch) {
-      batch = { model, items: [], timer: undefined, held: false, patience: waitMs };
+      batch = { model, items: [], timer: undefined, held: false, heldSince: 0, patience: waitMs };
       this.gathering.set(id, batch);
     }
     const gathering = batch;
     const queued = new Promise<void>((resolve, reject) => {
       gathering.items.push({ key, keyId, queued: { resolve, reject } });
     });
-    gathering.patience = Math.min(gathering.patience, waitMs);
     if (gathering.items.length >= (this.options.batchRows ?? 1)) this.flush(id);
-    // A request that will not wait (wait=0 asks for its 202 now) ends a hold.
-    else if (gathering.held && this.holdFor(gathering) < 1) this.flush(id);
     else if (!gathering.timer)
       gathering.timer = setTimeout(() => this.waited(id), this.options.batchWaitMs ?? 0);
+    else this.hurry(id, waitMs);
     return queued;
   }
 
-  /** How long a batch may be held: half the shortest wait of its requests, at most HOLD_MAX_MS. */
+  /** How long a batch may be held: half the shortest wait of its requests, at most the cap. */
   private holdFor(batch: Gathering): number {
-    return Math.min(HOLD_MAX_MS, batch.patience / 2);
+    return Math.min(HOLD_FACTOR * (this.options.batchWaitMs ?? 0), batch.patience / 2);
+  }
+
+  /**
+   * A request waiting `waitMs` joined the version's gathering batch: a held batch leaves
+   * when what is left of its hold is used up (at once for wait=0, which asks for its 202 now).
+   */
+  private hurry(id: string, waitMs: number): void {
+    const batch = this.gathering.get(id);
+    if (!batch || waitMs >= batch.patience) return;
+    batch.patience = waitMs;
+    if (!batch.held) return;
+    const left = this.holdFor(batch) - (performance.now() - batch.heldSince);
+    if (batch.timer) clearTimeout(batch.timer);
+    if (left < 1) this.flush(id);
+    else batch.timer = setTimeout(() => this.flush(id), left);
   }
 
   /** A batch's wait is over: it leaves now, or is held while the version has one in flight. */
@@ -246,6 +263,7 @@ export class LiveClient {
       this.flush(id);
     } else {
       batch.held = true;
+      batch.heldSince = performance.now();
       batch.timer = setTimeout(() => this.flush(id), hold);
     }
   }

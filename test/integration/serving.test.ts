@@ -274,10 +274,12 @@ describe("bounded live queue", () => {
 });
 
 describe("live batches while one is in flight", () => {
-  it("keep gathering misses into one job, and a request that will not wait ends the hold", async () => {
-    // No live worker: the first job stays in flight for the whole test.
+  it("keep gathering misses into one job, but never past what a request will wait", async () => {
+    // No live worker: every job stays in flight. A 100 ms gather wait caps holds at 2 s,
+    // and the patient misses (wait 4 s) allow 2 s: a request that ends a hold early is
+    // answered long before that.
     const api = await startTestService({
-      env: { PREDCACHE_LIVE_BATCH_WAIT_MS: "5" },
+      env: { PREDCACHE_LIVE_BATCH_WAIT_MS: "100" },
       registry,
       liveWorker: false,
     });
@@ -289,26 +291,48 @@ describe("live batches while one is in flight", () => {
       (await api.service.live.queue.getJobs(["waiting", "prioritized"]))
         .map((j) => j.data.keys.length)
         .sort((a, b) => a - b);
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const timed = async (reply: Promise<{ status: number }>) => {
+      const started = performance.now();
+      const { status } = await reply;
+      return { status, ms: performance.now() - started };
+    };
+    const patient: Promise<{ status: number }>[] = [];
     try {
       expect((await ask(0, 1, 0)).status).toBe(202);
       expect(await jobs()).toEqual([1]);
-      // Five misses 15 ms apart (each wait 1 s): without the hold, five jobs of one.
-      const patient: Promise<{ status: number }>[] = [];
+
+      // Five misses 15 ms apart, then one with wait=0 (a new input): one job of six.
       for (let i = 1; i <= 5; i++) {
-        patient.push(ask(i, 2, 1_000));
-        await new Promise((r) => setTimeout(r, 15));
+        patient.push(ask(i, 2, 4_000));
+        await pause(15);
       }
-      // Then one that asks for its 202 now: it leaves at once, with the held five.
-      const started = performance.now();
-      expect((await ask(6, 2, 0)).status).toBe(202);
-      const took = performance.now() - started;
+      const now = await timed(ask(6, 2, 0));
+      expect(now.status).toBe(202);
       expect(await jobs()).toEqual([1, 6]);
-      expect((await Promise.all(patient)).map((r) => r.status)).toEqual(Array(5).fill(202));
+
+      // Three held (past their 100 ms wait), then wait=0 for an input already held.
+      for (let i = 1; i <= 3; i++) patient.push(ask(i, 3, 4_000));
+      await pause(200);
+      const coalesced = await timed(ask(1, 3, 0));
+      expect(coalesced.status).toBe(202);
+      expect(await jobs()).toEqual([1, 3, 6]);
+
+      // Two held, then a new input asking to wait 300 ms: the hold gives way in time.
+      for (let i = 1; i <= 2; i++) patient.push(ask(i, 4, 4_000));
+      await pause(200);
+      const short = await timed(ask(3, 4, 300));
+      expect(short.status).toBe(202);
+      expect(await jobs()).toEqual([1, 3, 3, 6]);
+
       console.log(
-        `held batch: 5 misses 15 ms apart + 1 with wait=0 → one job; 202 in ${took.toFixed(1)} ms`,
+        `held batches: 202 for wait=0 in ${now.ms.toFixed(0)} ms, for wait=0 on a held input in ` +
+          `${coalesced.ms.toFixed(0)} ms, for wait=300 in ${short.ms.toFixed(0)} ms (holds up to 2 s)`,
       );
-      expect(took).toBeLessThan(1_000);
+      for (const { ms } of [now, coalesced, short]) expect(ms).toBeLessThan(1_000);
+      expect((await Promise.all(patient)).map((r) => r.status)).toEqual(Array(10).fill(202));
     } finally {
+      await Promise.allSettled(patient);
       await api.close();
     }
   });

@@ -64,18 +64,21 @@ function invalid(issues: unknown): PredcacheError {
 
 export type LiveOutcome = { done: true; prediction: Prediction } | { done: false; jobId: string };
 
-/** Queues a miss and waits up to `wait` ms for the live answer. */
+/** Queues a miss and waits up to `wait` ms (counted from now) for the live answer. */
 export async function awaitLive(
   deps: ApiDeps,
   model: ModelVersion,
   key: string,
   wait: number,
 ): Promise<LiveOutcome> {
+  const asked = performance.now();
   const { jobId, queued, result } = deps.live.submit(model, key, wait);
   try {
     // Even with wait=0 the job must be in the queue before a 202 points at it.
     await queued;
-    const outcome = await waitFor(result, wait);
+    // Time spent gathering and queuing comes out of the wait, not on top of it.
+    const left = wait - (performance.now() - asked);
+    const outcome = await waitFor(result, wait > 0 ? Math.max(1, left) : 0);
     if (outcome === TIMED_OUT) return { done: false, jobId };
     deps.tiers.remember(model, key, outcome);
     return { done: true, prediction: outcome };
