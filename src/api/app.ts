@@ -58,7 +58,7 @@ export function createApp(deps: ApiDeps): Hono {
   registerDocs(app, deps);
   if (deps.admin) {
     registerAdmin(app, { ...deps, admin: deps.admin }, deps.seedRoots ?? []);
-    registerQueueBoard(app, deps.admin);
+    registerQueueBoard(app, deps.admin, deps.log);
   }
   return withEdge(app, edge);
 }

@@ -25,11 +25,16 @@ function allowedOrigin(options: CorsOptions, origin: string | undefined): string
   return origin && options.origins.includes(origin) ? origin : undefined;
 }
 
-/** Whether CORS applies: "/v1/models", "/v1/models/…" or "/v1/models?…", not "/v1/modelsfoo". */
+/**
+ * Whether CORS applies: "/v1/models", "/v1/models/…" or "/v1/models?…", not "/v1/modelsfoo",
+ * and not a path with dot segments (the app resolves "/v1/models/../admin" elsewhere).
+ */
 function isReadRoute(url: string): boolean {
   if (!url.startsWith(READ_ROUTES)) return false;
   const next = url.charCodeAt(READ_ROUTES.length);
-  return Number.isNaN(next) || next === 47 || next === 63;
+  if (!(Number.isNaN(next) || next === 47 || next === 63)) return false;
+  const query = url.indexOf("?");
+  return !(query === -1 ? url : url.slice(0, query)).includes("/.");
 }
 
 /**

@@ -78,13 +78,13 @@ export function plainResponse(
   return new Response(body, { status, headers: added ? Object.assign(added, headers) : headers });
 }
 
-/** Gives the headers still pending to node's response (any reply but a plain-record one). */
+/**
+ * Gives the headers still pending to node's response (any reply but a plain-record one).
+ * Node lets the reply's own header of the same name win: a list header such as Vary is
+ * added with setHeader(…, append) by whoever adds to it, never set on the reply itself.
+ */
 export function flushHeaders(incoming: IncomingMessage, outgoing: ServerResponse): void {
   const record = takeHeaders(incoming);
   if (!record || outgoing.headersSent) return;
-  for (const name in record) {
-    const value = record[name] as string;
-    const before = name === "Vary" ? outgoing.getHeader("Vary") : undefined;
-    outgoing.setHeader(name, before ? `${before}, ${value}` : value);
-  }
+  for (const name in record) outgoing.setHeader(name, record[name] as string);
 }

@@ -40,7 +40,8 @@ export function requestLog(log: Logger): EdgeHook {
     if (logging) (incoming as Noted)[NOTE] = note;
     // "close", not "finish": a request whose client went away is logged too.
     outgoing.once("close", () => {
-      const status = outgoing.statusCode;
+      // A client gone before any answer: no status was sent (node would say 200).
+      const status = outgoing.headersSent ? outgoing.statusCode : 0;
       // Failures are logged at error level, so they are written even with info off.
       if (!logging && status < 500) return;
       const line = {
@@ -48,6 +49,7 @@ export function requestLog(log: Logger): EdgeHook {
         method: incoming.method,
         path: pathOf(incoming.url).slice(0, 200),
         status,
+        ...(outgoing.writableFinished ? {} : { aborted: true }),
         ms: Math.round((performance.now() - started) * 100) / 100,
         ...note,
       };

@@ -10,11 +10,12 @@ import { serveStatic } from "@hono/node-server/serve-static";
 import { type Context, Hono } from "hono";
 import { requireAdmin } from "../../admin/auth.ts";
 import type { AdminDeps } from "../../admin/deps.ts";
-import { errorBody } from "../errors.ts";
+import type { Logger } from "../../log.ts";
+import { errorBody, handleError } from "../errors.ts";
 
 export const QUEUE_BOARD_PATH = "/admin/queues";
 
-export function registerQueueBoard(app: Hono, admin: AdminDeps): void {
+export function registerQueueBoard(app: Hono, admin: AdminDeps, log: Logger): void {
   const board = new HonoAdapter(serveStatic);
   createBullBoard({
     queues: Object.values(admin.queues).map((queue) => new BullMQAdapter(queue)),
@@ -28,6 +29,7 @@ export function registerQueueBoard(app: Hono, admin: AdminDeps): void {
   // whole API off Hono's fastest router (RegExpRouter) if merged into the main one.
   const boardApp = new Hono().route(QUEUE_BOARD_PATH, board.registerPlugin());
   boardApp.notFound((c) => c.json(errorBody("not_found", "no such queue board page"), 404));
+  boardApp.onError(handleError(log));
   const forward = (c: Context) => boardApp.fetch(c.req.raw, c.env);
   app.all(QUEUE_BOARD_PATH, forward);
   app.all(`${QUEUE_BOARD_PATH}/*`, forward);
