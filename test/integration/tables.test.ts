@@ -131,6 +131,20 @@ describe("lookup tables", () => {
     expect(closedBeyond.status).toBe(416);
     const reversed = await fetch(`${t.url}${first.url}`, { headers: { range: "bytes=9-2" } });
     expect(reversed.status).toBe(200); // an invalid range is ignored, as RFC 9110 allows
+
+    // HEAD: the GET's status and headers, no body (and no file opened for one).
+    const head = await fetch(`${t.url}${first.url}`, { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(head.headers.get("content-length")).toBe(String(full.length));
+    expect(head.headers.get("etag")).toBe(etag);
+    expect((await head.arrayBuffer()).byteLength).toBe(0);
+    const headPart = await fetch(`${t.url}${first.url}`, {
+      method: "HEAD",
+      headers: { range: "bytes=0-99" },
+    });
+    expect(headPart.status).toBe(206);
+    expect(headPart.headers.get("content-range")).toBe(`bytes 0-99/${full.length}`);
+    expect(headPart.headers.get("content-length")).toBe("100");
   });
 
   it("lets browser apps on other origins read tables and predictions (CORS)", async () => {

@@ -91,6 +91,12 @@ function serveTable(c: Context, deps: ApiDeps, info: TableInfo, cacheControl: st
     throw new PredcacheError("range_not_satisfiable", `the table has ${info.bytes} bytes`);
   }
   c.header("Content-Type", TABLE_TYPE);
+  if (c.req.method === "HEAD") {
+    // Hono answers HEAD with the GET route's headers and drops the body: open no file for it.
+    if (range) c.header("Content-Range", `bytes ${range.start}-${range.end}/${info.bytes}`);
+    c.header("Content-Length", String(range ? range.end - range.start + 1 : info.bytes));
+    return c.body(null, range ? 206 : 200);
+  }
   const body = Readable.toWeb(
     deps.tables.stream(info.model, info.generation, range),
   ) as ReadableStream;
