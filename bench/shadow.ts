@@ -14,6 +14,7 @@
  * who goes first) since small VMs throttle after a few seconds. Nothing is asserted but
  * the setup: a reply that is not a hit, or a changed reply, fails the run.
  */
+import { rm } from "node:fs/promises";
 import { arch, availableParallelism, cpus, platform } from "node:os";
 import type { ModelVersion } from "../src/model/registry.ts";
 import { startRedisServer } from "../src/redis/embedded.ts";
@@ -58,9 +59,10 @@ async function main(): Promise<void> {
     `shadow bench — ${platform()} ${arch()}, ${availableParallelism()} CPUs (${cpus()[0]?.model ?? "?"}), Node ${process.version}`,
   );
   const redis = await startRedisServer();
+  const modelsDir = await modelsDirWithVersions(["shadow"]);
   const app = await startPredcache(
     redis.url,
-    { PREDCACHE_MODELS_DIR: await modelsDirWithVersions(["shadow"]), PREDCACHE_AUDIT_RATE: "0" },
+    { PREDCACHE_MODELS_DIR: modelsDir, PREDCACHE_AUDIT_RATE: "0" },
     { liveWorker: true },
   );
   const load = new ForkedLoad();
@@ -179,6 +181,7 @@ async function main(): Promise<void> {
   } finally {
     await load.close();
     await app.close();
+    await rm(modelsDir, { recursive: true, force: true });
     await redis.stop();
   }
 }

@@ -1,5 +1,8 @@
 /** The real service on loopback for benchmarks, wired as npm start wires it. */
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type Listening, listen } from "../../src/api/listen.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/log.ts";
@@ -25,22 +28,28 @@ export interface Predcache extends Server {
   live: LiveWorkerProcess | undefined;
 }
 
-/** Config → registry → service [+ live worker] → listen; `env` overrides the defaults. */
+/**
+ * Config → registry → service [+ live worker] → listen; `env` overrides the defaults.
+ * Each instance has its own data folder (removed on close): the default .predcache may
+ * hold tables left by npm start, which would answer lookups the bench means as misses.
+ */
 export async function startPredcache(
   redisUrl: string,
   env: Record<string, string>,
   options: { registry?: ModelRegistry; liveWorker: boolean },
 ): Promise<Predcache> {
+  const dataDir = await mkdtemp(join(tmpdir(), "predcache-bench-"));
   const config = loadConfig({
     LOG_LEVEL: "silent",
     PREDCACHE_PREFIX: freshPrefix(),
+    PREDCACHE_DATA_DIR: dataDir,
     ...env,
     REDIS_URL: redisUrl,
     PORT: "0",
   });
   const log = createLogger(config.logLevel);
   const registry = options.registry ?? (await loadRegistry(config));
-  const steps: (() => Promise<void>)[] = [];
+  const steps: (() => Promise<void>)[] = [() => rm(dataDir, { recursive: true, force: true })];
   if (!options.registry) steps.push(() => registry.close());
   try {
     const service = await createService(config, redisUrl, log, registry);

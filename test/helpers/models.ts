@@ -5,10 +5,15 @@ import { join } from "node:path";
 
 /**
  * A models directory with the demo model and, for each name given, one more version of
- * it (same ONNX file, outputs rounded differently, so a different version id).
+ * it (same ONNX file, outputs rounded differently, so a different version id). It is made
+ * in `parent`: tests pass the run's scratch folder (removed after the run; each of these
+ * holds ~14 MB of model files), a benchmark removes it itself.
  */
-export async function modelsDirWithVersions(extra: string[]): Promise<string> {
-  const root = await mkdtemp(join(tmpdir(), "predcache-models-"));
+export async function modelsDirWithVersions(
+  extra: string[],
+  parent: string = tmpdir(),
+): Promise<string> {
+  const root = await mkdtemp(join(parent, "predcache-models-"));
   const source = "seeds/models/flight-delay";
   const manifest = JSON.parse(await readFile(join(source, "manifest.json"), "utf8"));
   const versions = [

@@ -1,8 +1,8 @@
 /** Helpers for precompute tests: a worker in this process or as a child process, and keyspace snapshots. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { inject } from "vitest";
 import type { Redis } from "../../src/redis/connection.ts";
 import { scanKeys } from "../../src/redis/keyspace.ts";
 
@@ -23,12 +23,12 @@ export async function snapshotVersion(
   return entries;
 }
 
-/** Writes rows (objects) as a CSV seed file with a header; returns its path. */
+/** Writes rows (objects) as a CSV seed file with a header, in the run's scratch folder; returns its path. */
 export async function writeSeedCsv(
   rows: Record<string, string | number>[],
   name = "seed.csv",
 ): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "predcache-seed-"));
+  const dir = await mkdtemp(join(inject("scratchDir"), "seed-"));
   const header = Object.keys(rows[0] ?? {});
   const lines = [header.join(","), ...rows.map((r) => header.map((h) => String(r[h])).join(","))];
   const path = join(dir, name);

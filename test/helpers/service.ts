@@ -16,8 +16,12 @@ import {
   type PrecomputeWorkerProcess,
   type Service,
 } from "../../src/service.ts";
+import { modelsDirWithVersions as modelsDirIn } from "./models.ts";
 
-export { modelsDirWithVersions } from "./models.ts";
+/** A models folder with the demo model and more versions of it, in the run's scratch folder. */
+export function modelsDirWithVersions(extra: string[]): Promise<string> {
+  return modelsDirIn(extra, inject("scratchDir"));
+}
 
 export interface TestService {
   url: string;
