@@ -93,6 +93,17 @@ async function startHelloWorld(body: string): Promise<Server> {
 }
 
 /**
+ * Hono hello-world answering with every header a hit carries, at constant values (the
+ * request id too): what the headers alone cost, each validated and written by node:http
+ * on every reply, where hello-world sends one.
+ */
+async function startHelloWithHitHeaders(body: string, headers: Record<string, string>) {
+  const app = new Hono();
+  app.get(PREDICT, (c) => c.body(body, 200, { ...headers }));
+  return listen(app, HOST, 0);
+}
+
+/**
  * Hono with what predcache puts around every lookup (its edge hooks: request id and log
  * line, CORS) and the headers of a hit, answering a constant reply: the framework's share
  * of a hit, so the gap from here to an L1 hit is the lookup's own (parse, encode, L1,
@@ -119,7 +130,11 @@ interface Reply {
   text: string;
   source: string | undefined;
   etag: string;
+  /** The reply's own headers (not node's Date, Connection, Keep-Alive, Content-Length). */
+  headers: Record<string, string>;
 }
+
+const NODE_HEADERS = new Set(["date", "connection", "keep-alive", "content-length"]);
 
 async function get(url: string): Promise<Reply> {
   const response = await fetch(url);
@@ -129,7 +144,16 @@ async function get(url: string): Promise<Reply> {
     text,
     source: sourceOf(text),
     etag: response.headers.get("etag") ?? "",
+    headers: ownHeaders(response.headers),
   };
+}
+
+function ownHeaders(headers: Headers): Record<string, string> {
+  const own: Record<string, string> = {};
+  headers.forEach((value, name) => {
+    if (!NODE_HEADERS.has(name)) own[name] = value;
+  });
+  return own;
 }
 
 function sourceOf(text: string): string | undefined {
@@ -462,11 +486,14 @@ async function main(): Promise<void> {
     servers.unshift(() => raw.close());
     const hello = await startHelloWorld(sample.text);
     servers.unshift(() => hello.close());
-    // 3: the framework and edge hooks around a hit, with that body and the hit's headers.
+    // 3: hello-world with a hit's headers.
+    const headed = await startHelloWithHitHeaders(sample.text, sample.headers);
+    servers.unshift(() => headed.close());
+    // 4: the framework and edge hooks around a hit, with that body and the hit's headers.
     const framed = await startMiddlewareOnly(sample.text, sample.etag);
     servers.unshift(() => framed.close());
 
-    // 5: same Redis and prefix; a 1-byte L1 holds nothing (0 is refused by lru-cache).
+    // 6: same Redis and prefix; a 1-byte L1 holds nothing (0 is refused by lru-cache).
     const l2 = await startPredcache(
       redis.url,
       { PREDCACHE_PREFIX: prefix, PREDCACHE_L1_MAX_BYTES: "1" },
@@ -483,9 +510,10 @@ async function main(): Promise<void> {
     const loads = await hammerAll([
       { name: "1 raw node:http", url: `${raw.url}${HOT_PATH}` },
       { name: "2 Hono hello-world", url: `${hello.url}${HOT_PATH}` },
-      { name: "3 Hono + predcache edge hooks", url: `${framed.url}${HOT_PATH}` },
-      { name: "4 predcache L1 hit", url: `${l1.url}${HOT_PATH}` },
-      { name: "5 predcache Redis hit", url: `${l2.url}${HOT_PATH}` },
+      { name: "3 Hono hello-world + a hit's headers", url: `${headed.url}${HOT_PATH}` },
+      { name: "4 Hono + predcache edge hooks", url: `${framed.url}${HOT_PATH}` },
+      { name: "5 predcache L1 hit", url: `${l1.url}${HOT_PATH}` },
+      { name: "6 predcache Redis hit", url: `${l2.url}${HOT_PATH}` },
     ]);
     const hgets = (await hgetCalls(l2.service)) - hgetsBefore;
     expectSource(await get(`${l1.url}${HOT_PATH}`), "memory", "after load (L1 service)");
@@ -514,7 +542,8 @@ async function main(): Promise<void> {
     );
 
     // ------------------------------------------------------------------ report
-    const [rawLoad, helloLoad, framedLoad, l1Load, l2Load] = loads as [
+    const [rawLoad, helloLoad, headedLoad, framedLoad, l1Load, l2Load] = loads as [
+      Load,
       Load,
       Load,
       Load,
@@ -522,7 +551,7 @@ async function main(): Promise<void> {
       Load,
     ];
     const [batched, single] = lives as [LiveResult, LiveResult];
-    const reference = [rawLoad, rawLoad, helloLoad, framedLoad, l1Load];
+    const reference = [rawLoad, rawLoad, helloLoad, headedLoad, framedLoad, l1Load];
     console.log("\nResults: HTTP, same URL, same reply body (p50/p99: mean over the slices)\n");
     console.log(
       table(
@@ -551,9 +580,10 @@ async function main(): Promise<void> {
       ),
     );
     console.log(
-      `  (3: Hono, predcache's request id/log and CORS hooks, a hit's headers, a constant reply: what\n` +
-        `   the framework costs a hit; from 3 to 4 is the lookup's own work.)\n` +
-        `  (5: ${(hgets / l2Load.sentInAll).toFixed(3)} Redis HGETs per request: concurrent lookups of one key share a read)`,
+      `  (3: hello-world sending the ${Object.keys(sample.headers).length} headers of a hit, at constant values.)\n` +
+        `  (4: Hono, predcache's request id/log and CORS hooks, a hit's headers, a constant reply: what\n` +
+        `   the framework costs a hit; from 4 to 5 is the lookup's own work.)\n` +
+        `  (6: ${(hgets / l2Load.sentInAll).toFixed(3)} Redis HGETs per request: concurrent lookups of one key share a read)`,
     );
     console.log(
       `\nResults: live misses, ${fmtInt(LIVE.inputs)} distinct inputs per config, ${LIVE.inFlight} in flight, wait=${LIVE.waitMs}\n`,
@@ -599,10 +629,12 @@ async function main(): Promise<void> {
       `  rows 64 vs rows 1 pred/s:      ${verdict(batched.perSec, single.perSec, TARGETS.batchedVsSingle)}`,
     );
     console.log(
-      `  (no target: framework + edge vs hello-world ${ratio(framedLoad.reqPerSec, helloLoad.reqPerSec)}, ` +
+      `  (no target: hello-world + a hit's headers vs hello-world ${ratio(headedLoad.reqPerSec, helloLoad.reqPerSec)}, ` +
+        `framework + edge vs hello-world ${ratio(framedLoad.reqPerSec, helloLoad.reqPerSec)}, ` +
         `L1 hit vs framework + edge ${ratio(l1Load.reqPerSec, framedLoad.reqPerSec)};\n` +
-        `   main-thread µs per request: hello-world ${helloLoad.busyMicros.toFixed(1)}, + edge ` +
-        `${framedLoad.busyMicros.toFixed(1)}, L1 hit ${l1Load.busyMicros.toFixed(1)}, as a req/s ratio ` +
+        `   main-thread µs per request: hello-world ${helloLoad.busyMicros.toFixed(1)}, + headers ` +
+        `${headedLoad.busyMicros.toFixed(1)}, + edge ${framedLoad.busyMicros.toFixed(1)}, ` +
+        `L1 hit ${l1Load.busyMicros.toFixed(1)}, as a req/s ratio ` +
         `L1 vs hello ${ratio(helloLoad.busyMicros, l1Load.busyMicros)})`,
     );
   } finally {
