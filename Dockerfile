@@ -17,7 +17,11 @@ RUN npm run build:client
 
 # ---- runtime: production dependencies, sources, models, non-root ----
 FROM node:20-bookworm-slim AS runtime
+# NPM_CONFIG_IGNORE_SCRIPTS: `npx predcache` installs this project into npx's cache, which
+# runs its "prepare" (build:client), and that fails here (no scripts/, no write access).
+# `npm run <script>` still runs the script it names.
 ENV NODE_ENV=production \
+    NPM_CONFIG_IGNORE_SCRIPTS=true \
     NPM_CONFIG_UPDATE_NOTIFIER=false \
     NPM_CONFIG_FUND=false \
     HOST=0.0.0.0 \

@@ -241,6 +241,12 @@ describe("Dockerfile", () => {
     expect(install?.args).toMatch(/--ignore-scripts/);
   });
 
+  it("lets `npx predcache` run in the image: no install scripts when npx installs the project", () => {
+    // npx installs the project into its cache and would run "prepare", which cannot build there.
+    const env = final.filter((i) => i.op === "ENV").map((i) => i.args);
+    expect(env.join(" ")).toMatch(/\bNPM_CONFIG_IGNORE_SCRIPTS=true\b/);
+  });
+
   it("has a healthcheck and serves the API by default", () => {
     const healthcheck = final.find((i) => i.op === "HEALTHCHECK");
     expect(healthcheck?.args).toMatch(/\/healthz/);
