@@ -6,6 +6,7 @@ import { loadConfig } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { serveMetrics } from "../observability/metrics-server.ts";
 import { createLiveWorker, createPrecomputeWorker, loadRegistry } from "../service.ts";
+import { liveWorkerWaitNotice } from "./renamed-settings.ts";
 import { onShutdown } from "./shutdown.ts";
 
 const config = loadConfig();
@@ -17,6 +18,8 @@ if (!config.redisUrl) {
   process.exit(2);
 }
 const kinds = new Set(config.workers);
+const renamed = kinds.has("live") ? liveWorkerWaitNotice(process.env) : undefined;
+if (renamed) log.warn(renamed);
 const registry = await loadRegistry(config);
 const steps: (() => Promise<void>)[] = [];
 if (kinds.has("live"))

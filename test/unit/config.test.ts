@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, settingsSchema } from "../../src/config.ts";
+import { liveWorkerWaitNotice } from "../../src/main/renamed-settings.ts";
 import { parseClusterUrl } from "../../src/redis/connection.ts";
 
 describe("config", () => {
@@ -52,5 +53,20 @@ describe("config", () => {
       (name) => !new RegExp(`^\\|\\s*\`${name}\`\\s*\\|`, "m").test(table),
     );
     expect(missing).toEqual([]);
+  });
+});
+
+describe("renamed settings", () => {
+  it("names a live worker's old wait setting when the new one is not set", () => {
+    expect(liveWorkerWaitNotice({})).toBeUndefined();
+    expect(liveWorkerWaitNotice({ PREDCACHE_LIVE_BATCH_WAIT_MS: "20" })).toMatch(
+      /PREDCACHE_LIVE_WORKER_WAIT_MS/,
+    );
+    expect(
+      liveWorkerWaitNotice({
+        PREDCACHE_LIVE_BATCH_WAIT_MS: "20",
+        PREDCACHE_LIVE_WORKER_WAIT_MS: "2",
+      }),
+    ).toBeUndefined();
   });
 });
