@@ -1,11 +1,21 @@
 /** SIGTERM under load: the API stops accepting, finishes every in-flight request, exits 0. */
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, inject, it } from "vitest";
 import { uniquePrefix } from "../helpers/service.ts";
 
+/** The API as its own process, with a fresh data folder (the checkout's may hold tables). */
 function startApi(env: Record<string, string>): { child: ChildProcess; url: Promise<string> } {
   const child = spawn(process.execPath, ["--import", "tsx", "src/main/serve.ts"], {
-    env: { ...process.env, LOG_LEVEL: "info", LOG_FORMAT: "json", PORT: "0", ...env },
+    env: {
+      ...process.env,
+      LOG_LEVEL: "info",
+      LOG_FORMAT: "json",
+      PORT: "0",
+      PREDCACHE_DATA_DIR: mkdtempSync(join(inject("scratchDir"), "data-")),
+      ...env,
+    },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const url = new Promise<string>((resolve, reject) => {

@@ -1,5 +1,6 @@
 /** Helpers for precompute tests: a worker in this process or as a child process, and keyspace snapshots. */
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { inject } from "vitest";
@@ -36,7 +37,10 @@ export async function writeSeedCsv(
   return path;
 }
 
-/** A precompute worker as a separate process (so a test can SIGKILL it). */
+/**
+ * A precompute worker as a separate process (so a test can SIGKILL it), with its own data
+ * folder unless `env` names one (not the checkout's .predcache, which npm start fills).
+ */
 export function spawnWorker(env: Record<string, string>): ChildProcess {
   return spawn(process.execPath, ["--import", "tsx", "src/main/work.ts"], {
     env: {
@@ -44,6 +48,7 @@ export function spawnWorker(env: Record<string, string>): ChildProcess {
       LOG_LEVEL: "warn",
       PREDCACHE_WORKERS: "precompute",
       PREDCACHE_METRICS_PORT: "0",
+      PREDCACHE_DATA_DIR: mkdtempSync(join(inject("scratchDir"), "data-")),
       ...env,
     },
     stdio: ["ignore", "inherit", "inherit"],
