@@ -11,11 +11,12 @@ import type { Redis } from "../redis/connection.ts";
 import type { Arm, Experiment } from "./experiment.ts";
 
 /** Upper bin edges of the main output's histogram (the last bin is open). */
-export function binEdges(manifest: Manifest): number[] {
+const PROBABILITY_EDGES: readonly number[] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
+const VALUE_EDGES: readonly number[] = [0, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600];
+
+export function binEdges(manifest: Manifest): readonly number[] {
   const kind = mainOutputOf(manifest).kind;
-  if (kind === "probability" || kind === "classes")
-    return [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
-  return [0, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600];
+  return kind === "probability" || kind === "classes" ? PROBABILITY_EDGES : VALUE_EDGES;
 }
 
 export function binOf(edges: readonly number[], value: number): number {

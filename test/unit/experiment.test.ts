@@ -58,6 +58,16 @@ describe("arm assignment", () => {
     expect(clients.every((c) => armOf(experiment(1), c) === "candidate")).toBe(true);
   });
 
+  it("keeps every client's point across releases (the first 48 bits of SHA-256 of id, NUL, client)", () => {
+    // Computed once with createHash("sha256").update(id).update("\0").update(client): a
+    // change here would move clients between arms of experiments already running.
+    expect(cohortPoint("exp-a", "client-1")).toBe(0.11876813737805492);
+    expect(cohortPoint("bench-0", "bench-client-42")).toBe(0.6240401217339091);
+    expect(cohortPoint("é-x", "ü")).toBe(0.6311999203731418);
+    // Asked again (remembered now): the same points.
+    expect(cohortPoint("exp-a", "client-1")).toBe(0.11876813737805492);
+  });
+
   it("draws independent cohorts for different experiments", () => {
     const a = clients.map((c) => cohortPoint("exp-a", c) < 0.5);
     const b = clients.map((c) => cohortPoint("exp-b", c) < 0.5);
