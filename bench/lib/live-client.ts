@@ -22,7 +22,15 @@ export interface LiveClientJob {
   queries: string[];
   /** Request headers, per request (cycled when fewer than the queries). */
   headers?: Record<string, string>[];
+  /** Closed loop: this many requests outstanding; paced: at most this many. */
   inFlight: number;
+  /**
+   * Paced (open loop): request i is due `i / ratePerSec` seconds after the start, whether
+   * or not earlier ones have been answered, and its latency counts from when it was due
+   * (so a stalled server is not hidden by the generator waiting on it). Without it, each
+   * of `inFlight` lanes sends its next request when its last one is answered.
+   */
+  ratePerSec?: number;
 }
 
 export interface LiveClientOutcome {
@@ -69,33 +77,66 @@ function sourceOf(body: string): string | undefined {
   }
 }
 
-async function run({ url, queries, headers, inFlight }: LiveClientJob): Promise<LiveClientResult> {
-  const agent = new Agent({ keepAlive: true, maxSockets: inFlight });
-  const outcomes: LiveClientOutcome[] = [];
-  let next = 0;
-  const lane = async () => {
-    while (next < queries.length) {
-      const i = next++;
-      const started = performance.now();
-      const answer = await get(
-        agent,
-        new URL(`${url}?${queries[i]}`),
-        headers?.length ? headers[i % headers.length] : undefined,
-      ).catch(() => ({ status: 0, body: "" }));
-      const source = sourceOf(answer.body);
-      outcomes.push({
-        live: answer.status === 200 && source === "live",
-        source,
-        status: answer.status,
-        ms: performance.now() - started,
-      });
-    }
-  };
+async function run(job: LiveClientJob): Promise<LiveClientResult> {
+  const agent = new Agent({ keepAlive: true, maxSockets: job.inFlight });
   const started = performance.now();
-  await Promise.all(Array.from({ length: inFlight }, lane));
+  const outcomes = job.ratePerSec ? await paced(job, agent) : await closedLoop(job, agent);
   const seconds = (performance.now() - started) / 1000;
   agent.destroy();
   return { outcomes, seconds };
+}
+
+/** Sends query `i`; its latency counts from `since` (performance.now()). */
+async function send(
+  agent: Agent,
+  { url, queries, headers }: LiveClientJob,
+  i: number,
+  since: number,
+): Promise<LiveClientOutcome> {
+  const answer = await get(
+    agent,
+    new URL(`${url}?${queries[i]}`),
+    headers?.length ? headers[i % headers.length] : undefined,
+  ).catch(() => ({ status: 0, body: "" }));
+  const source = sourceOf(answer.body);
+  return {
+    live: answer.status === 200 && source === "live",
+    source,
+    status: answer.status,
+    ms: performance.now() - since,
+  };
+}
+
+async function closedLoop(job: LiveClientJob, agent: Agent): Promise<LiveClientOutcome[]> {
+  const outcomes: LiveClientOutcome[] = [];
+  let next = 0;
+  const lane = async () => {
+    while (next < job.queries.length) {
+      const i = next++;
+      outcomes.push(await send(agent, job, i, performance.now()));
+    }
+  };
+  await Promise.all(Array.from({ length: job.inFlight }, lane));
+  return outcomes;
+}
+
+async function paced(job: LiveClientJob, agent: Agent): Promise<LiveClientOutcome[]> {
+  const interval = 1000 / (job.ratePerSec ?? 1);
+  const start = performance.now();
+  const pending = new Set<Promise<LiveClientOutcome>>();
+  const outcomes: Promise<LiveClientOutcome>[] = [];
+  for (let i = 0; i < job.queries.length; i++) {
+    const due = start + i * interval;
+    // Timers fire at ~1 ms granularity: requests due within the same tick leave together.
+    const early = due - performance.now();
+    if (early >= 1) await new Promise((r) => setTimeout(r, early));
+    while (pending.size >= job.inFlight) await Promise.race(pending);
+    const outcome = send(agent, job, i, due);
+    pending.add(outcome);
+    void outcome.finally(() => pending.delete(outcome));
+    outcomes.push(outcome);
+  }
+  return Promise.all(outcomes);
 }
 
 process.on("message", (message) => {
