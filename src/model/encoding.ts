@@ -99,6 +99,9 @@ function encodeFeature(
   categoryIndex: Map<string, number> | undefined,
 ): FeatureOutcome {
   const { name } = feature;
+  // A repeated query parameter (or a JSON list) is not a value of any feature type.
+  if (Array.isArray(raw))
+    return fail(name, "wrong_type", `${name} must be one value, not a list of ${raw.length}`);
   switch (feature.type) {
     case "categorical": {
       const text = asText(raw);

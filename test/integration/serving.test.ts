@@ -418,6 +418,7 @@ describe("errors", () => {
     expect(repeated.body.error.details.issues[0]).toMatchObject({
       field: "origin",
       code: "wrong_type",
+      message: "origin must be one value, not a list of 2",
     });
     const wait = await getJson(`${t.url}/v1/models/flight-delay/predict?${query(input())}&wait=-5`);
     expect(wait.status).toBe(400);

@@ -140,6 +140,11 @@ describe("shared encoding", () => {
       { airport: { code: "SFO" }, hour: true, bags: 1, distance: 2 },
       ["airport:wrong_type", "hour:wrong_type"],
     ],
+    [
+      "a value given more than once (a repeated query parameter)",
+      { airport: ["SFO", "LAX"], hour: ["1", "2"], bags: 1, distance: 2 },
+      ["airport:wrong_type", "hour:wrong_type"],
+    ],
     ["an empty category", { airport: "  ", hour: 1, bags: 1, distance: 2 }, ["airport:empty"]],
     [
       "a string too long",
