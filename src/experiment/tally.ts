@@ -10,10 +10,10 @@ import { mainOutputOf } from "../model/manifest.ts";
 import type { Redis } from "../redis/connection.ts";
 import type { Arm, Experiment } from "./experiment.ts";
 
-/** Upper bin edges of the main output's histogram (the last bin is open). */
 const PROBABILITY_EDGES: readonly number[] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1];
 const VALUE_EDGES: readonly number[] = [0, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600];
 
+/** Upper bin edges of the main output's histogram (the last bin is open). */
 export function binEdges(manifest: Manifest): readonly number[] {
   const kind = mainOutputOf(manifest).kind;
   return kind === "probability" || kind === "classes" ? PROBABILITY_EDGES : VALUE_EDGES;
