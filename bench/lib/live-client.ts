@@ -1,5 +1,5 @@
 /**
- * The closed-loop load generator (live misses, and whatever needs per-request latencies
+ * The load generator, closed-loop or paced (live misses, and whatever needs per-request latencies
  * finer than autocannon's whole milliseconds), forked as its own process (autocannon
  * runs in its own thread for the same reason) so its work does not compete with the
  * service's event loop. For each job received over IPC it sends every query once,
