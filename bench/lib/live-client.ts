@@ -1,11 +1,11 @@
 /**
- * The load generator, closed-loop or paced (live misses, and whatever needs per-request latencies
- * finer than autocannon's whole milliseconds), forked as its own process (autocannon
- * runs in its own thread for the same reason) so its work does not compete with the
- * service's event loop. For each job received over IPC it sends every query once,
- * `inFlight` at a time, and answers with one outcome per request and the time the whole
- * job took, measured here so process start-up and IPC are not counted. It exits when the
- * parent disconnects.
+ * The load generator, closed-loop or paced (live misses, and whatever needs per-request
+ * latencies finer than autocannon's whole milliseconds), forked as its own process
+ * (autocannon runs in its own thread for the same reason) so its work does not compete
+ * with the service's event loop. For each job received over IPC it sends every query
+ * once and answers with one outcome per request and the time the whole job took,
+ * measured here so process start-up and IPC are not counted. It exits when the parent
+ * disconnects.
  *
  * node:http with a keep-alive agent, not fetch(): measured on the live-miss bench, fetch
  * cost ~700 µs of CPU per request, about as much as the service's whole miss path, on a
