@@ -6,9 +6,13 @@
  */
 import type { Keys } from "../cache/keys.ts";
 import type { ModelRegistry } from "../model/registry.ts";
+import { processMetrics } from "../observability/metrics.ts";
 import type { Redis } from "../redis/connection.ts";
 import type { Experiment } from "./experiment.ts";
 import type { ExperimentStore } from "./store.ts";
+
+/** How long after a stop comparisons made before it may still be counted. */
+const STRAGGLERS_MS = 30_000;
 
 export class RunningExperiments {
   private readonly cache = new Map<string, Experiment>();
@@ -45,8 +49,20 @@ export class RunningExperiments {
 
   private async refreshOne(model: string): Promise<void> {
     const running = await this.store.running(model);
+    const before = this.cache.get(model);
     if (running?.state === "running") this.cache.set(model, running);
     else this.cache.delete(model);
+    if (before && before.id !== this.cache.get(model)?.id) this.stopped(model, before.id);
+  }
+
+  /**
+   * This process saw an experiment end: its metric series go, and once more after the
+   * comparisons still in flight have finished (they may wait on the live model).
+   */
+  private stopped(model: string, id: string): void {
+    const forget = () => processMetrics().forgetExperiment(model, id);
+    forget();
+    setTimeout(forget, STRAGGLERS_MS).unref();
   }
 
   stop(): void {

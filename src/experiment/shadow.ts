@@ -10,7 +10,7 @@ import type { LiveClient } from "../live/client.ts";
 import type { Logger } from "../log.ts";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
-import { processMetrics } from "../observability/metrics.ts";
+import { processMetrics, type ShadowOutcome } from "../observability/metrics.ts";
 import { agreementOf } from "./agreement.ts";
 import type { Arm, Experiment } from "./experiment.ts";
 import type { ArmTally } from "./tally.ts";
@@ -45,7 +45,7 @@ export class ShadowComparer {
     if ((this.options.random ?? Math.random)() >= experiment.shadowRate) return;
     this.counts.sampled++;
     const outcomes = processMetrics().shadowComparisons;
-    const count = (outcome: string) =>
+    const count = (outcome: ShadowOutcome) =>
       outcomes.inc({ model: other.name, experiment: experiment.id, outcome });
     if (this.inFlight >= this.options.maxInFlight) {
       this.counts.dropped++;

@@ -36,6 +36,10 @@ const QUEUE_STATES = [
   "failed",
 ] as const;
 
+/** The outcome label values of predcache_shadow_comparisons_total. */
+export const SHADOW_OUTCOMES = ["agreed", "disagreed", "dropped", "failed"] as const;
+export type ShadowOutcome = (typeof SHADOW_OUTCOMES)[number];
+
 export class Metrics {
   readonly registry = new client.Registry();
   private readonly queues = new Map<string, Queue>();
@@ -137,10 +141,19 @@ export class Metrics {
   });
   readonly shadowComparisons = new client.Counter({
     name: "predcache_shadow_comparisons_total",
-    help: "Experiment lookups also answered by the other arm's version: agreed, disagreed, dropped (too many pending) or failed.",
+    help: "Experiment lookups also answered by the other arm's version: agreed, disagreed, dropped (too many pending) or failed. A stopped experiment's series are removed (its report keeps the totals).",
     labelNames: ["model", "experiment", "outcome"] as const,
     registers: [this.registry],
   });
+
+  /**
+   * Removes a stopped experiment's series, so the experiment label does not grow with
+   * every experiment ever run; its report in Redis keeps the totals.
+   */
+  forgetExperiment(model: string, experiment: string): void {
+    for (const outcome of SHADOW_OUTCOMES)
+      this.shadowComparisons.remove({ model, experiment, outcome });
+  }
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: "predcache_" });

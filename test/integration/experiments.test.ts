@@ -248,6 +248,11 @@ describe("experiments", () => {
       expect(strip(reply.body)).toEqual(baseline.get(`${client}|${i}`));
     }
     await t.service.experiments.shadow.drain();
+    const series = (await (await fetch(`${t.url}/metrics`)).text())
+      .split("\n")
+      .filter((line) => /^predcache_shadow_comparisons_total\{.*experiment="coarse-30"/.test(line));
+    const counted = series.reduce((n, line) => n + Number(line.split(" ").at(-1)), 0);
+    expect(counted).toBeGreaterThanOrEqual(sample.length);
     const report = (await admin(`${base}/coarse-30`)).body;
     expect(report.status ?? 200).toBe(200);
     const compared =
@@ -371,6 +376,11 @@ describe("experiments", () => {
     expect(reverted.status).toBe(200);
     expect(reverted.body).toMatchObject({ state: "reverted", active: control.version });
     const revertMs = await switchTime(everyone(control.version));
+    // Stopped experiments leave no series behind (coarse-30 had some: see the shadow case).
+    const metrics = await (await fetch(`${t.url}/metrics`)).text();
+    expect(metrics).toMatch(/# TYPE predcache_shadow_comparisons_total counter/);
+    expect(metrics).not.toMatch(/experiment="coarse-30"/);
+    expect(metrics).not.toMatch(/experiment="counted"/);
     expect(
       (await admin(`${base}/counted/stop`, { method: "POST", body: { outcome: "revert" } })).status,
     ).toBe(409);
