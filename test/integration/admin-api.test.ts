@@ -287,6 +287,45 @@ describe("admin API runs and versions", () => {
     expect((await admin("/admin/v1/models/nope/rollback", { method: "POST" })).status).toBe(404);
   });
 
+  it("answers a delta between two versions' tables that no delta can bridge with 409", async () => {
+    // The second version rounds its outputs to another number of digits: its packed
+    // columns have other scales, so the first's values cannot be re-based onto them.
+    const [v1, v2] = versions;
+    for (const version of [v1, v2]) {
+      const run = await admin("/admin/v1/models/flight-delay/precompute", {
+        method: "POST",
+        body: { source: { kind: "inline", inputs }, version },
+      });
+      expect(run.status).toBe(202);
+      await eventually(async () => {
+        const r = await admin(`/admin/v1/runs/${run.body.runId}`);
+        return r.body.state === "completed" ? true : undefined;
+      }, 30_000);
+    }
+    const listing = await getJson(`${t.url}/v1/models/flight-delay/tables`);
+    const tables = listing.body.tables as {
+      generation: string;
+      modelVersion: string;
+      encodingHash: string;
+    }[];
+    const from = tables.find((x) => x.modelVersion === v1);
+    const to = tables.find((x) => x.modelVersion === v2);
+    if (!from || !to) throw new Error("a table of each version");
+    expect(from.encodingHash).toBe(to.encodingHash);
+    const delta = await getJson(
+      `${t.url}/v1/models/flight-delay/tables/${to.generation}/delta?from=${from.generation}`,
+    );
+    expect(delta.status).toBe(409);
+    expect(delta.body.error).toMatchObject({ code: "conflict" });
+    expect(delta.body.error.message).toBe(
+      "the two tables have different value columns: download the full table",
+    );
+    // The full table, which the client then falls back to, is there.
+    const full = await fetch(`${t.url}/v1/models/flight-delay/tables/${to.generation}`);
+    expect(full.status).toBe(200);
+    expect((await full.arrayBuffer()).byteLength).toBeGreaterThan(0);
+  });
+
   it("reports hit ratios, queue depths, top missed inputs and table coverage", async () => {
     const v1 = versions[0];
     await admin(`/admin/v1/models/flight-delay/versions/${v1}/promote`, { method: "POST" });
