@@ -17,11 +17,7 @@ RUN npm run build:client
 
 # ---- runtime: production dependencies, sources, models, non-root ----
 FROM node:20-bookworm-slim AS runtime
-# NPM_CONFIG_IGNORE_SCRIPTS: `npx predcache` installs this project into npx's cache, which
-# runs its "prepare" (build:client), and that fails here (no scripts/, no write access).
-# `npm run <script>` still runs the script it names.
 ENV NODE_ENV=production \
-    NPM_CONFIG_IGNORE_SCRIPTS=true \
     NPM_CONFIG_UPDATE_NOTIFIER=false \
     NPM_CONFIG_FUND=false \
     HOST=0.0.0.0 \
@@ -40,6 +36,10 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && npm cache clean --force
 COPY tsconfig.json ./
 COPY bin ./bin
+# The admin script on the PATH as `predcache`. Not `npx predcache` here: npx installs the
+# project itself into its cache, running its "prepare" (build:client, which cannot build
+# here) and changing the bin's mode (root's file; the image runs as `node`).
+RUN ln -s /app/bin/predcache.js /usr/local/bin/predcache
 COPY src ./src
 COPY precompute ./precompute
 COPY seeds/models ./seeds/models

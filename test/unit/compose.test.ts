@@ -4,7 +4,7 @@
  * command names an npm script that exists, every variable is one loadConfig knows (and
  * accepts), and every path the Dockerfile copies exists in the repo.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { isAbsolute, posix } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -241,10 +241,18 @@ describe("Dockerfile", () => {
     expect(install?.args).toMatch(/--ignore-scripts/);
   });
 
-  it("lets `npx predcache` run in the image: no install scripts when npx installs the project", () => {
-    // npx installs the project into its cache and would run "prepare", which cannot build there.
-    const env = final.filter((i) => i.op === "ENV").map((i) => i.args);
-    expect(env.join(" ")).toMatch(/\bNPM_CONFIG_IGNORE_SCRIPTS=true\b/);
+  it("puts the admin script on the PATH as `predcache` (npx cannot run it there)", () => {
+    const link = final.find(
+      (i) =>
+        i.op === "RUN" &&
+        /\bln -s \/app\/bin\/predcache\.js \/usr\/local\/bin\/predcache\b/.test(i.args),
+    );
+    expect(link, "ln -s /app/bin/predcache.js /usr/local/bin/predcache").toBeDefined();
+    const copied = final.findIndex((i) => i.op === "COPY" && /^bin\s/.test(i.args));
+    expect(copied).toBeGreaterThanOrEqual(0);
+    expect(final.indexOf(link as (typeof final)[number])).toBeGreaterThan(copied);
+    // The link's target must stay executable in the repository (git keeps the mode).
+    expect(statSync(`${root}bin/predcache.js`).mode & 0o111).not.toBe(0);
   });
 
   it("has a healthcheck and serves the API by default", () => {
