@@ -103,12 +103,14 @@ export async function createService(
     const stats = new ServingStats();
     const experimentStore = new ExperimentStore(redis, keys);
     const tally = new ArmTally(redis, keys);
+    const running = new RunningExperiments(experimentStore, subscriber, keys, models);
     const experiments = {
       store: experimentStore,
-      running: new RunningExperiments(experimentStore, subscriber, keys, models),
+      running,
       tally,
       shadow: new ShadowComparer(tiers, live, tally, log, {
         maxInFlight: config.shadowMaxInFlight,
+        isRunning: (experiment) => running.get(experiment.model)?.id === experiment.id,
       }),
     };
     await experiments.running.start();

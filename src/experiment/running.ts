@@ -11,9 +11,6 @@ import type { Redis } from "../redis/connection.ts";
 import type { Experiment } from "./experiment.ts";
 import type { ExperimentStore } from "./store.ts";
 
-/** How long after a stop comparisons made before it may still be counted. */
-const STRAGGLERS_MS = 30_000;
-
 export class RunningExperiments {
   private readonly cache = new Map<string, Experiment>();
   private timer: NodeJS.Timeout | undefined;
@@ -56,13 +53,11 @@ export class RunningExperiments {
   }
 
   /**
-   * This process saw an experiment end: its metric series go, and once more after the
-   * comparisons still in flight have finished (they may wait on the live model).
+   * This process saw an experiment end: its metric series go (comparisons still in flight
+   * are not counted once they end: see ShadowOptions.isRunning).
    */
   private stopped(model: string, id: string): void {
-    const forget = () => processMetrics().forgetExperiment(model, id);
-    forget();
-    setTimeout(forget, STRAGGLERS_MS).unref();
+    processMetrics().forgetExperiment(model, id);
   }
 
   stop(): void {

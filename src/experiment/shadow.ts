@@ -18,6 +18,11 @@ import type { ArmTally } from "./tally.ts";
 export interface ShadowOptions {
   maxInFlight: number;
   random?: () => number;
+  /**
+   * Whether the experiment still runs in this process: a comparison that ends after its
+   * experiment stopped is not counted in the metrics, whose series went with the stop.
+   */
+  isRunning?: (experiment: Experiment) => boolean;
 }
 
 export class ShadowComparer {
@@ -45,8 +50,10 @@ export class ShadowComparer {
     if ((this.options.random ?? Math.random)() >= experiment.shadowRate) return;
     this.counts.sampled++;
     const outcomes = processMetrics().shadowComparisons;
-    const count = (outcome: ShadowOutcome) =>
-      outcomes.inc({ model: other.name, experiment: experiment.id, outcome });
+    const count = (outcome: ShadowOutcome) => {
+      if (this.options.isRunning?.(experiment) ?? true)
+        outcomes.inc({ model: other.name, experiment: experiment.id, outcome });
+    };
     if (this.inFlight >= this.options.maxInFlight) {
       this.counts.dropped++;
       count("dropped");

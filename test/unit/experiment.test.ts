@@ -1,10 +1,16 @@
-/** The pure parts of experiments: arm assignment, the agreement rule, histogram bins. */
+/** The pure parts of experiments: arm assignment, the agreement rule, histogram bins; shadow metrics. */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import type { Tiers } from "../../src/cache/tiers.ts";
 import { agreementOf } from "../../src/experiment/agreement.ts";
 import { armOf, cohortPoint, type Experiment } from "../../src/experiment/experiment.ts";
-import { binOf } from "../../src/experiment/tally.ts";
+import { ShadowComparer } from "../../src/experiment/shadow.ts";
+import { type ArmTally, binOf } from "../../src/experiment/tally.ts";
+import type { LiveClient } from "../../src/live/client.ts";
+import { createLogger } from "../../src/log.ts";
 import type { Manifest } from "../../src/model/manifest.ts";
+import type { ModelVersion } from "../../src/model/registry.ts";
+import { processMetrics } from "../../src/observability/metrics.ts";
 
 function experiment(fraction: number, id = "exp-1"): Experiment {
   return {
@@ -121,5 +127,44 @@ describe("histogram bins", () => {
     expect(binOf(edges, 0.3)).toBe(1);
     expect(binOf(edges, 1)).toBe(2);
     expect(binOf(edges, 7)).toBe(3);
+  });
+});
+
+describe("shadow comparison metrics", () => {
+  /** A comparer whose other version answers every key from its cache with `y: 0.4`. */
+  function comparer(isRunning: (x: Experiment) => boolean) {
+    const tiers = { lookup: async () => ({ source: "memory", prediction: { y: 0.4 } }) };
+    const tally = { compare: () => {} };
+    return new ShadowComparer(
+      tiers as unknown as Tiers,
+      {} as LiveClient,
+      tally as unknown as ArmTally,
+      createLogger("silent"),
+      { maxInFlight: 10, random: () => 0, isRunning },
+    );
+  }
+  const other = { name: "m", version: "v2", manifest: manifestOf("probability") } as ModelVersion;
+  const seriesOf = async (id: string) =>
+    (await processMetrics().shadowComparisons.get()).values.filter(
+      (v) => v.labels.experiment === id,
+    );
+
+  it("counts a comparison while its experiment runs, not one that ends after the stop", async () => {
+    const running = { ...experiment(0.5, "shadow-running"), shadowRate: 1 };
+    const live = comparer(() => true);
+    live.consider(running, "control", other, "k", { y: 0.3 });
+    await live.drain();
+    expect(await seriesOf("shadow-running")).toEqual([
+      expect.objectContaining({ value: 1, labels: expect.objectContaining({ outcome: "agreed" }) }),
+    ]);
+    processMetrics().forgetExperiment("m", "shadow-running");
+    expect(await seriesOf("shadow-running")).toEqual([]);
+
+    const stopped = { ...experiment(0.5, "shadow-stopped"), shadowRate: 1 };
+    const late = comparer(() => false);
+    late.consider(stopped, "control", other, "k", { y: 0.3 });
+    await late.drain();
+    expect(late.counts.compared).toBe(1);
+    expect(await seriesOf("shadow-stopped")).toEqual([]);
   });
 });
