@@ -3,7 +3,7 @@
  * the control version, and a sample of lookups compared across the two (shadow). Its
  * record is JSON in Redis; arm assignment is a pure function of experiment and client.
  */
-import { hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { z } from "zod";
 
@@ -63,7 +63,7 @@ export function cohortPoint(experimentId: string, clientId: string): number {
   const id = `${experimentId}\0${clientId}`;
   let point = points.get(id);
   if (point === undefined) {
-    const digest = hash("sha256", id, "buffer");
+    const digest = createHash("sha256").update(id).digest();
     // 48 bits are plenty for a uniform point and exact in a double.
     point = digest.readUIntBE(0, 6) / 2 ** 48;
     points.set(id, point);
@@ -73,7 +73,7 @@ export function cohortPoint(experimentId: string, clientId: string): number {
 
 /**
  * Points of recent clients: every lookup of a model in an experiment asks for its
- * client's arm, and a SHA-256 (~1-2 µs) is most of what routing costs a hit.
+ * client's arm, and a SHA-256 (~2 µs with createHash) is most of what routing costs a hit.
  */
 const points = new LRUCache<string, number>({ max: 10_000 });
 
