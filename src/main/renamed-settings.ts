@@ -8,8 +8,10 @@
  * PREDCACHE_LIVE_WORKER_WAIT_MS now (jobs are already batches, gathered by the API).
  */
 export function liveWorkerWaitNotice(env: Readonly<Record<string, string | undefined>>) {
-  if (env.PREDCACHE_LIVE_BATCH_WAIT_MS === undefined) return undefined;
-  if (env.PREDCACHE_LIVE_WORKER_WAIT_MS !== undefined) return undefined;
+  // As loadConfig reads them: an empty value is no value.
+  const given = (name: string) => (env[name] ?? "") !== "";
+  if (!given("PREDCACHE_LIVE_BATCH_WAIT_MS")) return undefined;
+  if (given("PREDCACHE_LIVE_WORKER_WAIT_MS")) return undefined;
   return (
     "PREDCACHE_LIVE_BATCH_WAIT_MS is set but live workers no longer read it (API processes " +
     "do, to gather misses into jobs): the live worker waits PREDCACHE_LIVE_WORKER_WAIT_MS " +

@@ -59,6 +59,13 @@ describe("config", () => {
 describe("renamed settings", () => {
   it("names a live worker's old wait setting when the new one is not set", () => {
     expect(liveWorkerWaitNotice({})).toBeUndefined();
+    expect(liveWorkerWaitNotice({ PREDCACHE_LIVE_BATCH_WAIT_MS: "" })).toBeUndefined();
+    expect(
+      liveWorkerWaitNotice({
+        PREDCACHE_LIVE_BATCH_WAIT_MS: "20",
+        PREDCACHE_LIVE_WORKER_WAIT_MS: "",
+      }),
+    ).toMatch(/PREDCACHE_LIVE_WORKER_WAIT_MS/);
     expect(liveWorkerWaitNotice({ PREDCACHE_LIVE_BATCH_WAIT_MS: "20" })).toMatch(
       /PREDCACHE_LIVE_WORKER_WAIT_MS/,
     );
