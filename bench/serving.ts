@@ -465,7 +465,7 @@ async function main(): Promise<void> {
     cleanup.unshift(() => redis.stop());
     console.log(`redis-server ${redis.url} (pid ${redis.pid}, no persistence)`);
 
-    // 4 (set up first): the real service, whose reply body the baselines will serve.
+    // 5 (set up first): the real service, whose reply body the baselines will serve.
     const config = loadConfig({ LOG_LEVEL: "silent" });
     const registry = await loadRegistry(config);
     cleanup.unshift(() => registry.close());
@@ -518,10 +518,10 @@ async function main(): Promise<void> {
     const hgets = (await hgetCalls(l2.service)) - hgetsBefore;
     expectSource(await get(`${l1.url}${HOT_PATH}`), "memory", "after load (L1 service)");
     expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "after load (Redis service)");
-    // Stop them so they do not share the machine with step 6.
+    // Stop them so they do not share the machine with step 7.
     await runAll(servers.splice(0));
 
-    // 6: live misses, every input new to each config's fresh prefix.
+    // 7: live misses, every input new to each config's fresh prefix.
     console.log("\nLive misses");
     const model = registry.defaultVersion(MODEL);
     if (!model) throw new Error(`no ${MODEL} model`);

@@ -80,7 +80,11 @@ async function main(): Promise<void> {
     redis.url,
     { PREDCACHE_MODELS_DIR: modelsDir, PREDCACHE_AUDIT_RATE: "0" },
     { liveWorker: true },
-  );
+  ).catch(async (error: unknown) => {
+    await rm(modelsDir, { recursive: true, force: true });
+    await redis.stop();
+    throw error;
+  });
   const load = new ForkedLoad();
   try {
     const { service, registry } = app;

@@ -121,17 +121,21 @@ async function closedLoop(job: LiveClientJob, agent: Agent): Promise<LiveClientO
 }
 
 async function paced(job: LiveClientJob, agent: Agent): Promise<LiveClientOutcome[]> {
+  if (!(job.inFlight >= 1)) throw new Error("paced load needs inFlight ≥ 1");
   const interval = 1000 / (job.ratePerSec ?? 1);
   const start = performance.now();
   const pending = new Set<Promise<LiveClientOutcome>>();
   const outcomes: Promise<LiveClientOutcome>[] = [];
   for (let i = 0; i < job.queries.length; i++) {
     const due = start + i * interval;
-    // Timers fire at ~1 ms granularity: requests due within the same tick leave together.
+    // Timers fire at ~1 ms granularity (early or late): requests due within the same
+    // tick leave together, and each counts from when it was due or, if it leaves before
+    // that, from when it leaves. Waiting for a free slot counts: that is the service.
     const early = due - performance.now();
     if (early >= 1) await new Promise((r) => setTimeout(r, early));
+    const since = Math.max(due, performance.now());
     while (pending.size >= job.inFlight) await Promise.race(pending);
-    const outcome = send(agent, job, i, due);
+    const outcome = send(agent, job, i, since);
     pending.add(outcome);
     void outcome.finally(() => pending.delete(outcome));
     outcomes.push(outcome);

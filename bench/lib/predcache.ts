@@ -39,19 +39,19 @@ export async function startPredcache(
   options: { registry?: ModelRegistry; liveWorker: boolean },
 ): Promise<Predcache> {
   const dataDir = await mkdtemp(join(tmpdir(), "predcache-bench-"));
-  const config = loadConfig({
-    LOG_LEVEL: "silent",
-    PREDCACHE_PREFIX: freshPrefix(),
-    PREDCACHE_DATA_DIR: dataDir,
-    ...env,
-    REDIS_URL: redisUrl,
-    PORT: "0",
-  });
-  const log = createLogger(config.logLevel);
-  const registry = options.registry ?? (await loadRegistry(config));
   const steps: (() => Promise<void>)[] = [() => rm(dataDir, { recursive: true, force: true })];
-  if (!options.registry) steps.push(() => registry.close());
   try {
+    const config = loadConfig({
+      LOG_LEVEL: "silent",
+      PREDCACHE_PREFIX: freshPrefix(),
+      PREDCACHE_DATA_DIR: dataDir,
+      ...env,
+      REDIS_URL: redisUrl,
+      PORT: "0",
+    });
+    const log = createLogger(config.logLevel);
+    const registry = options.registry ?? (await loadRegistry(config));
+    if (!options.registry) steps.unshift(() => registry.close());
     const service = await createService(config, redisUrl, log, registry);
     steps.unshift(() => service.close());
     const live = options.liveWorker
