@@ -27,7 +27,7 @@ import {
   type Server,
   startPredcache,
 } from "./lib/predcache.ts";
-import { ratio, table } from "./lib/report.ts";
+import { percentile, ratio, table } from "./lib/report.ts";
 
 const HOST = "127.0.0.1";
 const MODEL = "flight-delay";
@@ -420,10 +420,6 @@ async function liveMissesAll(
       maxBatch: Math.max(0, ...setup.batchSizes().slice(start.batches)),
     };
   });
-}
-
-function percentile(sorted: readonly number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
 }
 
 // ---------------------------------------------------------------------------- printing

@@ -27,7 +27,7 @@ import { modelsDirWithVersions } from "../test/helpers/models.ts";
 import { ForkedLoad } from "./lib/forked-load.ts";
 import type { LiveClientOutcome } from "./lib/live-client.ts";
 import { startPredcache } from "./lib/predcache.ts";
-import { ratio, table } from "./lib/report.ts";
+import { median, percentile, ratio, table } from "./lib/report.ts";
 
 const MODEL = "flight-delay";
 const PREDICT = `/v1/models/${MODEL}/predict`;
@@ -56,19 +56,6 @@ const inputs = airports.flatMap((origin) =>
       [7, 12, 18].map((hour) => ({ origin, destination, hour: String(hour), dayOfWeek: "4" })),
     ),
 );
-
-/** The median of a few numbers. */
-function middle(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
 
 async function main(): Promise<void> {
   console.log(
@@ -181,14 +168,14 @@ async function main(): Promise<void> {
       const slices = (outcomes.get(setting) ?? []).map((slice) =>
         slice.map((o) => o.ms).sort((a, b) => a - b),
       );
-      const median = (p: number) => middle(slices.map((ms) => percentile(ms, p)));
+      const ofSlices = (q: number) => median(slices.map((ms) => percentile(ms, q)));
       return {
         setting,
         rps: (served.get(setting) ?? 0) / (seconds.get(setting) ?? 1),
-        p50: median(50),
-        p90: median(90),
-        p99: median(99),
-        p99Range: slices.map((ms) => percentile(ms, 99)),
+        p50: ofSlices(0.5),
+        p90: ofSlices(0.9),
+        p99: ofSlices(0.99),
+        p99Range: slices.map((ms) => percentile(ms, 0.99)),
       };
     });
     const base = rows[0] as (typeof rows)[number];

@@ -36,7 +36,7 @@ import {
   verifyTable,
 } from "../src/table/format.ts";
 import { keyHash } from "../src/table/key-hash.ts";
-import { ratio, table } from "./lib/report.ts";
+import { median, ratio, table } from "./lib/report.ts";
 
 const MANIFEST = new URL("../seeds/models/flight-delay/manifest.json", import.meta.url);
 const ENTRIES = Number(process.env.BENCH_TABLE_ENTRIES ?? 1_000_000);
@@ -64,14 +64,6 @@ function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 }
 
 function fmtInt(n: number): string {

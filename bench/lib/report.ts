@@ -1,4 +1,18 @@
-/** Printing benchmark results side by side: ratios and aligned tables. */
+/** Summing up and printing benchmark results side by side: medians, percentiles, ratios, tables. */
+
+/** The median of a few numbers (the mean of the middle two for an even count). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/** The q-quantile (0 ≤ q ≤ 1) of ascending values, nearest rank. */
+export function percentile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+}
 
 export function ratio(a: number, b: number): string {
   return `${(a / b).toFixed(2)}×`;
