@@ -7,6 +7,7 @@ import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import { applyDelta } from "../../src/table/delta.ts";
 import { writeSeedCsv } from "../helpers/precompute.ts";
 import {
+  closeOrReport,
   eventually,
   getJson,
   precomputeWorkerFor,
@@ -61,8 +62,9 @@ beforeAll(async () => {
   expect(first.generation).toBe(generation);
 });
 afterAll(async () => {
-  await worker.close();
-  await t.close();
+  // The last case restarts Redis under the running service and worker.
+  await closeOrReport("precompute worker", worker.close());
+  await closeOrReport("service", t.close());
   await redis.stop();
 });
 
