@@ -75,6 +75,32 @@ function waitForReady(child: ChildProcess, binary: string): Promise<void> {
   });
 }
 
+/**
+ * Stops the server when this process dies without running any exit code (SIGKILL, OOM
+ * killer): node has no parent-death signal, so a shell polls for this process once a
+ * second and then shuts the server down (SIGTERM: a persistent one saves; SIGKILL 5 s later).
+ */
+const WATCHDOG = `
+while kill -0 "$1" 2>/dev/null; do sleep 1; done
+kill -CONT "$2" 2>/dev/null; kill -TERM "$2" 2>/dev/null || exit 0
+i=0; while kill -0 "$2" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+kill -KILL "$2" 2>/dev/null; exit 0
+`;
+
+function watchParent(serverPid: number): ChildProcess {
+  const watchdog = spawn(
+    "sh",
+    ["-c", WATCHDOG, "redis-watchdog", String(process.pid), String(serverPid)],
+    {
+      stdio: "ignore",
+      detached: true, // its own process group: a Ctrl-C meant for this process is not its
+    },
+  );
+  watchdog.on("error", () => {}); // no sh: only the watchdog is missing, the server still runs
+  watchdog.unref();
+  return watchdog;
+}
+
 export async function startRedisServer(options: EmbeddedRedisOptions = {}): Promise<EmbeddedRedis> {
   const binary = options.binary ?? "redis-server";
   const port = options.port ?? (await freePort());
@@ -101,7 +127,11 @@ export async function startRedisServer(options: EmbeddedRedisOptions = {}): Prom
   // Last resort when the parent exits without stop(): never leave a server behind.
   const killOnExit = () => child.kill("SIGKILL");
   process.once("exit", killOnExit);
-  await waitForReady(child, binary);
+  const watchdog = child.pid ? watchParent(child.pid) : undefined;
+  await waitForReady(child, binary).catch((error) => {
+    watchdog?.kill();
+    throw error;
+  });
   child.stdout?.resume(); // keep draining its log so the pipe never fills
   const pid = child.pid ?? -1;
   return {
@@ -112,6 +142,7 @@ export async function startRedisServer(options: EmbeddedRedisOptions = {}): Prom
     resume: () => child.kill("SIGCONT"),
     async stop() {
       process.removeListener("exit", killOnExit);
+      watchdog?.kill();
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGCONT");
       child.kill("SIGTERM");

@@ -12,6 +12,7 @@ interface LogLine {
   redisPid?: number;
   redis?: string;
   state?: string;
+  pid?: number;
 }
 
 function startNpm(env: Record<string, string>): {
@@ -113,6 +114,23 @@ describe("npm start", () => {
     while (alive(redisLine.redisPid as number) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 50));
     expect(alive(redisLine.redisPid as number)).toBe(false);
+  });
+
+  it("leaves no redis-server behind when the service is killed with SIGKILL", async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "predcache-start-"));
+    const app = startNpm({ PREDCACHE_DATA_DIR: dataDir, PREDCACHE_SEED_ON_START: "false" });
+    const redisLine = await app.waitFor(/embedded redis-server/);
+    const listening = await app.waitFor(/listening on/);
+    const redisPid = redisLine.redisPid as number;
+    expect(listening.pid).toBeGreaterThan(0);
+    expect(alive(redisPid)).toBe(true);
+
+    // No exit handler runs on SIGKILL: only the watchdog can stop the server.
+    process.kill(listening.pid as number, "SIGKILL");
+    await exited(app.child);
+    const deadline = Date.now() + 10_000;
+    while (alive(redisPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(alive(redisPid)).toBe(false);
   });
 
   it("fails with a message naming the fix when redis-server is not installed", async () => {
