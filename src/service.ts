@@ -31,7 +31,7 @@ import type { Logger } from "./log.ts";
 import { ActiveVersions } from "./model/active.ts";
 import { ModelRegistry } from "./model/registry.ts";
 import { processMetrics } from "./observability/metrics.ts";
-import { closeWithin, createRedis, type Redis, whenReady } from "./redis/connection.ts";
+import { closeWithin, createRedis, type Redis, subscribe, whenReady } from "./redis/connection.ts";
 import { DirectoryTableStore } from "./table/store.ts";
 
 export interface Service {
@@ -59,7 +59,7 @@ export async function createService(
 ): Promise<Service> {
   const models = registry ?? (await loadRegistry(config));
   const redis = createRedis(redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
-  const subscriber = createRedis(redisUrl, { role: "blocking" });
+  const subscriber = createRedis(redisUrl, { role: "subscriber" });
   const events = createRedis(redisUrl, { role: "blocking" });
   const closeConnections = async () => {
     await Promise.allSettled([redis.quit(), subscriber.quit(), events.quit()]);
@@ -154,7 +154,7 @@ export async function createService(
         (error: Error) => log.warn({ err: error.message }, "models reload failed"),
       );
     });
-    await subscriber.subscribe(keys.modelsChannel());
+    await subscribe(subscriber, keys.modelsChannel());
     const app = createApp({
       log,
       redis,

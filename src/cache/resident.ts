@@ -9,7 +9,7 @@ import type { Logger } from "../log.ts";
 import type { ActiveVersions } from "../model/active.ts";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
-import type { Redis } from "../redis/connection.ts";
+import { type Redis, subscribe } from "../redis/connection.ts";
 import type { TableStore } from "../table/store.ts";
 import type { Keys } from "./keys.ts";
 
@@ -38,7 +38,7 @@ export class ResidentTables {
     subscriber.on("message", (channel: string, model: string) => {
       if (channel === keys.tablesChannel()) void this.refresh(model);
     });
-    await subscriber.subscribe(keys.tablesChannel());
+    await subscribe(subscriber, keys.tablesChannel());
     this.active.onChange((model) => void this.refresh(model));
     await Promise.all(this.registry.names().map((name) => this.refresh(name)));
     this.timer = setInterval(() => {

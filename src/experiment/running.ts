@@ -7,7 +7,7 @@
 import type { Keys } from "../cache/keys.ts";
 import type { ModelRegistry } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
-import type { Redis } from "../redis/connection.ts";
+import { type Redis, subscribe } from "../redis/connection.ts";
 import type { Experiment } from "./experiment.ts";
 import type { ExperimentStore } from "./store.ts";
 
@@ -29,7 +29,7 @@ export class RunningExperiments {
   /** Loads what runs now and starts listening (the subscriber may be shared). */
   async start(): Promise<void> {
     this.subscriber.on("message", this.onMessage);
-    await this.subscriber.subscribe(this.keys.activeChannel());
+    await subscribe(this.subscriber, this.keys.activeChannel());
     await this.refresh();
     this.timer = setInterval(() => void this.refresh().catch(() => {}), this.pollMs);
     this.timer.unref();

@@ -5,7 +5,7 @@
  * everywhere within a second.
  */
 import type { Keys } from "../cache/keys.ts";
-import type { Redis } from "../redis/connection.ts";
+import { type Redis, subscribe } from "../redis/connection.ts";
 import type { ModelRegistry } from "./registry.ts";
 
 export interface ActiveVersionsOptions {
@@ -36,7 +36,7 @@ export class ActiveVersions {
     this.subscriber.on("message", (channel: string, model: string) => {
       if (channel === this.keys.activeChannel()) void this.refreshOne(model).catch(() => {});
     });
-    await this.subscriber.subscribe(this.keys.activeChannel());
+    await subscribe(this.subscriber, this.keys.activeChannel());
     this.timer = setInterval(() => void this.refresh().catch(() => {}), this.options.pollMs ?? 500);
     this.timer.unref();
   }

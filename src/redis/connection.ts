@@ -13,14 +13,17 @@ export type { Standalone };
 const CLUSTER_SCHEME = "redis-cluster://";
 
 export interface ConnectionOptions {
-  /** BullMQ needs blocking connections that wait for Redis instead of failing. */
-  role?: "commands" | "blocking";
+  /**
+   * BullMQ needs blocking connections that wait for Redis instead of failing; a
+   * subscriber is one too, whose channels ./connection.ts's subscribe() restores.
+   */
+  role?: "commands" | "blocking" | "subscriber";
   /** Commands (not blocking ones) that take longer fail, e.g. while Redis is frozen. */
   commandTimeoutMs?: number;
 }
 
 export function createRedis(url: string, options: ConnectionOptions = {}): Redis {
-  const blocking = options.role === "blocking";
+  const blocking = options.role === "blocking" || options.role === "subscriber";
   const settings: RedisOptions = {
     lazyConnect: false,
     enableAutoPipelining: !blocking,
@@ -30,6 +33,8 @@ export function createRedis(url: string, options: ConnectionOptions = {}): Redis
     ...(blocking || !options.commandTimeoutMs ? {} : { commandTimeout: options.commandTimeoutMs }),
     // Reconnect quickly so recovery after an outage takes well under 2 s.
     retryStrategy: (attempt) => Math.min(50 * attempt, 500),
+    // subscribe() restores the channels instead (see there).
+    ...(options.role === "subscriber" ? { autoResubscribe: false } : {}),
   };
   const redis = url.startsWith(CLUSTER_SCHEME)
     ? connectCluster(url, settings)
@@ -38,6 +43,32 @@ export function createRedis(url: string, options: ConnectionOptions = {}): Redis
     // Errors surface on the commands that need Redis; the client reconnects by itself.
   });
   return redis;
+}
+
+const subscribedChannels = new WeakMap<Redis, Set<string>>();
+
+/**
+ * Subscribes a "subscriber" connection to a channel, now and after every reconnect.
+ * ioredis's own resubscription (autoResubscribe) sends SUBSCRIBE without a handler: closed
+ * before Redis answers it (a shutdown just after Redis came back), it leaves an unhandled
+ * rejection, which ends a Node process. Here a failed resubscription is retried on the
+ * next reconnect. A cluster's subscriber connection is ioredis's own and resubscribes
+ * without that gap.
+ */
+export async function subscribe(redis: Redis, channel: string): Promise<void> {
+  if (!isCluster(redis)) {
+    let channels = subscribedChannels.get(redis);
+    if (!channels) {
+      const known = new Set<string>();
+      channels = known;
+      subscribedChannels.set(redis, known);
+      redis.on("ready", () => {
+        if (known.size > 0) redis.subscribe(...known).catch(() => {});
+      });
+    }
+    channels.add(channel);
+  }
+  await redis.subscribe(channel);
 }
 
 export function isCluster(redis: Redis): redis is Cluster {
@@ -82,7 +113,8 @@ export function isRedisUrl(url: string): boolean {
 
 function connectCluster(url: string, node: RedisOptions): Cluster {
   const { nodes, username, password } = parseClusterUrl(url);
-  const { enableAutoPipelining, enableOfflineQueue, retryStrategy, ...perNode } = node;
+  const { enableAutoPipelining, enableOfflineQueue, retryStrategy, autoResubscribe, ...perNode } =
+    node;
   const options: ClusterOptions = {
     // Auto-pipelining in a cluster groups commands per node: a burst of lookups over
     // buckets in many slots is one round trip per node, no cross-slot pipeline needed.
