@@ -4,9 +4,11 @@ import { loadConfig } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { createService } from "../service.ts";
 import { onShutdown } from "./shutdown.ts";
+import { survivingRedisErrors } from "./unhandled.ts";
 
 const config = loadConfig();
 const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
+survivingRedisErrors(log);
 if (!config.redisUrl) {
   log.fatal(
     "REDIS_URL is required for the API process (npm start runs its own redis-server instead)",

@@ -15,11 +15,13 @@ import {
   loadRegistry,
 } from "../service.ts";
 import { onShutdown } from "./shutdown.ts";
+import { survivingRedisErrors } from "./unhandled.ts";
 
 const config = loadConfig();
 const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
 const steps: (() => Promise<void>)[] = [];
 onShutdown(log, steps);
+survivingRedisErrors(log);
 
 try {
   let redisUrl = config.redisUrl;

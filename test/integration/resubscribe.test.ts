@@ -7,6 +7,7 @@
  */
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
+import { isRedisConnectionError } from "../../src/main/unhandled.ts";
 import { createRedis, type Redis, subscribe } from "../../src/redis/connection.ts";
 import { eventually } from "../helpers/service.ts";
 
@@ -105,6 +106,28 @@ it("leaves no unhandled rejection when closed while resubscribing", async () => 
     subscriber.disconnect(); // as a shutdown would, with the SUBSCRIBE still unanswered
     await new Promise((r) => setTimeout(r, 200));
     expect(rejections.unhandled).toEqual([]);
+  } finally {
+    holdSubscribe = false;
+    rejections.stop();
+    subscriber.disconnect();
+    publisher.disconnect();
+  }
+});
+
+it("is why: ioredis's own resubscription leaves a connection error unhandled, which the entry points survive", async () => {
+  const rejections = tracked();
+  const subscriber = createRedis(proxyUrl, { role: "blocking" }); // autoResubscribe on
+  const publisher = createRedis(target.toString());
+  try {
+    await subscriber.subscribe(CHANNEL);
+    await subscribed(subscriber, publisher, "before");
+    holdSubscribe = true;
+    held = 0;
+    dropAll();
+    await eventually(async () => (held > 0 ? true : undefined), 10_000);
+    subscriber.disconnect();
+    await eventually(async () => (rejections.unhandled.length > 0 ? true : undefined), 5_000);
+    expect(rejections.unhandled.every(isRedisConnectionError)).toBe(true);
   } finally {
     holdSubscribe = false;
     rejections.stop();
