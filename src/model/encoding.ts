@@ -69,8 +69,11 @@ function fail(field: string, code: InputIssueCode, message: string): FeatureOutc
   return { ok: false, issue: { field, code, message } };
 }
 
+/** Any character NFC could change (ASCII text is always in NFC: the common case skips it). */
+const NON_ASCII = /[^\x00-\x7f]/;
+
 function normalizeText(text: string, mode: "none" | "upper" | "lower"): string {
-  const trimmed = text.trim().normalize("NFC");
+  const trimmed = NON_ASCII.test(text) ? text.trim().normalize("NFC") : text.trim();
   return mode === "upper"
     ? trimmed.toUpperCase()
     : mode === "lower"
@@ -122,10 +125,13 @@ function encodeFeature(
       return { ok: true, value, tensor: 0, ood: true };
     }
     case "integer": {
-      if (typeof raw === "string" && !INTEGER_TEXT.test(raw.trim())) {
-        return fail(name, "not_integer", `${name} must be an integer`);
-      }
-      const value = asNumber(raw);
+      let value: number | undefined;
+      if (typeof raw === "string") {
+        const text = raw.trim();
+        if (!INTEGER_TEXT.test(text))
+          return fail(name, "not_integer", `${name} must be an integer`);
+        value = Number(text);
+      } else value = asNumber(raw);
       if (value === undefined) return fail(name, "wrong_type", `${name} must be an integer`);
       if (!Number.isSafeInteger(value))
         return fail(name, "not_integer", `${name} must be an integer`);
@@ -196,42 +202,43 @@ export function createEncoder(definition: EncodingDefinition): Encoder {
   );
 
   function encode(raw: Readonly<Record<string, unknown>>): EncodeOutcome {
-    const issues: InputIssue[] = [];
-    for (const field of Object.keys(raw)) {
-      if (!known.has(field)) {
-        issues.push({
-          field,
-          code: "unknown_field",
-          message: `${field.slice(0, 64)} is not an input of this model (expected ${featureNames.join(", ")})`,
-        });
-      }
+    // Plain loops, no array of keys: this runs on every lookup, hits included.
+    let issues: InputIssue[] | undefined;
+    for (const field in raw) {
+      if (!Object.hasOwn(raw, field) || known.has(field)) continue;
+      (issues ??= []).push({
+        field,
+        code: "unknown_field",
+        message: `${field.slice(0, 64)} is not an input of this model (expected ${featureNames.join(", ")})`,
+      });
     }
     const values: FeatureValue[] = [];
     const row: number[] = [];
     const normalized: NormalizedInput = {};
     const outOfDistribution: string[] = [];
-    features.forEach((feature, i) => {
+    for (let i = 0; i < features.length; i++) {
+      const feature = features[i] as Feature;
       const given = Object.hasOwn(raw, feature.name) ? raw[feature.name] : undefined;
       const value = given ?? feature.default;
       if (value === undefined || value === null) {
-        issues.push({
+        (issues ??= []).push({
           field: feature.name,
           code: "missing",
           message: `${feature.name} is required`,
         });
-        return;
+        continue;
       }
       const outcome = encodeFeature(feature, value, categoryIndexes[i]);
       if (!outcome.ok) {
-        issues.push(outcome.issue);
-        return;
+        (issues ??= []).push(outcome.issue);
+        continue;
       }
       values.push(outcome.value);
       row.push(outcome.tensor);
       normalized[feature.name] = outcome.value;
       if (outcome.ood) outOfDistribution.push(feature.name);
-    });
-    if (issues.length > 0) return { ok: false, issues };
+    }
+    if (issues) return { ok: false, issues };
     return { ok: true, value: { key: JSON.stringify(values), row, normalized, outOfDistribution } };
   }
 

@@ -69,6 +69,24 @@ describe("shared encoding", () => {
     );
   });
 
+  it("gives canonically equal Unicode text equal keys (NFC), ASCII or not", () => {
+    const base = { airport: "SFO", hour: 3, bags: 1, distance: 10 };
+    expect(mustEncode({ ...base, note: "cafe\u0301" }).key).toBe(
+      mustEncode({ ...base, note: "caf\u00e9" }).key,
+    );
+    fc.assert(
+      fc.property(fc.string({ unit: "grapheme", maxLength: 12 }), (text) => {
+        const composed = text.trim().normalize("NFC");
+        fc.pre(composed.length <= 40);
+        const a = mustEncode({ ...base, note: text.normalize("NFD") });
+        const b = mustEncode({ ...base, note: composed });
+        expect(a.key).toBe(b.key);
+        expect(a.row).toEqual(b.row);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
   it("gives different inputs different keys", () => {
     fc.assert(
       fc.property(validInput, validInput, (x, y) => {
