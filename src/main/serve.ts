@@ -3,12 +3,12 @@ import { listen } from "../api/listen.ts";
 import { loadConfig } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { createService } from "../service.ts";
-import { onShutdown } from "./shutdown.ts";
+import { onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
 const config = loadConfig();
 const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
-survivingRedisErrors(log);
+survivingRedisErrors(log, shuttingDown);
 if (!config.redisUrl) {
   log.fatal(
     "REDIS_URL is required for the API process (npm start runs its own redis-server instead)",

@@ -1,8 +1,14 @@
 /** Runs the cleanup steps once on SIGTERM/SIGINT, bounded in time, then exits. */
 import type { Logger } from "../log.ts";
 
+let stopping = false;
+
+/** Whether this process has begun its shutdown (a signal came). */
+export function shuttingDown(): boolean {
+  return stopping;
+}
+
 export function onShutdown(log: Logger, steps: (() => Promise<void>)[], timeoutMs = 10_000): void {
-  let stopping = false;
   const stop = async (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;

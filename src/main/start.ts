@@ -14,14 +14,14 @@ import {
   createService,
   loadRegistry,
 } from "../service.ts";
-import { onShutdown } from "./shutdown.ts";
+import { onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
 const config = loadConfig();
 const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
 const steps: (() => Promise<void>)[] = [];
 onShutdown(log, steps);
-survivingRedisErrors(log);
+survivingRedisErrors(log, shuttingDown);
 
 try {
   let redisUrl = config.redisUrl;

@@ -7,12 +7,12 @@ import { createLogger } from "../log.ts";
 import { serveMetrics } from "../observability/metrics-server.ts";
 import { createLiveWorker, createPrecomputeWorker, loadRegistry } from "../service.ts";
 import { liveWorkerWaitNotice } from "./renamed-settings.ts";
-import { onShutdown } from "./shutdown.ts";
+import { onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
 const config = loadConfig();
 const log = createLogger(config.logLevel, "predcache-worker", undefined, config.logFormat);
-survivingRedisErrors(log);
+survivingRedisErrors(log, shuttingDown);
 if (!config.redisUrl) {
   log.fatal(
     "REDIS_URL is required for a worker process (npm start runs everything with its own redis-server instead)",

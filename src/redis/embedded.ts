@@ -4,7 +4,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdir } from "node:fs/promises";
-import { createServer } from "node:net";
+import { createServer, type Socket } from "node:net";
 import { resolve } from "node:path";
 
 export interface EmbeddedRedis {
@@ -77,28 +77,30 @@ function waitForReady(child: ChildProcess, binary: string): Promise<void> {
 
 /**
  * Stops the server when this process dies without running any exit code (SIGKILL, OOM
- * killer): node has no parent-death signal, so a shell polls for this process once a
- * second and then shuts the server down (SIGTERM: a persistent one saves; SIGKILL 5 s later).
+ * killer). Node has no parent-death signal; instead a shell holds the read end of a pipe
+ * that only this process writes to. The pipe closes the moment this process is gone
+ * (whatever state it is left in, and no PID to be fooled by), and the shell then stops the
+ * server: SIGTERM, which saves a persistent one, and SIGKILL 5 s later.
  */
 const WATCHDOG = `
-while kill -0 "$1" 2>/dev/null; do sleep 1; done
-kill -CONT "$2" 2>/dev/null; kill -TERM "$2" 2>/dev/null || exit 0
-i=0; while kill -0 "$2" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-kill -KILL "$2" 2>/dev/null; exit 0
+read _ignored
+kill -CONT "$1" 2>/dev/null; kill -TERM "$1" 2>/dev/null || exit 0
+i=0; while kill -0 "$1" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+kill -KILL "$1" 2>/dev/null; exit 0
 `;
 
-function watchParent(serverPid: number): ChildProcess {
-  const watchdog = spawn(
-    "sh",
-    ["-c", WATCHDOG, "redis-watchdog", String(process.pid), String(serverPid)],
-    {
-      stdio: "ignore",
-      detached: true, // its own process group: a Ctrl-C meant for this process is not its
-    },
-  );
+function watchParent(server: ChildProcess): void {
+  if (!server.pid) return;
+  const watchdog = spawn("sh", ["-c", WATCHDOG, "redis-watchdog", String(server.pid)], {
+    stdio: ["pipe", "ignore", "ignore"],
+    detached: true, // its own process group: a Ctrl-C meant for this process is not its
+  });
   watchdog.on("error", () => {}); // no sh: only the watchdog is missing, the server still runs
+  watchdog.stdin?.on("error", () => {});
+  (watchdog.stdin as Socket | null)?.unref();
   watchdog.unref();
-  return watchdog;
+  // Once the server has exited its PID is free for others: the watchdog must not outlive it.
+  server.once("exit", () => watchdog.kill());
 }
 
 export async function startRedisServer(options: EmbeddedRedisOptions = {}): Promise<EmbeddedRedis> {
@@ -122,14 +124,19 @@ export async function startRedisServer(options: EmbeddedRedisOptions = {}): Prom
     args.push("--save", "", "--appendonly", "no");
   }
   args.push(...(options.extraArgs ?? []));
-  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "inherit"] });
+  // Its own process group: a Ctrl-C in the terminal reaches this process, whose shutdown
+  // stops the server last, not the server while the workers still write to it.
+  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "inherit"], detached: true });
   const exited = new Promise<void>((done) => child.once("exit", () => done()));
-  // Last resort when the parent exits without stop(): never leave a server behind.
-  const killOnExit = () => child.kill("SIGKILL");
-  process.once("exit", killOnExit);
-  const watchdog = child.pid ? watchParent(child.pid) : undefined;
+  // When this process exits without stop(): the server shuts down by itself (and saves).
+  const stopOnExit = () => {
+    child.kill("SIGCONT");
+    child.kill("SIGTERM");
+  };
+  process.once("exit", stopOnExit);
+  watchParent(child);
   await waitForReady(child, binary).catch((error) => {
-    watchdog?.kill();
+    child.kill("SIGKILL");
     throw error;
   });
   child.stdout?.resume(); // keep draining its log so the pipe never fills
@@ -141,8 +148,7 @@ export async function startRedisServer(options: EmbeddedRedisOptions = {}): Prom
     pause: () => child.kill("SIGSTOP"),
     resume: () => child.kill("SIGCONT"),
     async stop() {
-      process.removeListener("exit", killOnExit);
-      watchdog?.kill();
+      process.removeListener("exit", stopOnExit);
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGCONT");
       child.kill("SIGTERM");

@@ -29,7 +29,7 @@ beforeAll(async () => {
   });
   // Another process's view, as an admin tool would have it.
   const redis = createRedis(inject("redisUrl"));
-  const subscriber = createRedis(inject("redisUrl"), { role: "blocking" });
+  const subscriber = createRedis(inject("redisUrl"), { role: "subscriber" });
   await whenReady(redis);
   admin = {
     redis,
