@@ -70,7 +70,7 @@ function fail(field: string, code: InputIssueCode, message: string): FeatureOutc
 }
 
 /** Any character NFC could change (ASCII text is always in NFC: the common case skips it). */
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 function normalizeText(text: string, mode: "none" | "upper" | "lower"): string {
   const trimmed = NON_ASCII.test(text) ? text.trim().normalize("NFC") : text.trim();
@@ -203,10 +203,10 @@ export function createEncoder(definition: EncodingDefinition): Encoder {
 
   function encode(raw: Readonly<Record<string, unknown>>): EncodeOutcome {
     // Plain loops, no array of keys: this runs on every lookup, hits included.
-    let issues: InputIssue[] | undefined;
+    const issues: InputIssue[] = [];
     for (const field in raw) {
       if (!Object.hasOwn(raw, field) || known.has(field)) continue;
-      (issues ??= []).push({
+      issues.push({
         field,
         code: "unknown_field",
         message: `${field.slice(0, 64)} is not an input of this model (expected ${featureNames.join(", ")})`,
@@ -221,7 +221,7 @@ export function createEncoder(definition: EncodingDefinition): Encoder {
       const given = Object.hasOwn(raw, feature.name) ? raw[feature.name] : undefined;
       const value = given ?? feature.default;
       if (value === undefined || value === null) {
-        (issues ??= []).push({
+        issues.push({
           field: feature.name,
           code: "missing",
           message: `${feature.name} is required`,
@@ -230,7 +230,7 @@ export function createEncoder(definition: EncodingDefinition): Encoder {
       }
       const outcome = encodeFeature(feature, value, categoryIndexes[i]);
       if (!outcome.ok) {
-        (issues ??= []).push(outcome.issue);
+        issues.push(outcome.issue);
         continue;
       }
       values.push(outcome.value);
@@ -238,7 +238,7 @@ export function createEncoder(definition: EncodingDefinition): Encoder {
       normalized[feature.name] = outcome.value;
       if (outcome.ood) outOfDistribution.push(feature.name);
     }
-    if (issues) return { ok: false, issues };
+    if (issues.length > 0) return { ok: false, issues };
     return { ok: true, value: { key: JSON.stringify(values), row, normalized, outOfDistribution } };
   }
 
