@@ -27,7 +27,7 @@ import {
   type Server,
   startPredcache,
 } from "./lib/predcache.ts";
-import { percentile, ratio, table } from "./lib/report.ts";
+import { median, percentile, ratio, table } from "./lib/report.ts";
 
 const HOST = "127.0.0.1";
 const MODEL = "flight-delay";
@@ -194,6 +194,8 @@ interface Load {
   failures: number;
   /** Requests of the warm-up and the slices together. */
   sentInAll: number;
+  /** req/s of each slice, in round order: round r's slices of all scenarios ran back to back. */
+  sliceRates: number[];
   /**
    * Main-thread time spent per request (µs): event-loop utilization over the slices
    * divided by the requests. Every server here runs on that thread, so this is the
@@ -239,9 +241,21 @@ async function hammerAll(targets: readonly Target[]): Promise<Load[]> {
       requests,
       failures: sum((r) => r.errors + r.timeouts + r.non2xx),
       sentInAll: requests + (warmups.get(target)?.requests.total ?? 0),
+      sliceRates: results.map((r) => r.requests.total / r.duration),
       busyMicros: ((busyMs.get(target) ?? 0) * 1000) / requests,
     };
   });
+}
+
+/**
+ * a vs b round by round: each round ran both within seconds of each other, so a drift of
+ * the machine's speed between rounds cancels, and the median ignores a round one stall hit.
+ */
+function pairedRatio(a: Load, b: Load): string {
+  const ratios = a.sliceRates.map((rate, i) => rate / (b.sliceRates[i] as number));
+  const sorted = [...ratios].sort((x, y) => x - y);
+  const fmt = (x: number) => `${x.toFixed(2)}×`;
+  return `median per round ${fmt(median(ratios))} (${fmt(sorted[0] as number)}–${fmt(sorted[sorted.length - 1] as number)}, ${ratios.length} rounds)`;
 }
 
 /** HGET calls Redis has served so far (INFO commandstats). */
@@ -616,10 +630,12 @@ async function main(): Promise<void> {
     );
     console.log("\nTargets (printed, not asserted)");
     console.log(
-      `  L1 hit vs hello-world req/s:   ${verdict(l1Load.reqPerSec, helloLoad.reqPerSec, TARGETS.l1VsHello)}`,
+      `  L1 hit vs hello-world req/s:   ${verdict(l1Load.reqPerSec, helloLoad.reqPerSec, TARGETS.l1VsHello)}\n` +
+        `                                 ${pairedRatio(l1Load, helloLoad)}`,
     );
     console.log(
-      `  Redis hit vs L1 hit req/s:     ${verdict(l2Load.reqPerSec, l1Load.reqPerSec, TARGETS.redisVsL1)}`,
+      `  Redis hit vs L1 hit req/s:     ${verdict(l2Load.reqPerSec, l1Load.reqPerSec, TARGETS.redisVsL1)}\n` +
+        `                                 ${pairedRatio(l2Load, l1Load)}`,
     );
     console.log(
       `  rows 64 vs rows 1 pred/s:      ${verdict(batched.perSec, single.perSec, TARGETS.batchedVsSingle)}`,
