@@ -8,6 +8,11 @@ export function shuttingDown(): boolean {
   return stopping;
 }
 
+/** Marks the process as stopping without a signal (a failed start closing what it opened). */
+export function markStopping(): void {
+  stopping = true;
+}
+
 export function onShutdown(log: Logger, steps: (() => Promise<void>)[], timeoutMs = 10_000): void {
   const stop = async (signal: NodeJS.Signals) => {
     if (stopping) return;

@@ -14,7 +14,7 @@ import {
   createService,
   loadRegistry,
 } from "../service.ts";
-import { onShutdown, shuttingDown } from "./shutdown.ts";
+import { markStopping, onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
 const config = loadConfig();
@@ -51,6 +51,7 @@ try {
   if (config.seedOnStart) await seedOnFirstStart({ ...service, log });
 } catch (error) {
   log.fatal({ err: error }, (error as Error).message);
+  markStopping();
   for (const step of steps) await step().catch(() => {});
   process.exit(1);
 }
