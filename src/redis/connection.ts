@@ -15,7 +15,7 @@ const CLUSTER_SCHEME = "redis-cluster://";
 export interface ConnectionOptions {
   /**
    * BullMQ needs blocking connections that wait for Redis instead of failing; a
-   * subscriber is one too, whose channels ./connection.ts's subscribe() restores.
+   * subscriber is one too, whose channels subscribe() below restores after a reconnect.
    */
   role?: "commands" | "blocking" | "subscriber";
   /** Commands (not blocking ones) that take longer fail, e.g. while Redis is frozen. */
