@@ -82,6 +82,11 @@ export async function release(
     : redis.predcacheRelease(claimKeys.length, ...claimKeys, batchId);
 }
 
-export async function holderOf(redis: Redis, claimKey: string): Promise<string | undefined> {
-  return (await redis.get(claimKey)) ?? undefined;
+/** The batch holding a claim, and how long (ms) the claim has left; undefined when none does. */
+export async function holderOf(
+  redis: Redis,
+  claimKey: string,
+): Promise<{ holder: string; ttlLeftMs: number } | undefined> {
+  const [holder, ttlLeftMs] = await Promise.all([redis.get(claimKey), redis.pttl(claimKey)]);
+  return holder === null ? undefined : { holder, ttlLeftMs };
 }

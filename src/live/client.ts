@@ -49,9 +49,9 @@ export interface LiveSubmission {
   result: Promise<Prediction>;
 }
 
-/** A key's state as a poll sees it. */
+/** A key's state as a poll sees it (no key while its batch is claimed but not yet queued). */
 export interface KeyPoll {
-  key: string;
+  key?: string;
   state: string;
   prediction?: Prediction;
   failedReason?: string;
@@ -91,6 +91,17 @@ interface Gathering {
 const MAX_IN_FLIGHT = 1;
 /** The longest hold, in gather waits (5 ms by default: 100 ms), e.g. when no worker takes jobs. */
 const HOLD_FACTOR = 20;
+
+/**
+ * How long a claim may name a batch that is not in the queue (ms). A process claims a
+ * batch's keys and queues it in the next round trip, so another process can find the claim
+ * before the job; past this, the holder gave up (or was stopped) before queuing it.
+ */
+const UNQUEUED_CLAIM_MS = 2_000;
+/** Pauses between looks for a claimed batch that is not in the queue yet (ms, the last repeats). */
+const LOOK_AGAIN_MS = [10, 25, 50, 100, 250];
+
+const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms));
 
 export class LiveClient {
   readonly queue: Queue<LiveJob, LiveResult>;
@@ -185,10 +196,14 @@ export class LiveClient {
 
   /** The key id's batch and its state, for polls; undefined when no batch holds it. */
   async poll(keyId: string): Promise<KeyPoll | undefined> {
-    const holder = await holderOf(this.commands, claimKey(this.options.prefix, keyId));
-    if (!holder) return undefined;
-    const job = await this.queue.getJob(holder);
-    if (!job) return undefined;
+    const claimed = await holderOf(this.commands, claimKey(this.options.prefix, keyId));
+    if (!claimed) return undefined;
+    const job = await this.queue.getJob(claimed.holder);
+    // Claimed a moment ago and about to be queued (another process may have answered 202).
+    if (!job)
+      return this.claimAgeMs(claimed.ttlLeftMs) < UNQUEUED_CLAIM_MS
+        ? { state: "waiting" }
+        : undefined;
     const { model, version, keys } = job.data;
     const key = keys.find((k) => liveJobId(model, version, k) === keyId);
     if (key === undefined) return undefined;
@@ -342,7 +357,7 @@ export class LiveClient {
       for (const [holder, group] of elsewhere) {
         processMetrics().coalesced.inc({ model: model.name }, group.length);
         this.watch(holder, group);
-        void this.settleIfFinished(holder);
+        void this.follow(holder, model, group);
       }
       for (const item of items) item.queued.resolve();
     } catch (error) {
@@ -441,16 +456,63 @@ export class LiveClient {
     for (const keyId of keys.keys()) this.settle(keyId, { error: new Error(reason) });
   }
 
-  /** A batch that finished before this process started watching it sends no event. */
-  private async settleIfFinished(jobId: string): Promise<void> {
+  /** Time to live of a claim (ms): a batch's keys stay claimed while its answer is pollable. */
+  private claimTtlMs(): number {
+    return this.options.keepFinishedSeconds * 1000 + this.options.maxWaitMs;
+  }
+
+  private claimAgeMs(ttlLeftMs: number): number {
+    return ttlLeftMs < 0 ? Number.POSITIVE_INFINITY : this.claimTtlMs() - ttlLeftMs;
+  }
+
+  /**
+   * Waits on another batch for `group`. One that finished before this process watched it
+   * sends no event, so it is settled from the queue. One not queued yet is looked for
+   * again; once its claims are gone or too old to be queued still, this process computes
+   * the keys itself.
+   */
+  private async follow(holder: string, model: ModelVersion, group: readonly Gathered[]) {
     try {
-      const job: Job<LiveJob, LiveResult> | undefined = await this.queue.getJob(jobId);
-      if (!job) return this.failed(jobId, `job ${jobId} is gone`);
-      if (job.finishedOn === undefined) return;
-      if (job.failedReason && (await job.isFailed())) this.failed(jobId, job.failedReason);
-      else if (job.returnvalue) this.completed(jobId, job.returnvalue);
+      for (let look = 0; ; look++) {
+        const job: Job<LiveJob, LiveResult> | undefined = await this.queue.getJob(holder);
+        if (job) return await this.settleIfFinished(holder, job);
+        const waiting = group.filter((item) => this.watchedBy.get(item.keyId) === holder);
+        if (waiting.length === 0) return;
+        const first = waiting[0] as Gathered;
+        const claimed = await holderOf(this.commands, claimKey(this.options.prefix, first.keyId));
+        if (claimed?.holder !== holder || this.claimAgeMs(claimed.ttlLeftMs) >= UNQUEUED_CLAIM_MS)
+          return await this.takeOver(holder, model, waiting);
+        await sleep(LOOK_AGAIN_MS[Math.min(look, LOOK_AGAIN_MS.length - 1)] as number);
+      }
     } catch {
       // Redis away: the waits time out by themselves.
+    }
+  }
+
+  private async settleIfFinished(jobId: string, job: Job<LiveJob, LiveResult>): Promise<void> {
+    if (job.finishedOn === undefined) return;
+    if (job.failedReason && (await job.isFailed())) this.failed(jobId, job.failedReason);
+    else if (job.returnvalue) this.completed(jobId, job.returnvalue);
+  }
+
+  /**
+   * `holder` was never queued: its claims on `items` are released (those it still holds)
+   * and the keys gathered again, into a batch of this process or behind a newer claim.
+   */
+  private async takeOver(holder: string, model: ModelVersion, items: readonly Gathered[]) {
+    const keys = this.watching.get(holder);
+    for (const item of items) {
+      keys?.delete(item.keyId);
+      this.watchedBy.delete(item.keyId);
+    }
+    if (keys?.size === 0) this.watching.delete(holder);
+    await this.releaseClaims(holder, items);
+    for (const item of items) {
+      if (!this.waiters.has(item.keyId)) continue;
+      // Wait 0: its request has waited already, so its batch is not held for others.
+      this.gather(model, item.key, item.keyId, 0).catch((error: Error) =>
+        this.settle(item.keyId, { error }),
+      );
     }
   }
 

@@ -28,8 +28,8 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
       );
     }
     if (!poll) throw notFound;
-    if (poll.state === "completed" && poll.prediction) {
-      const { key } = poll;
+    const { key } = poll;
+    if (poll.state === "completed" && poll.prediction && key !== undefined) {
       const decoded = model.encoder.encode(model.encoder.decodeKey(key));
       const ood = decoded.ok ? decoded.value.outOfDistribution : [];
       const etag = predictionEtag(model, key);
