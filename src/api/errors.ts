@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { type ErrorCode, PredcacheError, statusOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { isRedisOutage } from "../redis/outage.ts";
 
 export interface ErrorBody {
   error: { code: ErrorCode; message: string; details?: unknown };
@@ -27,12 +28,32 @@ function fromHttpException(error: HTTPException): PredcacheError {
   return new PredcacheError("bad_request", error.message || "bad request");
 }
 
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/**
+ * A Redis outage that reached the app unconverted (admin and other routes let Redis errors
+ * through): 503 like the lookups'. A change whose command was cut off may still be applied
+ * once Redis answers, so the reply says to check before retrying one.
+ */
+function unavailable(method: string, error: Error): PredcacheError {
+  const change = SAFE_METHODS.has(method)
+    ? ""
+    : "; the change may or may not have been applied: check before retrying";
+  return new PredcacheError(
+    "redis_unavailable",
+    `Redis is unavailable (${error.message})${change}`,
+    undefined,
+    1,
+  );
+}
+
 export function handleError(log: Logger) {
   return (error: Error, c: Context): Response => {
     if (error instanceof PredcacheError) return errorReply(c, error);
     if (error instanceof HTTPException) return errorReply(c, fromHttpException(error));
     if (error instanceof SyntaxError)
       return errorReply(c, new PredcacheError("bad_request", "malformed JSON body"));
+    if (isRedisOutage(error)) return errorReply(c, unavailable(c.req.method, error));
     log.error({ err: error, path: c.req.path }, "unhandled error");
     return c.json(errorBody("internal", "internal error"), statusOf("internal"));
   };

@@ -7,25 +7,10 @@
  * Node would.
  */
 import type { Logger } from "../log.ts";
-
-/** ioredis's and BullMQ's errors for a command cut off by an outage, not refused by Redis. */
-const OUTAGE_NAMES = new Set(["MaxRetriesPerRequestError", "ClusterAllFailedError"]);
-const OUTAGE_MESSAGES =
-  /^(Command timed out|Stream isn't writeable|Command aborted due to connection close|Ready check failed|None of startup nodes is available|Cluster isn't ready|Cluster is disconnected\.|Too many Cluster redirections|BullMQ: cluster reconnect timed out)/;
-/** Redis's own replies while a server loads or a failover runs. */
-const FAILOVER_REPLIES = /^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN) /;
-/**
- * A command on a connection closed on purpose: expected of a library's leftovers while the
- * process stops (it closes its connections); at any other time, code using a connection
- * it closed, which will never come back: a bug.
- */
-const CLOSED = "Connection is closed.";
+import { isClosedConnection, isRedisOutage } from "../redis/outage.ts";
 
 export function survivable(reason: unknown, stopping: boolean): boolean {
-  if (!(reason instanceof Error)) return false;
-  if (OUTAGE_NAMES.has(reason.name) || OUTAGE_MESSAGES.test(reason.message)) return true;
-  if (reason.name === "ReplyError" && FAILOVER_REPLIES.test(reason.message)) return true;
-  return stopping && reason.message === CLOSED;
+  return isRedisOutage(reason) || (stopping && isClosedConnection(reason));
 }
 
 export interface UnhandledOptions {

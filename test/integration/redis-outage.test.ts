@@ -13,10 +13,18 @@ let redis: EmbeddedRedis;
 let t: TestService;
 const warm = "origin=DEN&destination=PHX&hour=10&dayOfWeek=4";
 const cold = "origin=PHX&destination=DEN&hour=11&dayOfWeek=4";
+const ADMIN_SECRET = "outage-test-secret-0123456789abcdef";
+const admin = { headers: { authorization: `Bearer ${ADMIN_SECRET}` } };
 
 beforeAll(async () => {
   redis = await startRedisServer();
-  t = await startTestService({ env: { REDIS_URL: redis.url, PREDCACHE_REDIS_TIMEOUT_MS: "500" } });
+  t = await startTestService({
+    env: {
+      REDIS_URL: redis.url,
+      PREDCACHE_REDIS_TIMEOUT_MS: "500",
+      PREDCACHE_ADMIN_TOKENS: `ops:${ADMIN_SECRET}`,
+    },
+  });
 });
 afterAll(async () => {
   await t.close();
@@ -86,6 +94,17 @@ describe("Redis outage", () => {
       console.log(`Redis frozen: answered ${r.status} in ${took} ms`);
       expect(r.status).toBe(503);
       expect(took).toBeLessThan(1_500);
+      // Admin routes need Redis too: 503 with Retry-After, not 500; a change says it may apply.
+      const versions = await getJson(`${t.url}/admin/v1/models/flight-delay/versions`, admin);
+      expect(versions.status).toBe(503);
+      expect(versions.body.error.code).toBe("redis_unavailable");
+      expect(Number(versions.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+      const rollback = await getJson(`${t.url}/admin/v1/models/flight-delay/rollback`, {
+        ...admin,
+        method: "POST",
+      });
+      expect(rollback.status).toBe(503);
+      expect(rollback.body.error.message).toMatch(/may or may not have been applied/);
     } finally {
       redis.resume();
     }
