@@ -198,7 +198,7 @@ export class LiveClient {
   async poll(keyId: string): Promise<KeyPoll | undefined> {
     const claimed = await holderOf(this.commands, claimKey(this.options.prefix, keyId));
     if (!claimed) return undefined;
-    const job = await this.queue.getJob(claimed.holder);
+    let job = await this.queue.getJob(claimed.holder);
     // Claimed a moment ago and about to be queued (another process may have answered 202).
     if (!job)
       return this.claimAgeMs(claimed.ttlLeftMs) < UNQUEUED_CLAIM_MS
@@ -208,6 +208,9 @@ export class LiveClient {
     const key = keys.find((k) => liveJobId(model, version, k) === keyId);
     if (key === undefined) return undefined;
     const state = await job.getState();
+    // The job was read before its state: one that finished in between is read again.
+    if ((state === "completed" || state === "failed") && job.finishedOn === undefined)
+      job = (await this.queue.getJob(claimed.holder)) ?? job;
     const prediction = state === "completed" ? job.returnvalue?.[key] : undefined;
     return {
       key,

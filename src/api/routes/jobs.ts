@@ -41,6 +41,12 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
         ...predictionReply(model, key, "live", poll.prediction, ood),
       });
     }
+    if (poll.state === "completed") {
+      throw new PredcacheError(
+        "inference_failed",
+        "the live job finished without this key's answer",
+      );
+    }
     if (poll.state === "failed") {
       throw new PredcacheError("inference_failed", `live inference failed: ${poll.failedReason}`);
     }
