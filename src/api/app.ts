@@ -17,15 +17,26 @@ import { registerQueueBoard } from "./routes/queue-board.ts";
 import { registerTables } from "./routes/tables.ts";
 
 /**
- * CORS of the read routes. Apps in browsers download tables and ask for fallbacks from
- * their own origin; they need the validators and the versioned URL, so those headers are
- * exposed too.
+ * CORS of the read routes: models, lookups, tables and the jobs a 202 points at. Apps in
+ * browsers download tables and ask for fallbacks from their own origin, with their API
+ * key, client id (experiments) and request id; they need the validators and the
+ * versioned URL, so those headers are exposed too.
  */
-export function readRoutesCors(origins: string[]): CorsOptions {
+export function readRoutesCors(origins: string[], clientIdHeader = "x-client-id"): CorsOptions {
   return {
     origins,
+    paths: ["/v1/models", "/v1/jobs"],
     allowMethods: ["GET", "HEAD", "POST"],
-    allowHeaders: ["Content-Type", "If-None-Match", "Range", "If-Range"],
+    allowHeaders: [
+      "Content-Type",
+      "If-None-Match",
+      "Range",
+      "If-Range",
+      "Authorization",
+      "X-API-Key",
+      "X-Request-Id",
+      clientIdHeader,
+    ],
     exposeHeaders: [
       "ETag",
       "Content-Location",
@@ -47,7 +58,7 @@ export function createApp(deps: ApiDeps): Hono {
   );
   const origins = deps.settings.corsOrigins;
   if (origins.length > 0) {
-    edge.push(cors(readRoutesCors(origins)));
+    edge.push(cors(readRoutesCors(origins, deps.settings.clientIdHeader)));
   }
   if (deps.access) app.use("/v1/models/*", requireApiKey(deps.access.limiter, deps.access.options));
   registerHealth(app, deps);

@@ -11,14 +11,13 @@ import { addHeader, headerOf, takeHeaders } from "./headers.ts";
 export interface CorsOptions {
   /** "*" or exact origins. */
   origins: readonly string[];
+  /** Path prefixes CORS applies to ("/v1/models": that path and what is below it). */
+  paths: readonly string[];
   allowMethods: readonly string[];
   allowHeaders: readonly string[];
   exposeHeaders: readonly string[];
   maxAgeSeconds: number;
 }
-
-/** The path prefix of the routes CORS applies to. */
-const READ_ROUTES = "/v1/models";
 
 function allowedOrigin(options: CorsOptions, origin: string | undefined): string | undefined {
   if (options.origins.includes("*")) return "*";
@@ -26,19 +25,21 @@ function allowedOrigin(options: CorsOptions, origin: string | undefined): string
 }
 
 /**
- * Whether CORS applies: "/v1/models", "/v1/models/…" or "/v1/models?…", not "/v1/modelsfoo",
- * and not a path with dot segments (the app resolves "/v1/models/../admin" elsewhere).
+ * Whether CORS applies: under "/v1/models", to "/v1/models", "/v1/models/…" or
+ * "/v1/models?…", not "/v1/modelsfoo", and not a path with dot segments (the app resolves
+ * "/v1/models/../admin" elsewhere).
  */
-function isReadRoute(url: string): boolean {
-  if (!url.startsWith(READ_ROUTES)) return false;
-  const next = url.charCodeAt(READ_ROUTES.length);
+function isUnder(paths: readonly string[], url: string): boolean {
+  const path = paths.find((prefix) => url.startsWith(prefix));
+  if (path === undefined) return false;
+  const next = url.charCodeAt(path.length);
   if (!(Number.isNaN(next) || next === 47 || next === 63)) return false;
   const query = url.indexOf("?");
   return !(query === -1 ? url : url.slice(0, query)).includes("/.");
 }
 
 /**
- * The Access-Control headers of every answer under /v1/models (and Vary: Origin when it
+ * The Access-Control headers of every answer under `paths` (and Vary: Origin when it
  * varies); a preflight (OPTIONS with Access-Control-Request-Method) is answered 204 here.
  */
 export function cors(options: CorsOptions): EdgeHook {
@@ -47,7 +48,7 @@ export function cors(options: CorsOptions): EdgeHook {
   const methods = options.allowMethods.join(", ");
   const headers = options.allowHeaders.join(", ");
   return (incoming: IncomingMessage) => {
-    if (!isReadRoute(incoming.url ?? "")) return undefined;
+    if (!isUnder(options.paths, incoming.url ?? "")) return undefined;
     if (!any) addHeader(incoming, "Vary", "Origin", true);
     const allow = allowedOrigin(options, headerOf(incoming, "origin"));
     const preflight =

@@ -157,6 +157,22 @@ describe("lookup tables", () => {
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get("access-control-allow-origin")).toBe("*");
     expect(preflight.headers.get("access-control-allow-methods")).toMatch(/POST/);
+    // An app may send its API key, its client id (experiments) and its request id.
+    const allowed = (preflight.headers.get("access-control-allow-headers") ?? "").toLowerCase();
+    for (const header of ["authorization", "x-api-key", "x-client-id", "x-request-id"])
+      expect(allowed.split(", ")).toContain(header);
+    // The job a 202 points at is readable from the app's origin too.
+    const job = await fetch(`${t.url}/v1/jobs/flight-delay.${"0".repeat(12)}.${"0".repeat(32)}`, {
+      headers: { origin: "http://app.example" },
+    });
+    expect(job.status).toBe(404);
+    expect(job.headers.get("access-control-allow-origin")).toBe("*");
+    const jobPreflight = await fetch(`${t.url}/v1/jobs/x`, {
+      method: "OPTIONS",
+      headers: { origin: "http://app.example", "access-control-request-method": "GET" },
+    });
+    expect(jobPreflight.status).toBe(204);
+    expect(jobPreflight.headers.get("access-control-allow-origin")).toBe("*");
     const table = await fetch(`${t.url}${first.url}`, {
       headers: { origin: "http://app.example" },
     });
