@@ -57,11 +57,25 @@ export function predictionEtag(model: ModelVersion, key: string, experiment?: Ar
   return `"${model.version}-${fnv1a32(key).toString(16)}-${key.length.toString(16)}${arm}"`;
 }
 
-/** True when If-None-Match names this ETag (or is *). */
-export function notModified(c: Context, etag: string): boolean {
+/**
+ * How If-None-Match matches `etag`: "tag" when it names it, "any" when it is *, else
+ * undefined. Tags are compared weakly (RFC 9110 §13.1.2): W/"x" matches "x", so a proxy
+ * that weakens ETags (when it compresses, say) still gets its 304.
+ */
+export function ifNoneMatch(c: Context, etag: string): "tag" | "any" | undefined {
   const header = requestHeader(c, "if-none-match");
-  if (!header) return false;
-  return header.trim() === "*" || header.split(",").some((tag) => tag.trim() === etag);
+  if (!header) return undefined;
+  if (header.trim() === "*") return "any";
+  for (const listed of header.split(",")) {
+    const tag = listed.trim();
+    if ((tag.startsWith("W/") ? tag.slice(2) : tag) === etag) return "tag";
+  }
+  return undefined;
+}
+
+/** True when If-None-Match names this ETag or is * (for a representation at hand). */
+export function notModified(c: Context, etag: string): boolean {
+  return ifNoneMatch(c, etag) !== undefined;
 }
 
 /** The validators and cache lifetime of an answer, as a plain record (see ./headers.ts). */

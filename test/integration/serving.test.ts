@@ -140,6 +140,17 @@ describe("lookup", () => {
       headers: { "if-none-match": '"nope"' },
     });
     expect(other.status).toBe(200);
+    // Compared weakly, as If-None-Match must be: a proxy may have weakened the tag.
+    const weak = await fetch(`${t.url}/v1/models/flight-delay/predict?${q}`, {
+      headers: { "if-none-match": `W/"x", W/${etag}` },
+    });
+    expect(weak.status).toBe(304);
+    // "*": 304 for an answer at hand, not for one never computed (that one is a miss).
+    const any = { headers: { "if-none-match": "*" } };
+    expect((await fetch(`${t.url}/v1/models/flight-delay/predict?${q}`, any)).status).toBe(304);
+    const fresh = query(input("LAS", "PHX"));
+    const miss = await fetch(`${t.url}/v1/models/flight-delay/predict?${fresh}&wait=0`, any);
+    expect(miss.status).toBe(202);
   });
 });
 

@@ -22,6 +22,7 @@ import { LookupQueries } from "../lookup-query.ts";
 import {
   type ArmLabel,
   hitHeaders,
+  ifNoneMatch,
   notModified,
   predictionEtag,
   predictionReply,
@@ -158,13 +159,18 @@ function predictOne(
   if (!encoded.ok) throw invalid(encoded.issues);
   const { key, outOfDistribution } = encoded.value;
   const etag = predictionEtag(model, key, arm);
-  if (notModified(c, etag))
-    return plainResponse(c, 304, null, hitHeaders(etag, deps.settings.hitMaxAgeSeconds));
+  // A tag the client holds is this version's answer for this key: no lookup needed. "*"
+  // asks whether an answer exists: only a hit (answerHit) can say so.
+  if (ifNoneMatch(c, etag) === "tag") return notModifiedReply(c, deps, etag);
   annotate(c, { model: model.name, version: model.version });
   const started = performance.now();
   const local = deps.tiers.withoutRedis(model, key);
   if (local) return answerHit(c, deps, routed, key, local, outOfDistribution, etag, started);
   return answerMiss(c, deps, routed, encoded.value, etag, wait, started);
+}
+
+function notModifiedReply(c: Context, deps: ApiDeps, etag: string): Response {
+  return plainResponse(c, 304, null, hitHeaders(etag, deps.settings.hitMaxAgeSeconds));
 }
 
 function answerHit(
@@ -178,6 +184,7 @@ function answerHit(
   started: number,
 ): Response {
   const { model } = routed;
+  if (notModified(c, etag)) return notModifiedReply(c, deps, etag);
   deps.traffic.recordHit(model, key);
   deps.audit?.consider(model, key, hit);
   annotate(c, { source: hit.source });
