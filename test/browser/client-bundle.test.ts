@@ -92,7 +92,9 @@ describe.skipIf(!browserTestsRun)("predcache/client in headless Chromium", () =>
     await new Promise((done) => page?.close(done));
     await worker?.close();
     await t?.close();
-    if (scratch) await rm(scratch, { recursive: true, force: true });
+    // Chromium's helper processes may still be writing its profile a moment after it exits.
+    if (scratch)
+      await rm(scratch, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   });
 
   it("loads the bundle, answers a covered input from the table and the rest from the server", async () => {
@@ -116,7 +118,11 @@ describe.skipIf(!browserTestsRun)("predcache/client in headless Chromium", () =>
       expect(result.remote).toMatchObject({ source: expect.stringMatching(/^server:/) });
       expect(result.requests).toEqual({ predict: 1, table: 1, delta: 0, listing: 1 });
     } finally {
-      browser.kill("SIGKILL");
+      if (browser.exitCode === null && browser.signalCode === null) {
+        const exited = new Promise((done) => browser.once("exit", done));
+        browser.kill("SIGKILL");
+        await exited;
+      }
     }
   });
 });

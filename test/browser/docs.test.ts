@@ -65,7 +65,9 @@ describe.skipIf(!browserTestsRun)("/docs in headless Chromium", () => {
 
   afterAll(async () => {
     await t?.close();
-    if (scratch) await rm(scratch, { recursive: true, force: true });
+    // Chromium's helper processes may still be writing its profile a moment after it exits.
+    if (scratch)
+      await rm(scratch, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   });
 
   it("renders Swagger UI: a screenshot that is not blank", async () => {
