@@ -11,6 +11,7 @@ export type ErrorCode =
   | "not_found"
   | "conflict"
   | "payload_too_large"
+  | "unsupported_media_type"
   | "range_not_satisfiable"
   | "rate_limited"
   | "redis_unavailable"
@@ -20,7 +21,7 @@ export type ErrorCode =
 
 export function statusOf(
   code: ErrorCode,
-): 400 | 401 | 403 | 404 | 409 | 413 | 416 | 422 | 429 | 500 | 503 {
+): 400 | 401 | 403 | 404 | 409 | 413 | 415 | 416 | 422 | 429 | 500 | 503 {
   switch (code) {
     case "bad_request":
       return 400;
@@ -37,6 +38,8 @@ export function statusOf(
       return 409;
     case "payload_too_large":
       return 413;
+    case "unsupported_media_type":
+      return 415;
     case "range_not_satisfiable":
       return 416;
     case "rate_limited":

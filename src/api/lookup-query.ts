@@ -23,12 +23,15 @@ export class LookupQuery {
   readonly features: Record<string, string | string[]> = {};
   readonly version: string | undefined;
   readonly wait: string | undefined;
+  /** Reserved parameters (version, wait) given more than once: which one is meant is unclear. */
+  readonly repeated: string[] = [];
   private readonly encodings = new WeakMap<ModelVersion, EncodeOutcome>();
 
   constructor(c: Context) {
     for (const [name, values] of Object.entries(c.req.queries())) {
       if (!RESERVED_PARAMETERS.has(name))
         this.features[name] = values.length === 1 ? (values[0] as string) : values;
+      else if (values.length > 1) this.repeated.push(name);
     }
     this.version = c.req.query("version");
     this.wait = c.req.query("wait");

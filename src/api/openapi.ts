@@ -40,6 +40,7 @@ const ERROR_CODES = Object.keys({
   not_found: 0,
   conflict: 0,
   payload_too_large: 0,
+  unsupported_media_type: 0,
   range_not_satisfiable: 0,
   rate_limited: 0,
   redis_unavailable: 0,
@@ -698,7 +699,7 @@ function modelRoutes(paths: Paths, schemas: Record<string, Schema>, deps: ApiDep
       body: { schema: ref(`${name}.BatchRequest`) },
       responses: {
         200: reply("one result per input", ref(`${name}.BatchReply`), ["Cache-Control"]),
-        ...errors(400, 404, 413, 500),
+        ...errors(400, 404, 413, 415, 500),
       },
     });
   }

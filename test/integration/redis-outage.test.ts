@@ -63,6 +63,8 @@ describe("Redis outage", () => {
     });
     expect(batch.status).toBe(200);
     expect(batch.body.results.map((r: { status: number }) => r.status)).toEqual([200, 503]);
+    expect(batch.headers.get("retry-after")).toBe("1");
+    expect(batch.headers.get("cache-control")).toBe("no-store");
 
     const ready = await getJson(`${t.url}/readyz`);
     expect(ready.status).toBe(503);

@@ -512,6 +512,12 @@ describe("errors", () => {
     const wait = await getJson(`${t.url}/v1/models/flight-delay/predict?${query(input())}&wait=-5`);
     expect(wait.status).toBe(400);
     expect(wait.body.error.code).toBe("bad_request");
+    // Which version or wait a repeated one means is unclear: refused, not first-wins.
+    const twice = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?${query(input())}&wait=1&wait=2&version=${model.version}&version=${model.version}`,
+    );
+    expect(twice.status).toBe(400);
+    expect(twice.body.error.details.repeated).toEqual(["wait", "version"]);
   });
 
   it("answers too many batch items and too large a body with 413", async () => {
@@ -540,5 +546,34 @@ describe("errors", () => {
     const shape = await postJson(`${t.url}/v1/models/flight-delay/predict`, { inputs: "SFO" });
     expect(shape.status).toBe(400);
     expect(shape.body.error.code).toBe("bad_request");
+    // Nothing is silently ignored: an unknown body field, or a parameter other than version.
+    const inputs = [input()];
+    const extra = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs,
+      version: model.version,
+    });
+    expect(extra.status).toBe(400);
+    expect(extra.body.error.message).toMatch(/\?version=/);
+    const param = await postJson(`${t.url}/v1/models/flight-delay/predict?wait=0`, { inputs });
+    expect(param.status).toBe(400);
+    expect(param.body.error.details.unknown).toEqual(["wait"]);
+  });
+
+  it("answers a batch body that is not sent as JSON with 415", async () => {
+    const body = JSON.stringify({ inputs: [input()], wait: 0 });
+    const url = `${t.url}/v1/models/flight-delay/predict`;
+    for (const headers of [
+      { "content-type": "text/plain" },
+      { "content-type": "application/x-www-form-urlencoded" },
+      { "content-type": "application/json", "content-encoding": "gzip" },
+    ]) {
+      const r = await getJson(url, { method: "POST", headers, body });
+      expect(r.status, JSON.stringify(headers)).toBe(415);
+      expect(r.body.error.code).toBe("unsupported_media_type");
+    }
+    for (const type of ["application/json; charset=utf-8", "application/vnd.api+json"]) {
+      const r = await getJson(url, { method: "POST", headers: { "content-type": type }, body });
+      expect(r.status, type).toBe(200);
+    }
   });
 });

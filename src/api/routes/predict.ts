@@ -17,7 +17,7 @@ import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { type Routed, recordArm, routeToArm } from "../experiment-routing.ts";
-import { plainResponse } from "../headers.ts";
+import { plainResponse, requestHeader } from "../headers.ts";
 import { LookupQueries } from "../lookup-query.ts";
 import {
   type ArmLabel,
@@ -151,6 +151,10 @@ function predictOne(
   queries: LookupQueries,
 ): Response | Promise<Response> {
   const query = queries.of(c);
+  if (query.repeated.length > 0)
+    throw new PredcacheError("bad_request", `${query.repeated.join(" and ")} may be given once`, {
+      repeated: query.repeated,
+    });
   const routed = routeToArm(c, deps, resolveVersion(c, deps, query.version));
   const { model } = routed;
   const arm = routed.assignment?.label;
@@ -246,15 +250,55 @@ async function answerMiss(
   }
 }
 
-export const batchSchema = z.object({
+export const batchSchema = z.strictObject({
   inputs: z.array(z.record(z.string(), z.unknown())).min(1),
   wait: z.union([z.number().int().min(0), z.string()]).optional(),
 });
 
+/** application/json or a +json type, with any parameters (charset…). */
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
+
+/**
+ * A batch body is JSON, sent as such: a form's or text/plain body (which a browser may
+ * send cross-site without asking first) or an encoded one is refused, not guessed at.
+ * No Content-Type at all is taken as JSON, as curl and most clients send it.
+ */
+function requireJsonBody(c: Context): void {
+  const type = requestHeader(c, "content-type");
+  const encoding = requestHeader(c, "content-encoding");
+  if ((type && !JSON_TYPE.test(type)) || (encoding && encoding !== "identity"))
+    throw new PredcacheError(
+      "unsupported_media_type",
+      "the body must be JSON (Content-Type: application/json), not encoded",
+      {
+        contentType: type?.slice(0, 100) ?? null,
+        contentEncoding: encoding?.slice(0, 100) ?? null,
+      },
+    );
+}
+
+/** A batch takes only ?version= in its URL; the rest goes in its body. */
+function onlyVersionParameter(c: Context): void {
+  const queries = c.req.queries();
+  const others = Object.keys(queries).filter((name) => name !== "version");
+  if ((queries.version?.length ?? 0) > 1)
+    throw new PredcacheError("bad_request", "version may be given once", {
+      repeated: ["version"],
+    });
+  if (others.length > 0)
+    throw new PredcacheError(
+      "bad_request",
+      "a batch takes only ?version= in its URL: inputs and wait go in the body",
+      { unknown: others.slice(0, 20) },
+    );
+}
+
 type ItemResult = Record<string, unknown> & { status: number };
 
 async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
+  onlyVersionParameter(c);
   const routed = routeToArm(c, deps, resolveModel(c, deps));
+  requireJsonBody(c);
   const { model } = routed;
   const arm = routed.assignment?.label;
   let body: unknown;
@@ -278,7 +322,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   if (!parsed.success) {
     throw new PredcacheError(
       "bad_request",
-      'the body must be { "inputs": [ {...}, ... ], "wait"?: ms }',
+      'the body must be { "inputs": [ {...}, ... ], "wait"?: ms } (a version goes in the URL: ?version=)',
       {
         issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
       },
@@ -314,7 +358,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
     });
     fill(results, valid, hits, model, arm);
     recordItems(deps, routed, valid, results);
-    return c.json(batchReply(model, arm, results));
+    return batchResponse(c, model, arm, results);
   }
   fill(results, valid, hits, model, arm);
 
@@ -356,7 +400,18 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
     }
   });
   recordItems(deps, routed, valid, results);
+  return batchResponse(c, model, arm, results);
+}
+
+/** Never cached (it mixes answers and errors); Retry-After when Redis failed some items. */
+function batchResponse(
+  c: Context,
+  model: ModelVersion,
+  arm: ArmLabel | undefined,
+  results: ItemResult[],
+): Response {
   c.header("Cache-Control", "no-store");
+  if (results.some((r) => r.status === 503)) c.header("Retry-After", "1");
   return c.json(batchReply(model, arm, results));
 }
 
