@@ -96,6 +96,14 @@ function asNumber(raw: unknown): number | undefined {
   return undefined;
 }
 
+/**
+ * The key's value for every category outside the vocabulary (when flagged, not refused).
+ * The model sees them all alike (index 0), so they share one key: one cache entry and one
+ * inference instead of one per string a client makes up. Never a vocabulary entry
+ * (manifest.ts); it encodes back to the unknown slot, so keys still decode to their rows.
+ */
+export const UNKNOWN_CATEGORY = "*";
+
 function encodeFeature(
   feature: Feature,
   raw: unknown,
@@ -122,7 +130,7 @@ function encodeFeature(
           `${name} "${value.slice(0, 64)}" is not one of the ${feature.vocabulary.length} known values`,
         );
       }
-      return { ok: true, value, tensor: 0, ood: true };
+      return { ok: true, value: UNKNOWN_CATEGORY, tensor: 0, ood: true };
     }
     case "integer": {
       let value: number | undefined;

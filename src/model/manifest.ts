@@ -30,7 +30,15 @@ const categorical = z.object({
   type: z.literal("categorical"),
   description: z.optional(z.string()),
   /** Known categories; category i is encoded as index i + 1, index 0 is the unknown slot. */
-  vocabulary: z.array(z.string().check(z.minLength(1), z.maxLength(256))).check(z.minLength(1)),
+  vocabulary: z
+    .array(
+      z.string().check(
+        z.minLength(1),
+        z.maxLength(256),
+        z.refine((v) => v !== "*", "* is the key of unknown categories, not a category"),
+      ),
+    )
+    .check(z.minLength(1)),
   normalize,
   unknown: z._default(unknownPolicy, "reject"),
   default: z.optional(z.string()),

@@ -122,6 +122,19 @@ describe("lookup", () => {
     expect(r.status).toBe(200);
     expect(r.body.outOfDistribution).toBe(true);
     expect(r.body.outOfDistributionFields).toEqual(["origin"]);
+    // Another unknown airport is the same input to the model: same key, no new inference.
+    const before = runtime.stats.rows;
+    const other = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=QQZ&destination=LAX&hour=9&dayOfWeek=2&wait=5000`,
+    );
+    expect(other.body).toMatchObject({
+      key: r.body.key,
+      source: "memory",
+      outOfDistribution: true,
+    });
+    expect(other.body.prediction).toEqual(r.body.prediction);
+    expect(JSON.parse(r.body.key)[0]).toBe("*");
+    expect(runtime.stats.rows - before).toBe(0);
   });
 
   it("carries a strong ETag and Cache-Control on hits and answers If-None-Match with 304", async () => {

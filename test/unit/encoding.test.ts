@@ -113,7 +113,10 @@ describe("shared encoding", () => {
     expect(value.outOfDistribution).toEqual(["airport", "bags"]);
     expect(value.row[0]).toBe(0); // the unknown slot
     expect(value.row[3]).toBe(5); // clamped into the trained range
-    expect(value.key).toBe('["ZZZ","economy",3,12,1,""]'); // the key keeps what was asked
+    // Every unknown category shares one key (the model sees them alike); a number keeps
+    // what was asked.
+    expect(value.key).toBe('["*","economy",3,12,1,""]');
+    expect(mustEncode({ airport: "qqq", hour: 3, bags: 12, distance: 1 }).key).toBe(value.key);
   });
 
   const badInputs: [string, Record<string, unknown>, string[]][] = [
