@@ -9,6 +9,7 @@ export type ErrorCode =
   | "forbidden"
   | "model_not_found"
   | "not_found"
+  | "method_not_allowed"
   | "conflict"
   | "payload_too_large"
   | "unsupported_media_type"
@@ -21,7 +22,7 @@ export type ErrorCode =
 
 export function statusOf(
   code: ErrorCode,
-): 400 | 401 | 403 | 404 | 409 | 413 | 415 | 416 | 422 | 429 | 500 | 503 {
+): 400 | 401 | 403 | 404 | 405 | 409 | 413 | 415 | 416 | 422 | 429 | 500 | 503 {
   switch (code) {
     case "bad_request":
       return 400;
@@ -34,6 +35,8 @@ export function statusOf(
     case "model_not_found":
     case "not_found":
       return 404;
+    case "method_not_allowed":
+      return 405;
     case "conflict":
       return 409;
     case "payload_too_large":

@@ -2,6 +2,7 @@
 import { Hono } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
 import { requireApiKey } from "./access.ts";
+import { allowedMethods } from "./allowed-methods.ts";
 import { type CorsOptions, cors } from "./cors.ts";
 import type { ApiDeps } from "./deps.ts";
 import { type EdgeHook, withEdge } from "./edge.ts";
@@ -53,9 +54,18 @@ export function createApp(deps: ApiDeps): Hono {
   const app = new Hono({ router: new RegExpRouter() });
   const edge: EdgeHook[] = [requestLog(deps.log)];
   app.onError(handleError(deps.log));
-  app.notFound((c) =>
-    c.json(errorBody("not_found", `no route ${c.req.method} ${c.req.path.slice(0, 200)}`), 404),
-  );
+  const allowed = allowedMethods(app);
+  app.notFound((c) => {
+    const methods = allowed(c.req.path);
+    c.header("Cache-Control", "no-store");
+    if (methods.length === 0)
+      return c.json(errorBody("not_found", `no route ${c.req.path.slice(0, 200)}`), 404);
+    c.header("Allow", methods.join(", "));
+    return c.json(
+      errorBody("method_not_allowed", `${c.req.method} is not allowed here`, { allow: methods }),
+      405,
+    );
+  });
   const origins = deps.settings.corsOrigins;
   if (origins.length > 0) {
     edge.push(cors(readRoutesCors(origins, deps.settings.clientIdHeader)));

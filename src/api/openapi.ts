@@ -38,6 +38,7 @@ const ERROR_CODES = Object.keys({
   forbidden: 0,
   model_not_found: 0,
   not_found: 0,
+  method_not_allowed: 0,
   conflict: 0,
   payload_too_large: 0,
   unsupported_media_type: 0,

@@ -533,6 +533,19 @@ describe("errors", () => {
     expect(twice.body.error.details.repeated).toEqual(["wait", "version"]);
   });
 
+  it("answers a method a path has no route for with 405 and Allow, an unknown path with 404", async () => {
+    const predict = await getJson(`${t.url}/v1/models/flight-delay/predict`, { method: "PUT" });
+    expect(predict.status).toBe(405);
+    expect(predict.body.error.code).toBe("method_not_allowed");
+    expect(predict.headers.get("allow")).toBe("GET, HEAD, POST");
+    const job = await getJson(`${t.url}/v1/jobs/x`, { method: "DELETE" });
+    expect(job.status).toBe(405);
+    expect(job.headers.get("allow")).toBe("GET, HEAD");
+    const nowhere = await getJson(`${t.url}/v1/nowhere`, { method: "PUT" });
+    expect(nowhere.status).toBe(404);
+    expect(nowhere.body.error.code).toBe("not_found");
+  });
+
   it("answers too many batch items and too large a body with 413", async () => {
     const many = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
       inputs: Array.from({ length: 51 }, () => input()),

@@ -226,13 +226,14 @@ describe("lookup tables", () => {
       expect(allowed.headers.get("access-control-allow-origin")).toBe("http://app.example");
       expect(allowed.headers.get("access-control-max-age")).toBe("600");
       expect(allowed.headers.get("x-request-id")).toBe("pre-1");
-      // Outside /v1/models, and OPTIONS without a preflight's header: no CORS, no route.
+      // Outside /v1/models, and OPTIONS without a preflight's header: no CORS, no such method.
       const health = await fetch(`${named.url}/healthz`, {
         headers: { origin: "http://app.example" },
       });
       expect(health.headers.get("access-control-allow-origin")).toBeNull();
       const bare = await fetch(path, { method: "OPTIONS" });
-      expect(bare.status).toBe(404);
+      expect(bare.status).toBe(405);
+      expect(bare.headers.get("allow")).toBe("GET, HEAD");
     } finally {
       await named.close();
     }
