@@ -18,6 +18,19 @@ const RESERVED_PARAMETERS = new Set<string>(RESERVED_NAMES);
 /** Longest URL remembered (characters); longer ones are parsed per request. */
 const URL_MAX = 1024;
 
+function decodable(url: string): boolean {
+  const start = url.indexOf("?");
+  if (start === -1 || !url.includes("%", start)) return true;
+  for (const part of url.slice(start + 1).split("&")) {
+    try {
+      decodeURIComponent(part);
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
 export class LookupQuery {
   /** The raw features: one string per parameter, or all of a repeated one. */
   readonly features: Record<string, string | string[]> = {};
@@ -25,6 +38,11 @@ export class LookupQuery {
   readonly wait: string | undefined;
   /** Reserved parameters (version, wait) given more than once: which one is meant is unclear. */
   readonly repeated: string[] = [];
+  /**
+   * Some part of the query is not valid percent-encoding (a lone %, or bytes that are not
+   * UTF-8, as %ff): Hono keeps such a part as written, which would make it a value.
+   */
+  readonly malformed: boolean;
   private readonly encodings = new WeakMap<ModelVersion, EncodeOutcome>();
 
   constructor(c: Context) {
@@ -35,6 +53,7 @@ export class LookupQuery {
     }
     this.version = c.req.query("version");
     this.wait = c.req.query("wait");
+    this.malformed = !decodable(c.req.url);
   }
 
   /** The features encoded for `model` (made once per version). */

@@ -28,6 +28,7 @@ export type InputIssueCode =
   | "out_of_range"
   | "unknown_category"
   | "too_long"
+  | "control_character"
   | "empty";
 
 export interface InputIssue {
@@ -67,6 +68,15 @@ type FeatureOutcome =
 
 function fail(field: string, code: InputIssueCode, message: string): FeatureOutcome {
   return { ok: false, issue: { field, code, message } };
+}
+
+/** C0 and C1 controls: never part of a category or a text a person means (a NUL, a newline). */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+function controlled(name: string, value: string): FeatureOutcome | undefined {
+  return CONTROL.test(value)
+    ? fail(name, "control_character", `${name} must not contain control characters`)
+    : undefined;
 }
 
 /** Any character NFC could change (ASCII text is always in NFC: the common case skips it). */
@@ -121,6 +131,8 @@ function encodeFeature(
       if (value === "") return fail(name, "empty", `${name} must not be empty`);
       if (value.length > 256)
         return fail(name, "too_long", `${name} is longer than 256 characters`);
+      const control = controlled(name, value);
+      if (control) return control;
       const index = categoryIndex?.get(value);
       if (index !== undefined) return { ok: true, value, tensor: index, ood: false };
       if (feature.unknown === "reject") {
@@ -164,6 +176,8 @@ function encodeFeature(
       if (value.length > feature.maxLength) {
         return fail(name, "too_long", `${name} is longer than ${feature.maxLength} characters`);
       }
+      const control = controlled(name, value);
+      if (control) return control;
       return { ok: true, value, tensor: 1 + (fnv1a32(value) % feature.hashBuckets), ood: false };
     }
   }

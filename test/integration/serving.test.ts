@@ -531,6 +531,19 @@ describe("errors", () => {
     );
     expect(twice.status).toBe(400);
     expect(twice.body.error.details.repeated).toEqual(["wait", "version"]);
+    // Not percent-encoding, or not UTF-8: refused, not taken as written.
+    const q = query({ ...input(), origin: "SFO" }).replace("SFO", "%");
+    for (const bad of [q, q.replace("%", "%ff"), q.replace("%", "S%2")]) {
+      const r = await getJson(`${t.url}/v1/models/flight-delay/predict?${bad}`);
+      expect(r.status, bad).toBe(400);
+      expect(r.body.error.message).toMatch(/percent-encoding/);
+    }
+    // A control character is no airport, known or not.
+    const nul = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?${query({ ...input(), origin: "SF\u0000O" })}`,
+    );
+    expect(nul.status).toBe(422);
+    expect(nul.body.error.details.issues[0].code).toBe("control_character");
   });
 
   it("answers a method a path has no route for with 405 and Allow, an unknown path with 404", async () => {

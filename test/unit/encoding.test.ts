@@ -127,6 +127,16 @@ describe("shared encoding", () => {
       ["hours:unknown_field"],
     ],
     [
+      "a control character in a category (even one flagged when unknown)",
+      { airport: "SF\u0000O", hour: 1, bags: 1, distance: 2 },
+      ["airport:control_character"],
+    ],
+    [
+      "a control character in a text",
+      { airport: "SFO", hour: 1, bags: 1, distance: 2, note: "a\nb" },
+      ["note:control_character"],
+    ],
+    [
       "a rejected category",
       { airport: "SFO", cabin: "first", hour: 1, bags: 1, distance: 2 },
       ["cabin:unknown_category"],

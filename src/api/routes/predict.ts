@@ -151,6 +151,8 @@ function predictOne(
   queries: LookupQueries,
 ): Response | Promise<Response> {
   const query = queries.of(c);
+  if (query.malformed)
+    throw new PredcacheError("bad_request", "the query string has malformed percent-encoding");
   if (query.repeated.length > 0)
     throw new PredcacheError("bad_request", `${query.repeated.join(" and ")} may be given once`, {
       repeated: query.repeated,
