@@ -71,10 +71,16 @@ function fail(field: string, code: InputIssueCode, message: string): FeatureOutc
 }
 
 /** C0 and C1 controls: never part of a category or a text a person means (a NUL, a newline). */
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+function hasControl(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) return true;
+  }
+  return false;
+}
 
 function controlled(name: string, value: string): FeatureOutcome | undefined {
-  return CONTROL.test(value)
+  return hasControl(value)
     ? fail(name, "control_character", `${name} must not contain control characters`)
     : undefined;
 }
