@@ -81,25 +81,32 @@ export function notModified(c: Context, etag: string): boolean {
 /** The validators and cache lifetime of an answer, as a plain record (see ./headers.ts). */
 export function hitHeaders(
   etag: string,
-  maxAgeSeconds: number,
+  maxAge: MaxAge,
   contentType?: string,
 ): Record<string, string> {
   const headers: Record<string, string> = {
     ETag: etag,
-    "Cache-Control": cacheControl(maxAgeSeconds),
+    "Cache-Control": cacheControl(maxAge),
   };
   if (contentType) headers["Content-Type"] = contentType;
   return headers;
 }
 
+/**
+ * How long caches may keep an answer: seconds (short: the URL stays the same across a
+ * promote, the answer does not), or "immutable" for an answer of a version asked by name.
+ */
+export type MaxAge = number | "immutable";
+
+const IMMUTABLE = "public, max-age=31536000, immutable";
 let cachedMaxAge = -1;
 let cachedCacheControl = "";
 
-/** Short max-age: the URL stays the same across a promote, the answer does not. */
-function cacheControl(maxAgeSeconds: number): string {
-  if (maxAgeSeconds !== cachedMaxAge) {
-    cachedMaxAge = maxAgeSeconds;
-    cachedCacheControl = `public, max-age=${maxAgeSeconds}`;
+function cacheControl(maxAge: MaxAge): string {
+  if (maxAge === "immutable") return IMMUTABLE;
+  if (maxAge !== cachedMaxAge) {
+    cachedMaxAge = maxAge;
+    cachedCacheControl = `public, max-age=${maxAge}`;
   }
   return cachedCacheControl;
 }

@@ -144,6 +144,13 @@ describe("lookup", () => {
     const etag = hit.headers.get("etag");
     expect(etag).toMatch(/^"[0-9a-f]{12}-[0-9a-f]+-[0-9a-f]+"$/);
     expect(hit.headers.get("cache-control")).toMatch(/max-age=\d+/);
+    expect(hit.headers.get("cache-control")).not.toMatch(/immutable/);
+    // A version asked by name never changes its answer: caches may keep it for good.
+    const pinned = await fetch(
+      `${t.url}/v1/models/flight-delay/predict?${q}&version=${model.version}`,
+    );
+    expect(pinned.headers.get("etag")).toBe(etag);
+    expect(pinned.headers.get("cache-control")).toBe("public, max-age=31536000, immutable");
     const conditional = await fetch(`${t.url}/v1/models/flight-delay/predict?${q}`, {
       headers: { "if-none-match": etag as string },
     });

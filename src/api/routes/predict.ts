@@ -23,6 +23,7 @@ import {
   type ArmLabel,
   hitHeaders,
   ifNoneMatch,
+  type MaxAge,
   notModified,
   predictionEtag,
   predictionReply,
@@ -164,19 +165,29 @@ function predictOne(
   const encoded = query.encode(model);
   if (!encoded.ok) throw invalid(encoded.issues);
   const { key, outOfDistribution } = encoded.value;
-  const etag = predictionEtag(model, key, arm);
+  const validators: Validators = {
+    etag: predictionEtag(model, key, arm),
+    // Asked of a version by name, the answer never changes; else it follows the active one.
+    maxAge: query.version === undefined ? deps.settings.hitMaxAgeSeconds : "immutable",
+  };
   // A tag the client holds is this version's answer for this key: no lookup needed. "*"
   // asks whether an answer exists: only a hit (answerHit) can say so.
-  if (ifNoneMatch(c, etag) === "tag") return notModifiedReply(c, deps, etag);
+  if (ifNoneMatch(c, validators.etag) === "tag") return notModifiedReply(c, validators);
   annotate(c, { model: model.name, version: model.version });
   const started = performance.now();
   const local = deps.tiers.withoutRedis(model, key);
-  if (local) return answerHit(c, deps, routed, key, local, outOfDistribution, etag, started);
-  return answerMiss(c, deps, routed, encoded.value, etag, wait, started);
+  if (local) return answerHit(c, deps, routed, key, local, outOfDistribution, validators, started);
+  return answerMiss(c, deps, routed, encoded.value, validators, wait, started);
 }
 
-function notModifiedReply(c: Context, deps: ApiDeps, etag: string): Response {
-  return plainResponse(c, 304, null, hitHeaders(etag, deps.settings.hitMaxAgeSeconds));
+/** An answer's ETag and how long caches may keep it. */
+interface Validators {
+  etag: string;
+  maxAge: MaxAge;
+}
+
+function notModifiedReply(c: Context, { etag, maxAge }: Validators): Response {
+  return plainResponse(c, 304, null, hitHeaders(etag, maxAge));
 }
 
 function answerHit(
@@ -186,11 +197,11 @@ function answerHit(
   key: string,
   hit: Hit,
   outOfDistribution: readonly string[],
-  etag: string,
+  validators: Validators,
   started: number,
 ): Response {
   const { model } = routed;
-  if (notModified(c, etag)) return notModifiedReply(c, deps, etag);
+  if (notModified(c, validators.etag)) return notModifiedReply(c, validators);
   deps.traffic.recordHit(model, key);
   deps.audit?.consider(model, key, hit);
   annotate(c, { source: hit.source });
@@ -205,7 +216,7 @@ function answerHit(
     c,
     200,
     text,
-    hitHeaders(etag, deps.settings.hitMaxAgeSeconds, "application/json"),
+    hitHeaders(validators.etag, validators.maxAge, "application/json"),
   );
 }
 
@@ -215,7 +226,7 @@ async function answerMiss(
   deps: ApiDeps,
   routed: Routed,
   encoded: EncodedInput,
-  etag: string,
+  validators: Validators,
   wait: number,
   started: number,
 ): Promise<Response> {
@@ -224,7 +235,7 @@ async function answerMiss(
   const { key, outOfDistribution } = encoded;
   try {
     const hit = await deps.tiers.fromRedis(model, key);
-    if (hit) return answerHit(c, deps, routed, key, hit, outOfDistribution, etag, started);
+    if (hit) return answerHit(c, deps, routed, key, hit, outOfDistribution, validators, started);
     deps.traffic.recordMiss(model, key);
     await takeMiss(c, deps);
     const live = await awaitLive(deps, model, key, wait);
@@ -244,7 +255,7 @@ async function answerMiss(
       c,
       200,
       JSON.stringify(predictionReply(model, key, "live", live.prediction, outOfDistribution, arm)),
-      hitHeaders(etag, deps.settings.hitMaxAgeSeconds, "application/json"),
+      hitHeaders(validators.etag, validators.maxAge, "application/json"),
     );
   } catch (error) {
     deps.stats.record(model, key, "failed", { seconds: secondsSince(started) });
