@@ -517,6 +517,14 @@ describe("errors", () => {
       "destination",
       "hour",
     ]);
+    // Thousands of made-up parameters: the features' issues all, unknown fields up to 20.
+    const junk = Array.from({ length: 1500 }, (_, i) => `x${i}=1`).join("&");
+    const flood = await getJson(`${t.url}/v1/models/flight-delay/predict?origin=SFO&${junk}`);
+    expect(flood.status).toBe(422);
+    const fields = flood.body.error.details.issues.map((i: { field: string }) => i.field);
+    expect(fields).toEqual(expect.arrayContaining(["destination", "hour", "dayOfWeek"]));
+    expect(fields).toHaveLength(23);
+    expect(flood.body.error.details.omittedUnknownFields).toBe(1480);
   });
 
   it("answers a repeated parameter with 422 and a bad wait with 400", async () => {

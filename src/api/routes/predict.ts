@@ -11,7 +11,7 @@ import { z } from "zod";
 import type { Hit, Source } from "../../cache/tiers.ts";
 import { PredcacheError } from "../../errors.ts";
 import type { Prediction } from "../../model/decoding.ts";
-import type { EncodedInput } from "../../model/encoding.ts";
+import type { EncodedInput, InputIssue } from "../../model/encoding.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
@@ -58,10 +58,30 @@ function parseWait(raw: unknown, deps: ApiDeps): number {
   return Math.min(Number(text), deps.settings.waitMaxMs);
 }
 
-function invalid(issues: unknown): PredcacheError {
-  return new PredcacheError("invalid_input", "the input does not match the model's schema", {
-    issues,
-  });
+/**
+ * Unknown fields listed per input at most (every issue of the model's own features is):
+ * a made-up query of thousands of parameters gets a short answer, not one 20× its size.
+ */
+const MAX_UNKNOWN_FIELDS = 20;
+
+function issuesDetail(issues: readonly InputIssue[]): {
+  issues: InputIssue[];
+  omittedUnknownFields?: number;
+} {
+  let unknown = 0;
+  const listed = issues.filter(
+    (i) => i.code !== "unknown_field" || ++unknown <= MAX_UNKNOWN_FIELDS,
+  );
+  const omitted = unknown - MAX_UNKNOWN_FIELDS;
+  return omitted > 0 ? { issues: listed, omittedUnknownFields: omitted } : { issues: listed };
+}
+
+function invalid(issues: readonly InputIssue[]): PredcacheError {
+  return new PredcacheError(
+    "invalid_input",
+    "the input does not match the model's schema",
+    issuesDetail(issues),
+  );
 }
 
 export type LiveOutcome = { done: true; prediction: Prediction } | { done: false; jobId: string };
@@ -349,9 +369,11 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
       ? { status: 0 }
       : {
           status: 422,
-          ...errorBody("invalid_input", "the input does not match the model's schema", {
-            issues: e.issues,
-          }),
+          ...errorBody(
+            "invalid_input",
+            "the input does not match the model's schema",
+            issuesDetail(e.issues),
+          ),
         },
   );
 
