@@ -10,7 +10,7 @@
 import { type Job, type Queue, UnrecoverableError, WaitingChildrenError, Worker } from "bullmq";
 import type { Keys } from "../src/cache/keys.ts";
 import type { PredictionStore } from "../src/cache/store.ts";
-import type { Logger } from "../src/log.ts";
+import { type Logger, repeatedErrors } from "../src/log.ts";
 import { switchActiveVersion } from "../src/model/active.ts";
 import type { Prediction } from "../src/model/decoding.ts";
 import { InferenceThread } from "../src/model/inference-thread.ts";
@@ -125,7 +125,7 @@ export class PrecomputeWorker {
       [RUN_QUEUE, this.runWorker],
       [CHUNK_QUEUE, this.chunkWorker],
     ] as const) {
-      worker.on("error", (error) => log.error({ err: error.message }, "precompute worker error"));
+      worker.on("error", repeatedErrors(log, "precompute worker error"));
       worker.on("completed", () => outcomes.inc({ queue, outcome: "completed" }));
       worker.on("failed", () => outcomes.inc({ queue, outcome: "failed" }));
     }

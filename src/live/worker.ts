@@ -6,7 +6,7 @@
  */
 import { type Job, UnrecoverableError, Worker } from "bullmq";
 import type { PredictionStore } from "../cache/store.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, repeatedErrors } from "../log.ts";
 import type { Prediction } from "../model/decoding.ts";
 import { InferenceThread } from "../model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
@@ -62,7 +62,7 @@ export class LiveWorker {
     this.worker.on("failed", (job, error) =>
       log.warn({ job: job?.id, err: error.message }, "live job failed"),
     );
-    this.worker.on("error", (error) => log.error({ err: error.message }, "live worker error"));
+    this.worker.on("error", repeatedErrors(log, "live worker error"));
     const outcomes = processMetrics().jobOutcomes;
     this.worker.on("completed", () => outcomes.inc({ queue: LIVE_QUEUE, outcome: "completed" }));
     this.worker.on("failed", () => outcomes.inc({ queue: LIVE_QUEUE, outcome: "failed" }));
