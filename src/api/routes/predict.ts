@@ -294,7 +294,7 @@ const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 /**
  * A batch body is JSON, sent as such: a form's or text/plain body (which a browser may
  * send cross-site without asking first) or an encoded one is refused, not guessed at.
- * No Content-Type at all is taken as JSON, as curl and most clients send it.
+ * No Content-Type at all is taken as JSON (some HTTP clients send none with a body).
  */
 function requireJsonBody(c: Context): void {
   const type = requestHeader(c, "content-type");
