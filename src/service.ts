@@ -59,15 +59,19 @@ export async function createService(
 ): Promise<Service> {
   const models = registry ?? (await loadRegistry(config));
   const redis = createRedis(redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
+  // Pollers and flushers on their own connection: ioredis runs one auto-pipeline at a time
+  // per connection, so a poll waiting out a frozen Redis would hold every request's
+  // command behind it (503s after twice the command timeout).
+  const background = createRedis(redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
   const subscriber = createRedis(redisUrl, { role: "subscriber" });
   const events = createRedis(redisUrl, { role: "blocking" });
   const closeConnections = async () => {
-    await Promise.allSettled([redis.quit(), subscriber.quit(), events.quit()]);
+    await Promise.allSettled([redis.quit(), background.quit(), subscriber.quit(), events.quit()]);
   };
   try {
-    await whenReady(redis);
+    await Promise.all([whenReady(redis), whenReady(background)]);
     const keys = new Keys(config.prefix);
-    const active = new ActiveVersions(redis, subscriber, keys, models);
+    const active = new ActiveVersions(background, subscriber, keys, models);
     await active.start();
     // Load each active model now, so the first request does not pay for it.
     for (const name of models.names()) {
@@ -96,13 +100,13 @@ export async function createService(
       config.auditRate > 0
         ? new CacheAudit(live, log, { rate: config.auditRate, maxInFlight: AUDIT_MAX_IN_FLIGHT })
         : undefined;
-    const traffic = new TrafficRecorder(redis, keys, {
+    const traffic = new TrafficRecorder(background, keys, {
       maxEntries: config.trafficMaxEntries,
       hitSampleRate: config.trafficHitSample,
     });
     const stats = new ServingStats();
-    const experimentStore = new ExperimentStore(redis, keys);
-    const tally = new ArmTally(redis, keys);
+    const experimentStore = new ExperimentStore(background, keys);
+    const tally = new ArmTally(background, keys);
     const running = new RunningExperiments(experimentStore, subscriber, keys, models);
     const experiments = {
       store: experimentStore,
