@@ -28,17 +28,64 @@ export interface HybridAnswer {
   /** "table": answered locally; "server:<source>": the server's tier; "cache": an earlier server answer. */
   source: string;
   key: string;
+  /** The model version that answered. */
+  version: string;
   outOfDistribution: boolean;
 }
 
+/** "none": the active version has no table yet; the client asks the server meanwhile. */
 export type RefreshOutcome = "unchanged" | "delta" | "full" | "none";
 
+/** The server is still computing the answer (it said 202): poll `jobUrl` or ask again later. */
+export class PendingAnswerError extends Error {
+  override readonly name = "PendingAnswerError";
+  constructor(readonly jobUrl: string | undefined) {
+    super("the server is still computing this answer");
+  }
+}
+
 interface TableListing {
+  activeVersion?: string | null;
   latest: { generation: string; checksum: string; encodingHash: string; url: string } | null;
+}
+
+/** Inputs the server reads as lookup options, not features: an app cannot pass them. */
+const RESERVED = new Set(["wait", "version"]);
+
+/**
+ * What can be checked of an input with no table (and so no schema) at hand: a value the
+ * query string cannot carry as the app means it (null, a list, an object, a boolean) is
+ * refused here, as the table's encoder would refuse it, rather than sent as its String().
+ */
+function untypedIssues(input: Readonly<Record<string, unknown>>): InputIssue[] {
+  const issues: InputIssue[] = [];
+  for (const [field, value] of Object.entries(input)) {
+    if (RESERVED.has(field))
+      issues.push({ field, code: "unknown_field", message: `${field} is not an input` });
+    else if (value === undefined || value === null)
+      issues.push({ field, code: "missing", message: `${field} is required` });
+    else if (!(typeof value === "string" || (typeof value === "number" && Number.isFinite(value))))
+      issues.push({ field, code: "wrong_type", message: `${field} must be a string or a number` });
+  }
+  return issues;
+}
+
+/** A reply's JSON, or a clear error when it is not JSON (a proxy's HTML error page, say). */
+async function replyJson<T>(response: Response, what: string): Promise<T> {
+  const text = await response.text();
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new Error(`${what}: HTTP ${response.status} with a body that is not JSON`);
+  }
 }
 
 export class HybridClient {
   private current: LookupTable | undefined;
+  /** The version the remembered server answers are of: a promote makes them stale. */
+  private answersVersion: string | undefined;
+  /** The refresh running, if any: refreshes run one at a time, in the order asked. */
+  private refreshing: Promise<unknown> = Promise.resolve();
   /** The listing's ETag when `current` was chosen from it: a 304 then means nothing changed. */
   private listingEtag: string | undefined;
   private readonly fallback: LRUCache<string, HybridAnswer>;
@@ -47,6 +94,8 @@ export class HybridClient {
   readonly requests = { predict: 0, table: 0, delta: 0, listing: 0 };
 
   constructor(private readonly options: HybridClientOptions) {
+    if (options.table && options.table.header.model !== options.model)
+      throw new Error(`the table is of model ${options.table.header.model}, not ${options.model}`);
     this.current = options.table;
     this.fallback = new LRUCache({ max: options.fallbackCacheSize ?? 1_000 });
     this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
@@ -71,7 +120,24 @@ export class HybridClient {
    *   await client.refresh();
    *   await client.predict({ origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 });
    */
-  async refresh(): Promise<RefreshOutcome> {
+  refresh(): Promise<RefreshOutcome> {
+    // One at a time: two overlapping downloads could otherwise install the older last.
+    const run = this.refreshing.then(
+      () => this.refreshNow(),
+      () => this.refreshNow(),
+    );
+    this.refreshing = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Forgets remembered server answers of any other version. */
+  private answersOf(version: string): void {
+    if (version === this.answersVersion) return;
+    this.fallback.clear();
+    this.answersVersion = version;
+  }
+
+  private async refreshNow(): Promise<RefreshOutcome> {
     this.requests.listing++;
     const conditional = this.current && this.listingEtag;
     const listing = await this.fetch(this.url(`/v1/models/${this.options.model}/tables`), {
@@ -80,8 +146,14 @@ export class HybridClient {
     if (listing.status === 304 && conditional) return "unchanged";
     if (!listing.ok) throw new Error(`listing tables failed: HTTP ${listing.status}`);
     const etag = listing.headers.get("etag") ?? undefined;
-    const { latest } = (await listing.json()) as TableListing;
-    if (!latest) return "none";
+    const { activeVersion, latest } = await replyJson<TableListing>(listing, "listing tables");
+    if (activeVersion) this.answersOf(activeVersion);
+    if (!latest) {
+      // The active version has no table yet: the held one answers for an older version.
+      this.current = undefined;
+      this.listingEtag = undefined;
+      return "none";
+    }
     const held = this.current;
     if (held?.checksum === latest.checksum) {
       this.listingEtag = etag;
@@ -128,12 +200,16 @@ export class HybridClient {
         prediction: local.prediction,
         source: "table",
         key: local.key,
+        version: (this.current as LookupTable).header.modelVersion,
         outOfDistribution: local.outOfDistribution.length > 0,
       };
     }
     if (local) {
       const remembered = this.fallback.get(local.key);
       if (remembered) return { ...remembered, source: "cache" };
+    } else {
+      const issues = untypedIssues(input);
+      if (issues.length > 0) throw new InvalidInputError(issues);
     }
     this.requests.predict++;
     const query = new URLSearchParams();
@@ -142,25 +218,31 @@ export class HybridClient {
     const response = await this.fetch(
       this.url(`/v1/models/${this.options.model}/predict?${query}`),
     );
-    const body = (await response.json()) as {
+    const body = await replyJson<{
       prediction?: Prediction;
       source?: string;
       key?: string;
+      version?: string;
       outOfDistribution?: boolean;
+      job?: { url?: string };
       error?: { code: string; message: string; details?: { issues?: InputIssue[] } };
-    };
+    }>(response, "asking the server");
     if (response.status === 422) throw new InvalidInputError(body.error?.details?.issues ?? []);
-    if (response.status !== 200 || !body.prediction || !body.key) {
+    if (response.status === 202) throw new PendingAnswerError(body.job?.url);
+    if (response.status !== 200 || !body.prediction || !body.key || !body.version) {
       throw new Error(
-        `the server did not answer (HTTP ${response.status}): ${body.error?.message ?? "pending"}`,
+        `the server did not answer (HTTP ${response.status}): ${body.error?.message ?? "no prediction"}`,
       );
     }
     const answer: HybridAnswer = {
       prediction: body.prediction,
       source: `server:${body.source}`,
       key: body.key,
+      version: body.version,
       outOfDistribution: body.outOfDistribution ?? false,
     };
+    // An answer of another version than those remembered: the server switched versions.
+    this.answersOf(body.version);
     this.fallback.set(body.key, answer);
     return answer;
   }

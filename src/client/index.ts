@@ -10,6 +10,7 @@ export {
   type HybridAnswer,
   HybridClient,
   type HybridClientOptions,
+  PendingAnswerError,
   type RefreshOutcome,
 } from "./hybrid-client.ts";
 export {

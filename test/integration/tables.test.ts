@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HybridClient } from "../../src/client/hybrid-client.ts";
-import { LookupTable } from "../../src/client/lookup-table.ts";
+import { HybridClient, PendingAnswerError } from "../../src/client/hybrid-client.ts";
+import { InvalidInputError, LookupTable } from "../../src/client/lookup-table.ts";
 import { type EmbeddedRedis, startRedisServer } from "../../src/redis/embedded.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import { applyDelta } from "../../src/table/delta.ts";
@@ -272,6 +272,102 @@ describe("lookup tables", () => {
     // Nothing new: the listing answers 304 to the client's If-None-Match, with no body.
     expect(await client.refresh()).toBe("unchanged");
     expect(statuses.at(-1)).toBe(304);
+  });
+
+  it("after a promote, forgets the older version's table and remembered server answers", async () => {
+    // A promote to a version with no table yet, as the client sees it: the listing names
+    // the new active version and no table, the server answers with that version.
+    let promoted = false;
+    const next = "aaaaaaaaaaaa";
+    const client = new HybridClient({
+      baseUrl: t.url,
+      model: "flight-delay",
+      fetch: async (input, init) => {
+        const url = String(input);
+        if (!promoted || !(url.includes("/predict?") || url.endsWith("/tables")))
+          return fetch(input, init);
+        const response = await fetch(input); // unconditional: the listing's body is changed
+        const body = await response.json();
+        const changed = url.endsWith("/tables")
+          ? { ...body, activeVersion: next, latest: null }
+          : { ...body, version: next };
+        return new Response(JSON.stringify(changed), { status: response.status });
+      },
+    });
+    expect(await client.refresh()).toBe("full");
+    const covered = rows[0] as Record<string, string>;
+    const uncovered = { origin: "ABQ", destination: "ORD", hour: 4, dayOfWeek: 2 };
+    expect((await client.predict(covered)).source).toBe("table");
+    expect((await client.predict(uncovered)).source).toMatch(/^server:/);
+    expect((await client.predict(uncovered)).source).toBe("cache");
+    promoted = true;
+    expect(await client.refresh()).toBe("none");
+    expect(client.table).toBeUndefined();
+    for (const input of [covered, uncovered]) {
+      const answer = await client.predict(input);
+      expect(answer.source).toMatch(/^server:/);
+      expect(answer.version).toBe(next);
+    }
+  });
+
+  it("runs overlapping refreshes one at a time, so an older download cannot land last", async () => {
+    const events: string[] = [];
+    const client = new HybridClient({
+      baseUrl: t.url,
+      model: "flight-delay",
+      fetch: async (input, init) => {
+        const url = String(input);
+        const kind = url.endsWith("/tables") ? "listing" : "table";
+        events.push(`${kind} asked`);
+        const response = await fetch(input, init);
+        if (response.status === 304) {
+          events.push(`${kind} done`);
+          return response;
+        }
+        const bytes = await response.arrayBuffer();
+        events.push(`${kind} done`);
+        return new Response(bytes, { status: response.status, headers: response.headers });
+      },
+    });
+    const outcomes = await Promise.all([client.refresh(), client.refresh()]);
+    expect(outcomes).toEqual(["full", "unchanged"]);
+    expect(events.slice(0, 5)).toEqual([
+      "listing asked",
+      "listing done",
+      "table asked",
+      "table done",
+      "listing asked",
+    ]);
+  });
+
+  it("without a table, refuses what a query string cannot carry; a 202 is a PendingAnswerError", async () => {
+    let calls = 0;
+    const client = new HybridClient({
+      baseUrl: t.url,
+      model: "flight-delay",
+      wait: 0,
+      fetch: (input, init) => {
+        calls++;
+        return fetch(input, init);
+      },
+    });
+    const base = { origin: "ABQ", destination: "ORD", hour: 5, dayOfWeek: 2 };
+    for (const bad of [
+      { ...base, origin: null },
+      { ...base, hour: true },
+      { ...base, version: "x" },
+    ])
+      await expect(client.predict(bad)).rejects.toBeInstanceOf(InvalidInputError);
+    expect(calls).toBe(0);
+    const pending = await client.predict({ ...base, hour: 6 }).catch((error: unknown) => error);
+    expect(pending).toBeInstanceOf(PendingAnswerError);
+    expect((pending as PendingAnswerError).jobUrl).toMatch(/^\/v1\/jobs\//);
+    const table = await LookupTable.open(
+      new Uint8Array(await (await fetch(`${t.url}${first.url}`)).arrayBuffer()),
+    );
+    expect(() => new HybridClient({ baseUrl: t.url, model: "other", table })).toThrow(
+      /of model flight-delay/,
+    );
   });
 
   it("refreshes through a delta that rebuilds the new generation exactly", async () => {
