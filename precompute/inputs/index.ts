@@ -1,4 +1,5 @@
 /** Opens a run's input source as a stream of raw inputs. */
+import { basename } from "node:path";
 import type { Keys } from "../../src/cache/keys.ts";
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import type { Redis } from "../../src/redis/connection.ts";
@@ -38,10 +39,14 @@ export function openSource(
   }
 }
 
+/**
+ * A run's inputs in a few words, for its record and the header of the table it publishes.
+ * The header is public: a seed file is named, not its place on the server's disk.
+ */
 export function describeSource(spec: SourceSpec): string {
   switch (spec.kind) {
     case "seed":
-      return `seed file ${spec.file}${spec.limit ? ` (first ${spec.limit})` : ""}`;
+      return `seed file ${basename(spec.file)}${spec.limit ? ` (first ${spec.limit})` : ""}`;
     case "grid":
       return `grid over ${Object.keys(spec.axes).join(", ")}`;
     case "inline":

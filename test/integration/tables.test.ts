@@ -78,6 +78,8 @@ describe("lookup tables", () => {
       encodingHash: expect.stringMatching(/^[0-9a-f]{16}$/),
       checksum: expect.stringMatching(/^[0-9a-f]{64}$/),
     });
+    // Public: the seed file is named, not where it lies on the server's disk.
+    expect(body.tables[0].source).toMatch(/: seed file [^/]+\.csv$/);
     expect(body.tables[0].bytes).toBeGreaterThan(300 * 8);
   });
 
