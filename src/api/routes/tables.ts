@@ -11,7 +11,7 @@ import { Readable } from "node:stream";
 import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
 import { processMetrics } from "../../observability/metrics.ts";
-import { computeDelta, DeltaUnavailableError } from "../../table/delta.ts";
+import { computeDelta, DeltaUnavailableError, deltaBlocker } from "../../table/delta.ts";
 import { parseTable } from "../../table/format.ts";
 import { isGeneration, type TableInfo } from "../../table/store.ts";
 import type { ApiDeps } from "../deps.ts";
@@ -161,19 +161,23 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
         { from: from.encodingHash, to: to.encodingHash },
       );
     }
-    const etag = `"${from.checksum.slice(0, 32)}-${to.checksum.slice(0, 32)}"`;
-    c.header("ETag", etag);
-    c.header("Cache-Control", IMMUTABLE);
-    if (notModified(c, etag)) return c.body(null, 304);
     const [a, b] = await Promise.all([
       deps.tables.read(model, from.generation),
       deps.tables.read(model, to.generation),
     ]);
+    const [fromView, toView] = [parseTable(a), parseTable(b)];
+    // Before any validator: a delta that cannot be built has no representation to match.
+    // E.g. a version 1 table on one side, or values packed on one side only.
+    const blocker = deltaBlocker(fromView, toView);
+    if (blocker) throw new PredcacheError("conflict", `${blocker}: download the full table`);
+    const etag = `"${from.checksum.slice(0, 32)}-${to.checksum.slice(0, 32)}"`;
+    c.header("ETag", etag);
+    c.header("Cache-Control", IMMUTABLE);
+    if (notModified(c, etag)) return c.body(null, 304);
     let delta: Uint8Array;
     try {
-      delta = computeDelta(parseTable(a), parseTable(b));
+      delta = computeDelta(fromView, toView);
     } catch (error) {
-      // E.g. a version 1 table on one side, or values packed on one side only.
       if (!(error instanceof DeltaUnavailableError)) throw error;
       throw new PredcacheError("conflict", `${error.message}: download the full table`);
     }
