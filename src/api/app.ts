@@ -45,6 +45,8 @@ export function readRoutesCors(origins: string[], clientIdHeader = "x-client-id"
       "Location",
       "Retry-After",
       "X-Request-Id",
+      "X-Predcache-Generation",
+      "Accept-Ranges",
     ],
     maxAgeSeconds: 600,
   };

@@ -53,7 +53,8 @@ function parseRange(
   size: number,
 ): { start: number; end: number } | "unsatisfiable" | undefined {
   if (!header) return undefined;
-  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  // The unit is case-insensitive (RFC 9110 §14.1).
+  const match = /^bytes=(\d*)-(\d*)$/i.exec(header.trim());
   if (!match || (match[1] === "" && match[2] === "")) return undefined; // not one range we serve: ignore it, as the RFC allows
   let start: number;
   let end: number;
