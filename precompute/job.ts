@@ -165,11 +165,20 @@ export class Precompute {
     }
   }
 
-  /** Stops a run: no further chunk starts; the one in flight stops at its next batch. */
+  /**
+   * Stops a run: no further chunk starts; the one in flight stops at its next batch. A run
+   * already publishing its table (finishing) is past cancelling: 409.
+   */
   async cancel(runId: string): Promise<RunStatus> {
     const status = await this.runs.get(runId);
     if (!status) throw new PredcacheError("not_found", `no run ${runId}`);
-    await this.runs.transition(runId, "cancelled", { error: "cancelled" });
+    const outcome = await this.runs.transition(runId, "cancelled", { error: "cancelled" });
+    if (outcome === "finishing")
+      throw new PredcacheError(
+        "conflict",
+        `run ${runId} is publishing its table: too late to cancel (roll back or promote after it ends)`,
+        { state: "finishing" },
+      );
     const job = await this.runQueue.getJob(runId);
     if (job) {
       await job.removeUnprocessedChildren().catch(() => {});

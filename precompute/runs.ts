@@ -10,6 +10,7 @@ import type { Redis } from "../src/redis/connection.ts";
 import type { SourceSpec } from "./spec.ts";
 
 const chunkDoneLua = readFileSync(new URL("./commands/chunk-done-2.lua", import.meta.url), "utf8");
+const transitionLua = readFileSync(new URL("./commands/transition.lua", import.meta.url), "utf8");
 const packr = new Packr({ useRecords: false });
 
 declare module "ioredis" {
@@ -137,16 +138,25 @@ export class RunStore {
     await this.redis.hset(this.keys.runMeta(id), fields);
   }
 
-  /** Sets the state unless the run already ended (a late chunk must not revive a cancelled run). */
+  /**
+   * Sets the state unless the run already ended (a late chunk must not revive a cancelled
+   * run), in one step: a cancel and the worker's move to finishing cannot both win. A run
+   * that is publishing its table is not cancelled ("finishing").
+   */
   async transition(
     id: string,
     state: RunState,
     fields: Record<string, string | number> = {},
-  ): Promise<void> {
-    const current = await this.redis.hget(this.keys.runMeta(id), "state");
-    if (current === "completed" || current === "failed" || current === "cancelled") return;
+  ): Promise<"applied" | "ended" | "finishing"> {
     const ended = state === "completed" || state === "failed" || state === "cancelled";
-    await this.set(id, { ...fields, state, ...(ended ? { finishedAt: Date.now() } : {}) });
+    const pairs = Object.entries({ ...fields, ...(ended ? { finishedAt: Date.now() } : {}) });
+    return (await this.redis.eval(
+      transitionLua,
+      1,
+      this.keys.runMeta(id),
+      state,
+      ...pairs.flatMap(([name, value]) => [name, String(value)]),
+    )) as "applied" | "ended" | "finishing";
   }
 
   /** Ends a run as failed; the first reason recorded is the one kept (the root cause). */

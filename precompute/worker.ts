@@ -227,8 +227,8 @@ export class PrecomputeWorker {
 
   private async finish(run: RunJob, target: ModelVersion): Promise<unknown> {
     // A cancel can land between the last chunk and here: a cancelled run publishes nothing.
-    if (await this.ended(run.runId)) return { ended: true };
-    await this.runs.transition(run.runId, "finishing");
+    // Past this step it cannot be cancelled, so a table it builds is never a cancelled one.
+    if ((await this.runs.transition(run.runId, "finishing")) !== "applied") return { ended: true };
     const meta: Record<string, string | number> = { lastRun: run.runId, lastRunAt: Date.now() };
     if (this.tables) {
       const table = await this.buildRunTable(run, target);

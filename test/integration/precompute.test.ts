@@ -8,6 +8,7 @@ import { Keys } from "../../src/cache/keys.ts";
 import { PredictionStore } from "../../src/cache/store.ts";
 import { topObserved } from "../../src/cache/traffic.ts";
 import { loadConfig } from "../../src/config.ts";
+import { PredcacheError } from "../../src/errors.ts";
 import { queuePrefix } from "../../src/live/jobs.ts";
 import { createLogger } from "../../src/log.ts";
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
@@ -352,6 +353,30 @@ describe("precompute run", () => {
       console.log(`cancel: stopped after ${later?.chunks.done} of 145 chunks`);
     } finally {
       await p.close();
+    }
+  });
+
+  it("refuses to cancel a run that is publishing its table (409), which then publishes", async () => {
+    // No worker: the run waits in the queue while the test moves it to finishing, as the
+    // worker does once every chunk is in; a cancel racing that move cannot also win.
+    const prefix = uniquePrefix("finishing");
+    const keys = new Keys(prefix);
+    const precompute = new Precompute(redis, keys, registry, { queuePrefix: queuePrefix(prefix) });
+    try {
+      const { runId } = await precompute.enqueue({
+        model: "flight-delay",
+        source: {
+          kind: "grid",
+          axes: { origin: ["SFO"], destination: ["LAX"], hour: [7], dayOfWeek: [1] },
+        },
+      });
+      await redis.hset(keys.runMeta(runId), "state", "finishing");
+      const refused = await precompute.cancel(runId).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(PredcacheError);
+      expect((refused as PredcacheError).status).toBe(409);
+      expect((await precompute.status(runId))?.state).toBe("finishing");
+    } finally {
+      await precompute.close();
     }
   });
 
