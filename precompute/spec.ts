@@ -9,30 +9,30 @@ const gridAxis = z.union([
   /** Every known value (categorical vocabulary, or the whole integer range). */
   z.literal("all"),
   z.array(z.union([z.string(), z.number()])).min(1),
-  z.object({ min: z.number(), max: z.number(), step: z.number().positive().default(1) }),
+  z.strictObject({ min: z.number(), max: z.number(), step: z.number().positive().default(1) }),
 ]);
 
 export const sourceSchema = z.discriminatedUnion("kind", [
-  z.object({
+  z.strictObject({
     kind: z.literal("seed"),
     /** CSV (header row) or JSON lines; an optional `frequency` column is not a feature. */
     file: z.string().min(1),
     /** Take only the first N rows (the file is ordered by frequency when it has one). */
     limit: z.number().int().positive().optional(),
   }),
-  z.object({
+  z.strictObject({
     kind: z.literal("grid"),
     /** Axis per feature; features left out take their default. */
     axes: z.record(z.string(), gridAxis),
     /** Refuse grids larger than this (the cross product grows fast). */
     maxSize: z.number().int().positive().default(1_000_000),
   }),
-  z.object({
+  z.strictObject({
     kind: z.literal("inline"),
     /** Inputs sent with the request (the admin API and CLI upload a local file this way). */
     inputs: z.array(z.record(z.string(), z.unknown())).min(1).max(100_000),
   }),
-  z.object({
+  z.strictObject({
     kind: z.literal("traffic"),
     top: z.number().int().positive().max(10_000_000),
     /** Whose traffic: the model's inputs as encoded by this encoding (default: the target's). */
@@ -42,7 +42,8 @@ export const sourceSchema = z.discriminatedUnion("kind", [
 export type SourceSpec = z.infer<typeof sourceSchema>;
 export type SourceSpecInput = z.input<typeof sourceSchema>;
 
-export const runRequestSchema = z.object({
+/** Strict: a misspelt field (promte, limt) is refused, not dropped, as it changes the run. */
+export const runRequestSchema = z.strictObject({
   model: z.string().min(1),
   /** Target model version (default: the active one). */
   version: z

@@ -209,6 +209,17 @@ describe("admin API runs and versions", () => {
         400,
       ],
       ["/admin/v1/models/flight-delay/precompute", { source: { kind: "magic" } }, 400],
+      // A misspelt field would change the run: refused, not dropped.
+      [
+        "/admin/v1/models/flight-delay/precompute",
+        { source: { kind: "inline", inputs }, promte: true },
+        400,
+      ],
+      [
+        "/admin/v1/models/flight-delay/precompute",
+        { source: { kind: "seed", file: "seeds/inputs/flight-delay-common.csv", limt: 10 } },
+        400,
+      ],
       [
         "/admin/v1/models/flight-delay/precompute",
         { source: { kind: "traffic", top: 5 }, version: "ffffffffffff" },
