@@ -115,6 +115,10 @@ export class Precompute {
     };
     await this.runQueue.add("run", job, {
       jobId: runId,
+      // Planning and finishing talk to Redis throughout: a timeout or a failover in one
+      // of them is retried (both steps can run again) before the run counts as failed.
+      attempts: 3,
+      backoff: { type: "exponential", delay: 1_000 },
       removeOnComplete: { age: 7 * 86_400 },
       removeOnFail: { age: 7 * 86_400 },
     });

@@ -159,10 +159,13 @@ export class RunStore {
     )) as "applied" | "ended" | "finishing";
   }
 
-  /** Ends a run as failed; the first reason recorded is the one kept (the root cause). */
-  async fail(id: string, reason: string): Promise<void> {
+  /**
+   * Ends a run as failed; the first reason recorded is the one kept (the root cause).
+   * True when this call ended it (false: it had ended already).
+   */
+  async fail(id: string, reason: string): Promise<boolean> {
     await this.redis.hsetnx(this.keys.runMeta(id), "error", reason);
-    await this.transition(id, "failed");
+    return (await this.transition(id, "failed")) === "applied";
   }
 
   async state(id: string): Promise<RunState | undefined> {

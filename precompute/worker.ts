@@ -74,6 +74,11 @@ class Gate {
   }
 }
 
+/** A job's failure that will not be retried. */
+function isFinalAttempt(job: Job, error: Error): boolean {
+  return error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
+}
+
 export class PrecomputeWorker {
   readonly runWorker: Worker<RunJob>;
   readonly chunkWorker: Worker<ChunkJob>;
@@ -118,7 +123,7 @@ export class PrecomputeWorker {
     });
     this.chunkWorker.on("failed", (job, error) => void this.onChunkFailed(job, error));
     this.runWorker.on("failed", (job, error) => {
-      if (job) void this.runs.fail(job.data.runId, error.message).catch(() => {});
+      if (job && isFinalAttempt(job, error)) void this.failRun(job.data.runId, error.message);
     });
     const outcomes = processMetrics().jobOutcomes;
     for (const [queue, worker] of [
@@ -414,11 +419,14 @@ export class PrecomputeWorker {
     return { written, skipped };
   }
 
+  /** Ends a run as failed, logged once (by whichever process ended it) at error level. */
+  private async failRun(runId: string, reason: string): Promise<void> {
+    const ended = await this.runs.fail(runId, reason).catch(() => false);
+    if (ended) this.log.error({ run: runId, err: reason }, "precompute run failed");
+  }
+
   private async onChunkFailed(job: Job<ChunkJob> | undefined, error: Error): Promise<void> {
-    if (!job) return;
-    const final =
-      error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
-    if (!final) return;
+    if (!job || !isFinalAttempt(job, error)) return;
     const reason = error.message.startsWith(`chunk ${job.data.index},`)
       ? error.message
       : `chunk ${job.data.index} failed: ${error.message}`;
@@ -426,7 +434,7 @@ export class PrecomputeWorker {
       { run: job.data.runId, chunk: job.data.index, err: error.message },
       "precompute chunk failed",
     );
-    await this.runs.fail(job.data.runId, reason).catch(() => {});
+    await this.failRun(job.data.runId, reason);
   }
 
   async close(): Promise<void> {

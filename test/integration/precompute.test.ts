@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
+import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { gridInputs } from "../../precompute/inputs/grid.ts";
 import { Precompute } from "../../precompute/job.ts";
@@ -34,7 +35,11 @@ let model: ModelVersion;
 let redis: Redis;
 
 /** A precompute setup (control + in-process worker) on its own key prefix. */
-async function setup(label: string, env: Record<string, string> = {}) {
+async function setup(
+  label: string,
+  env: Record<string, string> = {},
+  log = createLogger("silent"),
+) {
   const prefix = env.PREDCACHE_PREFIX ?? uniquePrefix(label);
   const config = loadConfig({
     PREDCACHE_PREFIX: prefix,
@@ -49,7 +54,7 @@ async function setup(label: string, env: Record<string, string> = {}) {
   const worker: PrecomputeWorkerProcess = await createPrecomputeWorker(
     config,
     redisUrl,
-    createLogger("silent"),
+    log,
     registry,
   );
   return {
@@ -380,8 +385,15 @@ describe("precompute run", () => {
     }
   });
 
-  it("fails the run on a bad input, says which, and leaves the active version untouched", async () => {
-    const p = await setup("badrow");
+  it("fails the run on a bad input, says which, logs it, and leaves the active version untouched", async () => {
+    const lines: { level: number; msg: string; run?: string }[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(JSON.parse(String(chunk)));
+        done();
+      },
+    });
+    const p = await setup("badrow", {}, createLogger("info", "test", sink));
     try {
       const rows = await seedRows(300);
       rows[250] = { ...rows[250], hour: "99" } as Record<string, string>;
@@ -397,6 +409,13 @@ describe("precompute run", () => {
       expect(done.state).toBe("failed");
       expect(done.error).toMatch(/chunk 2, input 50: hour must be between 0 and 23/);
       expect(await redis.get(p.keys.active("flight-delay"))).toBe(before);
+      // One error line for the run, for an operator alerting on errors.
+      await eventually(async () =>
+        lines.some((l) => l.msg === "precompute run failed") ? true : undefined,
+      );
+      const failed = lines.filter((l) => l.msg === "precompute run failed");
+      expect(failed).toHaveLength(1);
+      expect(failed[0]).toMatchObject({ level: 50, run: runId });
     } finally {
       await p.close();
     }
@@ -486,7 +505,8 @@ describe("precompute run", () => {
         const status = await precompute.status(runId);
         seen.add(active);
         if (active === v2 && !doneWhenSwitched && status) doneWhenSwitched = status.chunks;
-        if (status?.state === "completed" || status?.state === "failed") break;
+        // Completed after v2 was read as still inactive: one more look sees it switched.
+        if ((status?.state === "completed" && active === v2) || status?.state === "failed") break;
         await new Promise((r) => setTimeout(r, 5));
       }
       const done = await precompute.waitUntilDone(runId, 1_000);
