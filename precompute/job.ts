@@ -13,7 +13,8 @@ import type { ModelRegistry } from "../src/model/registry.ts";
 import type { Redis } from "../src/redis/connection.ts";
 import { producerQueue } from "../src/redis/queue.ts";
 import { planGrid } from "./inputs/grid.ts";
-import { describeSource } from "./inputs/index.ts";
+import { describeSource, type RawInput } from "./inputs/index.ts";
+import { checkInputs, describeInvalid, type InputCheck } from "./inputs/validate.ts";
 import { type RunStatus, RunStore } from "./runs.ts";
 import {
   CHUNK_QUEUE,
@@ -27,6 +28,32 @@ import {
 export interface PrecomputeOptions {
   /** BullMQ prefix (with its cluster hash tag). */
   queuePrefix: string;
+}
+
+function refuseInvalid(check: InputCheck): void {
+  if (check.total === 0)
+    throw new PredcacheError("bad_request", "the source has no inputs (an empty grid axis?)");
+  if (check.invalid > 0)
+    throw new PredcacheError("invalid_input", describeInvalid(check), {
+      invalid: check.invalid,
+      total: check.total,
+      rows: check.rows,
+    });
+}
+
+/**
+ * A grid's inputs that between them hold every value of every axis: the first input,
+ * then each other axis value swapped into it. Each value is checked once, not the whole
+ * cross product (up to a million inputs) in the API process.
+ */
+function* gridProbes(grid: ReturnType<typeof planGrid>): Generator<RawInput> {
+  if (grid.size === 0) return;
+  const first: RawInput = Object.fromEntries(
+    grid.names.map((name, i) => [name, grid.axes[i]?.[0]]),
+  );
+  yield first;
+  for (const [i, name] of grid.names.entries())
+    for (const value of (grid.axes[i] ?? []).slice(1)) yield { ...first, [name]: value };
 }
 
 export class Precompute {
@@ -76,12 +103,17 @@ export class Precompute {
         `model "${spec.model}" has no version "${version}"`,
       );
     if (spec.source.kind === "grid") {
+      let grid: ReturnType<typeof planGrid>;
       try {
-        planGrid(target.manifest.encoding.features, spec.source);
+        grid = planGrid(target.manifest.encoding.features, spec.source);
       } catch (error) {
         throw new PredcacheError("bad_request", (error as Error).message);
       }
+      refuseInvalid(await checkInputs(target.encoder, gridProbes(grid)));
     }
+    // Uploaded inputs are at hand: checked now, so a bad file is refused, not started.
+    if (spec.source.kind === "inline")
+      refuseInvalid(await checkInputs(target.encoder, spec.source.inputs));
     if (spec.source.kind === "seed") {
       const found = await stat(spec.source.file).then(
         (s) => s.isFile(),

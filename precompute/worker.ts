@@ -21,7 +21,8 @@ import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
 import { parseTable } from "../src/table/format.ts";
 import type { TableInfo, TableStore } from "../src/table/store.ts";
-import { describeSource, openSource, type RawInput } from "./inputs/index.ts";
+import { describeSource, openSource, type RawInput, type SourceContext } from "./inputs/index.ts";
+import { checkInputs, describeInvalid, type InputCheck } from "./inputs/validate.ts";
 import { RunStore } from "./runs.ts";
 import {
   CHUNK_QUEUE,
@@ -184,7 +185,12 @@ export class PrecomputeWorker {
   /** Streams the input sources into chunk jobs (ids derived from the run, so re-planning after a crash adds nothing twice). */
   private async plan(job: Job<RunJob>, run: RunJob, target: ModelVersion): Promise<number> {
     const sources: (AsyncIterable<RawInput> | Iterable<RawInput>)[] = [];
-    const context = { redis: this.redis, keys: this.keys, registry: this.registry, target };
+    const context: SourceContext = {
+      redis: this.redis,
+      keys: this.keys,
+      registry: this.registry,
+      target,
+    };
     if (run.warm)
       sources.push(
         openSource(
@@ -192,6 +198,7 @@ export class PrecomputeWorker {
           context,
         ),
       );
+    if (run.source.kind === "seed") await this.checkSeed(run, context);
     sources.push(openSource(run.source, context));
     let index = 0;
     let buffer: RawInput[] = [];
@@ -224,6 +231,22 @@ export class PrecomputeWorker {
     }
     if (buffer.length > 0) await emit();
     return index;
+  }
+
+  /**
+   * A seed file is read once through before any chunk is queued: one that cannot be
+   * parsed, holds nothing or has bad rows fails the run at once, with every bad row
+   * counted, and nothing is written. Not retried: the file will say the same again.
+   */
+  private async checkSeed(run: RunJob, context: SourceContext): Promise<void> {
+    let check: InputCheck;
+    try {
+      check = await checkInputs(context.target.encoder, openSource(run.source, context));
+    } catch (error) {
+      throw new UnrecoverableError(`the seed file cannot be read: ${(error as Error).message}`);
+    }
+    if (check.total === 0) throw new UnrecoverableError("the seed file has no inputs");
+    if (check.invalid > 0) throw new UnrecoverableError(describeInvalid(check));
   }
 
   private async ended(runId: string): Promise<boolean> {

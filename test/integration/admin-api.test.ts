@@ -209,6 +209,32 @@ describe("admin API runs and versions", () => {
         400,
       ],
       ["/admin/v1/models/flight-delay/precompute", { source: { kind: "magic" } }, 400],
+      // Inputs that can never be computed: refused with the run, not failed after it.
+      [
+        "/admin/v1/models/flight-delay/precompute",
+        { source: { kind: "inline", inputs: [...inputs, { origin: "SFO", hour: 99 }] } },
+        422,
+      ],
+      [
+        "/admin/v1/models/flight-delay/precompute",
+        { source: { kind: "grid", axes: { hour: [1] } } },
+        422,
+      ],
+      [
+        "/admin/v1/models/flight-delay/precompute",
+        {
+          source: {
+            kind: "grid",
+            axes: {
+              origin: ["SFO"],
+              destination: ["LAX"],
+              dayOfWeek: [1],
+              hour: { min: 5, max: 1 },
+            },
+          },
+        },
+        400,
+      ],
       // A misspelt field would change the run: refused, not dropped.
       [
         "/admin/v1/models/flight-delay/precompute",

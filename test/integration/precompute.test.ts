@@ -397,6 +397,7 @@ describe("precompute run", () => {
     try {
       const rows = await seedRows(300);
       rows[250] = { ...rows[250], hour: "99" } as Record<string, string>;
+      rows[7] = { ...rows[7], destination: "" } as Record<string, string>;
       const file = await writeSeedCsv(rows);
       const before = await redis.get(p.keys.active("flight-delay"));
       const { runId } = await p.precompute.enqueue({
@@ -406,8 +407,13 @@ describe("precompute run", () => {
         promote: true,
       });
       const done = await p.precompute.waitUntilDone(runId, 60_000);
+      // Refused whole before any chunk: every bad row counted, each named by its row.
       expect(done.state).toBe("failed");
-      expect(done.error).toMatch(/chunk 2, input 50: hour must be between 0 and 23/);
+      expect(done.error).toBe(
+        "2 of 300 inputs are invalid: row 8: destination must not be empty; row 251: hour must be between 0 and 23",
+      );
+      expect(done.written).toBe(0);
+      expect(done.chunks.total ?? 0).toBe(0);
       expect(await redis.get(p.keys.active("flight-delay"))).toBe(before);
       // One error line for the run, for an operator alerting on errors.
       await eventually(async () =>
