@@ -81,13 +81,19 @@ async function sourceOf(text: string, options: { top?: string; limit?: string })
     );
     if (!local) return { kind: "seed", file: rest, ...(limit ? { limit } : {}) }; // a file on the server
     const inputs: unknown[] = [];
-    for await (const row of seedInputs(rest, limit)) {
-      inputs.push(row);
-      if (inputs.length > INLINE_MAX)
-        throw new CliError(
-          `${rest} has more than ${INLINE_MAX} rows: put it in the server's seeds folder and name that path`,
-          2,
-        );
+    try {
+      for await (const row of seedInputs(rest, limit)) {
+        inputs.push(row);
+        if (inputs.length > INLINE_MAX)
+          throw new CliError(
+            `${rest} has more than ${INLINE_MAX} rows: put it in the server's seeds folder and name that path`,
+            2,
+          );
+      }
+    } catch (error) {
+      if (error instanceof CliError) throw error;
+      // A file that cannot be parsed is a bad source (2), not a failed run (1).
+      throw new CliError(`${rest} cannot be read: ${(error as Error).message}`, 2);
     }
     if (inputs.length === 0) throw new CliError(`${rest} has no rows`, 2);
     return { kind: "inline", inputs };

@@ -1,5 +1,6 @@
 /** `npx predcache` as an operator runs it: a subprocess against a real server. */
 import { execFile } from "node:child_process";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { num } from "../../precompute/experiment-view.ts";
@@ -176,6 +177,17 @@ describe("npx predcache", () => {
     expect((await cli(["precompute", "flight-delay"])).code).toBe(2); // --source missing
     expect((await cli(["bogus"])).code).toBe(2);
     expect((await cli(["precompute", "flight-delay", "--source", "grid:{nope"])).code).toBe(2);
+    // A local file that cannot be parsed, or with bad rows: refused, named, nothing started.
+    const ragged = join(dataDir, "ragged.csv");
+    await writeFile(ragged, "origin,destination,hour,dayOfWeek\nSFO,LAX,7,1\nSFO,LAX,7\n");
+    const unparsable = await cli(["precompute", "flight-delay", "--source", `seed:${ragged}`]);
+    expect(unparsable.code).toBe(2);
+    expect(unparsable.err).toContain("ragged.csv cannot be read");
+    const bad = join(dataDir, "bad.csv");
+    await writeFile(bad, "origin,destination,hour,dayOfWeek\nSFO,LAX,7,1\nSFO,LAX,99,1\n");
+    const invalid = await cli(["precompute", "flight-delay", "--source", `seed:${bad}`]);
+    expect(invalid.code).toBe(2);
+    expect(invalid.err).toMatch(/1 of 2 inputs are invalid: row 2: hour must be between 0 and 23/);
   });
 
   it("downloads the newest table and verifies it; shows stats, tables and the audit log", async () => {
