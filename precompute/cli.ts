@@ -509,11 +509,15 @@ try {
   if (error instanceof CommanderError) {
     // Help and version print and exit 0; everything else commander rejects is usage.
     process.exitCode = error.exitCode === 0 ? 0 : 2;
-  } else if (error instanceof CliError) {
-    process.stderr.write(`predcache: ${error.message}\n`);
-    process.exitCode = error.exitCode;
   } else {
-    process.stderr.write(`predcache: ${(error as Error).message}\n`);
-    process.exitCode = 1;
+    const exitCode = error instanceof CliError ? error.exitCode : 1;
+    const message = (error as Error).message;
+    // With --json, errors are JSON too, so a script reads every outcome the same way.
+    process.stderr.write(
+      process.argv.includes("--json")
+        ? `${JSON.stringify({ error: { message, exitCode } })}\n`
+        : `predcache: ${message}\n`,
+    );
+    process.exitCode = exitCode;
   }
 }

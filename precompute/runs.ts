@@ -44,7 +44,7 @@ export interface RunStatus {
   finishedAt: number | null;
   /** Rows per second since the run started. */
   rate: number;
-  /** Seconds left at the current rate (null until the chunk count is known). */
+  /** Seconds left at the current rate (null until the chunk count is known, and once ended). */
   etaSeconds: number | null;
   error: string | null;
   /** The table generation the run published. */
@@ -104,8 +104,11 @@ export class RunStore {
     const rate = elapsed > 0 ? rows / elapsed : 0;
     const total = meta.chunksTotal === undefined ? null : Number(meta.chunksTotal);
     const rowsPerChunk = done > 0 ? rows / done : 0;
+    // An ended run has nothing left to wait for, whatever its counts say.
     const etaSeconds =
-      total === null || rate === 0 ? null : Math.max(0, ((total - done) * rowsPerChunk) / rate);
+      total === null || rate === 0 || finishedAt !== null
+        ? null
+        : Math.max(0, ((total - done) * rowsPerChunk) / rate);
     return {
       id,
       model: meta.model,

@@ -172,6 +172,11 @@ describe("npx predcache", () => {
     const unknown = await cli(["versions", "nope"]);
     expect(unknown.code).toBe(2);
     expect(unknown.err).toMatch(/no model named "nope"/);
+    const asJson = await cli(["versions", "nope", "--json"]);
+    expect(asJson.code).toBe(2);
+    expect(JSON.parse(asJson.err)).toEqual({
+      error: { message: expect.stringMatching(/no model named "nope"/), exitCode: 2 },
+    });
     const run = await cli(["precompute", "nope", "--source", "traffic", "--top", "5"]);
     expect(run.code).toBe(2);
     expect((await cli(["precompute", "flight-delay"])).code).toBe(2); // --source missing

@@ -346,6 +346,7 @@ describe("precompute run", () => {
       await new Promise((r) => setTimeout(r, 1_000));
       const later = await p.precompute.status(runId);
       expect(later?.state).toBe("cancelled");
+      expect(later?.etaSeconds).toBeNull();
       expect(later?.chunks.done).toBe(settled?.chunks.done);
       expect(later?.chunks.done).toBeLessThan(145);
       const queued = await p.precompute.chunkQueue.getJobCounts(
