@@ -364,10 +364,14 @@ program
       for (const [name, m] of Object.entries(s.models)) {
         const hit = m.hitRatio as { overall: number | null } | null;
         const cov = m.coverage as { ratio: number | null; window: number };
+        // Counts cover every version this process answered with since it started.
         lines.push(
-          `${name}@${m.activeVersion}: ${m.lookups} lookups, hit ratio ${hit?.overall === null || !hit ? "-" : `${(hit.overall * 100).toFixed(1)}%`}, misses ${m.misses}, table coverage ${cov.ratio === null ? "-" : `${(cov.ratio * 100).toFixed(1)}% of ${cov.window}`}`,
+          `${name} (active ${m.activeVersion}): ${m.lookups} lookups, hit ratio ${hit?.overall === null || !hit ? "-" : `${(hit.overall * 100).toFixed(1)}%`}, misses ${m.misses}, table coverage ${cov.ratio === null ? "-" : `${(cov.ratio * 100).toFixed(1)}% of ${cov.window}`}`,
         );
-        lines.push(`  by source ${JSON.stringify(m.bySource)}`);
+        if (m.bySource) lines.push(`  by source ${JSON.stringify(m.bySource)}`);
+        const versions = Object.entries(m.byVersion as Record<string, number>);
+        if (versions.length > 1 || (versions.length === 1 && versions[0]?.[0] !== m.activeVersion))
+          lines.push(`  by version ${versions.map(([v, n]) => `${v} ${n}`).join(", ")}`);
         const top = m.topMissed as { key: string; count: number }[];
         if (top.length)
           lines.push(`  top missed ${top.map((t) => `${t.key}×${t.count}`).join(" ")}`);

@@ -42,6 +42,7 @@ export async function collectStats(deps: Deps) {
       activeVersion: version ?? null,
       lookups,
       bySource: s ?? null,
+      byVersion: counts?.byVersion ?? {},
       hitRatio: s
         ? {
             memory: ratio(s.memory),

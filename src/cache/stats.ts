@@ -13,6 +13,8 @@ export type Outcome = "memory" | "table" | "redis" | "live" | "pending" | "faile
 export interface ModelCounts {
   lookups: number;
   bySource: Record<Outcome, number>;
+  /** Lookups by the model version that answered (a promote splits them). */
+  byVersion: Record<string, number>;
 }
 
 /** Recent lookups kept per model for coverage. */
@@ -60,11 +62,13 @@ export class ServingStats {
       counts = {
         lookups: 0,
         bySource: { memory: 0, table: 0, redis: 0, live: 0, pending: 0, failed: 0 },
+        byVersion: {},
       };
       this.counts.set(model.name, counts);
     }
     counts.lookups++;
     counts.bySource[outcome]++;
+    counts.byVersion[model.version] = (counts.byVersion[model.version] ?? 0) + 1;
     let recent = this.recent.get(model.name);
     if (!recent) {
       recent = new Recent();

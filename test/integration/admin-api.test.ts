@@ -377,6 +377,9 @@ describe("admin API runs and versions", () => {
     expect(status).toBe(200);
     const m = body.models["flight-delay"];
     expect(m.lookups).toBeGreaterThanOrEqual(4);
+    // Counted by the version that answered: they add up to the lookups.
+    const byVersion = Object.values(m.byVersion as Record<string, number>);
+    expect(byVersion.reduce((a, b) => a + b, 0)).toBe(m.lookups);
     expect(m.misses).toBeGreaterThanOrEqual(1);
     expect(m.coverage.window).toBeGreaterThanOrEqual(4);
     expect(m.coverage.covered).toBeGreaterThanOrEqual(3);
