@@ -177,8 +177,14 @@ export class PrecomputeWorker {
       await this.runs.set(run.runId, { chunksTotal: chunks });
       await this.runs.transition(run.runId, "running");
       await job.updateData({ ...run, step: "finish" });
-      if (token && (await job.moveToWaitingChildren(token))) throw new WaitingChildrenError();
     }
+    // Every chunk first, also when this is a retry of the finish step or the step ran
+    // again after a crash between the two lines above.
+    if (token && (await job.moveToWaitingChildren(token))) throw new WaitingChildrenError();
+    const status = await this.runs.get(run.runId);
+    const { done, total } = status?.chunks ?? { done: 0, total: null };
+    if (total === null || done < total)
+      throw new Error(`run ${run.runId}: ${done} of ${total ?? "?"} chunks done, not finishing`);
     return this.finish(run, target);
   }
 
@@ -258,23 +264,28 @@ export class PrecomputeWorker {
     // Past this step it cannot be cancelled, so a table it builds is never a cancelled one.
     if ((await this.runs.transition(run.runId, "finishing")) !== "applied") return { ended: true };
     const meta: Record<string, string | number> = { lastRun: run.runId, lastRunAt: Date.now() };
+    // A retried finish reuses what an earlier attempt recorded: one table, one promotion.
+    const [built, promotedFrom] = await this.redis.hmget(
+      this.keys.runMeta(run.runId),
+      "table",
+      "promotedFrom",
+    );
     if (this.tables) {
-      const table = await this.buildRunTable(run, target);
-      await this.runs.set(run.runId, { table: table.generation });
-      meta.table = table.generation;
+      const generation = built ?? (await this.buildRunTable(run, target)).generation;
+      if (!built) await this.runs.set(run.runId, { table: generation });
+      meta.table = generation;
     }
     await this.redis.hset(this.keys.versionMeta(target.name, target.version), meta);
     if (this.tables) await this.redis.publish(this.keys.tablesChannel(), target.name);
     // Last, and only here: every chunk succeeded and the table is published.
-    let previous: string | undefined;
+    let previous = promotedFrom ?? null;
     if (await this.ended(run.runId)) return { ended: true };
-    if (run.promote)
-      previous = await switchActiveVersion(this.redis, this.keys, target.name, target.version);
-    await this.runs.transition(
-      run.runId,
-      "completed",
-      run.promote ? { promotedFrom: previous ?? "" } : {},
-    );
+    if (run.promote && previous === null) {
+      previous =
+        (await switchActiveVersion(this.redis, this.keys, target.name, target.version)) ?? "";
+      await this.runs.set(run.runId, { promotedFrom: previous });
+    }
+    await this.runs.transition(run.runId, "completed");
     this.log.info(
       { run: run.runId, model: target.name, version: target.version, promoted: run.promote },
       "precompute run completed",
