@@ -26,6 +26,8 @@ export function resolveVersion(
   wanted: string | undefined,
 ): ModelVersion {
   const name = c.req.param("model") ?? "";
+  // "?version=" with nothing is no version: not the active one, not the newest loaded.
+  if (wanted === "") throw new PredcacheError("bad_request", "version must not be empty");
   const versions = deps.registry.versions(name);
   if (versions.length === 0) {
     throw new PredcacheError("model_not_found", `no model named "${name.slice(0, 64)}"`, {
