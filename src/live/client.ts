@@ -360,7 +360,7 @@ export class LiveClient {
       for (const [holder, group] of elsewhere) {
         processMetrics().coalesced.inc({ model: model.name }, group.length);
         this.watch(holder, group);
-        void this.follow(holder, model, group);
+        void this.follow(holder, model);
       }
       for (const item of items) item.queued.resolve();
     } catch (error) {
@@ -468,20 +468,28 @@ export class LiveClient {
     return ttlLeftMs < 0 ? Number.POSITIVE_INFINITY : this.claimTtlMs() - ttlLeftMs;
   }
 
+  /** Batches of other processes being looked for (one loop each, whatever waits on it). */
+  private readonly following = new Set<string>();
+
   /**
-   * Waits on another batch for `group`. One that finished before this process watched it
-   * sends no event, so it is settled from the queue. One not queued yet is looked for
-   * again; once its claims are gone or too old to be queued still, this process computes
-   * the keys itself.
+   * Waits on another batch for the keys watched under it. One that finished before this
+   * process watched it sends no event, so it is settled from the queue. One not queued yet
+   * is looked for again; once its claims are gone or too old to be queued still, this
+   * process computes the keys itself.
    */
-  private async follow(holder: string, model: ModelVersion, group: readonly Gathered[]) {
+  private async follow(holder: string, model: ModelVersion) {
+    if (this.following.has(holder)) return;
+    this.following.add(holder);
     try {
       for (let look = 0; ; look++) {
         const job: Job<LiveJob, LiveResult> | undefined = await this.queue.getJob(holder);
         if (job) return await this.settleIfFinished(holder, job);
-        const waiting = group.filter((item) => this.watchedBy.get(item.keyId) === holder);
+        const waiting = [...(this.watching.get(holder) ?? [])].map(([keyId, key]) => ({
+          keyId,
+          key,
+        }));
         if (waiting.length === 0) return;
-        const first = waiting[0] as Gathered;
+        const first = waiting[0] as { keyId: string; key: string };
         const claimed = await holderOf(this.commands, claimKey(this.options.prefix, first.keyId));
         if (claimed?.holder !== holder || this.claimAgeMs(claimed.ttlLeftMs) >= UNQUEUED_CLAIM_MS)
           return await this.takeOver(holder, model, waiting);
@@ -489,6 +497,8 @@ export class LiveClient {
       }
     } catch {
       // Redis away: the waits time out by themselves.
+    } finally {
+      this.following.delete(holder);
     }
   }
 
@@ -502,7 +512,11 @@ export class LiveClient {
    * `holder` was never queued: its claims on `items` are released (those it still holds)
    * and the keys gathered again, into a batch of this process or behind a newer claim.
    */
-  private async takeOver(holder: string, model: ModelVersion, items: readonly Gathered[]) {
+  private async takeOver(
+    holder: string,
+    model: ModelVersion,
+    items: readonly { keyId: string; key: string }[],
+  ) {
     const keys = this.watching.get(holder);
     for (const item of items) {
       keys?.delete(item.keyId);
