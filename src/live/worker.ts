@@ -8,6 +8,7 @@ import { type Job, UnrecoverableError, Worker } from "bullmq";
 import type { PredictionStore } from "../cache/store.ts";
 import { type Logger, repeatedErrors } from "../log.ts";
 import type { Prediction } from "../model/decoding.ts";
+import { UNKNOWN_CATEGORY } from "../model/encoding.ts";
 import { InferenceThread } from "../model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
@@ -39,6 +40,20 @@ interface Row {
   row: number[];
   /** False for audit jobs. */
   store: boolean;
+}
+
+/**
+ * A key an API process from before unknown categories were keyed as "*" sends during a
+ * rolling deploy: the unknown value as asked. Its row is the canonical key's (the unknown
+ * slot), so it is computed, and answered under the key it was asked by.
+ */
+function keyedByOlderApi(key: string, canonical: string): boolean {
+  const asked = JSON.parse(key) as unknown[];
+  const values = JSON.parse(canonical) as unknown[];
+  return (
+    asked.length === values.length &&
+    values.every((v, i) => v === asked[i] || v === UNKNOWN_CATEGORY)
+  );
 }
 
 export class LiveWorker {
@@ -91,7 +106,7 @@ export class LiveWorker {
         throw new UnrecoverableError((error as Error).message);
       }
       const encoded = model.encoder.encode(input);
-      if (!encoded.ok || encoded.value.key !== key)
+      if (!encoded.ok || !(encoded.value.key === key || keyedByOlderApi(key, encoded.value.key)))
         throw new UnrecoverableError(`key is not canonical for ${modelName}@${version}`);
       return { key, row: encoded.value.row, store: name.data === "predict" };
     });

@@ -135,6 +135,19 @@ describe("lookup", () => {
     expect(other.body.prediction).toEqual(r.body.prediction);
     expect(JSON.parse(r.body.key)[0]).toBe("*");
     expect(runtime.stats.rows - before).toBe(0);
+    // A rolling deploy: an older API process still keys the unknown value as asked. The
+    // worker computes it (same row) and answers under that key.
+    const older = '["QQY","LAX",9,2]';
+    const jobId = batchJobId(model.name, model.version);
+    await t.service.live.queue.add(
+      "predict",
+      { model: model.name, version: model.version, keys: [older] },
+      { jobId, removeOnComplete: { age: 60 } },
+    );
+    const done = await eventually(
+      async () => (await t.service.live.queue.getJob(jobId))?.returnvalue ?? undefined,
+    );
+    expect(done[older]).toEqual(r.body.prediction);
   });
 
   it("carries a strong ETag and Cache-Control on hits and answers If-None-Match with 304", async () => {
@@ -546,6 +559,10 @@ describe("errors", () => {
     );
     expect(twice.status).toBe(400);
     expect(twice.body.error.details.repeated).toEqual(["wait", "version"]);
+    const empty = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?${query(input())}&version=`,
+    );
+    expect(empty.status).toBe(400);
     // Not percent-encoding, or not UTF-8: refused, not taken as written.
     const q = query({ ...input(), origin: "SFO" }).replace("SFO", "%");
     for (const bad of [q, q.replace("%", "%ff"), q.replace("%", "S%2")]) {
