@@ -102,7 +102,9 @@ describe("Redis outage", () => {
         expect(r.status).toBe(503);
       }
       console.log(`Redis frozen: 3 misses answered 503 in ${took.join(", ")} ms (timeout 500)`);
-      for (const ms of took) expect(ms).toBeLessThan(900);
+      // Held behind a poll, a miss took twice the timeout (1,000 ms); event-loop lag on a
+      // loaded machine is allowed for.
+      for (const ms of took) expect(ms).toBeLessThan(950);
       // Admin routes need Redis too: 503 with Retry-After, not 500; a change says it may apply.
       const versions = await getJson(`${t.url}/admin/v1/models/flight-delay/versions`, admin);
       expect(versions.status).toBe(503);
