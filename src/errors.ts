@@ -72,3 +72,17 @@ export class PredcacheError extends Error {
     return statusOf(this.code);
   }
 }
+
+/**
+ * Redis did not answer a command a reply needs: 503, retry in a second. `doing` says what
+ * could not be done; a PredcacheError passes through as it is.
+ */
+export function redisUnavailable(error: unknown, doing = "retry shortly"): PredcacheError {
+  if (error instanceof PredcacheError) return error;
+  return new PredcacheError(
+    "redis_unavailable",
+    `Redis is unavailable (${(error as Error).message}); ${doing}`,
+    undefined,
+    1,
+  );
+}

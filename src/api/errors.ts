@@ -1,7 +1,7 @@
 /** The one place errors become HTTP replies: `{ error: { code, message, details?, requestId? } }`. */
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { type ErrorCode, PredcacheError, statusOf } from "../errors.ts";
+import { type ErrorCode, PredcacheError, redisUnavailable, statusOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { isRedisOutage } from "../redis/outage.ts";
 
@@ -36,15 +36,9 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
  * once Redis answers, so the reply says to check before retrying one.
  */
 function unavailable(method: string, error: Error): PredcacheError {
-  const change = SAFE_METHODS.has(method)
-    ? ""
-    : "; the change may or may not have been applied: check before retrying";
-  return new PredcacheError(
-    "redis_unavailable",
-    `Redis is unavailable (${error.message})${change}`,
-    undefined,
-    1,
-  );
+  return SAFE_METHODS.has(method)
+    ? redisUnavailable(error)
+    : redisUnavailable(error, "the change may or may not have been applied: check before retrying");
 }
 
 export function handleError(log: Logger) {

@@ -4,7 +4,7 @@
  * becomes `redis_unavailable`; L1 hits never touch Redis, so they keep working in an
  * outage.
  */
-import { PredcacheError } from "../errors.ts";
+import { redisUnavailable } from "../errors.ts";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { MemoryCache } from "./memory.ts";
@@ -16,16 +16,6 @@ export type Source = "memory" | "table" | "redis" | "live";
 export interface Hit {
   prediction: Prediction;
   source: Source;
-}
-
-function unavailable(error: unknown): PredcacheError {
-  if (error instanceof PredcacheError) return error;
-  return new PredcacheError(
-    "redis_unavailable",
-    `Redis is unavailable (${(error as Error).message}); retry shortly`,
-    undefined,
-    1,
-  );
 }
 
 export class Tiers {
@@ -67,7 +57,7 @@ export class Tiers {
     try {
       prediction = await read;
     } catch (error) {
-      throw unavailable(error);
+      throw redisUnavailable(error);
     }
     if (!prediction) return undefined;
     this.memory.set(id, prediction);
@@ -86,7 +76,7 @@ export class Tiers {
         missing.map((i) => keys[i] as string),
       );
     } catch (error) {
-      throw unavailable(error);
+      throw redisUnavailable(error);
     }
     missing.forEach((index, j) => {
       const prediction = found[j];

@@ -7,7 +7,7 @@
  * batch. Within this process, concurrent identical misses share one wait.
  */
 import { type Job, type Queue, QueueEvents } from "bullmq";
-import { PredcacheError } from "../errors.ts";
+import { PredcacheError, redisUnavailable } from "../errors.ts";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
@@ -575,12 +575,5 @@ export class LiveClient {
   }
 }
 
-function unavailable(error: unknown): PredcacheError {
-  if (error instanceof PredcacheError) return error;
-  return new PredcacheError(
-    "redis_unavailable",
-    `cannot queue the live inference: ${(error as Error).message}`,
-    undefined,
-    1,
-  );
-}
+const unavailable = (error: unknown) =>
+  redisUnavailable(error, "cannot queue the live inference: retry shortly");

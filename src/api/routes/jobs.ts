@@ -1,6 +1,6 @@
 /** GET /v1/jobs/:id — poll a live inference that did not finish within a request's wait. */
 import type { Hono } from "hono";
-import { PredcacheError } from "../../errors.ts";
+import { PredcacheError, redisUnavailable } from "../../errors.ts";
 import { parseLiveJobId } from "../../live/jobs.ts";
 import type { ApiDeps } from "../deps.ts";
 import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
@@ -20,12 +20,7 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
     try {
       poll = await deps.live.poll(id);
     } catch (error) {
-      throw new PredcacheError(
-        "redis_unavailable",
-        `Redis is unavailable (${(error as Error).message}); retry shortly`,
-        undefined,
-        1,
-      );
+      throw redisUnavailable(error);
     }
     if (!poll) throw notFound;
     const { key } = poll;
