@@ -127,6 +127,19 @@ export async function createService(
       metrics.watchQueue("live", live.queue),
       metrics.watchQueue("precompute", precompute.runQueue),
       metrics.watchQueue("precompute-chunks", precompute.chunkQueue),
+      metrics.watchServing({
+        activeVersions: () => active.entries(),
+        memory: () => ({ entries: tiers.memory.size, bytes: tiers.memory.bytes }),
+        *residentTables() {
+          for (const [model, table] of resident.heldTables())
+            yield {
+              model,
+              version: table.header.modelVersion,
+              rows: table.size,
+              bytes: table.bytes.byteLength,
+            };
+        },
+      }),
     ];
     const accessOptions = {
       keys: config.apiKeys,

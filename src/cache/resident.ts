@@ -59,6 +59,11 @@ export class ResidentTables {
     return this.held.get(model);
   }
 
+  /** Every table held, by model. */
+  heldTables(): IterableIterator<[model: string, table: LookupTable]> {
+    return this.held.entries();
+  }
+
   /** Loads the active version's newest table if it is not the one held; one load at a time per model. */
   refresh(model: string): Promise<void> {
     const running = this.loading.get(model);

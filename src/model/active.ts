@@ -46,6 +46,11 @@ export class ActiveVersions {
     return this.cache.get(model);
   }
 
+  /** Every model's cached active version. */
+  entries(): IterableIterator<[model: string, version: string]> {
+    return this.cache.entries();
+  }
+
   onChange(listener: (model: string, version: string) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);

@@ -40,9 +40,20 @@ const QUEUE_STATES = [
 export const SHADOW_OUTCOMES = ["agreed", "disagreed", "dropped", "failed"] as const;
 export type ShadowOutcome = (typeof SHADOW_OUTCOMES)[number];
 
+/** What an API process serves right now, read at scrape time (./metrics.ts watchServing). */
+export interface ServingState {
+  /** Each model's active version as this process sees it. */
+  activeVersions(): Iterable<readonly [model: string, version: string]>;
+  /** L1: entries and estimated bytes. */
+  memory(): { entries: number; bytes: number };
+  /** The resident tables held: their model, version, rows and file bytes. */
+  residentTables(): Iterable<{ model: string; version: string; rows: number; bytes: number }>;
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
   private readonly queues = new Map<string, Queue>();
+  private readonly serving = new Set<ServingState>();
 
   // The lookup path's series are hot (./hot-series.ts): updated on every answer.
   readonly lookups = new HotCounter(
@@ -157,6 +168,7 @@ export class Metrics {
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: "predcache_" });
+    this.servingGauges();
     const queues = this.queues;
     new client.Gauge({
       name: "predcache_queue_jobs",
@@ -176,12 +188,82 @@ export class Metrics {
     });
   }
 
+  /**
+   * An API process's serving state, reported at scrape time; returns the unregistration.
+   * Which version each process serves is what a rollout is watched by: during a promote
+   * a process still on the old one shows as a second series.
+   */
+  watchServing(state: ServingState): () => void {
+    this.serving.add(state);
+    return () => this.serving.delete(state);
+  }
+
   /** Queues whose depths are reported; returns the unregistration. */
   watchQueue(name: string, queue: Queue): () => void {
     this.queues.set(name, queue);
     return () => {
       if (this.queues.get(name) === queue) this.queues.delete(name);
     };
+  }
+
+  private servingGauges(): void {
+    const serving = this.serving;
+    const registers = [this.registry];
+    new client.Gauge({
+      name: "predcache_active_version",
+      help: "1 for the version of each model this process serves (its cached active version).",
+      labelNames: ["model", "version"] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const state of serving)
+          for (const [model, version] of state.activeVersions()) this.set({ model, version }, 1);
+      },
+    });
+    const memory = (name: string, help: string, field: "entries" | "bytes") =>
+      new client.Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          let total = 0;
+          for (const state of serving) total += state.memory()[field];
+          this.set(total);
+        },
+      });
+    memory(
+      "predcache_l1_entries",
+      "Predictions held in this process's L1 (in-process LRU).",
+      "entries",
+    );
+    memory(
+      "predcache_l1_bytes",
+      "Estimated heap bytes of this process's L1, bounded by PREDCACHE_L1_MAX_BYTES.",
+      "bytes",
+    );
+    const resident = (name: string, help: string, field: "rows" | "bytes") =>
+      new client.Gauge({
+        name,
+        help,
+        labelNames: ["model", "version"] as const,
+        registers,
+        collect() {
+          this.reset();
+          for (const state of serving)
+            for (const table of state.residentTables())
+              this.set({ model: table.model, version: table.version }, table[field]);
+        },
+      });
+    resident(
+      "predcache_resident_table_rows",
+      "Rows of the lookup table held in memory per model.",
+      "rows",
+    );
+    resident(
+      "predcache_resident_table_bytes",
+      "File bytes of the lookup table held in memory per model (bounded by PREDCACHE_RESIDENT_MAX_BYTES).",
+      "bytes",
+    );
   }
 
   private readonly bound = new Map<string, AnswerSeries>();

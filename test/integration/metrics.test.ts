@@ -98,6 +98,30 @@ describe("/metrics", () => {
     expect(after).toMatch(/^predcache_nodejs_eventloop_lag_seconds /m);
   });
 
+  it("reports the version served, L1 and the resident table", async () => {
+    const served = (await getJson(`${t.url}/v1/models/flight-delay`)).body;
+    const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
+    await getJson(`${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(covered)}`);
+    const text = await eventually(
+      async () => {
+        const scraped = await scrape();
+        return sample(scraped, "predcache_resident_table_rows") > 0 ? scraped : undefined;
+      },
+      10_000,
+      100,
+    );
+    const model = { model: "flight-delay" };
+    expect(sample(text, "predcache_active_version", model)).toBe(1);
+    expect(
+      sample(text, "predcache_active_version", { ...model, version: served.activeVersion }),
+    ).toBe(1);
+    expect(sample(text, "predcache_l1_entries")).toBeGreaterThanOrEqual(1);
+    expect(sample(text, "predcache_l1_bytes")).toBeGreaterThan(0);
+    const table = { ...model, version: listing.modelVersion };
+    expect(sample(text, "predcache_resident_table_rows", table)).toBe(listing.entryCount);
+    expect(sample(text, "predcache_resident_table_bytes", table)).toBe(listing.bytes);
+  });
+
   it("is served by worker-only processes on PREDCACHE_METRICS_PORT", async () => {
     const port = await new Promise<number>((done) => {
       const probe = createServer().listen(0, "127.0.0.1", () => {
