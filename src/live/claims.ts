@@ -3,12 +3,16 @@
  * expires once the answer stops being pollable; an API process that misses a key already
  * claimed waits for that batch instead of computing the key again. Scripts, so a batch's
  * claims are taken (or released) in one step and in one slot (the queue's hash tag).
+ *
+ * A claim's value is "<batch id> <time to live it was set with, ms>": with its PTTL that
+ * tells the claim's age, the same in every process, whatever their own settings.
+ * A bare batch id (a process from before the time to live was stored) is still read.
  */
 import type { Result } from "ioredis";
 import { isCluster, type Redis } from "../redis/connection.ts";
 
 // KEYS: claim keys. ARGV: batch id, time to live (ms). Per key: '' when claimed for this
-// batch now, else the batch that holds it.
+// batch now, else the claim's value (the batch that holds it).
 const CLAIM = `
 local owners = {}
 for i, key in ipairs(KEYS) do
@@ -16,7 +20,7 @@ for i, key in ipairs(KEYS) do
   if owner then
     owners[i] = owner
   else
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    redis.call('SET', key, ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[2])
     owners[i] = ''
   end
 end
@@ -25,8 +29,10 @@ return owners`;
 // KEYS: claim keys. ARGV: batch id. Deletes only the claims this batch still holds.
 const RELEASE = `
 local released = 0
+local mine = ARGV[1] .. ' '
 for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
+  local owner = redis.call('GET', key)
+  if owner == ARGV[1] or (owner and string.sub(owner, 1, #mine) == mine) then
     redis.call('DEL', key)
     released = released + 1
   end
@@ -56,6 +62,14 @@ export function defineClaimScripts(redis: Redis): void {
   redis.defineCommand("predcacheRelease", { lua: RELEASE });
 }
 
+/** A claim's value: its batch, and the time to live it was set with (unknown for a bare id). */
+function parseClaim(value: string): { holder: string; ttlMs: number | undefined } {
+  const space = value.indexOf(" ");
+  if (space === -1) return { holder: value, ttlMs: undefined };
+  const ttlMs = Number(value.slice(space + 1));
+  return { holder: value.slice(0, space), ttlMs: Number.isFinite(ttlMs) ? ttlMs : undefined };
+}
+
 /** For each claim key: undefined when this batch holds it now, else the holder's batch id. */
 export async function claim(
   redis: Redis,
@@ -67,7 +81,7 @@ export async function claim(
   const owners = isCluster(redis)
     ? ((await redis.eval(CLAIM, claimKeys.length, ...args)) as string[])
     : await redis.predcacheClaim(claimKeys.length, ...args);
-  return owners.map((owner) => owner || undefined);
+  return owners.map((owner) => (owner ? parseClaim(owner).holder : undefined));
 }
 
 /** Gives up the claims `batchId` still holds (its job failed or was never queued). */
@@ -82,11 +96,25 @@ export async function release(
     : redis.predcacheRelease(claimKeys.length, ...claimKeys, batchId);
 }
 
-/** The batch holding a claim, and how long (ms) the claim has left; undefined when none does. */
+export interface Claimed {
+  holder: string;
+  /** How long ago the claim was taken (ms); from `fallbackTtlMs` for a bare batch id. */
+  ageMs: number;
+}
+
+/**
+ * The batch holding a claim and the claim's age; undefined when none does. A claim of a
+ * process that did not store its time to live is aged as if set with `fallbackTtlMs`.
+ */
 export async function holderOf(
   redis: Redis,
   claimKey: string,
-): Promise<{ holder: string; ttlLeftMs: number } | undefined> {
-  const [holder, ttlLeftMs] = await Promise.all([redis.get(claimKey), redis.pttl(claimKey)]);
-  return holder === null ? undefined : { holder, ttlLeftMs };
+  fallbackTtlMs: number,
+): Promise<Claimed | undefined> {
+  const [value, ttlLeftMs] = await Promise.all([redis.get(claimKey), redis.pttl(claimKey)]);
+  if (value === null) return undefined;
+  const { holder, ttlMs } = parseClaim(value);
+  // A claim without an expiry (-1) has no age to tell: taken as old.
+  const ageMs = ttlLeftMs < 0 ? Number.POSITIVE_INFINITY : (ttlMs ?? fallbackTtlMs) - ttlLeftMs;
+  return { holder, ageMs };
 }

@@ -196,14 +196,15 @@ export class LiveClient {
 
   /** The key id's batch and its state, for polls; undefined when no batch holds it. */
   async poll(keyId: string): Promise<KeyPoll | undefined> {
-    const claimed = await holderOf(this.commands, claimKey(this.options.prefix, keyId));
+    const claimed = await holderOf(
+      this.commands,
+      claimKey(this.options.prefix, keyId),
+      this.claimTtlMs(),
+    );
     if (!claimed) return undefined;
     let job = await this.queue.getJob(claimed.holder);
     // Claimed a moment ago and about to be queued (another process may have answered 202).
-    if (!job)
-      return this.claimAgeMs(claimed.ttlLeftMs) < UNQUEUED_CLAIM_MS
-        ? { state: "waiting" }
-        : undefined;
+    if (!job) return claimed.ageMs < UNQUEUED_CLAIM_MS ? { state: "waiting" } : undefined;
     const { model, version, keys } = job.data;
     const key = keys.find((k) => liveJobId(model, version, k) === keyId);
     if (key === undefined) return undefined;
@@ -325,7 +326,7 @@ export class LiveClient {
           this.commands,
           batchId,
           items.map((item) => claimKey(this.options.prefix, item.keyId)),
-          this.options.keepFinishedSeconds * 1000 + this.options.maxWaitMs,
+          this.claimTtlMs(),
         );
       } catch (error) {
         throw unavailable(error);
@@ -464,10 +465,6 @@ export class LiveClient {
     return this.options.keepFinishedSeconds * 1000 + this.options.maxWaitMs;
   }
 
-  private claimAgeMs(ttlLeftMs: number): number {
-    return ttlLeftMs < 0 ? Number.POSITIVE_INFINITY : this.claimTtlMs() - ttlLeftMs;
-  }
-
   /** Batches of other processes being looked for (one loop each, whatever waits on it). */
   private readonly following = new Set<string>();
 
@@ -490,8 +487,12 @@ export class LiveClient {
         }));
         if (waiting.length === 0) return;
         const first = waiting[0] as { keyId: string; key: string };
-        const claimed = await holderOf(this.commands, claimKey(this.options.prefix, first.keyId));
-        if (claimed?.holder !== holder || this.claimAgeMs(claimed.ttlLeftMs) >= UNQUEUED_CLAIM_MS)
+        const claimed = await holderOf(
+          this.commands,
+          claimKey(this.options.prefix, first.keyId),
+          this.claimTtlMs(),
+        );
+        if (claimed?.holder !== holder || claimed.ageMs >= UNQUEUED_CLAIM_MS)
           return await this.takeOver(holder, model, waiting);
         await sleep(LOOK_AGAIN_MS[Math.min(look, LOOK_AGAIN_MS.length - 1)] as number);
       }

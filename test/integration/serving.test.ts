@@ -290,58 +290,82 @@ describe("misses", () => {
   });
 
   /**
+   * How another process may have claimed: with its time to live stored in the claim (set
+   * by its own settings, shorter or longer than this one's), or as a bare batch id (a
+   * process from before that), which is aged by this process's settings.
+   */
+  const claimForms = [
+    { form: "a claim of this process's settings", ttlMs: undefined },
+    { form: "a claim with a shorter time to live", ttlMs: 15_000 },
+    { form: "a claim with a longer time to live", ttlMs: 3_605_000 },
+    { form: "a bare batch id (older process)", ttlMs: "bare" },
+  ] as const;
+
+  /**
    * Another process's claim on a key, for a batch it has not queued (yet): what a process
    * sees between that process's claim and its queue.add, or forever when it stopped there.
    */
-  async function foreignClaim(i: Record<string, string>): Promise<{ key: string; batch: string }> {
+  async function foreignClaim(
+    i: Record<string, string>,
+    ttlMs: number | "bare" | undefined,
+  ): Promise<{ key: string; batch: string }> {
     const encoded = model.encoder.encode(i);
     if (!encoded.ok) throw new Error("bad test input");
     const { key } = encoded.value;
     const batch = batchJobId(model.name, model.version);
     const config = loadConfig(env);
+    const ours = config.jobKeepSeconds * 1000 + config.waitMaxMs;
     const claim = claimKey(queuePrefix(prefix), liveJobId(model.name, model.version, key));
-    await t.service.redis.set(claim, batch, "PX", config.jobKeepSeconds * 1000 + config.waitMaxMs);
+    const ttl = typeof ttlMs === "number" ? ttlMs : ours;
+    const value = ttlMs === "bare" ? batch : `${batch} ${ttl}`;
+    await t.service.redis.set(claim, value, "PX", ttl);
     return { key, batch };
   }
 
-  it("waits for a batch another process claimed and queues a moment later; its job polls as waiting meanwhile", async () => {
-    const i = input("DEN", "PHX");
-    const { key, batch } = await foreignClaim(i);
-    const before = runtime.stats.rows;
-    const url = `${t.url}/v1/models/flight-delay/predict?${query(i)}`;
-    const pending = await getJson(`${url}&wait=0`);
-    expect(pending.status).toBe(202);
-    const poll = await getJson(`${t.url}${pending.body.job.url}`);
-    expect(poll.status).toBe(202);
-    expect(poll.body.status).toBe("waiting");
-    const waiting = getJson(`${url}&wait=5000`);
-    await new Promise((r) => setTimeout(r, 300));
-    await t.service.live.queue.add(
-      "predict",
-      { model: model.name, version: model.version, keys: [key] },
-      { jobId: batch, removeOnComplete: { age: 60 } },
-    );
-    const answered = await waiting;
-    expect(answered.status).toBe(200);
-    expect(answered.body.source).toBe("live");
-    const done = await getJson(`${t.url}${pending.body.job.url}`);
-    expect(done.body).toMatchObject({ status: "completed", key });
-    expect(runtime.stats.rows - before).toBe(1);
-  });
+  it.each(claimForms)(
+    "waits for a batch another process claimed and queues a moment later; its job polls as waiting meanwhile ($form)",
+    async ({ ttlMs }) => {
+      const i = input("DEN", "PHX");
+      const { key, batch } = await foreignClaim(i, ttlMs);
+      const before = runtime.stats.rows;
+      const url = `${t.url}/v1/models/flight-delay/predict?${query(i)}`;
+      const pending = await getJson(`${url}&wait=0`);
+      expect(pending.status).toBe(202);
+      const poll = await getJson(`${t.url}${pending.body.job.url}`);
+      expect(poll.status).toBe(202);
+      expect(poll.body.status).toBe("waiting");
+      const waiting = getJson(`${url}&wait=5000`);
+      await new Promise((r) => setTimeout(r, 300));
+      await t.service.live.queue.add(
+        "predict",
+        { model: model.name, version: model.version, keys: [key] },
+        { jobId: batch, removeOnComplete: { age: 60 } },
+      );
+      const answered = await waiting;
+      expect(answered.status).toBe(200);
+      expect(answered.body.source).toBe("live");
+      const done = await getJson(`${t.url}${pending.body.job.url}`);
+      expect(done.body).toMatchObject({ status: "completed", key });
+      expect(runtime.stats.rows - before).toBe(1);
+    },
+  );
 
-  it("computes the keys of a batch another process claimed and never queued", async () => {
-    const i = input("LAS", "IAH");
-    const { batch } = await foreignClaim(i);
-    const before = runtime.stats.rows;
-    const started = Date.now();
-    const r = await getJson(`${t.url}/v1/models/flight-delay/predict?${query(i)}&wait=5000`);
-    expect(r.status).toBe(200);
-    expect(r.body.source).toBe("live");
-    expect(runtime.stats.rows - before).toBe(1);
-    // Not before the claim was old enough that its holder would have queued it.
-    expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
-    expect(await t.service.live.queue.getJob(batch)).toBeUndefined();
-  });
+  it.each(claimForms)(
+    "computes the keys of a batch another process claimed and never queued ($form)",
+    async ({ ttlMs }) => {
+      const i = input("LAS", "IAH");
+      const { batch } = await foreignClaim(i, ttlMs);
+      const before = runtime.stats.rows;
+      const started = Date.now();
+      const r = await getJson(`${t.url}/v1/models/flight-delay/predict?${query(i)}&wait=5000`);
+      expect(r.status).toBe(200);
+      expect(r.body.source).toBe("live");
+      expect(runtime.stats.rows - before).toBe(1);
+      // Not before the claim was old enough that its holder would have queued it.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
+      expect(await t.service.live.queue.getJob(batch)).toBeUndefined();
+    },
+  );
 
   it("micro-batches concurrent distinct misses into fewer runs than rows", async () => {
     const inputs = airports.flatMap((o) =>
