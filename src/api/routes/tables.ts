@@ -12,16 +12,41 @@ import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
 import { processMetrics } from "../../observability/metrics.ts";
 import { computeDelta, DeltaUnavailableError, deltaBlocker } from "../../table/delta.ts";
+import { DeltaCache, type DeltaOutcome } from "../../table/delta-cache.ts";
 import { parseTable } from "../../table/format.ts";
 import { isGeneration, type TableInfo } from "../../table/store.ts";
 import type { ApiDeps } from "../deps.ts";
 import { notModified } from "../reply.ts";
 
 const IMMUTABLE = "public, max-age=31536000, immutable";
+/** Deltas kept for the clients that will ask for the same one (./delta-cache.ts). */
+const DELTA_CACHE_BYTES = 64 * 1024 * 1024;
 const TABLE_TYPE = "application/vnd.predcache.table";
 
 function tableUrl(info: TableInfo): string {
   return `/v1/models/${info.model}/tables/${info.generation}`;
+}
+
+/** The delta from one table to another, or why none can be built (e.g. a version 1 table). */
+async function buildDelta(
+  deps: ApiDeps,
+  model: string,
+  from: TableInfo,
+  to: TableInfo,
+): Promise<DeltaOutcome> {
+  const [a, b] = await Promise.all([
+    deps.tables.read(model, from.generation),
+    deps.tables.read(model, to.generation),
+  ]);
+  const [fromView, toView] = [parseTable(a), parseTable(b)];
+  const blocked = deltaBlocker(fromView, toView);
+  if (blocked) return { blocked };
+  try {
+    return { delta: computeDelta(fromView, toView) };
+  } catch (error) {
+    if (error instanceof DeltaUnavailableError) return { blocked: error.message };
+    throw error;
+  }
 }
 
 function known(c: Context, deps: ApiDeps): string {
@@ -148,6 +173,7 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
     return serveTable(c, deps, latest, "no-cache");
   });
 
+  const deltas = new DeltaCache(DELTA_CACHE_BYTES);
   app.get("/v1/models/:model/tables/:generation/delta", async (c) => {
     const model = known(c, deps);
     const to = await find(deps, model, c.req.param("generation"));
@@ -162,26 +188,17 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
         { from: from.encodingHash, to: to.encodingHash },
       );
     }
-    const [a, b] = await Promise.all([
-      deps.tables.read(model, from.generation),
-      deps.tables.read(model, to.generation),
-    ]);
-    const [fromView, toView] = [parseTable(a), parseTable(b)];
+    const outcome = await deltas.get(from.checksum, to.checksum, () =>
+      buildDelta(deps, model, from, to),
+    );
     // Before any validator: a delta that cannot be built has no representation to match.
-    // E.g. a version 1 table on one side, or values packed on one side only.
-    const blocker = deltaBlocker(fromView, toView);
-    if (blocker) throw new PredcacheError("conflict", `${blocker}: download the full table`);
+    if ("blocked" in outcome)
+      throw new PredcacheError("conflict", `${outcome.blocked}: download the full table`);
     const etag = `"${from.checksum.slice(0, 32)}-${to.checksum.slice(0, 32)}"`;
     c.header("ETag", etag);
     c.header("Cache-Control", IMMUTABLE);
     if (notModified(c, etag)) return c.body(null, 304);
-    let delta: Uint8Array;
-    try {
-      delta = computeDelta(fromView, toView);
-    } catch (error) {
-      if (!(error instanceof DeltaUnavailableError)) throw error;
-      throw new PredcacheError("conflict", `${error.message}: download the full table`);
-    }
+    const { delta } = outcome;
     processMetrics().tableDownloads.inc({ model, kind: "delta" });
     c.header("Content-Type", "application/vnd.predcache.table-delta");
     c.header("Content-Length", String(delta.length));

@@ -1,0 +1,50 @@
+/**
+ * Deltas as served, kept by the pair of table checksums that decides them (a table never
+ * changes under its checksum). After a publish every client asks for the same delta: it
+ * is built once, concurrent requests sharing the build, and a revalidation (304) reads
+ * no table at all. A pair no delta can join is remembered too. Bounded by bytes.
+ */
+import { LRUCache } from "lru-cache";
+
+export type DeltaOutcome = { delta: Uint8Array } | { blocked: string };
+
+/** Bytes a remembered outcome is counted as, beyond its delta. */
+const ENTRY_OVERHEAD = 128;
+
+export class DeltaCache {
+  private readonly built: LRUCache<string, DeltaOutcome>;
+  private readonly building = new Map<string, Promise<DeltaOutcome>>();
+
+  constructor(maxBytes: number) {
+    this.built = new LRUCache<string, DeltaOutcome>({
+      maxSize: maxBytes,
+      sizeCalculation: (outcome) =>
+        ENTRY_OVERHEAD + ("delta" in outcome ? outcome.delta.byteLength : outcome.blocked.length),
+    });
+  }
+
+  /** The outcome for `from` → `to`, built (once, however many ask at a time) when not kept. */
+  get(from: string, to: string, build: () => Promise<DeltaOutcome>): Promise<DeltaOutcome> {
+    const id = `${from}>${to}`;
+    const kept = this.built.get(id);
+    if (kept) return Promise.resolve(kept);
+    let running = this.building.get(id);
+    if (!running) {
+      running = build().then(
+        (outcome) => {
+          this.building.delete(id);
+          // One larger than the whole bound is served, not kept (lru-cache skips it).
+          this.built.set(id, outcome);
+          return outcome;
+        },
+        (error: unknown) => {
+          // A failed read is not an outcome: the next request tries again.
+          this.building.delete(id);
+          throw error;
+        },
+      );
+      this.building.set(id, running);
+    }
+    return running;
+  }
+}
