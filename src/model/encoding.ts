@@ -59,7 +59,7 @@ export interface Encoder {
   decodeKey(key: string): NormalizedInput;
 }
 
-const INTEGER_TEXT = /^[+-]?\d{1,15}$/;
+const INTEGER_TEXT = /^[+-]?\d+$/;
 const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 type FeatureOutcome =
@@ -159,8 +159,15 @@ function encodeFeature(
         value = Number(text);
       } else value = asNumber(raw);
       if (value === undefined) return fail(name, "wrong_type", `${name} must be an integer`);
-      if (!Number.isSafeInteger(value))
+      if (!Number.isInteger(value) && Number.isFinite(value))
         return fail(name, "not_integer", `${name} must be an integer`);
+      // Whole (digits only, however many), but past what a double holds exactly (2^53).
+      if (!Number.isSafeInteger(value))
+        return fail(
+          name,
+          "out_of_range",
+          `${name} must be between ${feature.min} and ${feature.max}`,
+        );
       return ranged(feature, value === 0 ? 0 : value, (v) =>
         feature.encodeAs === "index" ? v - feature.min : v,
       );

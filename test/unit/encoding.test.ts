@@ -152,6 +152,16 @@ describe("shared encoding", () => {
       ["hour:not_integer"],
     ],
     [
+      "a whole number past 2^53, written or as JSON (even where out of range is flagged)",
+      { airport: "SFO", hour: "99999999999999999999", bags: 1e20, distance: 2 },
+      ["hour:out_of_range", "bags:out_of_range"],
+    ],
+    [
+      "a whole number of 400 digits (past what a double holds at all)",
+      { airport: "SFO", hour: "9".repeat(400), bags: 1, distance: 2 },
+      ["hour:out_of_range"],
+    ],
+    [
       "a rejected out-of-range value",
       { airport: "SFO", hour: -1, bags: 1, distance: 2 },
       ["hour:out_of_range"],
