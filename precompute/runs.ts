@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import type { Result } from "ioredis";
 import { Packr } from "msgpackr";
 import type { Keys } from "../src/cache/keys.ts";
+import { processMetrics } from "../src/observability/metrics.ts";
 import type { Redis } from "../src/redis/connection.ts";
 import type { SourceSpec } from "./spec.ts";
 
@@ -153,13 +154,16 @@ export class RunStore {
   ): Promise<"applied" | "ended" | "finishing"> {
     const ended = state === "completed" || state === "failed" || state === "cancelled";
     const pairs = Object.entries({ ...fields, ...(ended ? { finishedAt: Date.now() } : {}) });
-    return (await this.redis.eval(
+    const outcome = (await this.redis.eval(
       transitionLua,
       1,
       this.keys.runMeta(id),
       state,
       ...pairs.flatMap(([name, value]) => [name, String(value)]),
     )) as "applied" | "ended" | "finishing";
+    // Counted where the run ended, once: the script applies one ending only.
+    if (ended && outcome === "applied") processMetrics().runsEnded.inc({ outcome: state });
+    return outcome;
   }
 
   /**

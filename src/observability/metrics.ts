@@ -120,6 +120,12 @@ export class Metrics {
     labelNames: ["queue", "outcome"] as const,
     registers: [this.registry],
   });
+  readonly runsEnded = new client.Counter({
+    name: "predcache_precompute_runs_total",
+    help: "Precompute runs ended in this process, by outcome (completed and failed in workers, cancelled where the cancel was asked).",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
   readonly rowsWritten = new client.Counter({
     name: "predcache_precompute_rows_written_total",
     help: "Predictions written by precompute chunks, by model and version.",

@@ -98,7 +98,7 @@ describe("/metrics", () => {
     expect(after).toMatch(/^predcache_nodejs_eventloop_lag_seconds /m);
   });
 
-  it("reports the version served, L1 and the resident table", async () => {
+  it("reports the version served, L1, the resident table and runs ended", async () => {
     const served = (await getJson(`${t.url}/v1/models/flight-delay`)).body;
     const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
     await getJson(`${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(covered)}`);
@@ -115,6 +115,8 @@ describe("/metrics", () => {
     expect(
       sample(text, "predcache_active_version", { ...model, version: served.activeVersion }),
     ).toBe(1);
+    // The precompute of beforeAll ran in this process's worker.
+    expect(sample(text, "predcache_precompute_runs_total", { outcome: "completed" })).toBe(1);
     expect(sample(text, "predcache_l1_entries")).toBeGreaterThanOrEqual(1);
     expect(sample(text, "predcache_l1_bytes")).toBeGreaterThan(0);
     const table = { ...model, version: listing.modelVersion };

@@ -13,6 +13,7 @@ import { PredcacheError } from "../../src/errors.ts";
 import { queuePrefix } from "../../src/live/jobs.ts";
 import { createLogger } from "../../src/log.ts";
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
+import { processMetrics } from "../../src/observability/metrics.ts";
 import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
 import {
   createPrecomputeWorker,
@@ -340,7 +341,13 @@ describe("precompute run", () => {
         30_000,
         5,
       );
+      const cancelledRuns = async () =>
+        (await processMetrics().runsEnded.get()).values.find(
+          (v) => v.labels.outcome === "cancelled",
+        )?.value ?? 0;
+      const counted = await cancelledRuns();
       expect((await p.precompute.cancel(runId)).state).toBe("cancelled");
+      expect(await cancelledRuns()).toBe(counted + 1);
       await new Promise((r) => setTimeout(r, 1_500));
       const settled = await p.precompute.status(runId);
       await new Promise((r) => setTimeout(r, 1_000));
