@@ -17,6 +17,7 @@ import { InferenceThread } from "../src/model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
 import { processMetrics } from "../src/observability/metrics.ts";
 import type { Redis } from "../src/redis/connection.ts";
+import { withLock } from "../src/redis/lock.ts";
 import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
 import { parseTable } from "../src/table/format.ts";
@@ -48,6 +49,11 @@ export interface PrecomputeWorkerOptions {
 }
 
 const ENDED = new Set(["completed", "failed", "cancelled"]);
+/**
+ * A model's table lock: renewed while a build runs, freed 30 s after a holder died; a run
+ * waits up to 15 min for builds ahead of it, then its finish step fails and is retried.
+ */
+const TABLE_LOCK = { ttlMs: 30_000, waitMs: 15 * 60_000 };
 
 /** Batches of a chunk between their keyspace check and their write at any moment. */
 const BATCHES_IN_FLIGHT = 3;
@@ -270,12 +276,16 @@ export class PrecomputeWorker {
       "table",
       "promotedFrom",
     );
-    if (this.tables) {
-      const generation = built ?? (await this.buildRunTable(run, target)).generation;
-      if (!built) await this.runs.set(run.runId, { table: generation });
-      meta.table = generation;
-    }
-    await this.redis.hset(this.keys.versionMeta(target.name, target.version), meta);
+    const versionMeta = this.keys.versionMeta(target.name, target.version);
+    if (this.tables && !built) {
+      // One build per model at a time, each on the newest table: runs finishing together
+      // would each publish the same base plus their own keys, the later without the other's.
+      await withLock(this.redis, this.keys.tableLock(target.name), TABLE_LOCK, async () => {
+        const { generation } = await this.buildRunTable(run, target);
+        await this.runs.set(run.runId, { table: generation });
+        await this.redis.hset(versionMeta, { ...meta, table: generation });
+      });
+    } else await this.redis.hset(versionMeta, built ? { ...meta, table: built } : meta);
     if (this.tables) await this.redis.publish(this.keys.tablesChannel(), target.name);
     // Last, and only here: every chunk succeeded and the table is published.
     let previous = promotedFrom ?? null;

@@ -9,6 +9,7 @@
  *   <p>:e:<model>:<version>:<enc>:<bucket>   hash  canonical key → msgpack prediction
  *   <p>:{m:<model>}:traffic:<enc>   zset    canonical key → how often it was asked
  *   <p>:{m:<model>}:v:<version>     hash    what precompute runs wrote for a version
+ *   <p>:{m:<model>}:table-lock      string  the run building the model's next table (expires)
  *   <p>:runs                        zset    run id → creation time
  *   <p>:{r:<run>}:meta              hash    a precompute run's spec, state and counters
  *   <p>:{r:<run>}:done              set     indexes of the run's finished chunks
@@ -61,6 +62,11 @@ export class Keys {
 
   traffic(model: string, encodingHash: string): string {
     return `${this.prefix}:{m:${model}}:traffic:${encodingHash}`;
+  }
+
+  /** Held while a run builds and publishes a model's next table: one build at a time. */
+  tableLock(model: string): string {
+    return `${this.prefix}:{m:${model}}:table-lock`;
   }
 
   versionMeta(model: string, version: string): string {

@@ -417,6 +417,41 @@ describe("lookup tables", () => {
     );
   });
 
+  it("runs finishing together each build on the other's table: the newest holds both", async () => {
+    // A second worker, so both runs' finish steps can run at once.
+    const second = await precomputeWorkerFor(t);
+    try {
+      const grid = (origin: string[]) => ({
+        kind: "grid" as const,
+        axes: {
+          origin,
+          destination: ["ATL", "ORD", "DFW", "DEN"],
+          hour: "all" as const,
+          dayOfWeek: "all" as const,
+        },
+      });
+      const sources = [grid(["MIA", "MSP"]), grid(["IAH", "DTW"])];
+      const runs = await Promise.all(
+        sources.map((source) =>
+          t.service.precompute.enqueue({ model: "flight-delay", source, chunkSize: 200 }),
+        ),
+      );
+      const done = await Promise.all(
+        runs.map(({ runId }) => t.service.precompute.waitUntilDone(runId, 60_000)),
+      );
+      expect(done.map((d) => d.state)).toEqual(["completed", "completed"]);
+      const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
+      const table = await LookupTable.open(
+        new Uint8Array(await (await fetch(`${t.url}${listing.latest.url}`)).arrayBuffer()),
+      );
+      for (const origin of ["MIA", "MSP", "IAH", "DTW"])
+        expect(table.get({ origin, destination: "ORD", hour: 13, dayOfWeek: 5 })).toBeDefined();
+      expect(table.get(rows[0] as Record<string, string>)).toBeDefined();
+    } finally {
+      await second.close();
+    }
+  });
+
   it("keeps the old table when a download is corrupt", async () => {
     const client = new HybridClient({
       baseUrl: t.url,
