@@ -14,7 +14,7 @@ describe("models API", () => {
     expect(body).toEqual({ status: "ok" });
   });
 
-  it("is ready once Redis answers and every model's active version is loaded", async () => {
+  it("is ready once Redis answers and every model's active version is known", async () => {
     const { status, body } = await getJson(`${t.url}/readyz`);
     expect(status).toBe(200);
     expect(body.status).toBe("ready");

@@ -87,6 +87,28 @@ describe("active version", () => {
     await admin.active.set("flight-delay", v1);
   });
 
+  it("keeps an API process without a live worker ready across a promote", async () => {
+    // Its own registry: no session of the version promoted to was ever loaded here.
+    const api = await startTestService({
+      env: { PREDCACHE_PREFIX: prefix, PREDCACHE_MODELS_DIR: modelsDir },
+      liveWorker: false,
+    });
+    try {
+      const served = api.service.active.get("flight-delay");
+      const other = registry.versions("flight-delay").find((v) => v.version !== served);
+      expect(other).toBeDefined();
+      await admin.active.set("flight-delay", other?.version as string);
+      await new Promise((r) => setTimeout(r, 1_000));
+      const ready = await getJson(`${api.url}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(ready.body.models).toEqual([
+        expect.objectContaining({ activeVersion: other?.version, known: true }),
+      ]);
+    } finally {
+      await api.close();
+    }
+  });
+
   it("keeps every previous version on the history, newest first", async () => {
     const history = await admin.redis.lrange(new Keys(prefix).history("flight-delay"), 0, -1);
     expect(history.length).toBeGreaterThanOrEqual(3);

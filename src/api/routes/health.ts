@@ -14,7 +14,9 @@ export function registerHealth(app: Hono, deps: ApiDeps): void {
     return c.body(await metrics.text());
   });
 
-  // Ready: Redis answers, and every model has a known active version whose session is loaded.
+  // Ready: Redis answers, and every model's active version is one this process has (its
+  // manifest, encoding and file). Not whether its session is loaded: an API process alone
+  // infers nothing (live workers do), and would otherwise turn unready on every promote.
   app.get("/readyz", async (c) => {
     const started = performance.now();
     const redis = await deps.redis
@@ -31,7 +33,7 @@ export function registerHealth(app: Hono, deps: ApiDeps): void {
         loaded: model ? deps.registry.isLoaded(model) : false,
       };
     });
-    const ready = redis && models.every((m) => m.loaded);
+    const ready = redis && models.every((m) => m.known);
     c.header("Cache-Control", "no-store");
     return c.json(
       {
