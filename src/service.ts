@@ -188,6 +188,7 @@ export async function createService(
         batchMaxItems: config.batchMaxItems,
         bodyMaxBytes: config.bodyMaxBytes,
         hitMaxAgeSeconds: config.hitMaxAgeSeconds,
+        cacheScope: access ? "private" : "public",
         corsOrigins: config.corsOrigins,
         clientIdHeader: config.clientIdHeader,
       },

@@ -72,7 +72,12 @@ export function createApp(deps: ApiDeps): Hono {
   if (origins.length > 0) {
     edge.push(cors(readRoutesCors(origins, deps.settings.clientIdHeader)));
   }
-  if (deps.access) app.use("/v1/models/*", requireApiKey(deps.access.limiter, deps.access.options));
+  if (deps.access) {
+    // Job polls too: a job id names an input's answer, and ids follow from inputs.
+    const guard = requireApiKey(deps.access.limiter, deps.access.options);
+    app.use("/v1/models/*", guard);
+    app.use("/v1/jobs/*", guard);
+  }
   registerHealth(app, deps);
   registerModels(app, deps);
   registerPredict(app, deps);

@@ -15,6 +15,7 @@ import type { ModelRegistry } from "../model/registry.ts";
 import type { Redis } from "../redis/connection.ts";
 import type { TableStore } from "../table/store.ts";
 import type { AccessOptions, RateLimiter } from "./access.ts";
+import type { CacheScope } from "./reply.ts";
 
 export interface ApiSettings {
   /** Wait for a live answer when the request names none (ms). */
@@ -25,6 +26,8 @@ export interface ApiSettings {
   bodyMaxBytes: number;
   /** Cache-Control max-age of answers (s). */
   hitMaxAgeSeconds: number;
+  /** Who may cache answers and tables: "private" when API keys guard them. */
+  cacheScope: CacheScope;
   /** Origins allowed to read /v1/models/* from a browser ("*": any; empty: CORS off). */
   corsOrigins: string[];
   /** Request header naming the client, for experiment arms (lower case). */

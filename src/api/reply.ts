@@ -83,10 +83,11 @@ export function hitHeaders(
   etag: string,
   maxAge: MaxAge,
   contentType?: string,
+  scope: CacheScope = "public",
 ): Record<string, string> {
   const headers: Record<string, string> = {
     ETag: etag,
-    "Cache-Control": cacheControl(maxAge),
+    "Cache-Control": cacheControl(maxAge, scope),
   };
   if (contentType) headers["Content-Type"] = contentType;
   return headers;
@@ -98,11 +99,21 @@ export function hitHeaders(
  */
 export type MaxAge = number | "immutable";
 
+/**
+ * Who may keep an answer: any cache, or (with API keys on) only the client's own. A
+ * shared cache must not hand one key's answers to another client, or to one with none.
+ */
+export type CacheScope = "public" | "private";
+
 const IMMUTABLE = "public, max-age=31536000, immutable";
 let cachedMaxAge = -1;
 let cachedCacheControl = "";
 
-function cacheControl(maxAge: MaxAge): string {
+export function cacheControl(maxAge: MaxAge, scope: CacheScope = "public"): string {
+  if (scope === "private")
+    return maxAge === "immutable"
+      ? "private, max-age=31536000, immutable"
+      : `private, max-age=${maxAge}`;
   if (maxAge === "immutable") return IMMUTABLE;
   if (maxAge !== cachedMaxAge) {
     cachedMaxAge = maxAge;
@@ -111,7 +122,12 @@ function cacheControl(maxAge: MaxAge): string {
   return cachedCacheControl;
 }
 
-export function setHitHeaders(c: Context, etag: string, maxAgeSeconds: number): void {
+export function setHitHeaders(
+  c: Context,
+  etag: string,
+  maxAgeSeconds: number,
+  scope: CacheScope = "public",
+): void {
   c.header("ETag", etag);
-  c.header("Cache-Control", cacheControl(maxAgeSeconds));
+  c.header("Cache-Control", cacheControl(maxAgeSeconds, scope));
 }

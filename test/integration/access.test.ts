@@ -5,13 +5,14 @@ import { getJson, startTestService, type TestService, uniquePrefix } from "../he
 
 const ALICE = "alice-key-0123456789abcdef";
 const BOB = "bob-key-0123456789abcdefgh";
+const CAROL = "carol-key-0123456789abcdef";
 let a: TestService;
 let b: TestService;
 
 beforeAll(async () => {
   const env = {
     PREDCACHE_PREFIX: uniquePrefix("access"),
-    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB}`,
+    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL}`,
     PREDCACHE_RATE_LIMIT: "6",
     PREDCACHE_MISS_RATE_LIMIT: "2",
     PREDCACHE_RATE_WINDOW_SECONDS: "60",
@@ -78,6 +79,27 @@ describe("API keys and rate limits", () => {
     expect(statuses).toEqual([202, 202, 429]);
     const refused = await predict(b, BOB, 13);
     expect(refused.body.error.details).toMatchObject({ budget: "misses", limit: 2 });
+  });
+
+  it("guards job polls too, and lets no shared cache keep what a key was answered", async () => {
+    const model = a.registry.versions("flight-delay")[0];
+    const e = model?.encoder.encode({ origin: "SFO", destination: "LAX", hour: 6, dayOfWeek: 1 });
+    if (!model || !e?.ok) throw new Error("fixture");
+    a.service.tiers.remember(model, e.value.key, {
+      delayProbability: 0.5,
+      expectedDelayMinutes: 1,
+    });
+    const hit = await predict(a, CAROL, 6);
+    expect(hit.status).toBe(200);
+    expect(hit.headers.get("cache-control")).toBe("private, max-age=30");
+    const miss = await predict(a, CAROL, 20);
+    expect(miss.status).toBe(202);
+    const job = `${a.url}${miss.headers.get("location")}`;
+    const anonymous = await getJson(job);
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.body.error.code).toBe("unauthorized");
+    const polled = await getJson(job, { headers: { "x-api-key": CAROL } });
+    expect(polled.status).toBe(202);
   });
 
   it("refuses short API keys at start", () => {

@@ -28,7 +28,7 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
       const decoded = model.encoder.encode(model.encoder.decodeKey(key));
       const ood = decoded.ok ? decoded.value.outOfDistribution : [];
       const etag = predictionEtag(model, key);
-      setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds);
+      setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds, deps.settings.cacheScope);
       // The same validator as the lookup's answer: a client that has it gets no body again.
       if (notModified(c, etag)) return c.body(null, 304);
       return c.json({

@@ -21,6 +21,7 @@ import { plainResponse, requestHeader } from "../headers.ts";
 import { LookupQueries } from "../lookup-query.ts";
 import {
   type ArmLabel,
+  type CacheScope,
   hitHeaders,
   ifNoneMatch,
   type MaxAge,
@@ -189,6 +190,7 @@ function predictOne(
     etag: predictionEtag(model, key, arm),
     // Asked of a version by name, the answer never changes; else it follows the active one.
     maxAge: query.version === undefined ? deps.settings.hitMaxAgeSeconds : "immutable",
+    scope: deps.settings.cacheScope,
   };
   // A tag the client holds is this version's answer for this key: no lookup needed. "*"
   // asks whether an answer exists: only a hit (answerHit) can say so.
@@ -204,10 +206,11 @@ function predictOne(
 interface Validators {
   etag: string;
   maxAge: MaxAge;
+  scope: CacheScope;
 }
 
-function notModifiedReply(c: Context, { etag, maxAge }: Validators): Response {
-  return plainResponse(c, 304, null, hitHeaders(etag, maxAge));
+function notModifiedReply(c: Context, { etag, maxAge, scope }: Validators): Response {
+  return plainResponse(c, 304, null, hitHeaders(etag, maxAge, undefined, scope));
 }
 
 function answerHit(
@@ -236,7 +239,7 @@ function answerHit(
     c,
     200,
     text,
-    hitHeaders(validators.etag, validators.maxAge, "application/json"),
+    hitHeaders(validators.etag, validators.maxAge, "application/json", validators.scope),
   );
 }
 
@@ -275,7 +278,7 @@ async function answerMiss(
       c,
       200,
       JSON.stringify(predictionReply(model, key, "live", live.prediction, outOfDistribution, arm)),
-      hitHeaders(validators.etag, validators.maxAge, "application/json"),
+      hitHeaders(validators.etag, validators.maxAge, "application/json", validators.scope),
     );
   } catch (error) {
     deps.stats.record(model, key, "failed", { seconds: secondsSince(started) });

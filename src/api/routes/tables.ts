@@ -16,9 +16,8 @@ import { DeltaCache, type DeltaOutcome } from "../../table/delta-cache.ts";
 import { parseTable } from "../../table/format.ts";
 import { isGeneration, type TableInfo } from "../../table/store.ts";
 import type { ApiDeps } from "../deps.ts";
-import { notModified } from "../reply.ts";
+import { cacheControl, notModified } from "../reply.ts";
 
-const IMMUTABLE = "public, max-age=31536000, immutable";
 /** Deltas kept for the clients that will ask for the same one (./delta-cache.ts). */
 const DELTA_CACHE_BYTES = 64 * 1024 * 1024;
 const TABLE_TYPE = "application/vnd.predcache.table";
@@ -162,7 +161,12 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
     // "latest" is matched here rather than as its own route: a static segment beside a
     // parameter keeps Hono off its fastest router (RegExpRouter) for every request.
     if (generation !== "latest")
-      return serveTable(c, deps, await find(deps, model, generation), IMMUTABLE);
+      return serveTable(
+        c,
+        deps,
+        await find(deps, model, generation),
+        cacheControl("immutable", deps.settings.cacheScope),
+      );
     const latest = await latestTable(deps, model);
     if (!latest)
       throw new PredcacheError(
@@ -196,7 +200,7 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
       throw new PredcacheError("conflict", `${outcome.blocked}: download the full table`);
     const etag = `"${from.checksum.slice(0, 32)}-${to.checksum.slice(0, 32)}"`;
     c.header("ETag", etag);
-    c.header("Cache-Control", IMMUTABLE);
+    c.header("Cache-Control", cacheControl("immutable", deps.settings.cacheScope));
     if (notModified(c, etag)) return c.body(null, 304);
     const { delta } = outcome;
     processMetrics().tableDownloads.inc({ model, kind: "delta" });
