@@ -266,6 +266,13 @@ describe("admin API runs and versions", () => {
     expect((await admin("/admin/v1/runs")).body.runs.length).toBe(before);
     expect((await admin("/admin/v1/runs/run-nope")).status).toBe(404);
     expect((await admin("/admin/v1/runs/run-nope", { method: "DELETE" })).status).toBe(404);
+    for (const limit of ["1.5", "-1", "0", "abc", ""])
+      for (const listing of ["runs", "audit"]) {
+        const r = await admin(`/admin/v1/${listing}?limit=${limit}`);
+        expect(r.status, `${listing}?limit=${limit}`).toBe(400);
+        expect(r.body.error.code).toBe("bad_request");
+      }
+    expect((await admin("/admin/v1/runs?limit=1")).body.runs.length).toBeLessThanOrEqual(1);
   });
 
   it("cancels a run", async () => {

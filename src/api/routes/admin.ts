@@ -72,6 +72,16 @@ function checkSeedPath(source: unknown, roots: readonly string[]): void {
     );
 }
 
+/** ?limit=: a whole number from 1 to `max` (larger is taken as `max`), else 400. */
+function limitParameter(raw: string | undefined, fallback: number, max: number): number {
+  if (raw === undefined) return fallback;
+  if (!/^\d{1,9}$/.test(raw) || Number(raw) < 1)
+    throw new PredcacheError("bad_request", `limit must be a whole number from 1 to ${max}`, {
+      limit: raw.slice(0, 32),
+    });
+  return Math.min(Number(raw), max);
+}
+
 export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[]): void {
   const admin = app.basePath("/admin/v1") as unknown as Hono<AdminEnv>;
   const { audit } = deps.admin;
@@ -119,7 +129,7 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
   });
 
   admin.get("/runs", async (c) => {
-    const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 50) || 50, 1), 1_000);
+    const limit = limitParameter(c.req.query("limit"), 50, 1_000);
     return c.json({ runs: await deps.admin.precompute.runs.list(limit) });
   });
 
@@ -209,7 +219,7 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
   admin.get("/stats", async (c) => c.json(await collectStats(deps)));
 
   admin.get("/audit", async (c) => {
-    const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 100) || 100, 1), 10_000);
+    const limit = limitParameter(c.req.query("limit"), 100, 10_000);
     return c.json({ entries: await audit.list(limit) });
   });
 }
