@@ -411,11 +411,13 @@ export class PrecomputeWorker {
       const todo = batch.filter((_, i) => !present[i]);
       if (todo.length === 0) return;
       const predictions = await lane.run(todo.map((key) => rows.get(key) as number[]));
-      await this.store.put(
+      // Counted as Redis added them, in the same step: a key another chunk wrote since the
+      // check above is not counted twice, nor a write this chunk made before it was retried.
+      written += await this.store.put(
         model,
         todo.map((key, i) => ({ key, prediction: predictions[i] as Prediction })),
+        { key: this.keys.versionMeta(model.name, model.version), field: "entries" },
       );
-      written += todo.length;
     };
     const inFlight = new Set<Promise<void>>();
     // The gate: chunks of this worker send their batches one chunk after another.
@@ -446,11 +448,8 @@ export class PrecomputeWorker {
     if (failure) throw failure.error;
     await savedKeys;
     const skipped = keys.length - written;
-    await Promise.all([
-      this.runs.chunkDone(chunk.runId, chunk.index, keys.length, written, skipped),
-      written > 0 &&
-        this.redis.hincrby(this.keys.versionMeta(model.name, model.version), "entries", written),
-    ]);
+    // The version's entries were counted with each write.
+    await this.runs.chunkDone(chunk.runId, chunk.index, keys.length, written, skipped);
     if (written > 0)
       processMetrics().rowsWritten.inc({ model: model.name, version: model.version }, written);
     const status = await this.runs.get(chunk.runId);

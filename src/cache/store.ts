@@ -19,8 +19,15 @@ import type { Keys } from "./keys.ts";
 const HAS_MANY_LUA = `local found = {}
 for i = 1, #KEYS do found[i] = redis.call("HEXISTS", KEYS[i], ARGV[i]) end
 return found`;
-const PUT_MANY_LUA = `for i = 1, #KEYS do redis.call("HSET", KEYS[i], ARGV[2 * i - 1], ARGV[2 * i]) end
-return #KEYS`;
+// KEYS: one bucket per entry [, a counter hash]. ARGV: entry count, field and value per
+// entry [, the counter's field]. Returns how many entries were new, and adds as many to
+// the counter in the same step: a key written meanwhile by another is not counted, and a
+// writer that dies after the write cannot leave it uncounted.
+const PUT_MANY_LUA = `local n = tonumber(ARGV[1])
+local added = 0
+for i = 1, n do added = added + redis.call("HSET", KEYS[i], ARGV[2 * i], ARGV[2 * i + 1]) end
+if #KEYS > n and added > 0 then redis.call("HINCRBY", KEYS[n + 1], ARGV[2 * n + 2], added) end
+return added`;
 /** Entries per script call, so one call keeps Redis busy for well under a millisecond. */
 const PER_SCRIPT = 512;
 
@@ -29,7 +36,7 @@ declare module "ioredis" {
     predcacheHasMany(numKeys: number, ...keysThenFields: string[]): Result<number[], Context>;
     predcachePutMany(
       numKeys: number,
-      ...keysThenFieldsAndValues: (string | Buffer)[]
+      ...keysThenArgs: (string | Buffer | number)[]
     ): Result<number, Context>;
   }
 }
@@ -108,8 +115,17 @@ export class PredictionStore {
    * cluster one auto-pipelined HSET per bucket. Values are immutable facts: rewriting is
    * harmless.
    */
-  async put(model: ModelVersion, entries: readonly StoredEntry[]): Promise<void> {
-    if (entries.length === 0) return;
+  /**
+   * Stores entries; returns how many were not stored before (whoever wrote them first),
+   * and adds that to `countInto` (a hash field) with the write, where Redis allows
+   * (one Redis: the same script; a cluster: the counter lives in another slot, so after).
+   */
+  async put(
+    model: ModelVersion,
+    entries: readonly StoredEntry[],
+    countInto?: { key: string; field: string },
+  ): Promise<number> {
+    if (entries.length === 0) return 0;
     if (isCluster(this.redis)) {
       const byBucket = new Map<string, (string | Buffer)[]>();
       for (const { key, prediction } of entries) {
@@ -118,21 +134,33 @@ export class PredictionStore {
         byBucket.set(bucket, args);
         args.push(key, encodePrediction(model.manifest, prediction));
       }
-      await this.each([...byBucket], (redis, [bucket, args]) => redis.hset(bucket, ...args));
-      return;
+      const added = (
+        await this.each([...byBucket], (redis, [bucket, args]) => redis.hset(bucket, ...args))
+      ).reduce((sum, n) => sum + n, 0);
+      if (countInto && added > 0) await this.redis.hincrby(countInto.key, countInto.field, added);
+      return added;
     }
     const redis = this.redis;
-    await Promise.all(
+    const added = await Promise.all(
       slices(entries).map((slice) => {
-        const args: (string | Buffer)[] = new Array(slice.length * 3);
+        const n = slice.length;
+        const counted = countInto ? 1 : 0;
+        const keyCount = n + counted;
+        const args: (string | Buffer | number)[] = new Array(keyCount + 1 + 2 * n + counted);
+        args[keyCount] = n;
         slice.forEach(({ key, prediction }, i) => {
           args[i] = this.bucketOf(model, key);
-          args[slice.length + 2 * i] = key;
-          args[slice.length + 2 * i + 1] = encodePrediction(model.manifest, prediction);
+          args[keyCount + 1 + 2 * i] = key;
+          args[keyCount + 2 + 2 * i] = encodePrediction(model.manifest, prediction);
         });
-        return redis.predcachePutMany(slice.length, ...args);
+        if (countInto) {
+          args[n] = countInto.key;
+          args[args.length - 1] = countInto.field;
+        }
+        return redis.predcachePutMany(keyCount, ...args);
       }),
     );
+    return added.reduce((sum, n) => sum + n, 0);
   }
 
   /**

@@ -319,6 +319,32 @@ describe("precompute run", () => {
     }
   });
 
+  it("counts an input repeated across chunks once: written and the version's entries match Redis", async () => {
+    const p = await setup("dupes", { PREDCACHE_PRECOMPUTE_CONCURRENCY: "4" });
+    try {
+      const one = { origin: "SFO", destination: "LAX", hour: 9, dayOfWeek: 3 };
+      const variants = [one, { ...one, origin: " sfo " }, { ...one, hour: "9" }];
+      const other = { origin: "BOS", destination: "SEA", hour: 9, dayOfWeek: 3 };
+      const inputs = Array.from({ length: 40 }, (_, i) => (i % 5 === 4 ? other : variants[i % 3]));
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "inline", inputs: inputs as Record<string, unknown>[] },
+        chunkSize: 1,
+      });
+      const done = await p.precompute.waitUntilDone(runId, 60_000);
+      expect(done).toMatchObject({ state: "completed", written: 2, skipped: 38 });
+      const snapshot = await snapshotVersion(redis, p.prefix, "flight-delay", model.version);
+      expect(snapshot.size).toBe(2);
+      const entries = await redis.hget(
+        p.keys.versionMeta("flight-delay", model.version),
+        "entries",
+      );
+      expect(Number(entries)).toBe(2);
+    } finally {
+      await p.close();
+    }
+  });
+
   it("stops a cancelled run: no chunk starts after the cancel, none is left queued", async () => {
     const p = await setup("cancel");
     try {
