@@ -137,6 +137,10 @@ export interface GcReport {
   bytesFreedOnDisk: number;
 }
 
+/** The newest runs gc looks at for ones still in progress (older ones have long ended). */
+const RUNS_LOOKED_AT = 500;
+const ENDED_RUN = new Set(["completed", "failed", "cancelled"]);
+
 /** Deletes the versions retention does not keep, in batches of `batch` keys per command. */
 export async function collectGarbage(deps: Deps, model: string, batch = 500): Promise<GcReport> {
   const versions = await listVersions(deps, model);
@@ -147,6 +151,10 @@ export async function collectGarbage(deps: Deps, model: string, batch = 500): Pr
   if (running) for (const id of [running.control, running.candidate]) keep.add(id);
   for (const v of versions.filter((x) => x.loaded).slice(0, deps.admin.keepVersions))
     keep.add(v.version);
+  // A run still filling a version would fail on its missing keys, having written
+  // orphans behind the collection.
+  for (const run of await deps.admin.precompute.runs.list(RUNS_LOOKED_AT))
+    if (run.model === model && !ENDED_RUN.has(run.state)) keep.add(run.version);
   const report: GcReport = {
     model,
     kept: [...keep],

@@ -450,6 +450,29 @@ describe("admin API runs and versions", () => {
     const before = (await admin("/admin/v1/models/flight-delay/versions")).body.versions;
     const v1Before = before.find((v: { version: string }) => v.version === v1);
     expect(v1Before.entries).toBeGreaterThan(0);
+    // A run still to fill v1 keeps it (queued: the run queue is paused meanwhile).
+    await t.service.precompute.runQueue.pause();
+    try {
+      const queued = await admin("/admin/v1/models/flight-delay/precompute", {
+        method: "POST",
+        body: {
+          version: v1,
+          source: {
+            kind: "inline",
+            inputs: [{ origin: "SFO", destination: "LAX", hour: 1, dayOfWeek: 1 }],
+          },
+        },
+      });
+      expect(queued.status).toBe(202);
+      const held = await admin("/admin/v1/models/flight-delay/gc", { method: "POST" });
+      expect(held.body.kept).toContain(v1);
+      expect(held.body.collected).toEqual([]);
+      expect(
+        (await admin(`/admin/v1/runs/${queued.body.runId}`, { method: "DELETE" })).status,
+      ).toBe(200);
+    } finally {
+      await t.service.precompute.runQueue.resume();
+    }
     const collected = await admin("/admin/v1/models/flight-delay/gc", { method: "POST" });
     expect(collected.body.kept.sort()).toEqual([v2, newest].sort());
     expect(collected.body.collected).toEqual([
