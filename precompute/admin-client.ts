@@ -7,14 +7,38 @@ export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode: 1 | 2 | 3,
+    /** The HTTP status that caused it, when the server answered. */
+    readonly status?: number,
   ) {
     super(message);
   }
+
+  /** The server asked to be asked again shortly (503: Redis away a moment). */
+  get retryable(): boolean {
+    return this.status === 503;
+  }
+}
+
+/** What the server said was wrong, for the message: the issues it listed, a few of them. */
+function detailsText(details: unknown): string {
+  const issues = (details as { issues?: unknown } | undefined)?.issues;
+  if (!Array.isArray(issues) || issues.length === 0) return "";
+  const shown = issues
+    .slice(0, 5)
+    .map((issue: { path?: unknown; field?: unknown; message?: unknown }) => {
+      const where = issue.path ?? issue.field;
+      const path = Array.isArray(where) ? where.join(".") : where;
+      return path ? `${path}: ${issue.message}` : String(issue.message);
+    });
+  const more = issues.length > shown.length ? `; and ${issues.length - shown.length} more` : "";
+  return ` (${shown.join("; ")}${more})`;
 }
 
 export interface AdminClientOptions {
   server: string;
   token: string | undefined;
+  /** The read API's key, for /v1/ routes when the server requires one. */
+  apiKey?: string | undefined;
   /** Per request (ms). */
   timeoutMs?: number;
 }
@@ -29,7 +53,9 @@ export class AdminClient {
   /** A raw response (for downloads); network failures throw CliError(3). */
   async fetch(path: string, init: RequestInit = {}): Promise<Response> {
     const headers = new Headers(init.headers);
-    if (this.options.token) headers.set("authorization", `Bearer ${this.options.token}`);
+    // The read API takes API keys, the admin API admin tokens: each gets its own.
+    const secret = path.startsWith("/v1/") ? this.options.apiKey : this.options.token;
+    if (secret) headers.set("authorization", `Bearer ${secret}`);
     try {
       return await fetch(this.url(path), {
         ...init,
@@ -61,12 +87,24 @@ export class AdminClient {
       json = undefined;
     }
     if (response.ok) return json as T;
-    const message = json?.error?.message ?? `HTTP ${response.status}`;
-    if (response.status === 401)
-      throw new CliError(`${message} (pass --token or set PREDCACHE_TOKEN)`, 3);
-    if (response.status === 403)
-      throw new CliError(`${message} (check --token / PREDCACHE_TOKEN)`, 3);
-    if (response.status >= 400 && response.status < 500) throw new CliError(message, 2);
-    throw new CliError(`the server failed: ${message}`, 1);
+    throw this.failure(path, response.status, json?.error);
+  }
+
+  /** The CliError of a refusal or failure the server answered with. */
+  failure(
+    path: string,
+    status: number,
+    error: { message?: string; details?: unknown } | undefined,
+  ): CliError {
+    const message = `${error?.message ?? `HTTP ${status}`}${status < 500 ? detailsText(error?.details) : ""}`;
+    const [option, variable] = path.startsWith("/v1/")
+      ? ["--api-key", "PREDCACHE_API_KEY"]
+      : ["--token", "PREDCACHE_TOKEN"];
+    if (status === 401)
+      return new CliError(`${message} (pass ${option} or set ${variable})`, 3, status);
+    if (status === 403)
+      return new CliError(`${message} (check ${option} / ${variable})`, 3, status);
+    if (status >= 400 && status < 500) return new CliError(message, 2, status);
+    return new CliError(`the server failed: ${message}`, 1, status);
   }
 }

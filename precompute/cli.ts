@@ -17,10 +17,13 @@ import type { RunStatus } from "./runs.ts";
 
 const ENDED = new Set(["completed", "failed", "cancelled"]);
 const INLINE_MAX = 100_000;
+/** How long --watch keeps asking through 503s before it gives up (ms). */
+const WATCH_UNAVAILABLE_MS = 60_000;
 
 interface Globals {
   server: string;
   token?: string;
+  apiKey?: string;
   json?: boolean;
 }
 
@@ -36,17 +39,29 @@ const program = new Command("predcache")
   .addOption(
     new Option("--token <token>", "admin token (id:secret's secret)").env("PREDCACHE_TOKEN"),
   )
+  .addOption(
+    new Option(
+      "--api-key <key>",
+      "read-API key, for tables and download when the server has PREDCACHE_API_KEYS",
+    ).env("PREDCACHE_API_KEY"),
+  )
   .option("--json", "print JSON instead of text")
   .showHelpAfterError()
-  .exitOverride();
+  .exitOverride()
+  // Under --json a usage error is written as JSON below, not as commander's text.
+  .configureOutput({
+    writeErr: (text) => {
+      if (!process.argv.includes("--json")) process.stderr.write(text);
+    },
+  });
 
 function globals(): Globals {
   return program.opts<Globals>();
 }
 
 function client(): AdminClient {
-  const { server, token } = globals();
-  return new AdminClient({ server, token });
+  const { server, token, apiKey } = globals();
+  return new AdminClient({ server, token, apiKey });
 }
 
 function print(value: unknown, text: () => string): void {
@@ -123,8 +138,19 @@ function positive(text: string, name: string): number {
 async function watch(api: AdminClient, runId: string): Promise<void> {
   const view = new ProgressView(process.stderr);
   let status: RunStatus;
+  // A 503 (Redis away a moment) is asked again: the run goes on meanwhile.
+  let unavailableSince: number | undefined;
   for (;;) {
-    status = await api.request<RunStatus>("GET", `/admin/v1/runs/${encodeURIComponent(runId)}`);
+    try {
+      status = await api.request<RunStatus>("GET", `/admin/v1/runs/${encodeURIComponent(runId)}`);
+      unavailableSince = undefined;
+    } catch (error) {
+      if (!(error instanceof CliError && error.retryable)) throw error;
+      unavailableSince ??= Date.now();
+      if (Date.now() - unavailableSince > WATCH_UNAVAILABLE_MS) throw error;
+      await new Promise((r) => setTimeout(r, 1_000));
+      continue;
+    }
     if (!globals().json) view.show(status);
     if (ENDED.has(status.state)) break;
     await new Promise((r) => setTimeout(r, 300));
@@ -133,7 +159,7 @@ async function watch(api: AdminClient, runId: string): Promise<void> {
   print(
     status,
     () =>
-      `run ${status.id} ${status.state}${status.error ? `: ${status.error}` : ""} (${status.written} written, ${status.skipped} already present${status.table ? `, table ${status.table}` : ""})`,
+      `run ${status.id} ${status.state}${status.error ? `: ${status.error}` : ""} (${status.written} written, ${status.skipped} already present${status.observedRefused ? `, ${status.observedRefused} observed inputs refused by this version` : ""}${status.table ? `, table ${status.table}` : ""})`,
   );
   if (status.state !== "completed") process.exitCode = 1;
 }
@@ -208,7 +234,8 @@ program
       [
         `run ${s.id}  ${s.model}@${s.version}  ${s.state}`,
         `source  ${s.sourceDescription}`,
-        `progress  chunks ${s.chunks.done}/${s.chunks.total ?? "?"}  rows ${s.rows}  written ${s.written}  skipped ${s.skipped}  ${Math.round(s.rate)}/s  eta ${s.etaSeconds ?? "?"}s`,
+        `progress  chunks ${s.chunks.done}/${s.chunks.total ?? "?"}  rows ${s.rows}  written ${s.written}  skipped ${s.skipped}  ${Math.round(s.rate)}/s${ENDED.has(s.state) ? "" : `  eta ${s.etaSeconds ?? "?"}s`}`,
+        ...(s.observedRefused ? [`refused  ${s.observedRefused} observed inputs`] : []),
         ...(s.error ? [`error  ${s.error}`] : []),
         ...(s.table ? [`table  ${s.table}`] : []),
       ].join("\n"),
@@ -298,7 +325,7 @@ program
     print(
       r,
       () =>
-        `${model}: ${r.added.length} new version(s) ${r.added.map((a) => a.version).join(", ")}; loaded: ${r.versions.join(", ")}`,
+        `${model}: ${r.added.length === 0 ? "no new version" : `${r.added.length} new version(s) ${r.added.map((a) => a.version).join(", ")}`}; loaded: ${r.versions.join(", ")}`,
     );
   });
 
@@ -320,13 +347,12 @@ program
   .description("download the active version's newest table (verified)")
   .option("--out <file>", "where to write it (default <model>.pctable)")
   .action(async (model: string, o: { out?: string }) => {
-    const response = await client().fetch(`/v1/models/${encodeURIComponent(model)}/tables/latest`);
+    const api = client();
+    const path = `/v1/models/${encodeURIComponent(model)}/tables/latest`;
+    const response = await api.fetch(path);
     if (!response.ok) {
       const body = (await response.json().catch(() => ({}))) as { error?: { message?: string } };
-      throw new CliError(
-        body.error?.message ?? `HTTP ${response.status}`,
-        response.status >= 500 ? 1 : 2,
-      );
+      throw api.failure(path, response.status, body.error);
     }
     const bytes = new Uint8Array(await response.arrayBuffer());
     const table = await LookupTable.open(bytes, { model }).catch((error: Error) => {
@@ -513,6 +539,10 @@ try {
   if (error instanceof CommanderError) {
     // Help and version print and exit 0; everything else commander rejects is usage.
     process.exitCode = error.exitCode === 0 ? 0 : 2;
+    if (error.exitCode !== 0 && process.argv.includes("--json"))
+      process.stderr.write(
+        `${JSON.stringify({ error: { message: error.message.replace(/^error: /, ""), exitCode: 2 } })}\n`,
+      );
   } else {
     const exitCode = error instanceof CliError ? error.exitCode : 1;
     const message = (error as Error).message;

@@ -41,6 +41,8 @@ export interface RunStatus {
   rows: number;
   written: number;
   skipped: number;
+  /** Observed inputs (traffic, warm) left out because this version refuses them. */
+  observedRefused: number;
   createdAt: number;
   finishedAt: number | null;
   /** Rows per second since the run started. */
@@ -122,6 +124,7 @@ export class RunStore {
       rows,
       written: Number(meta.written ?? 0),
       skipped: Number(meta.skipped ?? 0),
+      observedRefused: Number(meta.observedRefused ?? 0),
       createdAt,
       finishedAt,
       rate: Math.round(rate),

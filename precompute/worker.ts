@@ -203,15 +203,27 @@ export class PrecomputeWorker {
       registry: this.registry,
       target,
     };
+    // Observed inputs were asked of another version: those this one refuses (its ranges
+    // or vocabulary differ) are left out and counted, not a reason to fail the run.
+    let refused = 0;
+    async function* acceptedBy(observed: AsyncIterable<RawInput> | Iterable<RawInput>) {
+      for await (const input of observed) {
+        if (target.encoder.encode(input).ok) yield input;
+        else refused++;
+      }
+    }
     if (run.warm)
       sources.push(
-        openSource(
-          { kind: "traffic", top: run.warm.top, encodingHash: run.warm.encodingHash },
-          context,
+        acceptedBy(
+          openSource(
+            { kind: "traffic", top: run.warm.top, encodingHash: run.warm.encodingHash },
+            context,
+          ),
         ),
       );
     if (run.source.kind === "seed") await this.checkSeed(run, context);
-    sources.push(openSource(run.source, context));
+    const main = openSource(run.source, context);
+    sources.push(run.source.kind === "traffic" ? acceptedBy(main) : main);
     let index = 0;
     let buffer: RawInput[] = [];
     const emit = async () => {
@@ -242,6 +254,13 @@ export class PrecomputeWorker {
       }
     }
     if (buffer.length > 0) await emit();
+    if (refused > 0) {
+      await this.runs.set(run.runId, { observedRefused: refused });
+      this.log.info(
+        { run: run.runId, refused },
+        "observed inputs this version refuses were left out",
+      );
+    }
     return index;
   }
 

@@ -380,6 +380,10 @@ function components(): Record<string, Schema> {
         rows: int(),
         written: int(),
         skipped: int(),
+        observedRefused: int({
+          description:
+            "observed inputs (traffic source, warm) left out because this version refuses them",
+        }),
         createdAt: int({ description: "ms since the epoch" }),
         finishedAt: orNull(int()),
         rate: num({ description: "rows per second" }),

@@ -180,6 +180,22 @@ describe("npx predcache", () => {
     const run = await cli(["precompute", "nope", "--source", "traffic", "--top", "5"]);
     expect(run.code).toBe(2);
     expect((await cli(["precompute", "flight-delay"])).code).toBe(2); // --source missing
+    const usageAsJson = await cli(["--json", "precompute", "flight-delay"]);
+    expect(usageAsJson.code).toBe(2);
+    expect(JSON.parse(usageAsJson.err)).toEqual({
+      error: { message: expect.stringMatching(/--source/), exitCode: 2 },
+    });
+    // The server's issues are named, not only its summary.
+    const badVersion = await cli([
+      "precompute",
+      "flight-delay",
+      "--source",
+      "traffic:5",
+      "--version",
+      "nope",
+    ]);
+    expect(badVersion.code).toBe(2);
+    expect(badVersion.err).toMatch(/invalid precompute request \(version: /);
     expect((await cli(["bogus"])).code).toBe(2);
     expect((await cli(["precompute", "flight-delay", "--source", "grid:{nope"])).code).toBe(2);
     // A local file that cannot be parsed, or with bad rows: refused, named, nothing started.
@@ -210,6 +226,39 @@ describe("npx predcache", () => {
     const audit = await cli(["audit"]);
     expect(audit.out).toMatch(/ops\s+POST \/models\/:model\/rollback/);
     expect((await cli(["--json", "gc", "flight-delay"])).code).toBe(0);
+  });
+
+  it("reads tables with --api-key (or PREDCACHE_API_KEY) when the server requires API keys", async () => {
+    const KEY = "cli-read-key-0123456789abcdef";
+    const keyed = await startTestService({
+      env: {
+        PREDCACHE_PREFIX: t.config.prefix,
+        PREDCACHE_MODELS_DIR: t.config.modelsDir,
+        PREDCACHE_DATA_DIR: dataDir,
+        PREDCACHE_ADMIN_TOKENS: `ops:${TOKEN}`,
+        PREDCACHE_API_KEYS: `app:${KEY}`,
+      },
+      liveWorker: false,
+    });
+    try {
+      const at = { PREDCACHE_SERVER: keyed.url };
+      const refused = await cli(["tables", "flight-delay"], at);
+      expect(refused.code).toBe(3);
+      expect(refused.err).toMatch(/--api-key/);
+      const listed = await cli(["tables", "flight-delay", "--api-key", KEY], at);
+      expect(listed.code).toBe(0);
+      expect(listed.out).toMatch(/[0-9a-f]{12}\.[0-9a-z]+/);
+      const out = join(dataDir, "keyed.pctable");
+      const download = await cli(["download", "flight-delay", "--out", out], {
+        ...at,
+        PREDCACHE_API_KEY: KEY,
+      });
+      expect(download.code).toBe(0);
+      // The admin routes still take the admin token.
+      expect((await cli(["runs", "--api-key", KEY], at)).code).toBe(0);
+    } finally {
+      await keyed.close();
+    }
   });
 
   it("runs an experiment: start, list, set the split, report, stop --revert", async () => {
