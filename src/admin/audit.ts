@@ -2,6 +2,7 @@
  * The audit log: every admin action — who (token id, never the token), what, on which
  * target, when, and how it ended — appended to a capped Redis stream and logged.
  */
+import type { Context, MiddlewareHandler } from "hono";
 import type { Keys } from "../cache/keys.ts";
 import type { Logger } from "../log.ts";
 import type { Redis } from "../redis/connection.ts";
@@ -53,4 +54,28 @@ export class AuditLog {
       };
     });
   }
+}
+
+/**
+ * Middleware recording every change (any method but GET and HEAD) and every refused
+ * attempt (401/403) under it, whatever the outcome; outermost, so it sees the final
+ * status. `actionOf` names the action (method and route pattern).
+ */
+export function auditActions(
+  audit: AuditLog,
+  actionOf: (c: Context) => string,
+): MiddlewareHandler<{ Variables: { actor: string } }> {
+  return async (c, next) => {
+    await next();
+    const status = c.res.status;
+    const change = c.req.method !== "GET" && c.req.method !== "HEAD";
+    if (!change && status !== 401 && status !== 403) return;
+    await audit.record({
+      // No credentials sent: anonymous, whether or not the admin API is enabled.
+      actor: c.get("actor") ?? (c.req.header("authorization") ? "unknown-token" : "anonymous"),
+      action: actionOf(c),
+      target: c.req.path,
+      status,
+    });
+  };
 }

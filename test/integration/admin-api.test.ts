@@ -143,6 +143,26 @@ describe("admin API auth", () => {
       "precompute-chunks",
     ]);
     expect((await getJson(`${t.url}/admin/queues/api/queues`)).status).toBe(401);
+    // What is changed through the dashboard is audited like any admin change, refusals too.
+    const pause = "/admin/queues/api/queues/precompute-chunks/pause";
+    expect((await admin(pause, { method: "PUT" })).status).toBe(200);
+    try {
+      expect(await t.service.precompute.chunkQueue.isPaused()).toBe(true);
+    } finally {
+      await t.service.precompute.chunkQueue.resume();
+    }
+    expect((await getJson(`${t.url}${pause}`, { method: "PUT" })).status).toBe(401);
+    const { entries } = (await admin("/admin/v1/audit?limit=20")).body;
+    expect(entries).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          actor: "ops",
+          action: "PUT /queues/api/queues/precompute-chunks/pause",
+          status: 200,
+        }),
+        expect.objectContaining({ actor: "anonymous", target: pause, status: 401 }),
+      ]),
+    );
   });
 
   it("is off, with a clear error, when no token is configured", async () => {
@@ -153,6 +173,17 @@ describe("admin API auth", () => {
       });
       expect(r.status).toBe(403);
       expect(r.body.error.message).toMatch(/PREDCACHE_ADMIN_TOKENS/);
+      // Without credentials, an attempt is anonymous's (not an "unknown token").
+      expect((await getJson(`${off.url}/admin/v1/runs`)).status).toBe(403);
+      const entries = await off.service.redis.xrevrange(
+        `${off.config.prefix}:audit`,
+        "+",
+        "-",
+        "COUNT",
+        2,
+      );
+      const actors = entries.map(([, f]) => f[f.indexOf("actor") + 1]);
+      expect(actors).toEqual(["anonymous", "unknown-token"]);
     } finally {
       await off.close();
     }

@@ -116,6 +116,10 @@ describe("Redis outage", () => {
       });
       expect(rollback.status).toBe(503);
       expect(rollback.body.error.message).toMatch(/may or may not have been applied/);
+      // The queue dashboard's own API too (it answered 500 with a body of its own).
+      const board = await getJson(`${t.url}/admin/queues/api/queues`, admin);
+      expect(board.status).toBe(503);
+      expect(board.body.error.code).toBe("redis_unavailable");
     } finally {
       redis.resume();
     }

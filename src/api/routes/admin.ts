@@ -19,6 +19,7 @@
 import { isAbsolute, relative, resolve } from "node:path";
 import type { Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { auditActions } from "../../admin/audit.ts";
 import { type AdminEnv, requireAdmin } from "../../admin/auth.ts";
 import type { AdminDeps } from "../../admin/deps.ts";
 import {
@@ -86,18 +87,10 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
   const admin = app.basePath("/admin/v1") as unknown as Hono<AdminEnv>;
   const { audit } = deps.admin;
   // Outermost: record every change and every refused attempt, whatever the outcome.
-  admin.use("*", async (c, next) => {
-    await next();
-    const status = c.res.status;
-    if (c.req.method !== "GET" || status === 401 || status === 403) {
-      await audit.record({
-        actor: c.get("actor") ?? (status === 401 ? "anonymous" : "unknown-token"),
-        action: `${c.req.method} ${routeOf(c)}`,
-        target: c.req.path,
-        status,
-      });
-    }
-  });
+  admin.use(
+    "*",
+    auditActions(audit, (c) => `${c.req.method} ${routeOf(c)}`),
+  );
   admin.use("*", requireAdmin(deps.admin.tokens));
   admin.use(
     "*",

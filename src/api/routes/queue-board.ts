@@ -8,9 +8,12 @@ import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { HonoAdapter } from "@bull-board/hono";
 import { serveStatic } from "@hono/node-server/serve-static";
 import { type Context, Hono } from "hono";
+import { auditActions } from "../../admin/audit.ts";
 import { requireAdmin } from "../../admin/auth.ts";
 import type { AdminDeps } from "../../admin/deps.ts";
+import { redisUnavailable } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
+import { isRedisOutage } from "../../redis/outage.ts";
 import { errorBody, handleError } from "../errors.ts";
 
 export const QUEUE_BOARD_PATH = "/admin/queues";
@@ -23,14 +26,34 @@ export function registerQueueBoard(app: Hono, admin: AdminDeps, log: Logger): vo
     options: { uiConfig: { boardTitle: "predcache queues" } },
   });
   board.setBasePath(QUEUE_BOARD_PATH);
-  app.use(`${QUEUE_BOARD_PATH}/*`, requireAdmin(admin.tokens, { basic: true }));
-  app.use(QUEUE_BOARD_PATH, requireAdmin(admin.tokens, { basic: true }));
+  // Pausing, cleaning, retrying or deleting jobs here are changes like any other: audited,
+  // and so are refused attempts.
+  const audited = auditActions(admin.audit, (c) =>
+    `${c.req.method} /queues${c.req.path.slice(QUEUE_BOARD_PATH.length)}`.slice(0, 200),
+  );
+  const guard = requireAdmin(admin.tokens, { basic: true });
+  for (const path of [QUEUE_BOARD_PATH, `${QUEUE_BOARD_PATH}/*`]) {
+    app.use(path, audited);
+    app.use(path, guard);
+  }
   // Its own app, reached through one wildcard: bull-board's route patterns would push the
   // whole API off Hono's fastest router (RegExpRouter) if merged into the main one.
   const boardApp = new Hono().route(QUEUE_BOARD_PATH, board.registerPlugin());
   boardApp.notFound((c) => c.json(errorBody("not_found", "no such queue board page"), 404));
   boardApp.onError(handleError(log));
-  const forward = (c: Context) => boardApp.fetch(c.req.raw, c.env);
+  const forward = async (c: Context) => {
+    const response = await boardApp.fetch(c.req.raw, c.env);
+    if (response.status < 500) return response;
+    // bull-board answers a failed Redis command itself, 500 with its own body: an outage
+    // is a 503 with Retry-After here as on every other route that needs Redis.
+    const message = await response
+      .clone()
+      .json()
+      .then((body: { message?: unknown }) => String(body?.message ?? ""))
+      .catch(() => "");
+    if (isRedisOutage(new Error(message))) throw redisUnavailable(new Error(message));
+    return response;
+  };
   app.all(QUEUE_BOARD_PATH, forward);
   app.all(`${QUEUE_BOARD_PATH}/*`, forward);
 }
