@@ -59,8 +59,13 @@ export class RateLimiter {
       // Redis away: the request fails on what it needs Redis for; limits cannot be counted.
       return;
     }
-    const reset = Math.max(1, ttl);
-    if (budget === "requests") {
+    // Windows are aligned (floor(now / window)): the budget comes back at the next
+    // boundary, not a window after this key's first request (the key's own TTL).
+    const boundary = (window + 1) * this.options.windowSeconds;
+    const reset = Math.max(1, Math.min(ttl, Math.ceil(boundary - Date.now() / 1000)));
+    // The headers describe the budget that answered: the request budget on every request,
+    // the miss budget instead when it is the one spent.
+    if (budget === "requests" || used > limit) {
       setHeader(c, "RateLimit-Limit", String(limit));
       setHeader(c, "RateLimit-Remaining", String(Math.max(0, limit - used)));
       setHeader(c, "RateLimit-Reset", String(reset));

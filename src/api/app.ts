@@ -47,6 +47,9 @@ export function readRoutesCors(origins: string[], clientIdHeader = "x-client-id"
       "X-Request-Id",
       "X-Predcache-Generation",
       "Accept-Ranges",
+      "RateLimit-Limit",
+      "RateLimit-Remaining",
+      "RateLimit-Reset",
     ],
     maxAgeSeconds: 600,
   };

@@ -79,6 +79,13 @@ describe("API keys and rate limits", () => {
     expect(statuses).toEqual([202, 202, 429]);
     const refused = await predict(b, BOB, 13);
     expect(refused.body.error.details).toMatchObject({ budget: "misses", limit: 2 });
+    // Its RateLimit headers are the miss budget's, reset at the window's aligned end.
+    expect(refused.headers.get("ratelimit-limit")).toBe("2");
+    expect(refused.headers.get("ratelimit-remaining")).toBe("0");
+    const untilBoundary = 60 - (Math.floor(Date.now() / 1000) % 60);
+    const reset = Number(refused.headers.get("ratelimit-reset"));
+    expect(Math.abs(reset - untilBoundary)).toBeLessThanOrEqual(1);
+    expect(refused.headers.get("retry-after")).toBe(String(reset));
   });
 
   it("guards job polls too, and lets no shared cache keep what a key was answered", async () => {

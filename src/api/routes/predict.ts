@@ -281,7 +281,9 @@ async function answerMiss(
       hitHeaders(validators.etag, validators.maxAge, "application/json", validators.scope),
     );
   } catch (error) {
-    deps.stats.record(model, key, "failed", { seconds: secondsSince(started) });
+    // A refusal (past the key's miss budget) is not a failed lookup, as a 422 is not.
+    if (!(error instanceof PredcacheError && error.code === "rate_limited"))
+      deps.stats.record(model, key, "failed", { seconds: secondsSince(started) });
     throw error;
   }
 }
@@ -471,6 +473,8 @@ function recordItems(
   const { model } = routed;
   for (const v of valid) {
     const result = results[v.index] as ItemResult;
+    // An item refused past the key's miss budget is not a failed lookup.
+    if (result.status === 429) continue;
     const outcome =
       result.status === 200
         ? (result.source as Source)
