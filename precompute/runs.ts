@@ -80,7 +80,9 @@ export class RunStore {
       version: run.version,
       // Uploaded inputs live in the run job, not in the status every poll reads.
       source: JSON.stringify(
-        run.source.kind === "inline" ? { kind: "inline", inputs: [] } : run.source,
+        run.source.kind === "inline"
+          ? { kind: "inline", inputs: [], count: run.source.inputs.length }
+          : run.source,
       ),
       sourceDescription: run.sourceDescription,
       promote: run.promote ? "1" : "0",

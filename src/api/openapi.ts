@@ -328,8 +328,15 @@ function components(): Record<string, Schema> {
     Health: obj({ status: str({ const: "ok" }) }),
     Readiness: obj({
       status: str({ enum: ["ready", "not_ready"] }),
-      redis: bool,
-      models: arr(obj({ name: str(), activeVersion: orNull(str()) })),
+      redis: obj({ reachable: bool, ms: num({ description: "the PING's round trip" }) }),
+      models: arr(
+        obj({
+          name: str(),
+          activeVersion: orNull(str()),
+          known: bool,
+          loaded: bool,
+        }),
+      ),
     }),
     ModelList: obj({
       models: arr(
@@ -370,7 +377,19 @@ function components(): Record<string, Schema> {
         id: str(),
         model: str(),
         version: str(),
-        source: ref("PrecomputeSource"),
+        source: {
+          anyOf: [
+            ref("PrecomputeSource"),
+            obj(
+              {
+                kind: str({ const: "inline" }),
+                inputs: arr({}, { maxItems: 0 }),
+                count: int({ description: "inputs uploaded (kept with the run's job)" }),
+              },
+              ["count"],
+            ),
+          ],
+        },
         sourceDescription: str(),
         promote: bool,
         state: str({
@@ -581,7 +600,8 @@ function add(paths: Paths, path: string, method: string, op: Operation): void {
           },
         }
       : {}),
-    responses: op.admin ? { ...op.responses, ...errors(401, 403) } : op.responses,
+    // Admin routes all need Redis: 503 with Retry-After while it is away.
+    responses: op.admin ? { ...op.responses, ...errors(401, 403, 503) } : op.responses,
     ...(op.admin
       ? { security: [{ bearerAuth: [] }] }
       : op.security
@@ -800,7 +820,8 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
       },
       responses: {
         202: reply("the run started", ref("RunAccepted"), ["Location"]),
-        ...errors(400, 404, 409, 413),
+        // 422: uploaded or grid inputs the model refuses, by row.
+        ...errors(400, 404, 409, 413, 422),
       },
     }),
   );
@@ -1056,6 +1077,17 @@ function dashboardRoutes(paths: Paths, { base, routes }: NonNullable<ServedRoute
   }
 }
 
+/** With API keys on: the read routes take one (either scheme) and may refuse or limit it. */
+function guardReadRoutes(paths: Paths): void {
+  for (const [path, operations] of Object.entries(paths)) {
+    if (!(path.startsWith("/v1/models") || path.startsWith("/v1/jobs"))) continue;
+    for (const operation of Object.values(operations)) {
+      operation.security = [{ apiKeyBearer: [] }, { apiKeyHeader: [] }];
+      operation.responses = { ...(operation.responses as object), ...errors(401, 403, 429) };
+    }
+  }
+}
+
 /** A Hono route path as an OpenAPI path: `:name` → `{name}`, a trailing `*` → `{path}`. */
 function openApiPath(path: string): string {
   return path.replace(/:(\w+)(?:\{[^}]*\})?\??/g, "{$1}").replace(/\/\*$/, "/{path}");
@@ -1070,6 +1102,7 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
   if (deps.admin) adminRoutes(paths, deps);
   if (served.assets?.length) docsAssetRoute(paths, served.assets);
   if (served.dashboard) dashboardRoutes(paths, served.dashboard);
+  if (deps.access) guardReadRoutes(paths);
   return {
     openapi: "3.1.0",
     info: {
@@ -1100,6 +1133,17 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
           type: "http",
           scheme: "bearer",
           description: "an admin token from PREDCACHE_ADMIN_TOKENS",
+        },
+        apiKeyBearer: {
+          type: "http",
+          scheme: "bearer",
+          description: "a read-API key from PREDCACHE_API_KEYS (when set)",
+        },
+        apiKeyHeader: {
+          type: "apiKey",
+          in: "header",
+          name: "X-API-Key",
+          description: "a read-API key from PREDCACHE_API_KEYS (when set)",
         },
         basicAuth: {
           type: "http",

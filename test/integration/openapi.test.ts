@@ -6,6 +6,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { Validator } from "@seriousme/openapi-schema-validator";
+import { Ajv2020 } from "ajv/dist/2020.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getJson, startTestService, type TestService } from "../helpers/service.ts";
 
@@ -67,6 +68,65 @@ describe("/openapi.json", () => {
     expect(doc.paths[PREDICT]).toBeUndefined();
   });
 
+  it("describes the bodies the service really sends (readiness, a run of uploaded inputs)", async () => {
+    const ajv = new Ajv2020({ strict: false, allErrors: true });
+    ajv.addSchema({ ...structuredClone(doc), $id: "predcache" });
+    const check = (schema: string, body: unknown) => {
+      const validate = ajv.getSchema(`predcache#/components/schemas/${schema}`);
+      if (!validate) throw new Error(`no schema ${schema}`);
+      const valid = validate(body);
+      if (!valid) console.error(schema, JSON.stringify(validate.errors, null, 2));
+      expect(valid, schema).toBe(true);
+    };
+    check("Readiness", (await getJson(`${t.url}/readyz`)).body);
+    await t.service.precompute.runQueue.pause();
+    try {
+      const { runId } = await t.service.precompute.enqueue({
+        model: "flight-delay",
+        source: {
+          kind: "inline",
+          inputs: [{ origin: "SFO", destination: "LAX", hour: 2, dayOfWeek: 2 }],
+        },
+      });
+      const status = await t.service.precompute.status(runId);
+      expect(status?.source).toEqual({ kind: "inline", inputs: [], count: 1 });
+      check("RunStatus", status);
+      await t.service.precompute.cancel(runId);
+    } finally {
+      await t.service.precompute.runQueue.resume();
+    }
+  });
+
+  it("documents API keys on the read routes when the service requires them", async () => {
+    const keyed = await startTestService({
+      env: { PREDCACHE_API_KEYS: "app:openapi-read-key-0123456789" },
+      liveWorker: false,
+    });
+    try {
+      const keyedDoc = (await getJson(`${keyed.url}/openapi.json`)).body;
+      expect(keyedDoc.components.securitySchemes.apiKeyHeader).toMatchObject({
+        type: "apiKey",
+        in: "header",
+        name: "X-API-Key",
+      });
+      for (const [path, item] of Object.entries(keyedDoc.paths)) {
+        if (!path.startsWith("/v1/")) continue;
+        for (const op of Object.values(
+          item as Record<string, { security: unknown; responses: object }>,
+        )) {
+          expect(op.security, path).toEqual([{ apiKeyBearer: [] }, { apiKeyHeader: [] }]);
+          expect(Object.keys(op.responses), path).toEqual(
+            expect.arrayContaining(["401", "403", "429"]),
+          );
+        }
+      }
+      // Open by default: no such requirement.
+      expect(doc.paths["/v1/models"].get.security).toBeUndefined();
+    } finally {
+      await keyed.close();
+    }
+  });
+
   it("documents the admin routes behind the bearer token", () => {
     expect(doc.components.securitySchemes.bearerAuth).toMatchObject({
       type: "http",
@@ -75,8 +135,12 @@ describe("/openapi.json", () => {
     const admin = Object.entries(doc.paths).filter(([p]) => p.startsWith("/admin/v1/"));
     expect(admin.length).toBeGreaterThan(5);
     for (const [, item] of admin)
-      for (const op of Object.values(item as Record<string, { security: unknown }>))
+      for (const op of Object.values(
+        item as Record<string, { security: unknown; responses: object }>,
+      )) {
         expect(op.security).toEqual([{ bearerAuth: [] }]);
+        expect(Object.keys(op.responses)).toEqual(expect.arrayContaining(["401", "403", "503"]));
+      }
   });
 
   it("gives each model its input schema, from the manifest", async () => {
