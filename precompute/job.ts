@@ -86,7 +86,18 @@ export class Precompute {
         issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
       });
     }
-    const spec = parsed.data;
+    // Uploaded inputs as given, not zod's copies (a copy drops a "__proto__" field, which
+    // the encoder must see to refuse as unknown, as every other path does).
+    const spec =
+      parsed.data.source.kind === "inline"
+        ? {
+            ...parsed.data,
+            source: {
+              ...parsed.data.source,
+              inputs: (request.source as { inputs: Record<string, unknown>[] }).inputs,
+            },
+          }
+        : parsed.data;
     if (this.registry.versions(spec.model).length === 0) {
       throw new PredcacheError("model_not_found", `no model named "${spec.model}"`, {
         models: this.registry.names(),

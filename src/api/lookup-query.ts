@@ -33,7 +33,7 @@ function decodable(url: string): boolean {
 
 export class LookupQuery {
   /** The raw features: one string per parameter, or all of a repeated one. */
-  readonly features: Record<string, string | string[]> = {};
+  readonly features: Record<string, string | string[]>;
   readonly version: string | undefined;
   readonly wait: string | undefined;
   /** Reserved parameters (version, wait) given more than once: which one is meant is unclear. */
@@ -45,15 +45,27 @@ export class LookupQuery {
   readonly malformed: boolean;
   private readonly encodings = new WeakMap<ModelVersion, EncodeOutcome>();
 
-  constructor(c: Context) {
-    for (const [name, values] of Object.entries(c.req.queries())) {
+  constructor(url: string) {
+    // Read with URLSearchParams (as Hono reads queries: + is a space), into a record with
+    // no prototype: a parameter named "__proto__", or with no name at all, is a field
+    // like any other (unknown, so refused), where an object literal would drop it.
+    const query = url.indexOf("?");
+    const all: Record<string, string[]> = Object.create(null);
+    for (const [name, value] of new URLSearchParams(query === -1 ? "" : url.slice(query + 1))) {
+      const values = all[name];
+      if (values) values.push(value);
+      else all[name] = [value];
+    }
+    this.features = Object.create(null);
+    for (const name of Object.keys(all)) {
+      const values = all[name] as string[];
       if (!RESERVED_PARAMETERS.has(name))
         this.features[name] = values.length === 1 ? (values[0] as string) : values;
       else if (values.length > 1) this.repeated.push(name);
     }
-    this.version = c.req.query("version");
-    this.wait = c.req.query("wait");
-    this.malformed = !decodable(c.req.url);
+    this.version = all.version?.[0];
+    this.wait = all.wait?.[0];
+    this.malformed = !decodable(url);
   }
 
   /** The features encoded for `model` (made once per version). */
@@ -78,10 +90,10 @@ export class LookupQueries {
     // On node:http the URL as received (path and query) is at hand without building one.
     const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
     const url = incoming?.url ?? c.req.url;
-    if (url.length > URL_MAX) return new LookupQuery(c);
+    if (url.length > URL_MAX) return new LookupQuery(url);
     let query = this.parsed.get(url);
     if (!query) {
-      query = new LookupQuery(c);
+      query = new LookupQuery(url);
       this.parsed.set(url, query);
     }
     return query;

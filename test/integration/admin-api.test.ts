@@ -234,6 +234,14 @@ describe("admin API runs and versions", () => {
     const before = (await admin("/admin/v1/runs")).body.runs.length;
     const cases: [string, unknown, number][] = [
       ["/admin/v1/models/nope/precompute", { source: { kind: "inline", inputs } }, 404],
+      // An uploaded row with a "__proto__" field: unknown, as on every lookup path.
+      [
+        "/admin/v1/models/flight-delay/precompute",
+        JSON.parse(
+          '{"source":{"kind":"inline","inputs":[{"origin":"SFO","destination":"LAX","hour":1,"dayOfWeek":1,"__proto__":"x"}]}}',
+        ),
+        422,
+      ],
       [
         "/admin/v1/models/flight-delay/precompute",
         { source: { kind: "seed", file: "/etc/passwd" } },

@@ -562,6 +562,27 @@ describe("errors", () => {
     expect(fields).toEqual(expect.arrayContaining(["destination", "hour", "dayOfWeek"]));
     expect(fields).toHaveLength(23);
     expect(flood.body.error.details.omittedUnknownFields).toBe(1480);
+    // A field named __proto__, or with no name, is an unknown field on every path.
+    const valid = "origin=SFO&destination=LAX&hour=3&dayOfWeek=1";
+    for (const [extra, field] of [
+      ["__proto__=x", "__proto__"],
+      ["=x", ""],
+    ] as const) {
+      const get = await getJson(`${t.url}/v1/models/flight-delay/predict?${valid}&${extra}`);
+      expect(get.status, extra).toBe(422);
+      expect(get.body.error.details.issues).toEqual([
+        expect.objectContaining({ field, code: "unknown_field" }),
+      ]);
+    }
+    const batch = await getJson(`${t.url}/v1/models/flight-delay/predict`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: `{"inputs":[{"origin":"SFO","destination":"LAX","hour":3,"dayOfWeek":1,"__proto__":"x"}]}`,
+    });
+    expect(batch.body.results[0]).toMatchObject({
+      status: 422,
+      error: { details: { issues: [expect.objectContaining({ field: "__proto__" })] } },
+    });
   });
 
   it("answers a repeated parameter with 422 and a bad wait with 400", async () => {

@@ -367,7 +367,10 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
     );
   }
   const wait = parseWait(parsed.data.wait, deps);
-  const encoded = parsed.data.inputs.map((input) => model.encoder.encode(input));
+  // The inputs as parsed, not zod's copies: a copy drops a "__proto__" field (assigned,
+  // it sets the prototype), which the encoder must see to refuse as unknown.
+  const inputs = (body as { inputs: Record<string, unknown>[] }).inputs;
+  const encoded = inputs.map((input) => model.encoder.encode(input));
   const valid = encoded.flatMap((e, i) => (e.ok ? [{ index: i, value: e.value }] : []));
   const results: ItemResult[] = encoded.map((e) =>
     e.ok
