@@ -14,6 +14,7 @@ export type ErrorCode =
   | "payload_too_large"
   | "unsupported_media_type"
   | "range_not_satisfiable"
+  | "precondition_failed"
   | "rate_limited"
   | "redis_unavailable"
   | "overloaded"
@@ -22,7 +23,7 @@ export type ErrorCode =
 
 export function statusOf(
   code: ErrorCode,
-): 400 | 401 | 403 | 404 | 405 | 409 | 413 | 415 | 416 | 422 | 429 | 500 | 503 {
+): 400 | 401 | 403 | 404 | 405 | 409 | 412 | 413 | 415 | 416 | 422 | 429 | 500 | 503 {
   switch (code) {
     case "bad_request":
       return 400;
@@ -45,6 +46,8 @@ export function statusOf(
       return 415;
     case "range_not_satisfiable":
       return 416;
+    case "precondition_failed":
+      return 412;
     case "rate_limited":
       return 429;
     case "redis_unavailable":

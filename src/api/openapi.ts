@@ -43,6 +43,7 @@ const ERROR_CODES = Object.keys({
   payload_too_large: 0,
   unsupported_media_type: 0,
   range_not_satisfiable: 0,
+  precondition_failed: 0,
   rate_limited: 0,
   redis_unavailable: 0,
   overloaded: 0,
@@ -738,7 +739,7 @@ function modelRoutes(paths: Paths, schemas: Record<string, Schema>, deps: ApiDep
       200: reply("the table", str({ format: "binary" }), TABLE_HEADERS, TABLE_TYPE),
       206: reply("the requested range", str({ format: "binary" }), TABLE_HEADERS, TABLE_TYPE),
       304: notModified(),
-      ...errors(404, 416),
+      ...errors(404, 412, 416),
     },
   });
   const generation = param("generation", "path", str(), "a table generation (from the listing)");

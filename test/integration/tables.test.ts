@@ -150,6 +150,21 @@ describe("lookup tables", () => {
     expect(headPart.status).toBe(206);
     expect(headPart.headers.get("content-range")).toBe(`bytes 0-99/${full.length}`);
     expect(headPart.headers.get("content-length")).toBe("100");
+
+    // If-Match: this table's tag or * go on; another tag, or a weak one, is 412.
+    for (const ifMatch of [etag, `"other", ${etag}`, "*"])
+      expect(
+        (await fetch(`${t.url}${first.url}`, { headers: { "if-match": ifMatch } })).status,
+      ).toBe(200);
+    for (const ifMatch of ['"nope"', `W/${etag}`]) {
+      const refused = await getJson(`${t.url}${first.url}`, { headers: { "if-match": ifMatch } });
+      expect(refused.status).toBe(412);
+      expect(refused.body.error.code).toBe("precondition_failed");
+    }
+    // Saved under its own name (curl -OJ), not "latest".
+    expect(head.headers.get("content-disposition")).toBe(
+      `attachment; filename="flight-delay-${first.generation}.pctable"`,
+    );
   });
 
   it("lets browser apps on other origins read tables and predictions (CORS)", async () => {

@@ -96,6 +96,12 @@ function parseRange(
   return { start, end };
 }
 
+/** If-Match's list against a strong ETag: `*`, or a listed tag equal to it (never a weak one). */
+function matchesStrongly(header: string, etag: string): boolean {
+  if (header.trim() === "*") return true;
+  return header.split(",").some((tag) => tag.trim() === etag);
+}
+
 function serveTable(c: Context, deps: ApiDeps, info: TableInfo, cacheControl: string): Response {
   const etag = `"${info.checksum}"`;
   c.header("ETag", etag);
@@ -103,7 +109,18 @@ function serveTable(c: Context, deps: ApiDeps, info: TableInfo, cacheControl: st
   c.header("Accept-Ranges", "bytes");
   c.header("Content-Location", tableUrl(info));
   c.header("X-Predcache-Generation", info.generation);
+  c.header(
+    "Content-Disposition",
+    `attachment; filename="${info.model}-${info.generation}.pctable"`,
+  );
   const downloads = processMetrics().tableDownloads;
+  // If-Match first (RFC 9110 §13.2.2), compared strongly: a client resuming or checking
+  // a download of one table must not be sent another.
+  const ifMatch = c.req.header("if-match");
+  if (ifMatch && !matchesStrongly(ifMatch, etag))
+    throw new PredcacheError("precondition_failed", "the table is not the one If-Match names", {
+      etag,
+    });
   if (notModified(c, etag)) {
     downloads.inc({ model: info.model, kind: "not_modified" });
     return c.body(null, 304);
