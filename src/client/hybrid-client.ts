@@ -31,6 +31,8 @@ export interface HybridAnswer {
   /** The model version that answered. */
   version: string;
   outOfDistribution: boolean;
+  /** Below the model's confidence bar (the API's lowConfidence). */
+  lowConfidence: boolean;
 }
 
 /** "none": the active version has no table yet; the client asks the server meanwhile. */
@@ -202,6 +204,7 @@ export class HybridClient {
         key: local.key,
         version: (this.current as LookupTable).header.modelVersion,
         outOfDistribution: local.outOfDistribution.length > 0,
+        lowConfidence: local.lowConfidence,
       };
     }
     if (local) {
@@ -224,6 +227,7 @@ export class HybridClient {
       key?: string;
       version?: string;
       outOfDistribution?: boolean;
+      lowConfidence?: boolean;
       job?: { url?: string };
       error?: { code: string; message: string; details?: { issues?: InputIssue[] } };
     }>(response, "asking the server");
@@ -240,6 +244,7 @@ export class HybridClient {
       key: body.key,
       version: body.version,
       outOfDistribution: body.outOfDistribution ?? false,
+      lowConfidence: body.lowConfidence ?? false,
     };
     // An answer of another version than those remembered: the server switched versions.
     this.answersOf(body.version);

@@ -4,7 +4,7 @@
  * shared encoding).
  */
 
-import type { Prediction } from "../model/decoding.ts";
+import { isLowConfidence, type Prediction } from "../model/decoding.ts";
 import { createEncoder, type Encoder, type InputIssue } from "../model/encoding.ts";
 import {
   type AnyTableHeader,
@@ -19,7 +19,14 @@ import { keyHashInto } from "../table/key-hash.ts";
 const hash = new Uint32Array(2);
 
 export type TableLookup =
-  | { status: "hit"; key: string; prediction: Prediction; outOfDistribution: string[] }
+  | {
+      status: "hit";
+      key: string;
+      prediction: Prediction;
+      outOfDistribution: string[];
+      /** Below the model's confidence bar (as the API's lowConfidence; false without one). */
+      lowConfidence: boolean;
+    }
   | { status: "miss"; key: string; outOfDistribution: string[] }
   | { status: "invalid"; issues: InputIssue[] };
 
@@ -138,7 +145,13 @@ export class LookupTable {
     const { key, outOfDistribution } = encoded.value;
     const prediction = this.getByKey(key);
     return prediction
-      ? { status: "hit", key, prediction, outOfDistribution }
+      ? {
+          status: "hit",
+          key,
+          prediction,
+          outOfDistribution,
+          lowConfidence: isLowConfidence(this.header, prediction),
+        }
       : { status: "miss", key, outOfDistribution };
   }
 

@@ -2,7 +2,7 @@
  * Output decoding: raw output tensors → the named prediction a client sees, per the
  * manifest. Pure and browser-safe; the runtime, the table reader and tests share it.
  */
-import type { Manifest, OutputDefinition } from "./manifest.ts";
+import type { MainOutputSpec, Manifest, OutputDefinition } from "./manifest.ts";
 import { mainOutputOf } from "./manifest.ts";
 
 export interface ClassesValue {
@@ -63,7 +63,7 @@ export function mainValueOf(manifest: Manifest, prediction: Prediction): number 
 }
 
 /** Confidence of the main output: max(p, 1 − p) for a probability, the top class's probability for classes. */
-export function confidenceOf(manifest: Manifest, prediction: Prediction): number | undefined {
+export function confidenceOf(manifest: MainOutputSpec, prediction: Prediction): number | undefined {
   const main = mainOutputOf(manifest);
   const value = prediction[main.name];
   if (main.kind === "probability" && typeof value === "number") return Math.max(value, 1 - value);
@@ -74,7 +74,7 @@ export function confidenceOf(manifest: Manifest, prediction: Prediction): number
 }
 
 /** True when the manifest sets a threshold and the main output's confidence is below it. */
-export function isLowConfidence(manifest: Manifest, prediction: Prediction): boolean {
+export function isLowConfidence(manifest: MainOutputSpec, prediction: Prediction): boolean {
   if (manifest.confidenceThreshold === undefined) return false;
   const confidence = confidenceOf(manifest, prediction);
   return confidence !== undefined && confidence < manifest.confidenceThreshold;

@@ -196,7 +196,10 @@ export type OutputDefinition = z.infer<typeof output>;
 export type ModelCard = z.infer<typeof modelCardSchema>;
 
 /** The output that monitoring and the confidence check use: mainOutput, else the first. */
-export function mainOutputOf(manifest: Manifest): OutputDefinition {
+/** What names a model's main output and its confidence bar (a manifest, or a table header). */
+export type MainOutputSpec = Pick<Manifest, "outputs" | "mainOutput" | "confidenceThreshold">;
+
+export function mainOutputOf(manifest: Pick<Manifest, "outputs" | "mainOutput">): OutputDefinition {
   const found = manifest.outputs.find((o) => o.name === manifest.mainOutput) ?? manifest.outputs[0];
   if (!found) throw new Error("manifest without outputs");
   return found;

@@ -69,6 +69,10 @@ export async function buildTable(options: BuildTableOptions): Promise<TableInfo>
       created: new Date().toISOString(),
       generation: options.generation,
       source: options.source,
+      ...(model.manifest.mainOutput !== undefined ? { mainOutput: model.manifest.mainOutput } : {}),
+      ...(model.manifest.confidenceThreshold !== undefined
+        ? { confidenceThreshold: model.manifest.confidenceThreshold }
+        : {}),
     },
     entries,
   );

@@ -86,6 +86,9 @@ const headerStart = {
   created: z.string(),
   generation: z.string(),
   source: z.string(),
+  /** The manifest's main output and confidence bar, so a reader flags lowConfidence as the API does (absent in older tables). */
+  mainOutput: z.optional(z.string()),
+  confidenceThreshold: z.optional(z.number()),
 };
 const count = z.int().check(z.gte(0));
 

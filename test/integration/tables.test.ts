@@ -91,13 +91,25 @@ describe("lookup tables", () => {
     expect(response.headers.get("content-length")).toBe(String(bytes.length));
     const table = await LookupTable.open(bytes);
     expect(table.size).toBe(300);
+    const flags = { low: 0, high: 0 };
     for (const input of rows) {
       const server = await getJson(
         `${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(input)}`,
       );
       expect(server.status).toBe(200);
       expect(table.get(input)).toEqual(server.body.prediction);
+      // The flags too: lowConfidence from the manifest's bar the table header carries.
+      const local = table.lookup(input);
+      expect(local).toMatchObject({
+        status: "hit",
+        lowConfidence: server.body.lowConfidence,
+        outOfDistribution: server.body.outOfDistribution ? expect.anything() : [],
+      });
+      flags[server.body.lowConfidence ? "low" : "high"]++;
     }
+    // Both kinds occur among these rows, so the comparison above means something.
+    expect(flags.low).toBeGreaterThan(0);
+    expect(flags.high).toBeGreaterThan(0);
   });
 
   it("answers If-None-Match with 304 and Range with 206, per RFC 9110", async () => {
@@ -285,6 +297,14 @@ describe("lookup tables", () => {
     const fromServer = await client.predict(uncovered);
     expect(fromServer.source).toMatch(/^server:/);
     expect(calls).toBe(before + 1);
+    // The same flags as the API, from the table and from the server.
+    const direct = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(rows[0])}`,
+    );
+    expect((await client.predict(rows[0] as Record<string, string>)).lowConfidence).toBe(
+      direct.body.lowConfidence,
+    );
+    expect(typeof fromServer.lowConfidence).toBe("boolean");
     expect((await client.predict(uncovered)).source).toBe("cache");
     expect(calls).toBe(before + 1);
     // Nothing new: the listing answers 304 to the client's If-None-Match, with no body.
