@@ -88,3 +88,11 @@ export function flushHeaders(incoming: IncomingMessage, outgoing: ServerResponse
   if (!record || outgoing.headersSent) return;
   for (const name in record) outgoing.setHeader(name, record[name] as string);
 }
+
+/** application/json or a +json type, with any parameters (charset…). */
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
+
+/** Whether a Content-Type names JSON. */
+export function isJsonType(type: string): boolean {
+  return JSON_TYPE.test(type);
+}

@@ -602,7 +602,9 @@ function add(paths: Paths, path: string, method: string, op: Operation): void {
         }
       : {}),
     // Admin routes all need Redis: 503 with Retry-After while it is away.
-    responses: op.admin ? { ...op.responses, ...errors(401, 403, 503) } : op.responses,
+    responses: op.admin
+      ? { ...op.responses, ...errors(401, 403, 503), ...(op.body ? errors(415) : {}) }
+      : op.responses,
     ...(op.admin
       ? { security: [{ bearerAuth: [] }] }
       : op.security

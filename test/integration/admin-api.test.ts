@@ -302,6 +302,13 @@ describe("admin API runs and versions", () => {
       body: "{nope",
     });
     expect(notJson.status).toBe(400);
+    const asText = await getJson(`${t.url}/admin/v1/models/flight-delay/precompute`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${SECRET}`, "content-type": "text/plain" },
+      body: JSON.stringify({ source: { kind: "inline", inputs } }),
+    });
+    expect(asText.status).toBe(415);
+    expect(asText.body.error.code).toBe("unsupported_media_type");
     expect((await admin("/admin/v1/runs")).body.runs.length).toBe(before);
     expect((await admin("/admin/v1/runs/run-nope")).status).toBe(404);
     expect((await admin("/admin/v1/runs/run-nope", { method: "DELETE" })).status).toBe(404);

@@ -428,6 +428,20 @@ describe("lookup tables", () => {
     );
     expect(delta.length).toBeLessThan(full.length);
     expect(await applyDelta(old.parsed, delta)).toEqual(full);
+    // Asked again (served from the delta cache): the same bytes; a 304 to its ETag.
+    const again = await fetch(
+      `${t.url}/v1/models/flight-delay/tables/${second}/delta?from=${old.header.generation}`,
+    );
+    expect(Buffer.from(await again.arrayBuffer()).equals(Buffer.from(delta))).toBe(true);
+    const revalidated = await fetch(
+      `${t.url}/v1/models/flight-delay/tables/${second}/delta?from=${old.header.generation}`,
+      { headers: { "if-none-match": again.headers.get("etag") as string } },
+    );
+    expect(revalidated.status).toBe(304);
+    const twice = await getJson(
+      `${t.url}/v1/models/flight-delay/tables/${second}/delta?from=${old.header.generation}&from=${second}`,
+    );
+    expect(twice.status).toBe(400);
     expect(await client.refresh()).toBe("delta");
     expect(client.table?.size).toBe(450);
     expect(client.requests.table).toBe(1);

@@ -33,12 +33,22 @@ import { collectStats } from "../../admin/stats.ts";
 import { collectGarbage, listVersions, promote, rollback } from "../../admin/versions.ts";
 import { PredcacheError } from "../../errors.ts";
 import type { ApiDeps } from "../deps.ts";
+import { isJsonType } from "../headers.ts";
 
 type Deps = ApiDeps & { admin: AdminDeps };
 
 async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   const text = await c.req.text();
   if (!text) return {};
+  // As a batch lookup: a body sent as a form or text is refused, not guessed at (no
+  // Content-Type at all is taken as JSON).
+  const type = c.req.header("content-type");
+  if (type && !isJsonType(type))
+    throw new PredcacheError(
+      "unsupported_media_type",
+      "the body must be JSON (Content-Type: application/json)",
+      { contentType: type.slice(0, 100) },
+    );
   let body: unknown;
   try {
     body = JSON.parse(text);

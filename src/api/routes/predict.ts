@@ -17,7 +17,7 @@ import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { type Routed, recordArm, routeToArm } from "../experiment-routing.ts";
-import { plainResponse, requestHeader } from "../headers.ts";
+import { isJsonType, plainResponse, requestHeader } from "../headers.ts";
 import { LookupQueries } from "../lookup-query.ts";
 import {
   type ArmLabel,
@@ -293,9 +293,6 @@ export const batchSchema = z.strictObject({
   wait: z.union([z.number().int().min(0), z.string()]).optional(),
 });
 
-/** application/json or a +json type, with any parameters (charset…). */
-const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
-
 /**
  * A batch body is JSON, sent as such: a form's or text/plain body (which a browser may
  * send cross-site without asking first) or an encoded one is refused, not guessed at.
@@ -304,7 +301,7 @@ const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 function requireJsonBody(c: Context): void {
   const type = requestHeader(c, "content-type");
   const encoding = requestHeader(c, "content-encoding");
-  if ((type && !JSON_TYPE.test(type)) || (encoding && encoding !== "identity"))
+  if ((type && !isJsonType(type)) || (encoding && encoding !== "identity"))
     throw new PredcacheError(
       "unsupported_media_type",
       "the body must be JSON (Content-Type: application/json), not encoded",

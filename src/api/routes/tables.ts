@@ -198,6 +198,8 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
   app.get("/v1/models/:model/tables/:generation/delta", async (c) => {
     const model = known(c, deps);
     const to = await find(deps, model, c.req.param("generation"));
+    if ((c.req.queries("from")?.length ?? 0) > 1)
+      throw new PredcacheError("bad_request", "from may be given once", { repeated: ["from"] });
     const fromGeneration = c.req.query("from");
     if (!fromGeneration)
       throw new PredcacheError("bad_request", "name the generation you have: ?from=<generation>");
