@@ -83,7 +83,10 @@ function table(rows: Record<string, unknown>[], columns: string[]): string {
 }
 
 /** --source seed:FILE | grid:JSON | traffic[:K]; a local seed file is uploaded inline. */
-async function sourceOf(text: string, options: { top?: string; limit?: string }): Promise<unknown> {
+async function sourceOf(
+  text: string,
+  options: { top?: string; limit?: string; gridMax?: string },
+): Promise<unknown> {
   const colon = text.indexOf(":");
   const kind = colon < 0 ? text : text.slice(0, colon);
   const rest = colon < 0 ? "" : text.slice(colon + 1);
@@ -115,7 +118,9 @@ async function sourceOf(text: string, options: { top?: string; limit?: string })
   }
   if (kind === "grid") {
     try {
-      return { kind: "grid", axes: JSON.parse(rest) };
+      const axes: unknown = JSON.parse(rest);
+      const maxSize = options.gridMax ? positive(options.gridMax, "--grid-max") : undefined;
+      return { kind: "grid", axes, ...(maxSize ? { maxSize } : {}) };
     } catch {
       throw new CliError(`grid axes must be JSON, e.g. grid:'{"hour":{"min":6,"max":22}}'`, 2);
     }
@@ -170,6 +175,7 @@ program
   .requiredOption("--source <source>", "seed:<file> | grid:<json axes> | traffic[:K]")
   .option("--top <K>", "traffic: the K most asked inputs")
   .option("--limit <N>", "seed: only the first N rows")
+  .option("--grid-max <N>", "grid: the most inputs it may have (default 1000000)")
   .option("--version <id>", "target model version (default: the active one)")
   .option("--chunk-size <N>", "inputs per chunk job")
   .option("--promote", "make the target version active once every chunk succeeded")
@@ -181,6 +187,7 @@ program
       source: await sourceOf(o.source as string, {
         top: o.top as string,
         limit: o.limit as string,
+        gridMax: o.gridMax as string,
       }),
       ...(o.version ? { version: o.version } : {}),
       ...(o.chunkSize ? { chunkSize: positive(o.chunkSize as string, "--chunk-size") } : {}),

@@ -7,7 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { Keys } from "../src/cache/keys.ts";
-import { loadConfig } from "../src/config.ts";
+import { loadConfigOrExit } from "../src/config.ts";
 import { PredcacheError } from "../src/errors.ts";
 import { queuePrefix } from "../src/live/jobs.ts";
 import { createRedis, whenReady } from "../src/redis/connection.ts";
@@ -66,7 +66,7 @@ if (values.help) {
   process.exit(0);
 }
 if (!values.model || !values.source) fail(2, usage);
-const config = loadConfig();
+const config = loadConfigOrExit();
 if (!config.redisUrl)
   fail(2, "set REDIS_URL to the service's Redis (npm start logs the one it runs)");
 

@@ -239,3 +239,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     workers: e.PREDCACHE_WORKERS.split(",") as ("live" | "precompute")[],
   };
 }
+
+/**
+ * loadConfig for an entry point: a bad setting is one clear line on stderr and exit 2
+ * (not a stack trace), before anything starts.
+ */
+export function loadConfigOrExit(env: Record<string, string | undefined> = process.env): Config {
+  try {
+    return loadConfig(env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`predcache: ${error.message}\n`);
+    process.exit(2);
+  }
+}

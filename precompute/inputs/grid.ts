@@ -58,7 +58,7 @@ export function planGrid(
   if (size > spec.maxSize) {
     const sizes = names.map((n, i) => `${n}: ${axes[i]?.length}`).join(" × ");
     throw new GridTooLargeError(
-      `the grid has ${size.toLocaleString("en-US")} inputs (${sizes}), over the limit of ${spec.maxSize.toLocaleString("en-US")}: narrow an axis or raise maxSize`,
+      `the grid has ${size.toLocaleString("en-US")} inputs (${sizes}), over the limit of ${spec.maxSize.toLocaleString("en-US")}: narrow an axis or raise maxSize (the CLI's --grid-max)`,
     );
   }
   return { names, axes, size };

@@ -1,12 +1,12 @@
 /** The API process alone (production shape): needs REDIS_URL. */
 import { listen } from "../api/listen.ts";
-import { loadConfig } from "../config.ts";
+import { loadConfigOrExit } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { createService } from "../service.ts";
 import { onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
-const config = loadConfig();
+const config = loadConfigOrExit();
 const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
 survivingRedisErrors(log, shuttingDown);
 if (!config.redisUrl) {

@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import { seedOnFirstStart } from "../../precompute/first-start.ts";
 import { listen } from "../api/listen.ts";
-import { loadConfig } from "../config.ts";
+import { loadConfigOrExit } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { startRedisServer } from "../redis/embedded.ts";
 import {
@@ -17,7 +17,7 @@ import {
 import { markStopping, onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
-const config = loadConfig();
+const config = loadConfigOrExit();
 const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
 const steps: (() => Promise<void>)[] = [];
 onShutdown(log, steps);

@@ -2,7 +2,7 @@
  * Worker process (production shape): the live worker and/or the precompute worker,
  * chosen by PREDCACHE_WORKERS (default both). Needs REDIS_URL.
  */
-import { loadConfig } from "../config.ts";
+import { loadConfigOrExit } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { serveMetrics } from "../observability/metrics-server.ts";
 import { createLiveWorker, createPrecomputeWorker, loadRegistry } from "../service.ts";
@@ -10,7 +10,7 @@ import { liveWorkerWaitNotice } from "./renamed-settings.ts";
 import { onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
-const config = loadConfig();
+const config = loadConfigOrExit();
 const log = createLogger(config.logLevel, "predcache-worker", undefined, config.logFormat);
 survivingRedisErrors(log, shuttingDown);
 if (!config.redisUrl) {

@@ -198,6 +198,16 @@ describe("npx predcache", () => {
     expect(badVersion.err).toMatch(/invalid precompute request \(version: /);
     expect((await cli(["bogus"])).code).toBe(2);
     expect((await cli(["precompute", "flight-delay", "--source", "grid:{nope"])).code).toBe(2);
+    const tooBig = await cli([
+      "precompute",
+      "flight-delay",
+      "--source",
+      'grid:{"hour":"all","dayOfWeek":"all"}',
+      "--grid-max",
+      "100",
+    ]);
+    expect(tooBig.code).toBe(2);
+    expect(tooBig.err).toMatch(/over the limit of 100: .*--grid-max/);
     // A local file that cannot be parsed, or with bad rows: refused, named, nothing started.
     const ragged = join(dataDir, "ragged.csv");
     await writeFile(ragged, "origin,destination,hour,dayOfWeek\nSFO,LAX,7,1\nSFO,LAX,7\n");

@@ -1,5 +1,5 @@
 /** The README's quick start as a user runs it: `npm start` with no REDIS_URL. */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -148,5 +148,26 @@ describe("npm start", () => {
     expect(messages).toMatch(/not found on PATH/);
     expect(messages).toMatch(/apt-get install redis-server/);
     expect(messages).toMatch(/REDIS_URL/);
+  });
+
+  it("refuses a bad setting with one clear line and exit 2, every entry point", async () => {
+    for (const entry of ["src/main/start.ts", "src/main/serve.ts", "src/main/work.ts"]) {
+      const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>(
+        (done) => {
+          execFile(
+            process.execPath,
+            ["--import", "tsx", entry],
+            { env: { ...process.env, PORT: "abc", PREDCACHE_WAIT_MAX_MS: "-5" } },
+            (error, _stdout, stderr) =>
+              done({ code: error ? Number((error as { code?: number }).code) : 0, stderr }),
+          );
+        },
+      );
+      expect(code, entry).toBe(2);
+      expect(stderr).toMatch(/^predcache: invalid configuration:/);
+      expect(stderr).toMatch(/PORT: .*"abc"/);
+      expect(stderr).toMatch(/PREDCACHE_WAIT_MAX_MS/);
+      expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+    }
   });
 });
