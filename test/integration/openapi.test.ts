@@ -143,6 +143,20 @@ describe("/openapi.json", () => {
       }
   });
 
+  it("documents the queue dashboard's pages and API, behind the admin token", () => {
+    const board = Object.entries(doc.paths).filter(([p]) => p.startsWith("/admin/queues"));
+    const operations = board.flatMap(([p, item]) =>
+      Object.keys(item as object).map((method) => `${method} ${p}`),
+    );
+    expect(operations).toEqual(
+      expect.arrayContaining(["get /admin/queues", "get /admin/queues/api/queues"]),
+    );
+    expect(operations.some((o) => o.startsWith("put /admin/queues/api/queues/"))).toBe(true);
+    for (const [, item] of board)
+      for (const op of Object.values(item as Record<string, { security: unknown }>))
+        expect(op.security).toEqual([{ bearerAuth: [] }, { basicAuth: [] }]);
+  });
+
   it("gives each model its input schema, from the manifest", async () => {
     const manifest = JSON.parse(
       await readFile("seeds/models/flight-delay/manifest.json", "utf8"),

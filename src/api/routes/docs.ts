@@ -17,7 +17,7 @@ import { PredcacheError } from "../../errors.ts";
 import type { ApiDeps } from "../deps.ts";
 import { buildOpenApi } from "../openapi.ts";
 import { notModified } from "../reply.ts";
-import { QUEUE_BOARD_PATH } from "./queue-board.ts";
+import { QUEUE_BOARD_PATH, queueBoardRoutes } from "./queue-board.ts";
 
 const require = createRequire(import.meta.url);
 // The package's own locator (its index would also load the 1.7 MB bundle into Node).
@@ -90,8 +90,8 @@ export function registerDocs(app: Hono, deps: ApiDeps): void {
   const assets = Object.keys(ASSETS);
 
   app.get("/openapi.json", (c) => {
-    // The app's route table as it stands (the dashboard registers after this route).
-    const dashboard = { base: QUEUE_BOARD_PATH, routes: deps.admin ? app.routes : [] };
+    // Read per request: the dashboard registers after this route, on an app of its own.
+    const dashboard = { base: QUEUE_BOARD_PATH, routes: deps.admin ? queueBoardRoutes(app) : [] };
     const text = JSON.stringify(buildOpenApi(deps, { assets, dashboard }));
     const etag = `"${createHash("sha256").update(text).digest("hex").slice(0, 32)}"`;
     c.header("ETag", etag);

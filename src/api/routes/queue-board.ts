@@ -18,6 +18,13 @@ import { errorBody, handleError } from "../errors.ts";
 
 export const QUEUE_BOARD_PATH = "/admin/queues";
 
+/** The dashboard's own routes, per app it was registered on (for the OpenAPI document). */
+const served = new WeakMap<Hono, readonly { method: string; path: string }[]>();
+
+export function queueBoardRoutes(app: Hono): readonly { method: string; path: string }[] {
+  return served.get(app) ?? [];
+}
+
 export function registerQueueBoard(app: Hono, admin: AdminDeps, log: Logger): void {
   const board = new HonoAdapter(serveStatic);
   createBullBoard({
@@ -39,6 +46,7 @@ export function registerQueueBoard(app: Hono, admin: AdminDeps, log: Logger): vo
   // Its own app, reached through one wildcard: bull-board's route patterns would push the
   // whole API off Hono's fastest router (RegExpRouter) if merged into the main one.
   const boardApp = new Hono().route(QUEUE_BOARD_PATH, board.registerPlugin());
+  served.set(app, boardApp.routes);
   boardApp.notFound((c) => c.json(errorBody("not_found", "no such queue board page"), 404));
   boardApp.onError(handleError(log));
   const forward = async (c: Context) => {
