@@ -423,7 +423,10 @@ function components(): Record<string, Schema> {
           loadedAt: orNull(str({ format: "date-time" })),
           active: bool,
           rollbackTarget: bool,
-          entries: int(),
+          entries: int({
+            description:
+              "predictions precompute runs stored for the version (each counted once, as Redis added it); live answers are not counted",
+          }),
           lastRun: orNull(str()),
           tables: arr(
             obj({
