@@ -4,15 +4,17 @@
  * claimed waits for that batch instead of computing the key again. Scripts, so a batch's
  * claims are taken (or released) in one step and in one slot (the queue's hash tag).
  *
- * A claim's value is "<batch id> <time to live it was set with, ms>": with its PTTL that
- * tells the claim's age, the same in every process, whatever their own settings.
- * A bare batch id (a process from before the time to live was stored) is still read.
+ * A claim's value is its batch's job id, which names the time to live the claim was set
+ * with (jobs.ts batchJobId): with its PTTL that tells the claim's age, the same in every
+ * process whatever their own settings, and a process from before that reads it as the
+ * plain job id it is. An id without it (such a process's) is aged by local settings.
  */
 import type { Result } from "ioredis";
 import { isCluster, type Redis } from "../redis/connection.ts";
+import { batchClaimTtlMs } from "./jobs.ts";
 
 // KEYS: claim keys. ARGV: batch id, time to live (ms). Per key: '' when claimed for this
-// batch now, else the claim's value (the batch that holds it).
+// batch now, else the batch that holds it.
 const CLAIM = `
 local owners = {}
 for i, key in ipairs(KEYS) do
@@ -20,7 +22,7 @@ for i, key in ipairs(KEYS) do
   if owner then
     owners[i] = owner
   else
-    redis.call('SET', key, ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[2])
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
     owners[i] = ''
   end
 end
@@ -29,10 +31,8 @@ return owners`;
 // KEYS: claim keys. ARGV: batch id. Deletes only the claims this batch still holds.
 const RELEASE = `
 local released = 0
-local mine = ARGV[1] .. ' '
 for _, key in ipairs(KEYS) do
-  local owner = redis.call('GET', key)
-  if owner == ARGV[1] or (owner and string.sub(owner, 1, #mine) == mine) then
+  if redis.call('GET', key) == ARGV[1] then
     redis.call('DEL', key)
     released = released + 1
   end
@@ -62,14 +62,6 @@ export function defineClaimScripts(redis: Redis): void {
   redis.defineCommand("predcacheRelease", { lua: RELEASE });
 }
 
-/** A claim's value: its batch, and the time to live it was set with (unknown for a bare id). */
-function parseClaim(value: string): { holder: string; ttlMs: number | undefined } {
-  const space = value.indexOf(" ");
-  if (space === -1) return { holder: value, ttlMs: undefined };
-  const ttlMs = Number(value.slice(space + 1));
-  return { holder: value.slice(0, space), ttlMs: Number.isFinite(ttlMs) ? ttlMs : undefined };
-}
-
 /** For each claim key: undefined when this batch holds it now, else the holder's batch id. */
 export async function claim(
   redis: Redis,
@@ -81,7 +73,7 @@ export async function claim(
   const owners = isCluster(redis)
     ? ((await redis.eval(CLAIM, claimKeys.length, ...args)) as string[])
     : await redis.predcacheClaim(claimKeys.length, ...args);
-  return owners.map((owner) => (owner ? parseClaim(owner).holder : undefined));
+  return owners.map((owner) => owner || undefined);
 }
 
 /** Gives up the claims `batchId` still holds (its job failed or was never queued). */
@@ -98,7 +90,7 @@ export async function release(
 
 export interface Claimed {
   holder: string;
-  /** How long ago the claim was taken (ms); from `fallbackTtlMs` for a bare batch id. */
+  /** How long ago the claim was taken (ms); from `fallbackTtlMs` for an id naming no TTL. */
   ageMs: number;
 }
 
@@ -111,10 +103,10 @@ export async function holderOf(
   claimKey: string,
   fallbackTtlMs: number,
 ): Promise<Claimed | undefined> {
-  const [value, ttlLeftMs] = await Promise.all([redis.get(claimKey), redis.pttl(claimKey)]);
-  if (value === null) return undefined;
-  const { holder, ttlMs } = parseClaim(value);
+  const [holder, ttlLeftMs] = await Promise.all([redis.get(claimKey), redis.pttl(claimKey)]);
+  if (holder === null) return undefined;
+  const ttlMs = batchClaimTtlMs(holder) ?? fallbackTtlMs;
   // A claim without an expiry (-1) has no age to tell: taken as old.
-  const ageMs = ttlLeftMs < 0 ? Number.POSITIVE_INFINITY : (ttlMs ?? fallbackTtlMs) - ttlLeftMs;
+  const ageMs = ttlLeftMs < 0 ? Number.POSITIVE_INFINITY : ttlMs - ttlLeftMs;
   return { holder, ageMs };
 }

@@ -319,7 +319,7 @@ export class LiveClient {
   private async dispatch(model: ModelVersion, items: Gathered[]): Promise<void> {
     try {
       await this.checkDepth();
-      const batchId = batchJobId(model.name, model.version);
+      const batchId = batchJobId(model.name, model.version, this.claimTtlMs());
       let holders: (string | undefined)[];
       try {
         holders = await claim(

@@ -42,9 +42,22 @@ export function liveJobId(model: string, version: string, key: string): string {
   return `${model}.${version}.${createHash("sha256").update(key).digest("hex").slice(0, 32)}`;
 }
 
-/** `<model>.<version>.b<random>`: one batch's BullMQ job id; never a key's id. */
-export function batchJobId(model: string, version: string): string {
-  return `${model}.${version}.b${randomBytes(9).toString("base64url")}`;
+/**
+ * `<model>.<version>.b<random>.t<claim ttl ms>`: one batch's BullMQ job id (never a key's
+ * id), also the value of its keys' claims. It names the time to live the claims were set
+ * with, so any process can tell a claim's age from its PTTL. Without `claimTtlMs`, the
+ * form of processes from before that (`…b<random>`, still read).
+ */
+export function batchJobId(model: string, version: string, claimTtlMs?: number): string {
+  const id = `${model}.${version}.b${randomBytes(9).toString("base64url")}`;
+  return claimTtlMs === undefined ? id : `${id}.t${Math.round(claimTtlMs)}`;
+}
+
+/** The claim time to live a batch id names; undefined for an id of the older form. */
+export function batchClaimTtlMs(batchId: string): number | undefined {
+  // base64url has no ".", so an older id cannot end like this.
+  const match = /\.t(\d{1,12})$/.exec(batchId);
+  return match ? Number(match[1]) : undefined;
 }
 
 /** `audit.<model>.<version>.<hash of key>`: never a key's id, so /v1/jobs does not find it. */

@@ -290,9 +290,9 @@ describe("misses", () => {
   });
 
   /**
-   * How another process may have claimed: with its time to live stored in the claim (set
-   * by its own settings, shorter or longer than this one's), or as a bare batch id (a
-   * process from before that), which is aged by this process's settings.
+   * How another process may have claimed: with a batch id naming the claims' time to live
+   * (set by its own settings, shorter or longer than this one's), or with a bare batch id
+   * (a process from before that), which is aged by this process's settings.
    */
   const claimForms = [
     { form: "a claim of this process's settings", ttlMs: undefined },
@@ -312,13 +312,15 @@ describe("misses", () => {
     const encoded = model.encoder.encode(i);
     if (!encoded.ok) throw new Error("bad test input");
     const { key } = encoded.value;
-    const batch = batchJobId(model.name, model.version);
     const config = loadConfig(env);
     const ours = config.jobKeepSeconds * 1000 + config.waitMaxMs;
-    const claim = claimKey(queuePrefix(prefix), liveJobId(model.name, model.version, key));
     const ttl = typeof ttlMs === "number" ? ttlMs : ours;
-    const value = ttlMs === "bare" ? batch : `${batch} ${ttl}`;
-    await t.service.redis.set(claim, value, "PX", ttl);
+    const batch =
+      ttlMs === "bare"
+        ? batchJobId(model.name, model.version)
+        : batchJobId(model.name, model.version, ttl);
+    const claim = claimKey(queuePrefix(prefix), liveJobId(model.name, model.version, key));
+    await t.service.redis.set(claim, batch, "PX", ttl);
     return { key, batch };
   }
 
