@@ -49,6 +49,11 @@ export interface PrecomputeWorkerOptions {
 }
 
 const ENDED = new Set(["completed", "failed", "cancelled"]);
+
+/** The table a build started from is no longer the newest: build again on the newest. */
+class BaseMovedError extends Error {
+  override readonly name = "BaseMovedError";
+}
 /**
  * A model's table lock: renewed while a build runs, freed 30 s after a holder died; a run
  * waits up to 15 min for builds ahead of it, then its finish step fails and is retried.
@@ -299,11 +304,26 @@ export class PrecomputeWorker {
     if (this.tables && !built) {
       // One build per model at a time, each on the newest table: runs finishing together
       // would each publish the same base plus their own keys, the later without the other's.
-      await withLock(this.redis, this.keys.tableLock(target.name), TABLE_LOCK, async () => {
-        const { generation } = await this.buildRunTable(run, target);
-        await this.runs.set(run.runId, { table: generation });
-        await this.redis.hset(versionMeta, { ...meta, table: generation });
-      });
+      // The lock can pass on (a holder stalled past its time to live) and workers of an
+      // older release take none: a build publishes only while its base is still the newest.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await withLock(
+            this.redis,
+            this.keys.tableLock(target.name),
+            { ...TABLE_LOCK, label: run.runId },
+            async (held) => {
+              const { generation } = await this.buildRunTable(run, target, held);
+              await this.runs.set(run.runId, { table: generation });
+              await this.redis.hset(versionMeta, { ...meta, table: generation });
+            },
+          );
+          break;
+        } catch (error) {
+          if (!(error instanceof BaseMovedError) || attempt >= 3) throw error;
+          this.log.info({ run: run.runId, model: target.name }, (error as Error).message);
+        }
+      }
     } else await this.redis.hset(versionMeta, built ? { ...meta, table: built } : meta);
     if (this.tables) await this.redis.publish(this.keys.tablesChannel(), target.name);
     // Last, and only here: every chunk succeeded and the table is published.
@@ -326,12 +346,18 @@ export class PrecomputeWorker {
    * The version's next table generation: its previous table plus every key this run's
    * chunks covered, read back from Redis (the previous one again when nothing changed).
    */
-  private async buildRunTable(run: RunJob, target: ModelVersion): Promise<TableInfo> {
+  private async buildRunTable(
+    run: RunJob,
+    target: ModelVersion,
+    held: () => boolean,
+  ): Promise<TableInfo> {
     const runs = this.runs;
     const tables = this.tables as TableStore;
-    const previous = (await tables.list(target.name)).find(
-      (t) => t.modelVersion === target.version && t.encodingHash === target.encoder.hash,
-    );
+    const newest = async () =>
+      (await tables.list(target.name)).find(
+        (t) => t.modelVersion === target.version && t.encodingHash === target.encoder.hash,
+      );
+    const previous = await newest();
     const base = previous
       ? parseTable(await tables.read(target.name, previous.generation))
       : undefined;
@@ -348,6 +374,13 @@ export class PrecomputeWorker {
       store: this.store,
       tables,
       ...(base ? { base } : {}),
+      beforePublish: async () => {
+        if (!held()) throw new Error(`run ${run.runId}: the table lock was lost while building`);
+        if ((await newest())?.generation !== previous?.generation)
+          throw new BaseMovedError(
+            `run ${run.runId}: another table was published meanwhile; building again on it`,
+          );
+      },
     });
   }
 

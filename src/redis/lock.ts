@@ -35,26 +35,43 @@ export class LockTimeoutError extends Error {
   override readonly name = "LockTimeoutError";
 }
 
-/** Runs `work` holding `key`; waits its turn while another holder has it. */
+/**
+ * Runs `work` holding `key`; waits its turn while another holder has it. `work` is given
+ * `held()`: false once the lock may have passed to another (a renewal found it gone, or
+ * none succeeded for a whole time to live), so it can check before an effect that must
+ * not happen twice at once. `label` is kept as the lock's value, to tell who holds it.
+ */
 export async function withLock<T>(
   redis: Redis,
   key: string,
-  options: LockOptions,
-  work: () => Promise<T>,
+  options: LockOptions & { label?: string },
+  work: (held: () => boolean) => Promise<T>,
 ): Promise<T> {
-  const token = randomBytes(12).toString("base64url");
+  const token = `${options.label ?? "holder"}:${randomBytes(9).toString("base64url")}`;
   const deadline = Date.now() + options.waitMs;
   while (!(await redis.set(key, token, "PX", options.ttlMs, "NX"))) {
     if (Date.now() >= deadline)
-      throw new LockTimeoutError(`${key} was held by another for over ${options.waitMs} ms`);
+      throw new LockTimeoutError(
+        `${key} was held by ${(await redis.get(key).catch(() => null)) ?? "another"} for over ${options.waitMs} ms`,
+      );
     await new Promise((done) => setTimeout(done, options.pollMs ?? 100));
   }
+  let confirmed = Date.now();
+  let lost = false;
   const renew = setInterval(
-    () => void redis.eval(RENEW, 1, key, token, options.ttlMs).catch(() => {}),
+    () =>
+      void redis.eval(RENEW, 1, key, token, options.ttlMs).then(
+        (renewed) => {
+          if (renewed === 1) confirmed = Date.now();
+          else lost = true;
+        },
+        () => {},
+      ),
     Math.max(50, Math.floor(options.ttlMs / 3)),
   );
+  const held = () => !lost && Date.now() - confirmed < options.ttlMs;
   try {
-    return await work();
+    return await work(held);
   } finally {
     clearInterval(renew);
     await redis.eval(RELEASE, 1, key, token).catch(() => {});

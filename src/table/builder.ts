@@ -26,6 +26,8 @@ export interface BuildTableOptions {
   tables: TableStore;
   /** The version's previous table (same encoding): its entries carry over. */
   base?: TableView;
+  /** Checked right before publishing (e.g. that the base is still the newest); may throw. */
+  beforePublish?: () => Promise<void>;
 }
 
 /** The published table, or the base itself when the run changed nothing in it. */
@@ -104,6 +106,7 @@ export async function buildTable(options: BuildTableOptions): Promise<TableInfo>
         throw new Error(`table ${options.generation} does not read back ${key} as stored`);
       }
     });
+    await options.beforePublish?.();
     return await options.tables.publish(model.name, options.generation, temp);
   } catch (error) {
     await rm(temp, { force: true });
