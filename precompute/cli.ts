@@ -116,14 +116,16 @@ async function sourceOf(
     if (inputs.length === 0) throw new CliError(`${rest} has no rows`, 2);
     return { kind: "inline", inputs };
   }
+  if (options.gridMax && kind !== "grid") throw new CliError("--grid-max is for grid sources", 2);
   if (kind === "grid") {
+    const maxSize = options.gridMax ? positive(options.gridMax, "--grid-max") : undefined;
+    let axes: unknown;
     try {
-      const axes: unknown = JSON.parse(rest);
-      const maxSize = options.gridMax ? positive(options.gridMax, "--grid-max") : undefined;
-      return { kind: "grid", axes, ...(maxSize ? { maxSize } : {}) };
+      axes = JSON.parse(rest);
     } catch {
       throw new CliError(`grid axes must be JSON, e.g. grid:'{"hour":{"min":6,"max":22}}'`, 2);
     }
+    return { kind: "grid", axes, ...(maxSize ? { maxSize } : {}) };
   }
   if (kind === "traffic") {
     const top = options.top ?? rest;

@@ -508,6 +508,12 @@ const PARAMETERS: Record<string, Schema> = {
     description: "an ETag you hold: 304 when it still matches",
     schema: str(),
   },
+  IfMatch: {
+    name: "If-Match",
+    in: "header",
+    description: "the ETag of the table you expect (or *): 412 when it is another",
+    schema: str(),
+  },
   Range: { name: "Range", in: "header", description: "one range: bytes=a-b", schema: str() },
   IfRange: {
     name: "If-Range",
@@ -739,7 +745,13 @@ function modelRoutes(paths: Paths, schemas: Record<string, Schema>, deps: ApiDep
     tag: "tables",
     summary,
     description: `The lookup table file (docs/table-format.md). ${cache}`,
-    parameters: [modelParam, shared("IfNoneMatch"), shared("Range"), shared("IfRange")],
+    parameters: [
+      modelParam,
+      shared("IfMatch"),
+      shared("IfNoneMatch"),
+      shared("Range"),
+      shared("IfRange"),
+    ],
     responses: {
       200: reply("the table", str({ format: "binary" }), TABLE_HEADERS, TABLE_TYPE),
       206: reply("the requested range", str({ format: "binary" }), TABLE_HEADERS, TABLE_TYPE),

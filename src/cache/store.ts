@@ -113,12 +113,9 @@ export class PredictionStore {
   /**
    * Writes entries: on one Redis a few script calls (one HSET per entry inside), on a
    * cluster one auto-pipelined HSET per bucket. Values are immutable facts: rewriting is
-   * harmless.
-   */
-  /**
-   * Stores entries; returns how many were not stored before (whoever wrote them first),
-   * and adds that to `countInto` (a hash field) with the write, where Redis allows
-   * (one Redis: the same script; a cluster: the counter lives in another slot, so after).
+   * harmless. Returns how many were not stored before (whoever wrote them first), and
+   * adds that to `countInto` (a hash field) with the write where Redis allows (one
+   * Redis: in the same script; a cluster: the counter lives in another slot, so after).
    */
   async put(
     model: ModelVersion,

@@ -31,9 +31,12 @@ export class DeltaCache {
     let running = this.building.get(id);
     if (!running) {
       running = build().then(
-        (outcome) => {
+        (built) => {
           this.building.delete(id);
-          // One larger than the whole bound is served, not kept (lru-cache skips it).
+          // Kept at its own size: a delta from msgpackr is a view of a buffer a few
+          // times larger, which the bound would not count. One larger than the whole
+          // bound is served, not kept (lru-cache skips it).
+          const outcome = "delta" in built ? { delta: built.delta.slice() } : built;
           this.built.set(id, outcome);
           return outcome;
         },

@@ -163,6 +163,9 @@ describe("admin API auth", () => {
         expect.objectContaining({ actor: "anonymous", target: pause, status: 401 }),
       ]),
     );
+    // The two refused visits to the page itself above: audited once each, not twice.
+    const page401s = entries.filter((e: { target: string }) => e.target === "/admin/queues");
+    expect(page401s.map((e: { status: number }) => e.status).sort()).toEqual([401, 403]);
   });
 
   it("is off, with a clear error, when no token is configured", async () => {

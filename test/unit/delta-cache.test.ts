@@ -30,9 +30,22 @@ describe("DeltaCache", () => {
     const asked = Array.from({ length: 20 }, () => cache.get("a", "b", b.build));
     b.release();
     const outcomes = await Promise.all(asked);
-    expect(outcomes.every((o) => o === delta)).toBe(true);
-    expect(await cache.get("a", "b", b.build)).toBe(delta);
+    expect(outcomes.every((o) => o === outcomes[0])).toBe(true);
+    expect(outcomes[0]).toEqual(delta);
+    expect(await cache.get("a", "b", b.build)).toBe(outcomes[0]);
     expect(b.calls).toBe(1);
+  });
+
+  it("keeps a delta at its own size, not the larger buffer it may be a view of", async () => {
+    const cache = new DeltaCache(1024);
+    const big = new Uint8Array(4096);
+    big.set([1, 2, 3], 100);
+    const view = big.subarray(100, 110); // as msgpackr's pack() returns
+    const b = counted({ delta: view });
+    b.release();
+    const kept = (await cache.get("a", "b", b.build)) as { delta: Uint8Array };
+    expect([...kept.delta.subarray(0, 3)]).toEqual([1, 2, 3]);
+    expect(kept.delta.buffer.byteLength).toBe(10);
   });
 
   it("keeps each pair apart, in its direction", async () => {

@@ -39,10 +39,10 @@ export function registerQueueBoard(app: Hono, admin: AdminDeps, log: Logger): vo
     `${c.req.method} /queues${c.req.path.slice(QUEUE_BOARD_PATH.length)}`.slice(0, 200),
   );
   const guard = requireAdmin(admin.tokens, { basic: true });
-  for (const path of [QUEUE_BOARD_PATH, `${QUEUE_BOARD_PATH}/*`]) {
-    app.use(path, audited);
-    app.use(path, guard);
-  }
+  // "/admin/queues/*" also matches "/admin/queues" itself: one registration, so a
+  // request is guarded and audited once.
+  app.use(`${QUEUE_BOARD_PATH}/*`, audited);
+  app.use(`${QUEUE_BOARD_PATH}/*`, guard);
   // Its own app, reached through one wildcard: bull-board's route patterns would push the
   // whole API off Hono's fastest router (RegExpRouter) if merged into the main one.
   const boardApp = new Hono().route(QUEUE_BOARD_PATH, board.registerPlugin());
