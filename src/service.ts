@@ -71,7 +71,9 @@ export async function createService(
   try {
     await Promise.all([whenReady(redis), whenReady(background)]);
     const keys = new Keys(config.prefix);
-    const active = new ActiveVersions(background, subscriber, keys, models);
+    // Its polls on the background connection, an admin's switch on the request one: a
+    // switch must not wait behind a poll stuck on a frozen Redis.
+    const active = new ActiveVersions(background, subscriber, keys, models, { writer: redis });
     await active.start();
     // Load each active model now, so the first request does not pay for it.
     for (const name of models.names()) {
@@ -105,9 +107,15 @@ export async function createService(
       hitSampleRate: config.trafficHitSample,
     });
     const stats = new ServingStats();
-    const experimentStore = new ExperimentStore(background, keys);
+    // Admin changes on the request connection, the running experiments' polls on theirs.
+    const experimentStore = new ExperimentStore(redis, keys);
     const tally = new ArmTally(background, keys);
-    const running = new RunningExperiments(experimentStore, subscriber, keys, models);
+    const running = new RunningExperiments(
+      new ExperimentStore(background, keys),
+      subscriber,
+      keys,
+      models,
+    );
     const experiments = {
       store: experimentStore,
       running,
@@ -156,7 +164,9 @@ export async function createService(
         { keys: config.apiKeys.map((k) => k.id) },
         "read API requires API keys, with rate limits",
       );
-    const audit = new AuditLog(redis, keys, log);
+    // Written without holding up answers (src/admin/audit.ts): with the pollers, not
+    // ahead of the next request's command on a frozen Redis.
+    const audit = new AuditLog(background, keys, log);
     if (config.adminTokens.length === 0)
       log.warn("admin API disabled: set PREDCACHE_ADMIN_TOKENS=<id>:<secret> to enable /admin/v1");
     else log.info({ tokens: config.adminTokens.map((t) => t.id) }, "admin API enabled");

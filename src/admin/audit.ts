@@ -70,7 +70,10 @@ export function auditActions(
     const status = c.res.status;
     const change = c.req.method !== "GET" && c.req.method !== "HEAD";
     if (!change && status !== 401 && status !== 403) return;
-    await audit.record({
+    // Not awaited: the answer does not wait for the entry (Redis frozen, it would wait a
+    // whole command timeout more). The entry is queued on the connection at once, so a
+    // later read of the log sees it; record() logs it too and never throws.
+    void audit.record({
       // No credentials sent: anonymous, whether or not the admin API is enabled.
       actor: c.get("actor") ?? (c.req.header("authorization") ? "unknown-token" : "anonymous"),
       action: actionOf(c),

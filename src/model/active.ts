@@ -11,6 +11,8 @@ import type { ModelRegistry } from "./registry.ts";
 export interface ActiveVersionsOptions {
   /** Poll period (ms) in case a pub/sub message is missed. */
   pollMs?: number;
+  /** The connection switches are made on (default: the one polls read on). */
+  writer?: Redis;
 }
 
 export class ActiveVersions {
@@ -70,7 +72,12 @@ export class ActiveVersions {
 
   /** Makes `version` active and tells every process; returns the version it replaced. */
   async set(model: string, version: string): Promise<string | undefined> {
-    const previous = await switchActiveVersion(this.redis, this.keys, model, version);
+    const previous = await switchActiveVersion(
+      this.options.writer ?? this.redis,
+      this.keys,
+      model,
+      version,
+    );
     await this.refreshOne(model);
     return previous;
   }

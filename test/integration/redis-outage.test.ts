@@ -116,6 +116,17 @@ describe("Redis outage", () => {
       });
       expect(rollback.status).toBe(503);
       expect(rollback.body.error.message).toMatch(/may or may not have been applied/);
+      // A promote within the timeout too: not behind the active-version poll's command.
+      const version = t.service.active.get("flight-delay") as string;
+      const promoteStarted = Date.now();
+      const promote = await getJson(
+        `${t.url}/admin/v1/models/flight-delay/versions/${version}/promote`,
+        { ...admin, method: "POST" },
+      );
+      const promoteMs = Date.now() - promoteStarted;
+      expect(promote.status).toBe(503);
+      console.log(`Redis frozen: a promote answered 503 in ${promoteMs} ms (timeout 500)`);
+      expect(promoteMs).toBeLessThan(950);
       // The queue dashboard's own API too (it answered 500 with a body of its own).
       const board = await getJson(`${t.url}/admin/queues/api/queues`, admin);
       expect(board.status).toBe(503);
