@@ -313,7 +313,8 @@ function components(): Record<string, Schema> {
     Error: obj({
       error: obj(
         {
-          code: str({ enum: ERROR_CODES }),
+          // headers_too_large: node:http's own refusal (431), before any route.
+          code: str({ enum: [...ERROR_CODES, "headers_too_large"] }),
           message: str(),
           details: { description: "more about the error, e.g. issues: every offending field" },
         },
@@ -526,16 +527,19 @@ const PARAMETERS: Record<string, Schema> = {
 /** Errors reply `{ error: { code, message, details? } }`; which codes give which status. */
 function errorResponses(): Record<string, Schema> {
   const statuses = [...new Set(ERROR_CODES.map(statusOf))].sort((a, b) => a - b);
-  return Object.fromEntries(
-    statuses.map((status) => {
-      const codes = ERROR_CODES.filter((c) => statusOf(c) === status);
-      const headers = [
-        ...(status === 503 || status === 429 ? ["Retry-After"] : []),
-        ...(status === 401 || status === 403 ? ["WWW-Authenticate"] : []),
-      ];
-      return [`Error${status}`, reply(`error.code: ${codes.join(" | ")}`, ref("Error"), headers)];
-    }),
-  );
+  const byStatus = statuses.map((status): [string, Schema] => {
+    const codes = ERROR_CODES.filter((c) => statusOf(c) === status);
+    const headers = [
+      ...(status === 503 || status === 429 ? ["Retry-After"] : []),
+      ...(status === 401 || status === 403 ? ["WWW-Authenticate"] : []),
+    ];
+    return [`Error${status}`, reply(`error.code: ${codes.join(" | ")}`, ref("Error"), headers)];
+  });
+  const tooLarge: [string, Schema] = [
+    "Error431",
+    reply("error.code: headers_too_large (request line and headers over 16 KiB)", ref("Error")),
+  ];
+  return Object.fromEntries([...byStatus, tooLarge]);
 }
 
 // ---------------------------------------------------------------- operation helpers
@@ -1015,13 +1019,14 @@ function serviceRoutes(paths: Paths): void {
   add(paths, "/v1/jobs/{id}", "get", {
     tag: "predict",
     summary: "Poll a live inference that outlasted its request's wait",
-    parameters: [param("id", "path", str(), "from the 202's Location")],
+    parameters: [param("id", "path", str(), "from the 202's Location"), shared("IfNoneMatch")],
     responses: {
       200: reply("done", extend(ref("PredictionReply"), { status: str({ const: "completed" }) }), [
         "ETag",
         "Cache-Control",
       ]),
       202: reply("still computing", ref("Pending"), ["Retry-After"]),
+      304: notModified(),
       ...errors(404, 500, 503),
     },
   });
@@ -1128,7 +1133,9 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
       version: VERSION,
       description:
         "Precomputed predictions: answered from the cache, misses from the live model, " +
-        "and lookup tables for apps. Errors are `{ error: { code, message, details? } }`.",
+        "and lookup tables for apps. Errors are `{ error: { code, message, details? } }`. " +
+        "On any path, a method it does not serve is 405 with `Allow`; a request line and " +
+        "headers over 16 KiB are 431 `headers_too_large`.",
     },
     tags: [
       { name: "predict", description: "Predictions, one per model path" },

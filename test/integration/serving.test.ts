@@ -184,6 +184,11 @@ describe("lookup", () => {
     const fresh = query(input("LAS", "PHX"));
     const miss = await fetch(`${t.url}/v1/models/flight-delay/predict?${fresh}&wait=0`, any);
     expect(miss.status).toBe(202);
+    // Once the live model has answered within the wait, an answer exists: 304 as for a hit.
+    const unasked = query(input("LAS", "DEN"));
+    const live = await fetch(`${t.url}/v1/models/flight-delay/predict?${unasked}&wait=5000`, any);
+    expect(live.status).toBe(304);
+    expect(live.headers.get("etag")).toMatch(/^"/);
   });
 });
 
@@ -652,6 +657,13 @@ describe("errors", () => {
     });
     expect(big.status).toBe(413);
     expect(big.body.error.code).toBe("payload_too_large");
+    // A URL over node's 16 KiB header limit: a JSON 431, not cached.
+    const long = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=SFO&x=${"a".repeat(17_000)}`,
+    );
+    expect(long.status).toBe(431);
+    expect(long.body.error.code).toBe("headers_too_large");
+    expect(long.headers.get("cache-control")).toBe("no-store");
   });
 
   it("answers malformed JSON and wrong body shapes with 400", async () => {
@@ -675,6 +687,25 @@ describe("errors", () => {
     const param = await postJson(`${t.url}/v1/models/flight-delay/predict?wait=0`, { inputs });
     expect(param.status).toBe(400);
     expect(param.body.error.details.unknown).toEqual(["wait"]);
+    // Bytes that are not UTF-8: refused, as in a query string (not read as U+FFFD).
+    const bytes = Buffer.concat([
+      Buffer.from('{"inputs":[{"origin":"'),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from('","destination":"LAX","hour":7,"dayOfWeek":1}]}'),
+    ]);
+    const notUtf8 = await getJson(`${t.url}/v1/models/flight-delay/predict`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: bytes,
+    });
+    expect(notUtf8.status).toBe(400);
+    expect(notUtf8.body.error.message).toMatch(/UTF-8/);
+    // A wait past the cap is shortened to it, as in a query string, not refused.
+    const long = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs,
+      wait: 1_000_000_000_000,
+    });
+    expect(long.status).toBe(200);
   });
 
   it("answers a batch body that is not sent as JSON with 415", async () => {

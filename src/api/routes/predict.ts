@@ -50,6 +50,9 @@ function waitFor<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_O
 
 function parseWait(raw: unknown, deps: ApiDeps): number {
   if (raw === undefined) return deps.settings.waitDefaultMs;
+  // A JSON number (a batch's wait): any whole number, longer ones shortened to the cap.
+  if (typeof raw === "number" && Number.isSafeInteger(raw) && raw >= 0)
+    return Math.min(raw, deps.settings.waitMaxMs);
   const text = typeof raw === "number" ? String(raw) : raw;
   if (typeof text !== "string" || !/^\d{1,9}$/.test(text)) {
     throw new PredcacheError("bad_request", "wait must be a whole number of milliseconds", {
@@ -274,6 +277,8 @@ async function answerMiss(
       outOfDistribution: outOfDistribution.length > 0,
     });
     recordArm(deps, routed, key, "live", live.prediction);
+    // "*" asks whether an answer exists: now one does.
+    if (ifNoneMatch(c, validators.etag) === "any") return notModifiedReply(c, validators);
     return plainResponse(
       c,
       200,
@@ -330,15 +335,25 @@ function onlyVersionParameter(c: Context): void {
 
 type ItemResult = Record<string, unknown> & { status: number };
 
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   onlyVersionParameter(c);
   const routed = routeToArm(c, deps, resolveModel(c, deps));
   requireJsonBody(c);
   const { model } = routed;
   const arm = routed.assignment?.label;
+  let text: string;
+  try {
+    // Strict UTF-8, as a query string is: invalid bytes are refused, not read as U+FFFD
+    // (an unknown category that would then be computed and answered).
+    text = UTF8.decode(await c.req.arrayBuffer());
+  } catch {
+    throw new PredcacheError("bad_request", "the body is not valid UTF-8");
+  }
   let body: unknown;
   try {
-    body = await c.req.json();
+    body = JSON.parse(text);
   } catch {
     throw new PredcacheError("bad_request", 'the body must be JSON: { "inputs": [ {...}, ... ] }');
   }
