@@ -73,7 +73,9 @@ export function createApp(deps: ApiDeps): Hono {
   });
   const origins = deps.settings.corsOrigins;
   if (origins.length > 0) {
-    edge.push(cors(readRoutesCors(origins, deps.settings.clientIdHeader)));
+    edge.push(
+      cors({ ...readRoutesCors(origins, deps.settings.clientIdHeader), methodsOf: allowed }),
+    );
   }
   if (deps.access) {
     // Job polls too: a job id names an input's answer, and ids follow from inputs.

@@ -17,6 +17,8 @@ export interface CorsOptions {
   allowHeaders: readonly string[];
   exposeHeaders: readonly string[];
   maxAgeSeconds: number;
+  /** The methods a path has routes for: a preflight allows only those of allowMethods. */
+  methodsOf?: (path: string) => readonly string[];
 }
 
 function allowedOrigin(options: CorsOptions, origin: string | undefined): string | undefined {
@@ -38,6 +40,15 @@ function isUnder(paths: readonly string[], url: string): boolean {
   return !(query === -1 ? url : url.slice(0, query)).includes("/.");
 }
 
+/** allowMethods, narrowed to the methods the path serves when that is known and not none. */
+function preflightMethods(options: CorsOptions, url: string, all: string): string {
+  if (!options.methodsOf) return all;
+  const query = url.indexOf("?");
+  const served = options.methodsOf(query === -1 ? url : url.slice(0, query));
+  const allowed = options.allowMethods.filter((method) => served.includes(method));
+  return allowed.length > 0 ? allowed.join(", ") : all;
+}
+
 /**
  * The Access-Control headers of every answer under `paths` (and Vary: Origin when it
  * varies); a preflight (OPTIONS with Access-Control-Request-Method) is answered 204 here.
@@ -57,7 +68,11 @@ export function cors(options: CorsOptions): EdgeHook {
       const reply: Record<string, string> = takeHeaders(incoming) ?? {};
       if (allow) {
         reply["Access-Control-Allow-Origin"] = allow;
-        reply["Access-Control-Allow-Methods"] = methods;
+        reply["Access-Control-Allow-Methods"] = preflightMethods(
+          options,
+          incoming.url ?? "",
+          methods,
+        );
         reply["Access-Control-Allow-Headers"] = headers;
         reply["Access-Control-Max-Age"] = String(options.maxAgeSeconds);
       }

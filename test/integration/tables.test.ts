@@ -186,7 +186,7 @@ describe("lookup tables", () => {
     });
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get("access-control-allow-origin")).toBe("*");
-    expect(preflight.headers.get("access-control-allow-methods")).toMatch(/POST/);
+    expect(preflight.headers.get("access-control-allow-methods")).toBe("GET, HEAD, POST");
     // An app may send its API key, its client id (experiments) and its request id.
     const allowed = (preflight.headers.get("access-control-allow-headers") ?? "").toLowerCase();
     for (const header of ["authorization", "x-api-key", "x-client-id", "x-request-id"])
@@ -203,6 +203,8 @@ describe("lookup tables", () => {
     });
     expect(jobPreflight.status).toBe(204);
     expect(jobPreflight.headers.get("access-control-allow-origin")).toBe("*");
+    // Only what the path serves: a job is read, never posted to.
+    expect(jobPreflight.headers.get("access-control-allow-methods")).toBe("GET, HEAD");
     const table = await fetch(`${t.url}${first.url}`, {
       headers: { origin: "http://app.example" },
     });
