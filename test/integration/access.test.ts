@@ -34,6 +34,14 @@ const predict = (t: TestService, key: string | undefined, hour: number, header =
     },
   );
 
+/** Puts SFO→LAX at `hour` in a process's L1: a hit that spends only the request budget. */
+function rememberHit(t: TestService, hour: number): void {
+  const model = t.registry.versions("flight-delay")[0];
+  const e = model?.encoder.encode({ origin: "SFO", destination: "LAX", hour, dayOfWeek: 1 });
+  if (!model || !e?.ok) throw new Error("fixture");
+  t.service.tiers.remember(model, e.value.key, { delayProbability: 0.5, expectedDelayMinutes: 1 });
+}
+
 describe("API keys and rate limits", () => {
   it("refuses a missing key (401) and a wrong one (403); health stays open", async () => {
     const none = await predict(a, undefined, 1);
@@ -45,15 +53,7 @@ describe("API keys and rate limits", () => {
 
   it("counts requests per key across API processes, then answers 429 with Retry-After", async () => {
     // A hit in both processes' L1, so only the request budget is spent.
-    for (const t of [a, b]) {
-      const model = t.registry.versions("flight-delay")[0];
-      const e = model?.encoder.encode({ origin: "SFO", destination: "LAX", hour: 5, dayOfWeek: 1 });
-      if (!model || !e?.ok) throw new Error("fixture");
-      t.service.tiers.remember(model, e.value.key, {
-        delayProbability: 0.5,
-        expectedDelayMinutes: 1,
-      });
-    }
+    for (const t of [a, b]) rememberHit(t, 5);
     const statuses: number[] = [];
     let last: Awaited<ReturnType<typeof predict>> | undefined;
     for (let i = 0; i < 8; i++) {
@@ -89,13 +89,7 @@ describe("API keys and rate limits", () => {
   });
 
   it("guards job polls too, and lets no shared cache keep what a key was answered", async () => {
-    const model = a.registry.versions("flight-delay")[0];
-    const e = model?.encoder.encode({ origin: "SFO", destination: "LAX", hour: 6, dayOfWeek: 1 });
-    if (!model || !e?.ok) throw new Error("fixture");
-    a.service.tiers.remember(model, e.value.key, {
-      delayProbability: 0.5,
-      expectedDelayMinutes: 1,
-    });
+    rememberHit(a, 6);
     const hit = await predict(a, CAROL, 6);
     expect(hit.status).toBe(200);
     expect(hit.headers.get("cache-control")).toBe("private, max-age=30");
