@@ -1,7 +1,8 @@
-import { createServer } from "node:http";
+import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { arch, availableParallelism, cpus, platform } from "node:os";
 import { performance } from "node:perf_hooks";
+import { createAdaptorServer } from "@hono/node-server";
 import autocannon from "autocannon";
 import { Hono } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
@@ -19,6 +20,7 @@ import type { RuntimeStats } from "../src/model/runtime.ts";
 import { startRedisServer } from "../src/redis/embedded.ts";
 import { loadRegistry, type Service } from "../src/service.ts";
 import { ForkedLoad } from "./lib/forked-load.ts";
+import { cpuPerRequest } from "./lib/in-memory-http.ts";
 import type { LiveClientOutcome, LiveClientResult } from "./lib/live-client.ts";
 import {
   freshPrefix,
@@ -59,17 +61,23 @@ const LIVE_CONFIGS: { name: string; env: Record<string, string> }[] = [
     env: { PREDCACHE_LIVE_BATCH_ROWS: "1", PREDCACHE_LIVE_CONCURRENCY: "256" },
   },
 ];
+/** Server CPU per request over an in-memory socket: requests per round, rounds (after one warm-up round). */
+const CPU = { requests: 20_000, rounds: 5 };
 const TARGETS = { l1VsHello: 0.9, redisVsL1: 0.85, batchedVsSingle: 3 };
 
 // ---------------------------------------------------------------------------- servers
 
 /** The floor: node:http with nothing in between. */
-async function startRawServer(body: string): Promise<Server> {
+function rawServer(body: string): HttpServer {
   const bytes = Buffer.from(body);
-  const server = createServer((_request, response) => {
+  return createServer((_request, response) => {
     response.writeHead(200, { "content-type": "application/json", "content-length": bytes.length });
     response.end(bytes);
   });
+}
+
+async function startRawServer(body: string): Promise<Server> {
+  const server = rawServer(body);
   await new Promise<void>((done, fail) => {
     server.once("error", fail);
     server.listen(0, HOST, () => done());
@@ -85,11 +93,11 @@ async function startRawServer(body: string): Promise<Server> {
   };
 }
 
-/** Hono through the project's own listen(), on the predict route so routing costs the same. */
-async function startHelloWorld(body: string): Promise<Server> {
+/** Hono (served through the project's own listen()), on the predict route so routing costs the same. */
+function helloWorld(body: string): Hono {
   const app = new Hono();
   app.get(PREDICT, (c) => c.body(body, 200, { "content-type": "application/json" }));
-  return listen(app, HOST, 0);
+  return app;
 }
 
 /**
@@ -99,10 +107,10 @@ async function startHelloWorld(body: string): Promise<Server> {
  * them: c.body() with more than one header would build a Headers object first, a cost
  * a hit does not pay.
  */
-async function startHelloWithHitHeaders(body: string, headers: Record<string, string>) {
+function helloWithHitHeaders(body: string, headers: Record<string, string>): Hono {
   const app = new Hono();
   app.get(PREDICT, () => new Response(body, { status: 200, headers: { ...headers } }));
-  return listen(app, HOST, 0);
+  return app;
 }
 
 /**
@@ -111,12 +119,12 @@ async function startHelloWithHitHeaders(body: string, headers: Record<string, st
  * of a hit, so the gap from here to an L1 hit is the lookup's own (parse, encode, L1,
  * metrics, ETag).
  */
-async function startMiddlewareOnly(body: string, etag: string): Promise<Server> {
+function middlewareOnly(body: string, etag: string): Hono {
   const app = new Hono({ router: new RegExpRouter() });
   const headers = hitHeaders(etag, 30, "application/json");
   app.get("/v1/models/:model/predict", (c) => plainResponse(c, 200, body, { ...headers }));
   const edge = [requestLog(createLogger("silent")), cors(readRoutesCors(["*"]))];
-  return listen(withEdge(app, edge), HOST, 0);
+  return withEdge(app, edge);
 }
 
 /** `items` starting at index `by`: round r of a round-robin starts with a different one. */
@@ -258,6 +266,39 @@ function pairedRatio(a: Load, b: Load): string {
   const sorted = [...ratios].sort((x, y) => x - y);
   const fmt = (x: number) => `${x.toFixed(2)}×`;
   return `median per round ${fmt(median(ratios))} (${fmt(sorted[0] as number)}–${fmt(sorted[sorted.length - 1] as number)}, ${ratios.length} rounds)`;
+}
+
+interface CpuScenario {
+  name: string;
+  server: HttpServer;
+}
+
+interface CpuCost {
+  name: string;
+  /** Median over the rounds, µs of process CPU per request. */
+  micros: number;
+  rounds: number[];
+}
+
+/** Hono's node:http server for an app, without listening (lib/in-memory-http.ts hands it a socket). */
+function inMemory(app: Hono): HttpServer {
+  return createAdaptorServer({ fetch: app.fetch }) as HttpServer;
+}
+
+/** Every scenario warmed, then measured round-robin, CPU.requests per round. */
+async function cpuAll(scenarios: readonly CpuScenario[]): Promise<CpuCost[]> {
+  for (const { server } of scenarios) await cpuPerRequest(server, HOT_PATH, CPU.requests);
+  const rounds = new Map<CpuScenario, number[]>(scenarios.map((s) => [s, []]));
+  for (let round = 0; round < CPU.rounds; round++) {
+    for (const scenario of rotated(scenarios, round))
+      rounds.get(scenario)?.push(await cpuPerRequest(scenario.server, HOT_PATH, CPU.requests));
+    process.stdout.write(".");
+  }
+  console.log();
+  return scenarios.map((s) => {
+    const measured = rounds.get(s) ?? [];
+    return { name: s.name, micros: median(measured), rounds: measured };
+  });
 }
 
 /** HGET calls Redis has served so far (INFO commandstats). */
@@ -496,13 +537,16 @@ async function main(): Promise<void> {
     // 1, 2: the baselines, serving exactly that body.
     const raw = await startRawServer(sample.text);
     servers.unshift(() => raw.close());
-    const hello = await startHelloWorld(sample.text);
+    const helloApp = helloWorld(sample.text);
+    const hello = await listen(helloApp, HOST, 0);
     servers.unshift(() => hello.close());
     // 3: hello-world with a hit's headers.
-    const headed = await startHelloWithHitHeaders(sample.text, sample.headers);
+    const headedApp = helloWithHitHeaders(sample.text, sample.headers);
+    const headed = await listen(headedApp, HOST, 0);
     servers.unshift(() => headed.close());
     // 4: the framework and edge hooks around a hit, with that body and the hit's headers.
-    const framed = await startMiddlewareOnly(sample.text, sample.etag);
+    const framedApp = middlewareOnly(sample.text, sample.etag);
+    const framed = await listen(framedApp, HOST, 0);
     servers.unshift(() => framed.close());
 
     // 6: same Redis and prefix; a 1-byte L1 holds nothing (0 is refused by lru-cache).
@@ -530,6 +574,18 @@ async function main(): Promise<void> {
     const hgets = (await hgetCalls(l2.service)) - hgetsBefore;
     expectSource(await get(`${l1.url}${HOT_PATH}`), "memory", "after load (L1 service)");
     expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "after load (Redis service)");
+    // The same scenarios without the network: each server's own CPU per request.
+    console.log("\nServer CPU per request, in-memory socket");
+    const cpuCosts = await cpuAll([
+      { name: "1 raw node:http", server: rawServer(sample.text) },
+      { name: "2 Hono hello-world", server: inMemory(helloApp) },
+      { name: "3 Hono hello-world + a hit's headers", server: inMemory(headedApp) },
+      { name: "4 Hono + predcache edge hooks", server: inMemory(framedApp) },
+      { name: "5 predcache L1 hit", server: inMemory(l1.service.app) },
+      { name: "6 predcache Redis hit", server: inMemory(l2.service.app) },
+    ]);
+    expectSource(await get(`${l1.url}${HOT_PATH}`), "memory", "after CPU (L1 service)");
+    expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "after CPU (Redis service)");
     // Stop them so they do not share the machine with step 7.
     await runAll(servers.splice(0));
 
@@ -597,6 +653,34 @@ async function main(): Promise<void> {
         `   the framework costs a hit; from 4 to 5 is the lookup's own work.)\n` +
         `  (6: ${(hgets / l2Load.sentInAll).toFixed(3)} Redis HGETs per request: concurrent lookups of one key share a read)`,
     );
+    const [rawCpu, helloCpu, , , l1Cpu, l2Cpu] = cpuCosts as [
+      CpuCost,
+      CpuCost,
+      CpuCost,
+      CpuCost,
+      CpuCost,
+      CpuCost,
+    ];
+    console.log(
+      `\nResults: server CPU per request over an in-memory socket (no network, no load generator;\n` +
+        `${fmtInt(CPU.requests)} pipelined keep-alive requests per round, median of ${CPU.rounds} rounds)\n`,
+    );
+    console.log(
+      table(
+        ["scenario", "CPU µs/req", "rounds", "as req/s × raw", "as req/s × hello"],
+        cpuCosts.map((c) => [
+          c.name,
+          c.micros.toFixed(2),
+          c.rounds.map((r) => r.toFixed(1)).join(" "),
+          ratio(rawCpu.micros, c.micros),
+          ratio(helloCpu.micros, c.micros),
+        ]),
+      ),
+    );
+    console.log(
+      "  (Over loopback each request also costs the kernel's read and write, the same for every\n" +
+        "   scenario, and the load generator's share of the cores: the HTTP ratios above are closer to 1.)",
+    );
     console.log(
       `\nResults: live misses, ${fmtInt(LIVE.inputs)} distinct inputs per config, ${LIVE.inFlight} in flight, wait=${LIVE.waitMs}\n`,
     );
@@ -638,6 +722,11 @@ async function main(): Promise<void> {
     console.log(
       `  Redis hit vs L1 hit req/s:     ${verdict(l2Load.reqPerSec, l1Load.reqPerSec, TARGETS.redisVsL1)}\n` +
         `                                 ${pairedRatio(l2Load, l1Load)}`,
+    );
+    console.log(
+      `  (server CPU alone, no target: L1 hit vs hello-world ${ratio(helloCpu.micros, l1Cpu.micros)}, ` +
+        `Redis hit vs L1 hit ${ratio(l1Cpu.micros, l2Cpu.micros)}, as req/s ratios;\n` +
+        `   an L1 hit costs ${(l1Cpu.micros - helloCpu.micros).toFixed(1)} µs more than hello-world)`,
     );
     console.log(
       `  rows 64 vs rows 1 pred/s:      ${verdict(batched.perSec, single.perSec, TARGETS.batchedVsSingle)}`,
