@@ -61,11 +61,14 @@ export function createApp(deps: ApiDeps): Hono {
   app.onError(handleError(deps.log));
   const allowed = allowedMethods(app);
   app.notFound((c) => {
-    const methods = allowed(c.req.path);
+    const served = allowed(c.req.path);
     c.header("Cache-Control", "no-store");
-    if (methods.length === 0)
+    if (served.length === 0)
       return c.json(errorBody("not_found", `no route ${c.req.path.slice(0, 200)}`), 404);
+    // OPTIONS (a CORS preflight is answered at the edge) asks what the path serves.
+    const methods = [...served, "OPTIONS"];
     c.header("Allow", methods.join(", "));
+    if (c.req.method === "OPTIONS") return c.body(null, 204);
     return c.json(
       errorBody("method_not_allowed", `${c.req.method} is not allowed here`, { allow: methods }),
       405,

@@ -1134,7 +1134,8 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
       description:
         "Precomputed predictions: answered from the cache, misses from the live model, " +
         "and lookup tables for apps. Errors are `{ error: { code, message, details? } }`. " +
-        "On any path, a method it does not serve is 405 with `Allow`; a request line and " +
+        "On any path, a method it does not serve is 405 with `Allow`, and OPTIONS is 204 " +
+        "with `Allow` (a CORS preflight gets its Access-Control headers); a request line and " +
         "headers over 16 KiB are 431 `headers_too_large`.",
     },
     tags: [

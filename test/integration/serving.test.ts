@@ -630,14 +630,25 @@ describe("errors", () => {
     expect(nul.body.error.details.issues[0].code).toBe("control_character");
   });
 
-  it("answers a method a path has no route for with 405 and Allow, an unknown path with 404", async () => {
+  it("answers a method a path has no route for with 405 and Allow, OPTIONS with 204, an unknown path with 404", async () => {
     const predict = await getJson(`${t.url}/v1/models/flight-delay/predict`, { method: "PUT" });
     expect(predict.status).toBe(405);
     expect(predict.body.error.code).toBe("method_not_allowed");
-    expect(predict.headers.get("allow")).toBe("GET, HEAD, POST");
+    expect(predict.headers.get("allow")).toBe("GET, HEAD, POST, OPTIONS");
     const job = await getJson(`${t.url}/v1/jobs/x`, { method: "DELETE" });
     expect(job.status).toBe(405);
-    expect(job.headers.get("allow")).toBe("GET, HEAD");
+    expect(job.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
+    // OPTIONS (not a CORS preflight) asks what a path serves: 204 and Allow, on any path.
+    for (const [path, allow] of [
+      ["/v1/models/flight-delay/predict", "GET, HEAD, POST, OPTIONS"],
+      ["/healthz", "GET, HEAD, OPTIONS"],
+    ]) {
+      const options = await fetch(`${t.url}${path}`, { method: "OPTIONS" });
+      expect(options.status).toBe(204);
+      expect(options.headers.get("allow")).toBe(allow);
+      expect(await options.text()).toBe("");
+    }
+    expect((await fetch(`${t.url}/v1/nowhere`, { method: "OPTIONS" })).status).toBe(404);
     const nowhere = await getJson(`${t.url}/v1/nowhere`, { method: "PUT" });
     expect(nowhere.status).toBe(404);
     expect(nowhere.body.error.code).toBe("not_found");

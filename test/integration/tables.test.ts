@@ -258,14 +258,15 @@ describe("lookup tables", () => {
       expect(allowed.headers.get("access-control-allow-origin")).toBe("http://app.example");
       expect(allowed.headers.get("access-control-max-age")).toBe("600");
       expect(allowed.headers.get("x-request-id")).toBe("pre-1");
-      // Outside /v1/models, and OPTIONS without a preflight's header: no CORS, no such method.
+      // Outside /v1/models, and OPTIONS without a preflight's header: no CORS, the path's methods.
       const health = await fetch(`${named.url}/healthz`, {
         headers: { origin: "http://app.example" },
       });
       expect(health.headers.get("access-control-allow-origin")).toBeNull();
       const bare = await fetch(path, { method: "OPTIONS" });
-      expect(bare.status).toBe(405);
-      expect(bare.headers.get("allow")).toBe("GET, HEAD");
+      expect(bare.status).toBe(204);
+      expect(bare.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
+      expect(bare.headers.get("access-control-allow-methods")).toBeNull();
     } finally {
       await named.close();
     }
