@@ -32,7 +32,7 @@ import { ActiveVersions } from "./model/active.ts";
 import { ModelRegistry } from "./model/registry.ts";
 import { processMetrics } from "./observability/metrics.ts";
 import { closeWithin, createRedis, type Redis, subscribe, whenReady } from "./redis/connection.ts";
-import { DirectoryTableStore } from "./table/store.ts";
+import { DirectoryTableStore, type TableStore } from "./table/store.ts";
 
 export interface Service {
   app: Hono;
@@ -301,6 +301,8 @@ export async function createPrecomputeWorker(
   redisUrl: string,
   log: Logger,
   registry: ModelRegistry,
+  /** Where tables go (default: the config's tables folder). */
+  tables: TableStore = new DirectoryTableStore(config.tablesDir),
 ): Promise<PrecomputeWorkerProcess> {
   const redis = createRedis(redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
   const blocking = createRedis(redisUrl, { role: "blocking" });
@@ -322,7 +324,7 @@ export async function createPrecomputeWorker(
       lockMs: config.lockMs,
       stalledIntervalMs: config.stalledIntervalMs,
     },
-    new DirectoryTableStore(config.tablesDir),
+    tables,
   );
   await worker.waitUntilReady();
   return {

@@ -16,6 +16,7 @@ import {
   type PrecomputeWorkerProcess,
   type Service,
 } from "../../src/service.ts";
+import type { TableStore } from "../../src/table/store.ts";
 import { modelsDirWithVersions as modelsDirIn } from "./models.ts";
 
 /** A models folder with the demo model and more versions of it, in the run's scratch folder. */
@@ -95,12 +96,16 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
 }
 
 /** A precompute worker in this process for a test service (same Redis, prefix, data dir, registry). */
-export function precomputeWorkerFor(t: TestService): Promise<PrecomputeWorkerProcess> {
+export function precomputeWorkerFor(
+  t: TestService,
+  tables?: TableStore,
+): Promise<PrecomputeWorkerProcess> {
   return createPrecomputeWorker(
     t.config,
     t.config.redisUrl as string,
     createLogger("silent"),
     t.registry,
+    tables,
   );
 }
 

@@ -2,9 +2,13 @@ import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HybridClient, PendingAnswerError } from "../../src/client/hybrid-client.ts";
 import { InvalidInputError, LookupTable } from "../../src/client/lookup-table.ts";
+import type { ModelVersion } from "../../src/model/registry.ts";
 import { type EmbeddedRedis, startRedisServer } from "../../src/redis/embedded.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
+import { buildTable } from "../../src/table/builder.ts";
 import { applyDelta } from "../../src/table/delta.ts";
+import { parseTable } from "../../src/table/format.ts";
+import { DirectoryTableStore } from "../../src/table/store.ts";
 import { writeSeedCsv } from "../helpers/precompute.ts";
 import {
   closeOrReport,
@@ -501,6 +505,66 @@ describe("lookup tables", () => {
       expect(table.get(rows[0] as Record<string, string>)).toBeDefined();
     } finally {
       await second.close();
+    }
+  });
+
+  it("a build whose base was replaced meanwhile builds again on the new table", async () => {
+    const active = t.registry.get("flight-delay", t.service.active.get("flight-delay") ?? "");
+    if (!active) throw new Error("no active flight-delay");
+    const model: ModelVersion = active;
+    // In Redis but in no table: a live answer. A writer that takes no table lock (a worker
+    // of an older release) publishes it on top of the base while the run below builds.
+    const raced = { origin: "ABQ", destination: "BOS", hour: "3", dayOfWeek: "2" };
+    const live = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?${new URLSearchParams({ ...raced, wait: "5000" })}`,
+    );
+    expect(live.body.source).toBe("live");
+    const added = { origin: "ABQ", destination: "BTV", hour: 4, dayOfWeek: 6 };
+    const plain = new DirectoryTableStore(t.config.tablesDir);
+    const published: string[] = [];
+    class RacingTableStore extends DirectoryTableStore {
+      override async read(name: string, generation: string): Promise<Uint8Array> {
+        const bytes = await super.read(name, generation);
+        if (published.length === 0) {
+          const info = await buildTable({
+            model,
+            generation: `${model.version}.race${Date.now().toString(36)}`,
+            source: "a writer without the lock",
+            keys: (async function* () {
+              yield [live.body.key as string];
+            })(),
+            store: t.service.tiers.store,
+            tables: plain,
+            base: parseTable(bytes),
+          });
+          published.push(info.generation);
+        }
+        return bytes;
+      }
+    }
+    // Only the racing worker takes the run.
+    await worker.close();
+    const racing = await precomputeWorkerFor(t, new RacingTableStore(t.config.tablesDir));
+    try {
+      const { runId } = await t.service.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "inline", inputs: [added] },
+      });
+      const done = await t.service.precompute.waitUntilDone(runId, 60_000);
+      expect(done.state).toBe("completed");
+      expect(published).toHaveLength(1);
+      const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
+      expect(listing.latest.generation).toBe(done.table);
+      expect(done.table).not.toBe(published[0]);
+      const table = await LookupTable.open(
+        new Uint8Array(await (await fetch(`${t.url}${listing.latest.url}`)).arrayBuffer()),
+      );
+      expect(table.get(added)).toBeDefined();
+      expect(table.get(raced)).toEqual(live.body.prediction);
+      expect(table.get(rows[0] as Record<string, string>)).toBeDefined();
+    } finally {
+      await racing.close();
+      worker = await precomputeWorkerFor(t);
     }
   });
 
