@@ -322,10 +322,17 @@ function components(): Record<string, Schema> {
       ),
     }),
     JobLink: obj({ id: str(), url: str() }),
-    Pending: obj({
-      status: str({ description: "pending, or the live job's state when polled" }),
-      job: ref("JobLink"),
-    }),
+    Pending: obj(
+      {
+        status: str({ const: "pending" }),
+        state: str({
+          enum: ["queued", "running", "retrying"],
+          description: "where the live job is (polls only)",
+        }),
+        job: ref("JobLink"),
+      },
+      ["state"],
+    ),
     PredictionReply: predictionReplySchema(obj({}, [], { additionalProperties: PREDICTION_VALUE })),
     Health: obj({ status: str({ const: "ok" }) }),
     Readiness: obj({

@@ -18,6 +18,7 @@ import {
   auditJobId,
   batchJobId,
   claimKey,
+  failedKey,
   LIVE_QUEUE,
   type LiveJob,
   type LiveResult,
@@ -194,24 +195,30 @@ export class LiveClient {
     return q.then(() => r);
   }
 
-  /** The key id's batch and its state, for polls; undefined when no batch holds it. */
+  /**
+   * The key id's batch and its state, for polls: the batch claiming it, else the last one
+   * that failed it (while that is kept); undefined when there is neither.
+   */
   async poll(keyId: string): Promise<KeyPoll | undefined> {
     const claimed = await holderOf(
       this.commands,
       claimKey(this.options.prefix, keyId),
       this.claimTtlMs(),
     );
-    if (!claimed) return undefined;
-    let job = await this.queue.getJob(claimed.holder);
+    const holder =
+      claimed?.holder ?? (await this.commands.get(failedKey(this.options.prefix, keyId)));
+    if (!holder) return undefined;
+    let job = await this.queue.getJob(holder);
     // Claimed a moment ago and about to be queued (another process may have answered 202).
-    if (!job) return claimed.ageMs < UNQUEUED_CLAIM_MS ? { state: "waiting" } : undefined;
+    if (!job)
+      return claimed && claimed.ageMs < UNQUEUED_CLAIM_MS ? { state: "waiting" } : undefined;
     const { model, version, keys } = job.data;
     const key = keys.find((k) => liveJobId(model, version, k) === keyId);
     if (key === undefined) return undefined;
     const state = await job.getState();
     // The job was read before its state: one that finished in between is read again.
     if ((state === "completed" || state === "failed") && job.finishedOn === undefined)
-      job = (await this.queue.getJob(claimed.holder)) ?? job;
+      job = (await this.queue.getJob(holder)) ?? job;
     const prediction = state === "completed" ? job.returnvalue?.[key] : undefined;
     return {
       key,
@@ -452,12 +459,27 @@ export class LiveClient {
   private failed(jobId: string, reason: string): void {
     this.landed(jobId);
     const keys = this.unwatch(jobId);
-    // The next miss of these keys may try again rather than wait on a failed batch.
-    void this.releaseClaims(
-      jobId,
-      [...keys.keys()].map((keyId) => ({ keyId })),
-    ).catch(() => {});
+    const items = [...keys.keys()].map((keyId) => ({ keyId }));
+    // The next miss of these keys may try again rather than wait on a failed batch; polls
+    // keep telling of the failure (first the marks, so a poll always finds one or the other).
+    void this.markFailed(jobId, items)
+      .then(() => this.releaseClaims(jobId, items))
+      .catch(() => {});
     for (const keyId of keys.keys()) this.settle(keyId, { error: new Error(reason) });
+  }
+
+  /** Marks the keys as failed by `batchId` for as long as the failed job is kept. */
+  private async markFailed(batchId: string, items: readonly { keyId: string }[]): Promise<void> {
+    if (items.length === 0) return;
+    const marks = this.commands.pipeline();
+    for (const { keyId } of items)
+      marks.set(
+        failedKey(this.options.prefix, keyId),
+        batchId,
+        "PX",
+        this.options.keepFinishedSeconds * 1000,
+      );
+    await marks.exec();
   }
 
   /** Time to live of a claim (ms): a batch's keys stay claimed while its answer is pollable. */

@@ -82,3 +82,11 @@ export function queuePrefix(prefix: string): string {
 export function claimKey(prefix: string, keyId: string): string {
   return `${prefix}:claim:${keyId}`;
 }
+
+/**
+ * The batch whose failure a key's id last saw (its id → that batch), in the queue's slot:
+ * the claim is given up at once, so the next miss tries again, and polls read this.
+ */
+export function failedKey(prefix: string, keyId: string): string {
+  return `${prefix}:failed:${keyId}`;
+}

@@ -340,7 +340,7 @@ describe("misses", () => {
       expect(pending.status).toBe(202);
       const poll = await getJson(`${t.url}${pending.body.job.url}`);
       expect(poll.status).toBe(202);
-      expect(poll.body.status).toBe("waiting");
+      expect(poll.body).toMatchObject({ status: "pending", state: "queued" });
       const waiting = getJson(`${url}&wait=5000`);
       await new Promise((r) => setTimeout(r, 300));
       await t.service.live.queue.add(

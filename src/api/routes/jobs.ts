@@ -45,9 +45,18 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
     if (poll.state === "failed") {
       throw new PredcacheError("inference_failed", `live inference failed: ${poll.failedReason}`);
     }
-    const state = poll.state;
     c.header("Retry-After", "1");
     c.header("Cache-Control", "no-store");
-    return c.json({ status: state, job: jobLink(id) }, 202);
+    return c.json({ status: "pending", state: pendingState(poll.state), job: jobLink(id) }, 202);
   });
+}
+
+/** Where a pending job is, in the API's words rather than the queue's. */
+export type PendingState = "queued" | "running" | "retrying";
+
+function pendingState(state: string): PendingState {
+  if (state === "active") return "running";
+  // The live queue delays a job only to try it again after a failed attempt.
+  if (state === "delayed") return "retrying";
+  return "queued";
 }

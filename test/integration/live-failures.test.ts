@@ -1,0 +1,114 @@
+/**
+ * Live inference that fails: the answer is an error, on the waiting request and on every
+ * poll of its job while the job is kept, and asking again tries again. The failure is a
+ * real one: a version whose manifest lets `hour` run to 1000 feeds the demo model's
+ * embedding an index past its end, which onnxruntime refuses at run time.
+ */
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ModelVersion } from "../../src/model/registry.ts";
+import {
+  getJson,
+  modelsDirWithVersions,
+  startTestService,
+  type TestService,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+let t: TestService;
+let broken: ModelVersion;
+
+beforeAll(async () => {
+  const models = await modelsDirWithVersions(["wide-hours"]);
+  const file = join(models, "flight-delay-wide-hours", "manifest.json");
+  const manifest = JSON.parse(await readFile(file, "utf8"));
+  for (const feature of manifest.encoding.features) if (feature.name === "hour") feature.max = 1000;
+  await writeFile(file, JSON.stringify(manifest));
+  t = await startTestService({
+    env: {
+      PREDCACHE_PREFIX: uniquePrefix("livefail"),
+      PREDCACHE_MODELS_DIR: models,
+      PREDCACHE_JOB_KEEP_SECONDS: "60",
+    },
+  });
+  const found = t.registry
+    .versions("flight-delay")
+    .find((v) => v.manifest.encoding.features.some((f) => f.type === "integer" && f.max === 1000));
+  if (!found) throw new Error("the wide-hours version did not load");
+  broken = found;
+});
+afterAll(async () => {
+  await t.close();
+});
+
+function lookup(hour: number, wait: number): string {
+  const query = new URLSearchParams({
+    origin: "SFO",
+    destination: "LAX",
+    hour: String(hour),
+    dayOfWeek: "3",
+    version: broken.version,
+    wait: String(wait),
+  });
+  return `${t.url}/v1/models/flight-delay/predict?${query}`;
+}
+
+/** Polls a job until it is no longer pending; returns every pending state seen and the end. */
+async function pollToEnd(url: string) {
+  const states: string[] = [];
+  for (let i = 0; i < 200; i++) {
+    const r = await getJson(url);
+    if (r.status !== 202) return { states, end: r };
+    expect(r.body.status).toBe("pending");
+    states.push(r.body.state);
+    await new Promise((done) => setTimeout(done, 25));
+  }
+  throw new Error(`${url} still pending after 200 polls`);
+}
+
+describe("a live inference that fails", () => {
+  it("answers a waiting request 500 inference_failed", async () => {
+    const r = await getJson(lookup(900, 5000));
+    expect(r.status).toBe(500);
+    expect(r.body.error.code).toBe("inference_failed");
+    expect(r.headers.get("cache-control")).toBe("no-store");
+  });
+
+  it("stays failed for every poll of its job while the job is kept, not 404", async () => {
+    const pending = await getJson(lookup(901, 0));
+    expect(pending.status).toBe(202);
+    const url = `${t.url}${pending.body.job.url}`;
+    const { states, end } = await pollToEnd(url);
+    for (const state of states) expect(["queued", "running", "retrying"]).toContain(state);
+    expect(end.status).toBe(500);
+    expect(end.body.error.code).toBe("inference_failed");
+    expect(end.body.error.message).toMatch(/out of data bounds/);
+    // The claim is given up at once (so asking again tries again); polls still say why.
+    await new Promise((done) => setTimeout(done, 500));
+    for (let i = 0; i < 3; i++) {
+      const again = await getJson(url);
+      expect(again.status).toBe(500);
+      expect(again.body.error.code).toBe("inference_failed");
+    }
+  });
+
+  it("tries again when the input is asked for again, and polls follow the new try", async () => {
+    const first = await getJson(lookup(902, 0));
+    const url = `${t.url}${first.body.job.url}`;
+    expect((await pollToEnd(url)).end.status).toBe(500);
+    const retry = await getJson(lookup(902, 0));
+    expect(retry.status).toBe(202);
+    expect(retry.body.job.url).toBe(first.body.job.url);
+    // A new job, tried 3 times with backoff (≥ 300 ms): pending again before it fails.
+    const { states, end } = await pollToEnd(url);
+    expect(states.length).toBeGreaterThan(0);
+    expect(end.status).toBe(500);
+  });
+
+  it("answers the version's other inputs", async () => {
+    const r = await getJson(lookup(7, 5000));
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ source: "live", version: broken.version });
+  });
+});
