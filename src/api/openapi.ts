@@ -113,13 +113,15 @@ function flagged(known: Schema, other: Schema, what: string): Schema {
 
 /**
  * The JSON Schema of one input feature, from its manifest definition — the one the
- * encoder validates against (src/model/encoding.ts).
+ * encoder validates against (src/model/encoding.ts) — as a query parameter or (`inBody`)
+ * as a field of a JSON body.
  */
-export function featureJsonSchema(feature: Feature): Schema {
+export function featureJsonSchema(feature: Feature, inBody = false): Schema {
   const notes: string[] = feature.description ? [feature.description] : [];
   let schema: Schema;
   switch (feature.type) {
     case "categorical": {
+      if (inBody) notes.push("a JSON number is read as its decimal text");
       const known = str({ enum: feature.vocabulary });
       if (feature.normalize !== "none")
         notes.push(`case-insensitive (normalized to ${feature.normalize} case)`);
@@ -131,6 +133,7 @@ export function featureJsonSchema(feature: Feature): Schema {
     }
     case "integer":
     case "number": {
+      if (inBody) notes.push("decimal text is read too, as in a query string");
       const known = { type: feature.type, minimum: feature.min, maximum: feature.max };
       schema =
         feature.outOfRange === "flag"
@@ -139,6 +142,7 @@ export function featureJsonSchema(feature: Feature): Schema {
       break;
     }
     case "string":
+      if (inBody) notes.push("a JSON number is read as its decimal text");
       if (feature.normalize !== "none") notes.push(`normalized to ${feature.normalize} case`);
       schema = str({ maxLength: feature.maxLength });
       break;
@@ -152,7 +156,7 @@ export function featureJsonSchema(feature: Feature): Schema {
 export function modelInputSchema(manifest: Manifest): Schema {
   const { features } = manifest.encoding;
   return obj(
-    Object.fromEntries(features.map((f) => [f.name, featureJsonSchema(f)])),
+    Object.fromEntries(features.map((f) => [f.name, featureJsonSchema(f, true)])),
     features.filter((f) => f.default !== undefined).map((f) => f.name),
     { additionalProperties: false },
   );
@@ -672,7 +676,7 @@ function modelRoutes(paths: Paths, schemas: Record<string, Schema>, deps: ApiDep
   const wait = param(
     "wait",
     "query",
-    int({ minimum: 0, maximum: 999_999_999 }),
+    int({ minimum: 0 }),
     `ms to wait for the live model on a miss (default ${settings.waitDefaultMs}, at most ` +
       `${settings.waitMaxMs}: longer waits are shortened); 0 answers a miss with 202 at once`,
   );

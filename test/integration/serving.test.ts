@@ -497,11 +497,19 @@ describe("batch lookup", () => {
     await getJson(`${t.url}/v1/models/flight-delay/predict?${query(hitInput)}&wait=5000`);
     const missInput = input("DTW", "IAH");
     const r = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
-      inputs: [hitInput, { origin: "SFO" }, missInput, { ...hitInput, hour: "99" }],
+      inputs: [hitInput, { origin: "SFO" }, missInput, { ...hitInput, hour: "99" }, 1, null, []],
       wait: 5000,
     });
     expect(r.status).toBe(200);
-    const [hit, missing, live, outOfRange] = r.body.results;
+    const [hit, missing, live, outOfRange, ...notObjects] = r.body.results;
+    // An item that is no object fails its item only, as an invalid one does.
+    for (const item of notObjects) {
+      expect(item.status).toBe(422);
+      expect(item.error.code).toBe("invalid_input");
+      expect(item.error.details.issues).toEqual([
+        { field: "", code: "wrong_type", message: "an input must be a JSON object of features" },
+      ]);
+    }
     expect(hit).toMatchObject({ status: 200, source: "memory" });
     expect(missing.status).toBe(422);
     expect(missing.error.details.issues.map((i: { field: string }) => i.field)).toEqual([
@@ -605,6 +613,22 @@ describe("errors", () => {
     const wait = await getJson(`${t.url}/v1/models/flight-delay/predict?${query(input())}&wait=-5`);
     expect(wait.status).toBe(400);
     expect(wait.body.error.code).toBe("bad_request");
+    expect(wait.body.error.message).toMatch(/whole number of milliseconds/);
+    for (const bad of [1.5, "1.5", true, "", { ms: 5 }]) {
+      const batch = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+        inputs: [input()],
+        wait: bad,
+      });
+      expect(batch.status, JSON.stringify(bad)).toBe(400);
+      expect(batch.body.error.message).toMatch(/wait must be a whole number of milliseconds/);
+    }
+    // Any whole number is a wait: past the cap (5 s here), the cap, however many digits.
+    for (const long of ["1000000000", "99999999999999999999", "%2B0"]) {
+      const hit = await getJson(
+        `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1&wait=${long}`,
+      );
+      expect(hit.status, long).toBe(200);
+    }
     // Which version or wait a repeated one means is unclear: refused, not first-wins.
     const twice = await getJson(
       `${t.url}/v1/models/flight-delay/predict?${query(input())}&wait=1&wait=2&version=${model.version}&version=${model.version}`,

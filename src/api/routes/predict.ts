@@ -11,7 +11,7 @@ import { z } from "zod";
 import type { Hit, Source } from "../../cache/tiers.ts";
 import { PredcacheError } from "../../errors.ts";
 import type { Prediction } from "../../model/decoding.ts";
-import type { EncodedInput, InputIssue } from "../../model/encoding.ts";
+import type { EncodedInput, EncodeOutcome, InputIssue } from "../../model/encoding.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
@@ -48,18 +48,22 @@ function waitFor<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_O
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** A wait as text: whole milliseconds, any number of digits (past the cap is the cap). */
+const WAIT_TEXT = /^\+?\d+$/;
+
 function parseWait(raw: unknown, deps: ApiDeps): number {
   if (raw === undefined) return deps.settings.waitDefaultMs;
+  const max = deps.settings.waitMaxMs;
   // A JSON number (a batch's wait): any whole number, longer ones shortened to the cap.
-  if (typeof raw === "number" && Number.isSafeInteger(raw) && raw >= 0)
-    return Math.min(raw, deps.settings.waitMaxMs);
-  const text = typeof raw === "number" ? String(raw) : raw;
-  if (typeof text !== "string" || !/^\d{1,9}$/.test(text)) {
-    throw new PredcacheError("bad_request", "wait must be a whole number of milliseconds", {
-      max: deps.settings.waitMaxMs,
-    });
+  if (typeof raw === "number" && Number.isInteger(raw) && raw >= 0) return Math.min(raw, max);
+  if (typeof raw !== "string" || !WAIT_TEXT.test(raw)) {
+    throw new PredcacheError(
+      "bad_request",
+      `wait must be a whole number of milliseconds (longer than ${max} is shortened to ${max})`,
+      { max },
+    );
   }
-  return Math.min(Number(text), deps.settings.waitMaxMs);
+  return Math.min(Number(raw), max);
 }
 
 /**
@@ -293,10 +297,32 @@ async function answerMiss(
   }
 }
 
+/** A batch body, as documented (OpenAPI). */
 export const batchSchema = z.strictObject({
   inputs: z.array(z.record(z.string(), z.unknown())).min(1),
-  wait: z.union([z.number().int().min(0), z.string()]).optional(),
+  wait: z.union([z.number().int().min(0), z.string().regex(WAIT_TEXT)]).optional(),
 });
+
+/**
+ * A batch body, as read: the envelope only. Each input is checked on its own (one that is
+ * not an object fails its item, as an invalid one does), and the wait by parseWait.
+ */
+const batchEnvelope = z.strictObject({
+  inputs: z.array(z.unknown()).min(1),
+  wait: z.unknown().optional(),
+});
+
+const NOT_AN_OBJECT: EncodeOutcome = {
+  ok: false,
+  issues: [
+    { field: "", code: "wrong_type", message: "an input must be a JSON object of features" },
+  ],
+};
+
+function encodeItem(model: ModelVersion, input: unknown): EncodeOutcome {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) return NOT_AN_OBJECT;
+  return model.encoder.encode(input as Record<string, unknown>);
+}
 
 /**
  * A batch body is JSON, sent as such: a form's or text/plain body (which a browser may
@@ -368,7 +394,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
       },
     );
   }
-  const parsed = batchSchema.safeParse(body);
+  const parsed = batchEnvelope.safeParse(body);
   if (!parsed.success) {
     throw new PredcacheError(
       "bad_request",
@@ -381,8 +407,8 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   const wait = parseWait(parsed.data.wait, deps);
   // The inputs as parsed, not zod's copies: a copy drops a "__proto__" field (assigned,
   // it sets the prototype), which the encoder must see to refuse as unknown.
-  const inputs = (body as { inputs: Record<string, unknown>[] }).inputs;
-  const encoded = inputs.map((input) => model.encoder.encode(input));
+  const inputs = (body as { inputs: unknown[] }).inputs;
+  const encoded = inputs.map((input) => encodeItem(model, input));
   const valid = encoded.flatMap((e, i) => (e.ok ? [{ index: i, value: e.value }] : []));
   const results: ItemResult[] = encoded.map((e) =>
     e.ok
