@@ -82,10 +82,14 @@ export class PredcacheError extends Error {
  */
 export function redisUnavailable(error: unknown, doing = "retry shortly"): PredcacheError {
   if (error instanceof PredcacheError) return error;
-  return new PredcacheError(
+  // Said in the API's words, not the Redis client's (its messages name its own options).
+  const reason = /timed? ?out/i.test((error as Error)?.message ?? "") ? "timeout" : "unreachable";
+  const unavailable = new PredcacheError(
     "redis_unavailable",
-    `Redis is unavailable (${(error as Error).message}); ${doing}`,
-    undefined,
+    `Redis is unavailable (${reason === "timeout" ? "it did not answer in time" : "not connected"}); ${doing}`,
+    { reason },
     1,
   );
+  unavailable.cause = error;
+  return unavailable;
 }

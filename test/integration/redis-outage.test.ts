@@ -52,6 +52,9 @@ describe("Redis outage", () => {
     const took = Date.now() - started;
     expect(miss.status).toBe(503);
     expect(miss.body.error.code).toBe("redis_unavailable");
+    // In the API's words: the Redis client's own message names its options.
+    expect(miss.body.error.message).toBe("Redis is unavailable (not connected); retry shortly");
+    expect(miss.body.error.details).toEqual({ reason: "unreachable" });
     expect(Number(miss.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
     expect(took).toBeLessThan(2_000);
 
@@ -100,6 +103,7 @@ describe("Redis outage", () => {
         );
         took.push(Date.now() - started);
         expect(r.status).toBe(503);
+        expect(r.body.error.details).toEqual({ reason: "timeout" });
       }
       console.log(`Redis frozen: 3 misses answered 503 in ${took.join(", ")} ms (timeout 500)`);
       // Held behind a poll, a miss took twice the timeout (1,000 ms); event-loop lag on a
