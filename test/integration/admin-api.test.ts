@@ -461,11 +461,29 @@ describe("admin API runs and versions", () => {
     const broken = join(modelsDir, "flight-delay-broken");
     await mkdir(broken);
     await writeFile(join(broken, "manifest.json"), "{ not json");
+    // A valid manifest that does not fit its model: every miss on it would fail.
+    const misfit = join(modelsDir, "flight-delay-misfit");
+    await mkdir(misfit);
+    await copyFile(join(source, "model.onnx"), join(misfit, "model.onnx"));
+    await writeFile(
+      join(misfit, "manifest.json"),
+      JSON.stringify({
+        ...manifest,
+        label: "misfit",
+        encoding: { ...manifest.encoding, input: { ...manifest.encoding.input, dtype: "float32" } },
+      }),
+    );
 
     const reloaded = await admin("/admin/v1/models/flight-delay/reload", { method: "POST" });
     expect(reloaded.status).toBe(200);
     expect(reloaded.body.added).toHaveLength(1);
-    expect(reloaded.body.failed).toEqual([expect.objectContaining({ directory: broken })]);
+    expect(reloaded.body.failed).toEqual([
+      expect.objectContaining({ directory: broken }),
+      expect.objectContaining({
+        directory: misfit,
+        error: expect.stringMatching(/input "features" is INT64, the manifest says float32/),
+      }),
+    ]);
     const fresh = reloaded.body.added[0].version;
     expect(reloaded.body.versions).toContain(fresh);
     // Served at once through this API, and computed by the live worker (which rescans).
@@ -478,6 +496,7 @@ describe("admin API runs and versions", () => {
       (await admin("/admin/v1/models/flight-delay/reload", { method: "POST" })).body.added,
     ).toEqual([]);
     await rm(broken, { recursive: true });
+    await rm(misfit, { recursive: true });
     expect((await admin("/admin/v1/models/unknown-model/reload", { method: "POST" })).status).toBe(
       404,
     );
