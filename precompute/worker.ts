@@ -465,11 +465,14 @@ export class PrecomputeWorker {
       const predictions = await lane.run(todo.map((key) => rows.get(key) as number[]));
       // Counted as Redis added them, in the same step: a key another chunk wrote since the
       // check above is not counted twice, nor a write this chunk made before it was retried.
-      written += await this.store.put(
+      const added = await this.store.put(
         model,
         todo.map((key, i) => ({ key, prediction: predictions[i] as Prediction })),
         { key: this.keys.versionMeta(model.name, model.version), field: "entries" },
       );
+      // Added after the await: `written += await …` would add to the value read before it,
+      // losing what batches in flight meanwhile added.
+      written += added;
     };
     const inFlight = new Set<Promise<void>>();
     // The gate: chunks of this worker send their batches one chunk after another.

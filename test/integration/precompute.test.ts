@@ -319,6 +319,23 @@ describe("precompute run", () => {
     }
   });
 
+  it("counts every write of a chunk whose batches are in flight together", async () => {
+    // 600 rows in one chunk, 16 rows per inference batch: up to 3 batches in flight at once.
+    const p = await setup("inflight", { PREDCACHE_PRECOMPUTE_BATCH: "16" });
+    try {
+      const file = await writeSeedCsv(await seedRows(600));
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "seed", file },
+        chunkSize: 600,
+      });
+      const done = await p.precompute.waitUntilDone(runId, 60_000);
+      expect(done).toMatchObject({ state: "completed", rows: 600, written: 600, skipped: 0 });
+    } finally {
+      await p.close();
+    }
+  });
+
   it("counts an input repeated across chunks once: written and the version's entries match Redis", async () => {
     const p = await setup("dupes", { PREDCACHE_PRECOMPUTE_CONCURRENCY: "4" });
     try {
