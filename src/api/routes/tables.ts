@@ -155,11 +155,14 @@ function serveTable(c: Context, deps: ApiDeps, info: TableInfo, cacheControl: st
 export function registerTables(app: Hono, deps: ApiDeps): void {
   app.get("/v1/models/:model/tables", async (c) => {
     const model = known(c, deps);
+    // One reading of the active version: a promote between two would pair one version
+    // with another's table.
+    const active = deps.active.get(model);
     const tables = await deps.tables.list(model);
-    const latest = await latestTable(deps, model);
+    const latest = tables.find((t) => t.modelVersion === active);
     const text = JSON.stringify({
       model,
-      activeVersion: deps.active.get(model) ?? null,
+      activeVersion: active ?? null,
       latest: latest ? { ...latest, url: tableUrl(latest) } : null,
       tables: tables.map((t) => ({ ...t, url: tableUrl(t) })),
     });
