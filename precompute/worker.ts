@@ -20,7 +20,7 @@ import type { Redis } from "../src/redis/connection.ts";
 import { withLock } from "../src/redis/lock.ts";
 import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
-import { parseTable } from "../src/table/format.ts";
+import { parseTable, TableFormatError, type TableView, verifyTable } from "../src/table/format.ts";
 import type { TableInfo, TableStore } from "../src/table/store.ts";
 import { describeSource, openSource, type RawInput, type SourceContext } from "./inputs/index.ts";
 import { checkInputs, describeInvalid, type InputCheck } from "./inputs/validate.ts";
@@ -357,10 +357,7 @@ export class PrecomputeWorker {
       (await tables.list(target.name)).find(
         (t) => t.modelVersion === target.version && t.encodingHash === target.encoder.hash,
       );
-    const previous = await newest();
-    const base = previous
-      ? parseTable(await tables.read(target.name, previous.generation))
-      : undefined;
+    const { previous, base } = await this.intactBase(target, newest);
     async function* chunkKeys(): AsyncGenerator<string[]> {
       const status = await runs.get(run.runId);
       const total = status?.chunks.total ?? 0;
@@ -382,6 +379,35 @@ export class PrecomputeWorker {
           );
       },
     });
+  }
+
+  /**
+   * The newest table to build on, checked against its checksum first: a table damaged on
+   * disk would otherwise be carried into every later generation under a new, valid
+   * checksum. A damaged one is set aside and the one before it used; what only the
+   * damaged one held is still in Redis, and the next runs that cover it add it again.
+   */
+  private async intactBase(
+    target: ModelVersion,
+    newest: () => Promise<TableInfo | undefined>,
+  ): Promise<{ previous: TableInfo | undefined; base: TableView | undefined }> {
+    const tables = this.tables as TableStore;
+    for (;;) {
+      const previous = await newest();
+      if (!previous) return { previous: undefined, base: undefined };
+      const bytes = await tables.read(target.name, previous.generation);
+      try {
+        await verifyTable(bytes);
+        return { previous, base: parseTable(bytes) };
+      } catch (error) {
+        if (!(error instanceof TableFormatError)) throw error;
+        this.log.error(
+          { model: target.name, table: previous.generation, err: error.message },
+          "a stored table is damaged: set aside (as .damaged), building on the one before it",
+        );
+        await tables.setAside(target.name, previous.generation);
+      }
+    }
   }
 
   private async cancelled(runId: string): Promise<boolean> {

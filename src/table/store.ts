@@ -34,6 +34,8 @@ export interface TableStore {
   /** Atomically makes a finished temporary file the table `generation`. */
   publish(model: string, generation: string, tempFile: string): Promise<TableInfo>;
   remove(model: string, generation: string): Promise<void>;
+  /** Moves a damaged table out of the listing, kept beside it for a look (not deleted). */
+  setAside(model: string, generation: string): Promise<void>;
 }
 
 const SUFFIX = ".pctable";
@@ -147,5 +149,10 @@ export class DirectoryTableStore implements TableStore {
 
   async remove(model: string, generation: string): Promise<void> {
     await rm(this.path(model, generation), { force: true });
+  }
+
+  async setAside(model: string, generation: string): Promise<void> {
+    const path = this.path(model, generation);
+    await rename(path, `${path}.damaged`);
   }
 }

@@ -1,4 +1,5 @@
-import { readFile } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HybridClient, PendingAnswerError } from "../../src/client/hybrid-client.ts";
 import { InvalidInputError, LookupTable } from "../../src/client/lookup-table.ts";
@@ -566,6 +567,51 @@ describe("lookup tables", () => {
       await racing.close();
       worker = await precomputeWorkerFor(t);
     }
+  });
+
+  it("sets a table damaged on disk aside instead of carrying it into the next generation", async () => {
+    const before = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
+    const damagedOnly = { origin: "ABQ", destination: "BUF", hour: 5, dayOfWeek: 1 };
+    const damaged = await runAndWait(
+      await writeSeedCsv([
+        Object.fromEntries(Object.entries(damagedOnly).map(([k, v]) => [k, String(v)])),
+      ]),
+    );
+    expect(damaged).not.toBe(before.generation);
+    // Bytes flipped in the middle of the file: its checksum no longer matches.
+    const file = join(t.config.tablesDir, "flight-delay", `${damaged}.pctable`);
+    const bytes = await readFile(file);
+    for (let i = 0; i < 5; i++) {
+      const at = (bytes.length >> 1) + i * 7;
+      bytes[at] = (bytes[at] as number) ^ 0xff;
+    }
+    await writeFile(file, bytes);
+
+    const added = { origin: "ABQ", destination: "BUR", hour: 6, dayOfWeek: 2 };
+    const { runId } = await t.service.precompute.enqueue({
+      model: "flight-delay",
+      source: { kind: "inline", inputs: [added] },
+    });
+    const done = await t.service.precompute.waitUntilDone(runId, 60_000);
+    expect(done.state).toBe("completed");
+    const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
+    expect(listing.latest.generation).toBe(done.table);
+    expect(listing.tables.map((x: { generation: string }) => x.generation)).not.toContain(damaged);
+    await expect(stat(`${file}.damaged`)).resolves.toBeDefined();
+    // Built on the last intact table: its entries and the run's, under a valid checksum.
+    const table = await LookupTable.open(
+      new Uint8Array(await (await fetch(`${t.url}${listing.latest.url}`)).arrayBuffer()),
+    );
+    expect(table.get(added)).toBeDefined();
+    expect(table.get(rows[0] as Record<string, string>)).toBeDefined();
+    expect(table.size).toBe(before.entryCount + 1);
+    // What only the damaged table held is still answered, from Redis.
+    const lookup = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(
+        Object.fromEntries(Object.entries(damagedOnly).map(([k, v]) => [k, String(v)])),
+      )}&wait=0`,
+    );
+    expect(lookup.status).toBe(200);
   });
 
   it("keeps the old table when a download is corrupt", async () => {
