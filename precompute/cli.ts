@@ -432,6 +432,7 @@ program
       collected: { version: string; keysDeleted: number; tablesDeleted: number }[];
       bytesFreedOnDisk: number;
       olderTablesDeleted: number;
+      runKeyListsDeleted: number;
     }>("POST", `/admin/v1/models/${encodeURIComponent(model)}/gc`);
     print(r, () =>
       [
@@ -440,6 +441,7 @@ program
           (c) => `collected ${c.version}: ${c.keysDeleted} Redis keys, ${c.tablesDeleted} tables`,
         ),
         `older tables deleted ${r.olderTablesDeleted}; ${r.bytesFreedOnDisk} bytes freed on disk`,
+        `key lists of ended runs deleted ${r.runKeyListsDeleted}`,
       ].join("\n"),
     );
   });

@@ -166,9 +166,35 @@ export class RunStore {
       state,
       ...pairs.flatMap(([name, value]) => [name, String(value)]),
     )) as "applied" | "ended" | "finishing";
-    // Counted where the run ended, once: the script applies one ending only.
-    if (ended && outcome === "applied") processMetrics().runsEnded.inc({ outcome: state });
+    if (ended && outcome === "applied") {
+      // Counted where the run ended, once: the script applies one ending only.
+      processMetrics().runsEnded.inc({ outcome: state });
+      // Only a build reads them, and an ended run builds nothing more.
+      await this.dropChunkKeys(id);
+    }
     return outcome;
+  }
+
+  /**
+   * Deletes an ended run's lists of chunk keys (a copy of every key it covered: tens of
+   * MB for a big run); its status and counters stay. Returns how many were deleted.
+   */
+  async dropChunkKeys(id: string): Promise<number> {
+    const [planned, total] = await this.redis.hmget(
+      this.keys.runMeta(id),
+      "chunksPlanned",
+      "chunksTotal",
+    );
+    const count = Math.max(Number(planned ?? 0), Number(total ?? 0));
+    let deleted = 0;
+    // All in the run's slot ({r:<run>}): one UNLINK per 500, on a cluster too.
+    for (let start = 0; start < count; start += 500) {
+      const names = Array.from({ length: Math.min(500, count - start) }, (_, i) =>
+        this.keys.runChunkKeys(id, start + i),
+      );
+      deleted += await this.redis.unlink(...names);
+    }
+    return deleted;
   }
 
   /**

@@ -135,6 +135,8 @@ export interface GcReport {
   /** Older tables of kept versions (the two newest of each stay, for deltas). */
   olderTablesDeleted: number;
   bytesFreedOnDisk: number;
+  /** Lists of chunk keys left by ended runs (of any model; a run deletes its own as it ends). */
+  runKeyListsDeleted: number;
 }
 
 /** The newest runs gc looks at for ones still in progress (older ones have long ended). */
@@ -153,14 +155,20 @@ export async function collectGarbage(deps: Deps, model: string, batch = 500): Pr
     keep.add(v.version);
   // A run still filling a version would fail on its missing keys, having written
   // orphans behind the collection.
-  for (const run of await deps.admin.precompute.runs.list(RUNS_LOOKED_AT))
-    if (run.model === model && !ENDED_RUN.has(run.state)) keep.add(run.version);
+  const runs = deps.admin.precompute.runs;
+  let runKeyListsDeleted = 0;
+  for (const run of await runs.list(RUNS_LOOKED_AT)) {
+    if (!ENDED_RUN.has(run.state)) {
+      if (run.model === model) keep.add(run.version);
+    } else runKeyListsDeleted += await runs.dropChunkKeys(run.id);
+  }
   const report: GcReport = {
     model,
     kept: [...keep],
     collected: [],
     olderTablesDeleted: 0,
     bytesFreedOnDisk: 0,
+    runKeyListsDeleted,
   };
   for (const v of versions) {
     if (keep.has(v.version)) {

@@ -467,6 +467,10 @@ function components(): Record<string, Schema> {
       ),
       olderTablesDeleted: int(),
       bytesFreedOnDisk: int(),
+      runKeyListsDeleted: int({
+        description:
+          "lists of chunk keys ended runs left behind (a run deletes its own as it ends)",
+      }),
     }),
     AuditLog: obj({
       entries: arr(

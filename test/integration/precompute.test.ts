@@ -127,6 +127,9 @@ describe("precompute run", () => {
         skipped: 0,
         chunks: { total: 3, done: 3 },
       });
+      // Its lists of chunk keys (a copy of every key, for the table build) went with it.
+      const lists = [0, 1, 2].map((i) => new Keys(p.prefix).runChunkKeys(runId, i));
+      expect(await redis.exists(...lists)).toBe(0);
 
       const snapshot = await snapshotVersion(redis, p.prefix, "flight-delay", model.version);
       const encoded = rows.map(({ frequency: _, ...input }) => {
