@@ -474,6 +474,36 @@ describe("lookup tables", () => {
     );
   });
 
+  it("refuses a delta no smaller than its table; the client then downloads the table", async () => {
+    const client = new HybridClient({ baseUrl: t.url, model: "flight-delay" });
+    await client.refresh();
+    const held = client.table as LookupTable;
+    // Many more new entries than the held table has: each costs 8 bytes of hash in a
+    // delta, fewer in the table's own index.
+    const { runId } = await t.service.precompute.enqueue({
+      model: "flight-delay",
+      source: {
+        kind: "grid",
+        axes: {
+          origin: ["AUS", "BOS", "BWI", "CLE", "CLT", "CMH", "CVG", "DAL", "DCA", "ELP"],
+          destination: ["BDL", "BNA", "BOI", "BTR", "BTV", "BUF"],
+          hour: "all",
+          dayOfWeek: "all",
+        },
+      },
+    });
+    const done = await t.service.precompute.waitUntilDone(runId, 120_000);
+    expect(done.state).toBe("completed");
+    expect(done.table).not.toBe(held.header.generation);
+    const refused = await getJson(
+      `${t.url}/v1/models/flight-delay/tables/${done.table}/delta?from=${held.header.generation}`,
+    );
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toMatch(/is not smaller than the table.*full table/);
+    expect(await client.refresh()).toBe("full");
+    expect(client.table?.header.generation).toBe(done.table);
+  });
+
   it("runs finishing together each build on the other's table: the newest holds both", async () => {
     // A second worker, so both runs' finish steps can run at once.
     const second = await precomputeWorkerFor(t);

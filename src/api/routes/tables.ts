@@ -41,7 +41,14 @@ async function buildDelta(
   const blocked = deltaBlocker(fromView, toView);
   if (blocked) return { blocked };
   try {
-    return { delta: computeDelta(fromView, toView) };
+    const delta = computeDelta(fromView, toView);
+    // Mostly new entries cost more as a delta (8 bytes of hash each) than in the table's
+    // own index: then the table itself is the cheaper download.
+    if (delta.length >= b.length)
+      return {
+        blocked: `the delta (${delta.length} bytes) is not smaller than the table (${b.length} bytes)`,
+      };
+    return { delta };
   } catch (error) {
     if (error instanceof DeltaUnavailableError) return { blocked: error.message };
     throw error;
