@@ -5,8 +5,7 @@
  * no table at all. A pair no delta can join is remembered too. Bounded by bytes.
  */
 import { LRUCache } from "lru-cache";
-
-export type DeltaOutcome = { delta: Uint8Array } | { blocked: string };
+import type { DeltaOutcome } from "./delta-outcome.ts";
 
 /** Bytes a remembered outcome is counted as, beyond its delta. */
 const ENTRY_OVERHEAD = 128;
@@ -36,7 +35,8 @@ export class DeltaCache {
           // Kept at its own size: a delta from msgpackr is a view of a buffer a few
           // times larger, which the bound would not count. One larger than the whole
           // bound is served, not kept (lru-cache skips it).
-          const outcome = "delta" in built ? { delta: built.delta.slice() } : built;
+          // (new Uint8Array: a Buffer's slice() is a view of the same memory.)
+          const outcome = "delta" in built ? { delta: new Uint8Array(built.delta) } : built;
           this.built.set(id, outcome);
           return outcome;
         },

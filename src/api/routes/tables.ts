@@ -11,9 +11,9 @@ import { Readable } from "node:stream";
 import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
 import { processMetrics } from "../../observability/metrics.ts";
-import { computeDelta, DeltaUnavailableError, deltaBlocker } from "../../table/delta.ts";
-import { DeltaCache, type DeltaOutcome } from "../../table/delta-cache.ts";
-import { parseTable } from "../../table/format.ts";
+import { DeltaCache } from "../../table/delta-cache.ts";
+import type { DeltaOutcome } from "../../table/delta-outcome.ts";
+import { DeltaThread } from "../../table/delta-thread.ts";
 import { isGeneration, type TableInfo } from "../../table/store.ts";
 import type { ApiDeps } from "../deps.ts";
 import { cacheControl, notModified } from "../reply.ts";
@@ -26,7 +26,10 @@ function tableUrl(info: TableInfo): string {
   return `/v1/models/${info.model}/tables/${info.generation}`;
 }
 
-/** The delta from one table to another, or why none can be built (e.g. a version 1 table). */
+/** Builds deltas off the event loop; one thread for every app of the process. */
+const deltaThread = new DeltaThread();
+
+/** The delta from one table to another, or why none is served (../../table/delta-outcome.ts). */
 async function buildDelta(
   deps: ApiDeps,
   model: string,
@@ -37,22 +40,7 @@ async function buildDelta(
     deps.tables.read(model, from.generation),
     deps.tables.read(model, to.generation),
   ]);
-  const [fromView, toView] = [parseTable(a), parseTable(b)];
-  const blocked = deltaBlocker(fromView, toView);
-  if (blocked) return { blocked };
-  try {
-    const delta = computeDelta(fromView, toView);
-    // Mostly new entries cost more as a delta (8 bytes of hash each) than in the table's
-    // own index: then the table itself is the cheaper download.
-    if (delta.length >= b.length)
-      return {
-        blocked: `the delta (${delta.length} bytes) is not smaller than the table (${b.length} bytes)`,
-      };
-    return { delta };
-  } catch (error) {
-    if (error instanceof DeltaUnavailableError) return { blocked: error.message };
-    throw error;
-  }
+  return deltaThread.build(a, b);
 }
 
 function known(c: Context, deps: ApiDeps): string {
