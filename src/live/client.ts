@@ -463,6 +463,7 @@ export class LiveClient {
     // The next miss of these keys may try again rather than wait on a failed batch; polls
     // keep telling of the failure (first the marks, so a poll always finds one or the other).
     void this.markFailed(jobId, items)
+      .catch(() => {})
       .then(() => this.releaseClaims(jobId, items))
       .catch(() => {});
     for (const keyId of keys.keys()) this.settle(keyId, { error: new Error(reason) });
