@@ -169,8 +169,9 @@ export class RunStore {
     if (ended && outcome === "applied") {
       // Counted where the run ended, once: the script applies one ending only.
       processMetrics().runsEnded.inc({ outcome: state });
-      // Only a build reads them, and an ended run builds nothing more.
-      await this.dropChunkKeys(id);
+      // Only a build reads them, and an ended run builds nothing more. Best effort: the
+      // run has ended either way, and gc deletes what is left.
+      await this.dropChunkKeys(id).catch(() => 0);
     }
     return outcome;
   }
