@@ -153,6 +153,9 @@ export class DirectoryTableStore implements TableStore {
 
   async setAside(model: string, generation: string): Promise<void> {
     const path = this.path(model, generation);
-    await rename(path, `${path}.damaged`);
+    await rename(path, `${path}.damaged`).catch((error: NodeJS.ErrnoException) => {
+      // Another worker set it aside first.
+      if (error.code !== "ENOENT") throw error;
+    });
   }
 }
