@@ -239,8 +239,14 @@ export class RunStore {
     await this.redis.set(this.keys.runChunkKeys(id, index), packr.pack(keys));
   }
 
+  /** A chunk's keys, for its run's table build; throws when the list is gone. */
   async chunkKeys(id: string, index: number): Promise<string[]> {
     const bytes = await this.redis.getBuffer(this.keys.runChunkKeys(id, index));
-    return bytes ? (packr.unpack(bytes) as string[]) : [];
+    // Every chunk saves its list before it is done, and the lists go when the run ends: a
+    // build that finds one missing belongs to a run that ended meanwhile (failed as
+    // stalled, say). Its table would lack that chunk's keys, silently.
+    if (!bytes)
+      throw new Error(`run ${id}: chunk ${index}'s keys are gone (the run ended meanwhile?)`);
+    return packr.unpack(bytes) as string[];
   }
 }

@@ -130,6 +130,9 @@ describe("precompute run", () => {
       // Its lists of chunk keys (a copy of every key, for the table build) went with it.
       const lists = [0, 1, 2].map((i) => new Keys(p.prefix).runChunkKeys(runId, i));
       expect(await redis.exists(...lists)).toBe(0);
+      // A build still running for it would find a list gone: an error, not a table short
+      // of that chunk's keys.
+      await expect(p.precompute.runs.chunkKeys(runId, 0)).rejects.toThrow(/keys are gone/);
 
       const snapshot = await snapshotVersion(redis, p.prefix, "flight-delay", model.version);
       const encoded = rows.map(({ frequency: _, ...input }) => {
