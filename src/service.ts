@@ -273,7 +273,7 @@ export async function createLiveWorker(
   const store = new PredictionStore(redis, new Keys(config.prefix), {
     bucketBits: config.bucketBits,
   });
-  const worker = new LiveWorker(blocking, registry, store, log, {
+  const worker = new LiveWorker(blocking, redis, registry, store, log, {
     prefix: queuePrefix(config.prefix),
     batch: { maxItems: config.liveBatchRows, maxWaitMs: config.liveWorkerWaitMs },
     concurrency: config.liveConcurrency,

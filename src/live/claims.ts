@@ -39,6 +39,18 @@ for _, key in ipairs(KEYS) do
 end
 return released`;
 
+// KEYS: claim keys, then their failure marks (as many). ARGV: batch id, the marks' time to
+// live (ms). Marks each key as failed by the batch, and gives up the claims it still holds.
+const FAIL = `
+local n = #KEYS / 2
+for i = 1, n do
+  redis.call('SET', KEYS[n + i], ARGV[1], 'PX', ARGV[2])
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+  end
+end
+return n`;
+
 declare module "ioredis" {
   interface RedisCommander<Context> {
     predcacheClaim(
@@ -86,6 +98,30 @@ export async function release(
   return isCluster(redis)
     ? ((await redis.eval(RELEASE, claimKeys.length, ...claimKeys, batchId)) as number)
     : redis.predcacheRelease(claimKeys.length, ...claimKeys, batchId);
+}
+
+/**
+ * Ends a failed batch's claims in one step: each key is marked as failed by the batch
+ * (polls tell of the failure while the job is kept) and its claim, if the batch still
+ * holds it, given up (the next miss tries again). Claims and marks share the queue's
+ * slot. Rare: sent as a script each time, not defined as a command.
+ */
+export async function failClaims(
+  redis: Redis,
+  batchId: string,
+  claimKeys: readonly string[],
+  failedKeys: readonly string[],
+  ttlMs: number,
+): Promise<void> {
+  if (claimKeys.length === 0) return;
+  await redis.eval(
+    FAIL,
+    claimKeys.length * 2,
+    ...claimKeys,
+    ...failedKeys,
+    batchId,
+    Math.max(1, Math.round(ttlMs)),
+  );
 }
 
 export interface Claimed {

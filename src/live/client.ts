@@ -13,7 +13,7 @@ import type { ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import { closeWithin, type Redis } from "../redis/connection.ts";
 import { producerQueue } from "../redis/queue.ts";
-import { claim, defineClaimScripts, holderOf, release } from "./claims.ts";
+import { claim, defineClaimScripts, failClaims, holderOf, release } from "./claims.ts";
 import {
   auditJobId,
   batchJobId,
@@ -459,28 +459,18 @@ export class LiveClient {
   private failed(jobId: string, reason: string): void {
     this.landed(jobId);
     const keys = this.unwatch(jobId);
-    const items = [...keys.keys()].map((keyId) => ({ keyId }));
-    // The next miss of these keys may try again rather than wait on a failed batch; polls
-    // keep telling of the failure (first the marks, so a poll always finds one or the other).
-    void this.markFailed(jobId, items)
-      .catch(() => {})
-      .then(() => this.releaseClaims(jobId, items))
-      .catch(() => {});
+    // The live worker marked the keys failed and gave up the claims before it failed the
+    // job (worker.ts); done again here (the same step) for workers of an older release.
+    // An audit job watches its own id: no claim, no mark.
+    const keyIds = [...keys.keys()].filter((keyId) => keyId !== jobId);
+    void failClaims(
+      this.commands,
+      jobId,
+      keyIds.map((keyId) => claimKey(this.options.prefix, keyId)),
+      keyIds.map((keyId) => failedKey(this.options.prefix, keyId)),
+      this.options.keepFinishedSeconds * 1000,
+    ).catch(() => {});
     for (const keyId of keys.keys()) this.settle(keyId, { error: new Error(reason) });
-  }
-
-  /** Marks the keys as failed by `batchId` for as long as the failed job is kept. */
-  private async markFailed(batchId: string, items: readonly { keyId: string }[]): Promise<void> {
-    if (items.length === 0) return;
-    const marks = this.commands.pipeline();
-    for (const { keyId } of items)
-      marks.set(
-        failedKey(this.options.prefix, keyId),
-        batchId,
-        "PX",
-        this.options.keepFinishedSeconds * 1000,
-      );
-    await marks.exec();
   }
 
   /** Time to live of a claim (ms): a batch's keys stay claimed while its answer is pollable. */

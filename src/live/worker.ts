@@ -14,13 +14,20 @@ import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import type { Redis } from "../redis/connection.ts";
 import { MicroBatcher, type MicroBatcherOptions } from "./batcher.ts";
+import { failClaims } from "./claims.ts";
 import {
+  claimKey,
+  failedKey,
   LIVE_QUEUE,
   type LiveJob,
   type LiveResult,
+  liveJobId,
   liveJobNameSchema,
   liveJobSchema,
 } from "./jobs.ts";
+
+/** How long a failure mark lasts when the job names no time it is kept (s). */
+const DEFAULT_KEEP_SECONDS = 300;
 
 export interface LiveWorkerOptions {
   prefix: string;
@@ -62,6 +69,8 @@ export class LiveWorker {
 
   constructor(
     blocking: Redis,
+    /** For the claims of failed batches. */
+    private readonly commands: Redis,
     private readonly registry: ModelRegistry,
     private readonly store: PredictionStore,
     log: Logger,
@@ -89,6 +98,37 @@ export class LiveWorker {
   }
 
   private async process(job: Job<LiveJob, LiveResult>): Promise<LiveResult> {
+    try {
+      return await this.compute(job);
+    } catch (error) {
+      const final =
+        (error as Error).name === "UnrecoverableError" ||
+        job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      // Before the job is failed (and its waiters told): polls of its keys then tell of
+      // the failure, and the next miss of a key tries again instead of joining it.
+      if (final && job.name === "predict" && job.id) await this.failClaims(job, job.id);
+      throw error;
+    }
+  }
+
+  /** Marks a failed batch's keys and gives up their claims (claims.ts), best effort. */
+  private async failClaims(job: Job<LiveJob, LiveResult>, batchId: string): Promise<void> {
+    const { model, version, keys } = job.data ?? {};
+    if (!Array.isArray(keys) || typeof model !== "string" || typeof version !== "string") return;
+    const keyIds = keys.map((key) => liveJobId(model, version, key));
+    const kept = job.opts.removeOnFail;
+    const keepSeconds =
+      typeof kept === "object" && "age" in kept && kept.age ? kept.age : DEFAULT_KEEP_SECONDS;
+    await failClaims(
+      this.commands,
+      batchId,
+      keyIds.map((keyId) => claimKey(this.options.prefix, keyId)),
+      keyIds.map((keyId) => failedKey(this.options.prefix, keyId)),
+      keepSeconds * 1000,
+    ).catch(() => {});
+  }
+
+  private async compute(job: Job<LiveJob, LiveResult>): Promise<LiveResult> {
     const name = liveJobNameSchema.safeParse(job.name);
     if (!name.success) throw new UnrecoverableError(`unknown live job name ${job.name}`);
     const parsed = liveJobSchema.safeParse(job.data);

@@ -106,6 +106,29 @@ describe("a live inference that fails", () => {
     expect(end.status).toBe(500);
   });
 
+  it("ends the failed batch's claims from the worker, with no API process left watching it", async () => {
+    // The process that queued the miss is gone before the job fails: nobody watches it.
+    const api = await startTestService({
+      env: {
+        PREDCACHE_PREFIX: t.config.prefix,
+        PREDCACHE_MODELS_DIR: t.config.modelsDir,
+        PREDCACHE_JOB_KEEP_SECONDS: "60",
+      },
+      liveWorker: false,
+    });
+    const pending = await getJson(lookup(903, 0).replace(t.url, api.url));
+    await api.close();
+    expect(pending.status).toBe(202);
+    const url = `${t.url}${pending.body.job.url}`;
+    expect((await pollToEnd(url)).end.status).toBe(500);
+    // The claim was given up by the worker: asking again is a new try, not the dead batch.
+    const retry = await getJson(lookup(903, 0));
+    expect(retry.status).toBe(202);
+    const { states, end } = await pollToEnd(url);
+    expect(states.length).toBeGreaterThan(0);
+    expect(end.body.error.code).toBe("inference_failed");
+  });
+
   it("answers the version's other inputs", async () => {
     const r = await getJson(lookup(7, 5000));
     expect(r.status).toBe(200);
