@@ -2,6 +2,8 @@
  * Errors are values with a stable code; one place (api/errors.ts) turns them into HTTP.
  * The code → status switch is exhaustive, so a new code cannot ship without a status.
  */
+import { isRedisOutage } from "./redis/outage.ts";
+
 export type ErrorCode =
   | "bad_request"
   | "invalid_input"
@@ -76,17 +78,35 @@ export class PredcacheError extends Error {
   }
 }
 
+/** Why Redis did not answer, as a 503 tells it. */
+export type OutageReason = "timeout" | "failover" | "unreachable";
+
+const OUTAGE_WORDS: Record<OutageReason, string> = {
+  timeout: "it did not answer in time",
+  failover: "it is loading or failing over",
+  unreachable: "not connected",
+};
+
+function outageReason(error: Error): OutageReason {
+  if (error.message.startsWith("Command timed out")) return "timeout";
+  if (error.name === "ReplyError") return "failover";
+  return "unreachable";
+}
+
 /**
- * Redis did not answer a command a reply needs: 503, retry in a second. `doing` says what
- * could not be done; a PredcacheError passes through as it is.
+ * Redis did not answer a command a reply needs: 503, retry in a second, said in the
+ * API's words (the Redis client's name its own options), the client's error kept as the
+ * cause. `doing` says what could not be done. Anything but an outage (a wrong reply, a
+ * bug) is returned as it is, to be answered 500 and logged; a PredcacheError passes.
  */
-export function redisUnavailable(error: unknown, doing = "retry shortly"): PredcacheError {
+export function redisUnavailable(error: unknown, doing = "retry shortly"): Error {
   if (error instanceof PredcacheError) return error;
-  // Said in the API's words, not the Redis client's (its messages name its own options).
-  const reason = /timed? ?out/i.test((error as Error)?.message ?? "") ? "timeout" : "unreachable";
+  if (!(error instanceof Error)) return new Error(String(error));
+  if (!isRedisOutage(error)) return error;
+  const reason = outageReason(error);
   const unavailable = new PredcacheError(
     "redis_unavailable",
-    `Redis is unavailable (${reason === "timeout" ? "it did not answer in time" : "not connected"}); ${doing}`,
+    `Redis is unavailable (${OUTAGE_WORDS[reason]}); ${doing}`,
     { reason },
     1,
   );

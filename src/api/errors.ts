@@ -2,7 +2,7 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { type ErrorCode, PredcacheError, redisUnavailable, statusOf } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, repeatedErrors } from "../log.ts";
 import { isRedisOutage } from "../redis/outage.ts";
 
 export interface ErrorBody {
@@ -36,18 +36,32 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
  * once Redis answers, so the reply says to check before retrying one.
  */
 function unavailable(method: string, error: Error): PredcacheError {
-  return SAFE_METHODS.has(method)
-    ? redisUnavailable(error)
-    : redisUnavailable(error, "the change may or may not have been applied: check before retrying");
+  // Called for an outage only, which redisUnavailable always makes a PredcacheError.
+  return (
+    SAFE_METHODS.has(method)
+      ? redisUnavailable(error)
+      : redisUnavailable(
+          error,
+          "the change may or may not have been applied: check before retrying",
+        )
+  ) as PredcacheError;
 }
 
 export function handleError(log: Logger) {
+  // The Redis client's own error behind a 503, for operators (once per 10 s per message).
+  const outage = repeatedErrors(log, "answered 503: Redis is unavailable");
   return (error: Error, c: Context): Response => {
-    if (error instanceof PredcacheError) return errorReply(c, error);
+    if (error instanceof PredcacheError) {
+      if (error.code === "redis_unavailable" && error.cause instanceof Error) outage(error.cause);
+      return errorReply(c, error);
+    }
     if (error instanceof HTTPException) return errorReply(c, fromHttpException(error));
     if (error instanceof SyntaxError)
       return errorReply(c, new PredcacheError("bad_request", "malformed JSON body"));
-    if (isRedisOutage(error)) return errorReply(c, unavailable(c.req.method, error));
+    if (isRedisOutage(error)) {
+      outage(error);
+      return errorReply(c, unavailable(c.req.method, error));
+    }
     log.error({ err: error, path: c.req.path }, "unhandled error");
     return c.json(errorBody("internal", "internal error"), statusOf("internal"));
   };

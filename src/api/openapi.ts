@@ -548,7 +548,14 @@ function errorResponses(): Record<string, Schema> {
       ...(status === 503 || status === 429 ? ["Retry-After"] : []),
       ...(status === 401 || status === 403 ? ["WWW-Authenticate"] : []),
     ];
-    return [`Error${status}`, reply(`error.code: ${codes.join(" | ")}`, ref("Error"), headers)];
+    const more =
+      status === 503
+        ? "; for redis_unavailable, details.reason: timeout | failover | unreachable"
+        : "";
+    return [
+      `Error${status}`,
+      reply(`error.code: ${codes.join(" | ")}${more}`, ref("Error"), headers),
+    ];
   });
   const tooLarge: [string, Schema] = [
     "Error431",
