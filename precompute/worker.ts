@@ -353,11 +353,17 @@ export class PrecomputeWorker {
   ): Promise<TableInfo> {
     const runs = this.runs;
     const tables = this.tables as TableStore;
+    // Tables found damaged (or gone) while choosing the base: passed over here, whether
+    // or not they could be set aside.
+    const passedOver = new Set<string>();
     const newest = async () =>
       (await tables.list(target.name)).find(
-        (t) => t.modelVersion === target.version && t.encodingHash === target.encoder.hash,
+        (t) =>
+          t.modelVersion === target.version &&
+          t.encodingHash === target.encoder.hash &&
+          !passedOver.has(t.generation),
       );
-    const { previous, base } = await this.intactBase(target, newest);
+    const { previous, base } = await this.intactBase(target, newest, passedOver);
     async function* chunkKeys(): AsyncGenerator<string[]> {
       const status = await runs.get(run.runId);
       const total = status?.chunks.total ?? 0;
@@ -390,22 +396,36 @@ export class PrecomputeWorker {
   private async intactBase(
     target: ModelVersion,
     newest: () => Promise<TableInfo | undefined>,
+    passedOver: Set<string>,
   ): Promise<{ previous: TableInfo | undefined; base: TableView | undefined }> {
     const tables = this.tables as TableStore;
     for (;;) {
       const previous = await newest();
       if (!previous) return { previous: undefined, base: undefined };
-      const bytes = await tables.read(target.name, previous.generation);
+      const { generation } = previous;
+      let bytes: Uint8Array;
+      try {
+        bytes = await tables.read(target.name, generation);
+      } catch (error) {
+        // Set aside (or removed) by another worker since it was listed.
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+        passedOver.add(generation);
+        continue;
+      }
       try {
         await verifyTable(bytes);
         return { previous, base: parseTable(bytes) };
       } catch (error) {
         if (!(error instanceof TableFormatError)) throw error;
-        this.log.error(
-          { model: target.name, table: previous.generation, err: error.message },
-          "a stored table is damaged: set aside (as .damaged), building on the one before it",
+        passedOver.add(generation);
+        const setAside = await tables.setAside(target.name, generation).then(
+          () => "set aside (as .damaged)",
+          (failure: Error) => `could not be set aside (${failure.message})`,
         );
-        await tables.setAside(target.name, previous.generation);
+        this.log.error(
+          { model: target.name, table: generation, err: error.message },
+          `a stored table is damaged: ${setAside}; building on the one before it`,
+        );
       }
     }
   }

@@ -644,6 +644,40 @@ describe("lookup tables", () => {
     expect(lookup.status).toBe(200);
   });
 
+  it("builds past a damaged table it cannot set aside", async () => {
+    const before = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
+    const file = join(t.config.tablesDir, "flight-delay", `${before.generation}.pctable`);
+    const bytes = await readFile(file);
+    const at = bytes.length >> 1;
+    bytes[at] = (bytes[at] as number) ^ 0xff;
+    await writeFile(file, bytes);
+    class ReadOnlyTableStore extends DirectoryTableStore {
+      override async setAside(): Promise<void> {
+        throw new Error("EROFS: read-only file system");
+      }
+    }
+    await worker.close();
+    const stuck = await precomputeWorkerFor(t, new ReadOnlyTableStore(t.config.tablesDir));
+    try {
+      const added = { origin: "ABQ", destination: "BWI", hour: 8, dayOfWeek: 4 };
+      const { runId } = await t.service.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "inline", inputs: [added] },
+      });
+      const done = await t.service.precompute.waitUntilDone(runId, 60_000);
+      expect(done.state).toBe("completed");
+      const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
+      expect(listing.latest.generation).toBe(done.table);
+      const table = await LookupTable.open(
+        new Uint8Array(await (await fetch(`${t.url}${listing.latest.url}`)).arrayBuffer()),
+      );
+      expect(table.get(added)).toBeDefined();
+    } finally {
+      await stuck.close();
+      worker = await precomputeWorkerFor(t);
+    }
+  });
+
   it("keeps the old table when a download is corrupt", async () => {
     const client = new HybridClient({
       baseUrl: t.url,
