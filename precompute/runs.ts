@@ -181,11 +181,13 @@ export class RunStore {
    * MB for a big run); its status and counters stay. Returns how many were deleted.
    */
   async dropChunkKeys(id: string): Promise<number> {
-    const [planned, total] = await this.redis.hmget(
+    const [planned, total, dropped] = await this.redis.hmget(
       this.keys.runMeta(id),
       "chunksPlanned",
       "chunksTotal",
+      "keysDropped",
     );
+    if (dropped) return 0;
     const count = Math.max(Number(planned ?? 0), Number(total ?? 0));
     let deleted = 0;
     // All in the run's slot ({r:<run>}): one UNLINK per 500, on a cluster too.
@@ -195,6 +197,9 @@ export class RunStore {
       );
       deleted += await this.redis.unlink(...names);
     }
+    // So gc passes it over next time. A chunk that was running drops its own list, saved
+    // after this, when it finds the run ended (worker.ts).
+    await this.redis.hset(this.keys.runMeta(id), "keysDropped", 1);
     return deleted;
   }
 
@@ -237,6 +242,10 @@ export class RunStore {
 
   async saveChunkKeys(id: string, index: number, keys: readonly string[]): Promise<void> {
     await this.redis.set(this.keys.runChunkKeys(id, index), packr.pack(keys));
+  }
+
+  async dropChunkList(id: string, index: number): Promise<void> {
+    await this.redis.unlink(this.keys.runChunkKeys(id, index));
   }
 
   /** A chunk's keys, for its run's table build; throws when the list is gone. */

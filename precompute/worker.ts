@@ -546,7 +546,16 @@ export class PrecomputeWorker {
     } finally {
       leave();
     }
-    if (failure) throw failure.error;
+    if (failure) {
+      // Its run has ended (cancelled, failed): the list this chunk saved is nobody's now;
+      // the run dropped the lists already, perhaps before this one landed.
+      if (await this.cancelled(chunk.runId).catch(() => false))
+        await savedKeys
+          .catch(() => {})
+          .then(() => this.runs.dropChunkList(chunk.runId, chunk.index))
+          .catch(() => {});
+      throw failure.error;
+    }
     await savedKeys;
     const skipped = keys.length - written;
     // The version's entries were counted with each write.

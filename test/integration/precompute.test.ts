@@ -412,6 +412,11 @@ describe("precompute run", () => {
         "prioritized",
       );
       expect(Object.values(queued).reduce((a, b) => a + b, 0)).toBe(0);
+      // No list of chunk keys is left, not even one a chunk saved after the cancel.
+      const lists = Array.from({ length: 145 }, (_, i) =>
+        new Keys(p.prefix).runChunkKeys(runId, i),
+      );
+      expect(await redis.exists(...lists)).toBe(0);
       console.log(`cancel: stopped after ${later?.chunks.done} of 145 chunks`);
     } finally {
       await p.close();
