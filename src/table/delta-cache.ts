@@ -10,6 +10,15 @@ import type { DeltaOutcome } from "./delta-outcome.ts";
 /** Bytes a remembered outcome is counted as, beyond its delta. */
 const ENTRY_OVERHEAD = 128;
 
+/**
+ * The bytes in a buffer of their own size: as they are, or copied out of a larger one
+ * (with new Uint8Array: a Buffer's slice() would be a view of the same memory).
+ */
+function ownSized(bytes: Uint8Array): Uint8Array {
+  const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+  return whole ? bytes : new Uint8Array(bytes);
+}
+
 export class DeltaCache {
   private readonly built: LRUCache<string, DeltaOutcome>;
   private readonly building = new Map<string, Promise<DeltaOutcome>>();
@@ -32,11 +41,10 @@ export class DeltaCache {
       running = build().then(
         (built) => {
           this.building.delete(id);
-          // Kept at its own size: a delta from msgpackr is a view of a buffer a few
-          // times larger, which the bound would not count. One larger than the whole
-          // bound is served, not kept (lru-cache skips it).
-          // (new Uint8Array: a Buffer's slice() is a view of the same memory.)
-          const outcome = "delta" in built ? { delta: new Uint8Array(built.delta) } : built;
+          // Kept at its own size: a delta msgpackr packed in process is a view of a buffer
+          // a few times larger, which the bound would not count (the delta thread's come
+          // exact). One larger than the whole bound is served, not kept (lru-cache skips it).
+          const outcome = "delta" in built ? { delta: ownSized(built.delta) } : built;
           this.built.set(id, outcome);
           return outcome;
         },

@@ -10,7 +10,7 @@ import { Worker } from "node:worker_threads";
 import { type DeltaOutcome, deltaOutcome } from "./delta-outcome.ts";
 import type { DeltaAnswer, DeltaRequest } from "./delta-worker.ts";
 
-/** Registers tsx in the thread, then runs ./delta-worker.ts. */
+/** Registers tsx in the thread, then runs the worker module. */
 const BOOT = `
 const { workerData } = require("node:worker_threads");
 (async () => {
@@ -22,9 +22,23 @@ const { workerData } = require("node:worker_threads");
 });
 `;
 
+/** A thread not ready by then is given up: deltas are built in process from then on. */
+const BOOT_TIMEOUT_MS = 15_000;
+
+export interface DeltaThreadOptions {
+  /** The worker module (tests point it elsewhere); ./delta-worker.ts by default. */
+  module?: string;
+}
+
 interface Pending {
   resolve: (outcome: DeltaOutcome) => void;
   reject: (error: Error) => void;
+}
+
+/** One started thread and the builds it owes. */
+interface Running {
+  worker: Worker;
+  pending: Map<number, Pending>;
 }
 
 /** The buffers a request may hand over: each its own whole buffer, once (else copied). */
@@ -45,48 +59,58 @@ function transferable(...views: Uint8Array[]): ArrayBuffer[] {
 export class DeltaThread {
   /** Deltas built in the thread and, when it could not start, in process. */
   readonly built = { inThread: 0, inProcess: 0 };
-  private starting: Promise<Worker | undefined> | undefined;
-  private current: Worker | undefined;
+  private starting: Promise<Running | undefined> | undefined;
+  private current: Running | undefined;
   private unavailable = false;
-  private readonly pending = new Map<number, Pending>();
   private next = 0;
+
+  constructor(private readonly options: DeltaThreadOptions = {}) {}
 
   /**
    * The delta from `from` to `to` (table bytes), or why none is served. The bytes are
    * handed to the thread: the caller must not use them afterwards.
    */
   async build(from: Uint8Array, to: Uint8Array): Promise<DeltaOutcome> {
-    const worker = this.unavailable ? undefined : await this.start();
-    if (!worker) {
+    const running = this.unavailable ? undefined : await this.start();
+    if (!running) {
       this.built.inProcess++;
       return deltaOutcome(from, to);
     }
     const id = ++this.next;
     const answer = new Promise<DeltaOutcome>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      running.pending.set(id, { resolve, reject });
     });
-    const request: DeltaRequest = { id, from, to };
-    worker.postMessage(request, transferable(from, to));
+    try {
+      const request: DeltaRequest = { id, from, to };
+      running.worker.postMessage(request, transferable(from, to));
+    } catch (error) {
+      running.pending.delete(id);
+      throw error;
+    }
     const outcome = await answer;
     this.built.inThread++;
     return outcome;
   }
 
+  /** Stops the thread; builds it owed are rejected. */
   async close(): Promise<void> {
-    const worker = await this.starting;
+    const running = await this.starting;
     this.starting = undefined;
-    await worker?.terminate();
+    this.current = undefined;
+    if (!running) return;
+    this.settleAll(running, new Error("the delta thread was closed"));
+    await running.worker.terminate();
   }
 
-  private start(): Promise<Worker | undefined> {
-    this.starting ??= new Promise<Worker | undefined>((started) => {
+  private start(): Promise<Running | undefined> {
+    this.starting ??= new Promise<Running | undefined>((started) => {
       let worker: Worker;
       try {
         worker = new Worker(BOOT, {
           eval: true,
           workerData: {
             tsx: import.meta.resolve("tsx/esm/api"),
-            module: new URL("./delta-worker.ts", import.meta.url).href,
+            module: this.options.module ?? new URL("./delta-worker.ts", import.meta.url).href,
           },
         });
       } catch {
@@ -95,48 +119,54 @@ export class DeltaThread {
         return;
       }
       worker.unref();
-      this.current = worker;
+      const running: Running = { worker, pending: new Map() };
+      this.current = running;
       let ready = false;
+      const giveUp = () => {
+        // Never ready: not tried again; deltas are built in process.
+        this.unavailable = true;
+        this.starting = undefined;
+        started(undefined);
+        void worker.terminate();
+      };
+      const booting = setTimeout(giveUp, BOOT_TIMEOUT_MS);
+      booting.unref();
       worker.on("message", (message: DeltaAnswer | { ready: true }) => {
         if ("ready" in message) {
           ready = true;
-          started(worker);
-        } else this.answer(message);
+          clearTimeout(booting);
+          started(running);
+        } else this.answer(running, message);
       });
-      worker.once("error", (error) => this.lost(worker, error, ready, started));
-      worker.once("exit", (code) =>
-        this.lost(worker, new Error(`the delta thread exited (${code})`), ready, started),
-      );
+      const lost = (error: Error) => {
+        clearTimeout(booting);
+        if (!ready) return giveUp();
+        // Died after it started: its builds fail; the next build starts a new thread.
+        if (this.current === running) {
+          this.current = undefined;
+          this.starting = undefined;
+        }
+        this.settleAll(running, error);
+        void worker.terminate();
+      };
+      worker.once("error", lost);
+      worker.once("exit", (code) => lost(new Error(`the delta thread exited (${code})`)));
+      worker.on("messageerror", (error) => lost(error));
     });
     return this.starting;
   }
 
-  private answer(answer: DeltaAnswer): void {
-    const pending = this.pending.get(answer.id);
+  private answer(running: Running, answer: DeltaAnswer): void {
+    const pending = running.pending.get(answer.id);
     if (!pending) return;
-    this.pending.delete(answer.id);
+    running.pending.delete(answer.id);
     if ("error" in answer) pending.reject(new Error(answer.error));
     else pending.resolve("delta" in answer ? { delta: answer.delta } : { blocked: answer.blocked });
   }
 
-  /** A thread that never started is not tried again; one that died is, on the next build. */
-  private lost(
-    worker: Worker,
-    error: Error,
-    ready: boolean,
-    started: (worker: Worker | undefined) => void,
-  ): void {
-    // "error" and then "exit" both come here: the first one settles it.
-    if (this.current !== worker) return;
-    this.current = undefined;
-    if (!ready) {
-      this.unavailable = true;
-      started(undefined);
-    }
-    void worker.terminate();
-    this.starting = undefined;
-    for (const [id, pending] of this.pending) {
-      this.pending.delete(id);
+  private settleAll(running: Running, error: Error): void {
+    for (const [id, pending] of running.pending) {
+      running.pending.delete(id);
       pending.reject(error);
     }
   }

@@ -74,4 +74,17 @@ describe("delta thread", () => {
     expect(a.byteLength).toBe(0);
     expect(thread.built.inProcess).toBe(0);
   });
+
+  it("builds in process when its thread cannot start", async () => {
+    const broken = new DeltaThread({ module: "file:///nonexistent/delta-worker.ts" });
+    try {
+      const [a, b] = [await table(0, 500, "0123456789ab.g"), await table(0, 510, "0123456789ab.h")];
+      const expected = plain(deltaOutcome(a, b));
+      expect(plain(await broken.build(a, b))).toEqual(expected);
+      expect(plain(await broken.build(a, b))).toEqual(expected);
+      expect(broken.built).toEqual({ inThread: 0, inProcess: 2 });
+    } finally {
+      await broken.close();
+    }
+  });
 });
