@@ -60,10 +60,15 @@ async function find(deps: ApiDeps, model: string, generation: string): Promise<T
   return info;
 }
 
+/** A version's newest table among a listing (newest first), if it has one. */
+function newestOf(tables: readonly TableInfo[], version: string | undefined) {
+  return tables.find((t) => t.modelVersion === version);
+}
+
 /** The active version's newest table, if it has one. */
 export async function latestTable(deps: ApiDeps, model: string): Promise<TableInfo | undefined> {
   const active = deps.active.get(model);
-  return (await deps.tables.list(model)).find((t) => t.modelVersion === active);
+  return newestOf(await deps.tables.list(model), active);
 }
 
 /** Parses a single `bytes=a-b` range (RFC 9110 §14.1.2); undefined: serve the whole file. */
@@ -154,7 +159,7 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
     // with another's table.
     const active = deps.active.get(model);
     const tables = await deps.tables.list(model);
-    const latest = tables.find((t) => t.modelVersion === active);
+    const latest = newestOf(tables, active);
     const text = JSON.stringify({
       model,
       activeVersion: active ?? null,
