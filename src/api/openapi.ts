@@ -819,7 +819,9 @@ function modelRoutes(paths: Paths, schemas: Record<string, Schema>, deps: ApiDep
     responses: {
       200: reply("the delta", str({ format: "binary" }), ["ETag", "Cache-Control"], DELTA_TYPE),
       304: notModified(),
-      ...errors(400, 404, 409),
+      // 409: no delta joins the two (or it would not be smaller); 503: too many deltas are
+      // being built. Either way the full table is the answer.
+      ...errors(400, 404, 409, 503),
     },
   });
 }

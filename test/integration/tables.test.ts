@@ -504,6 +504,26 @@ describe("lookup tables", () => {
     expect(client.table?.header.generation).toBe(done.table);
   });
 
+  it("answers deltas of many pairs at once with a delta, a 409 or 503 overloaded, never more", async () => {
+    const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
+    const latest = listing.latest;
+    const pairs = listing.tables
+      .filter(
+        (x: { generation: string; encodingHash: string }) =>
+          x.generation !== latest.generation && x.encodingHash === latest.encodingHash,
+      )
+      .map((x: { generation: string }) => `${latest.url}/delta?from=${x.generation}`);
+    expect(pairs.length).toBeGreaterThanOrEqual(3);
+    const answers = await Promise.all(pairs.map((url: string) => getJson(`${t.url}${url}`)));
+    for (const r of answers) {
+      expect([200, 409, 503]).toContain(r.status);
+      if (r.status === 503) {
+        expect(r.body.error.code).toBe("overloaded");
+        expect(r.headers.get("retry-after")).toBe("1");
+      }
+    }
+  });
+
   it("runs finishing together each build on the other's table: the newest holds both", async () => {
     // A second worker, so both runs' finish steps can run at once.
     const second = await precomputeWorkerFor(t);

@@ -11,6 +11,7 @@ import { Readable } from "node:stream";
 import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
 import { processMetrics } from "../../observability/metrics.ts";
+import { BuildGate } from "../../table/build-gate.ts";
 import { DeltaCache } from "../../table/delta-cache.ts";
 import type { DeltaOutcome } from "../../table/delta-outcome.ts";
 import { DeltaThread } from "../../table/delta-thread.ts";
@@ -28,6 +29,12 @@ function tableUrl(info: TableInfo): string {
 
 /** Builds deltas off the event loop; one thread for every app of the process. */
 const deltaThread = new DeltaThread();
+/**
+ * One delta built at a time (the thread builds one at a time anyway), and the tables of
+ * at most DELTAS_WAITING more read: past that, the client is told to download the table.
+ */
+const DELTAS_WAITING = 4;
+const deltaGate = new BuildGate(1, DELTAS_WAITING);
 
 /** The delta from one table to another, or why none is served (../../table/delta-outcome.ts). */
 async function buildDelta(
@@ -36,11 +43,23 @@ async function buildDelta(
   from: TableInfo,
   to: TableInfo,
 ): Promise<DeltaOutcome> {
-  const [a, b] = await Promise.all([
-    deps.tables.read(model, from.generation),
-    deps.tables.read(model, to.generation),
-  ]);
-  return deltaThread.build(a, b);
+  // The tables are read when the build's turn comes, not while it waits.
+  return deltaGate.run(
+    async () => {
+      const [a, b] = await Promise.all([
+        deps.tables.read(model, from.generation),
+        deps.tables.read(model, to.generation),
+      ]);
+      return deltaThread.build(a, b);
+    },
+    () =>
+      new PredcacheError(
+        "overloaded",
+        "too many deltas are being built: download the full table, or retry shortly",
+        { waiting: DELTAS_WAITING },
+        1,
+      ),
+  );
 }
 
 function known(c: Context, deps: ApiDeps): string {
