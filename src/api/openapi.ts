@@ -381,6 +381,12 @@ function components(): Record<string, Schema> {
     TableListing: obj({
       model: str(),
       activeVersion: orNull(str()),
+      servedVersion: orNull(
+        str({
+          description:
+            "the version this client's lookups are answered by (its arm's while an experiment runs); latest is its newest table",
+        }),
+      ),
       latest: { anyOf: [ref("TableInfo"), { type: "null" }] },
       tables: arr(ref("TableInfo")),
     }),

@@ -21,6 +21,12 @@ export interface HybridClientOptions {
   fetch?: typeof fetch;
   /** Longest wait (ms) the server may take for a live answer (default 2,000). */
   wait?: number;
+  /**
+   * Sent with every request: an API key (`X-API-Key` or `Authorization: Bearer …`) when
+   * the server wants one, the client id (`X-Client-Id`) that puts the app in an
+   * experiment's arm, whose version then answers from the table and from the server.
+   */
+  headers?: Record<string, string>;
 }
 
 export interface HybridAnswer {
@@ -38,7 +44,10 @@ export interface HybridAnswer {
 /** "none": the active version has no table yet; the client asks the server meanwhile. */
 export type RefreshOutcome = "unchanged" | "delta" | "full" | "none";
 
-/** The server is still computing the answer (it said 202): poll `jobUrl` or ask again later. */
+/**
+ * The server is still computing the answer (it said 202): poll `jobUrl` (absolute; send
+ * the client's headers with it) or ask again later.
+ */
 export class PendingAnswerError extends Error {
   override readonly name = "PendingAnswerError";
   constructor(readonly jobUrl: string | undefined) {
@@ -48,6 +57,8 @@ export class PendingAnswerError extends Error {
 
 interface TableListing {
   activeVersion?: string | null;
+  /** The version this client is answered by (its arm's in an experiment); older servers send none. */
+  servedVersion?: string | null;
   latest: { generation: string; checksum: string; encodingHash: string; url: string } | null;
 }
 
@@ -100,7 +111,14 @@ export class HybridClient {
       throw new Error(`the table is of model ${options.table.header.model}, not ${options.model}`);
     this.current = options.table;
     this.fallback = new LRUCache({ max: options.fallbackCacheSize ?? 1_000 });
-    this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    const send = options.fetch ?? globalThis.fetch.bind(globalThis);
+    const headers = options.headers ?? {};
+    // Every request carries the app's headers (the request's own, if any, win).
+    this.fetch = (input, init) =>
+      send(input, {
+        ...init,
+        headers: { ...headers, ...(init?.headers as Record<string, string>) },
+      });
   }
 
   /** The table in use (undefined before the first successful refresh). */
@@ -148,8 +166,12 @@ export class HybridClient {
     if (listing.status === 304 && conditional) return "unchanged";
     if (!listing.ok) throw new Error(`listing tables failed: HTTP ${listing.status}`);
     const etag = listing.headers.get("etag") ?? undefined;
-    const { activeVersion, latest } = await replyJson<TableListing>(listing, "listing tables");
-    if (activeVersion) this.answersOf(activeVersion);
+    const { activeVersion, servedVersion, latest } = await replyJson<TableListing>(
+      listing,
+      "listing tables",
+    );
+    const version = servedVersion ?? activeVersion;
+    if (version) this.answersOf(version);
     if (!latest) {
       // The active version has no table yet: the held one answers for an older version.
       this.current = undefined;
@@ -232,7 +254,8 @@ export class HybridClient {
       error?: { code: string; message: string; details?: { issues?: InputIssue[] } };
     }>(response, "asking the server");
     if (response.status === 422) throw new InvalidInputError(body.error?.details?.issues ?? []);
-    if (response.status === 202) throw new PendingAnswerError(body.job?.url);
+    if (response.status === 202)
+      throw new PendingAnswerError(body.job?.url ? this.url(body.job.url) : undefined);
     if (response.status !== 200 || !body.prediction || !body.key || !body.version) {
       throw new Error(
         `the server did not answer (HTTP ${response.status}): ${body.error?.message ?? "no prediction"}`,

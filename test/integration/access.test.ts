@@ -1,5 +1,6 @@
 /** Optional API keys on the read API, with request and miss budgets shared across API processes. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HybridClient, PendingAnswerError } from "../../src/client/hybrid-client.ts";
 import { loadConfig } from "../../src/config.ts";
 import { getJson, startTestService, type TestService, uniquePrefix } from "../helpers/service.ts";
 
@@ -101,6 +102,29 @@ describe("API keys and rate limits", () => {
     expect(anonymous.body.error.code).toBe("unauthorized");
     const polled = await getJson(job, { headers: { "x-api-key": CAROL } });
     expect(polled.status).toBe(202);
+    // The table listing too (the latest alias and tables are served the same way).
+    const listing = await getJson(`${a.url}/v1/models/flight-delay/tables`, {
+      headers: { "x-api-key": CAROL },
+    });
+    expect(listing.status).toBe(200);
+    expect(listing.headers.get("cache-control")).toBe("private, no-cache");
+  });
+
+  it("lets the app's client send its key with every request", async () => {
+    const anonymous = new HybridClient({ baseUrl: a.url, model: "flight-delay" });
+    await expect(anonymous.refresh()).rejects.toThrow(/401/);
+    const keyed = new HybridClient({
+      baseUrl: a.url,
+      model: "flight-delay",
+      headers: { "X-API-Key": CAROL },
+    });
+    expect(await keyed.refresh()).toBe("none"); // listed (no table here), not refused
+    // No live worker here: the miss is queued (202), which a refused key never gets.
+    const asked = await keyed
+      .predict({ origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 })
+      .catch((error: unknown) => error);
+    expect(asked).toBeInstanceOf(PendingAnswerError);
+    expect((asked as PendingAnswerError).jobUrl).toMatch(new RegExp(`^${a.url}/v1/jobs/`));
   });
 
   it("refuses short API keys at start", () => {

@@ -6,6 +6,7 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HybridClient } from "../../src/client/hybrid-client.ts";
 import { LookupTable } from "../../src/client/lookup-table.ts";
 import { agreementOf } from "../../src/experiment/agreement.ts";
 import { armOf, type Experiment } from "../../src/experiment/experiment.ts";
@@ -225,6 +226,45 @@ describe("experiments", () => {
       expect(reply.body.experiment.arm).toBe(armOf(after, client));
     }
     expect((await admin(`${base}/coarse-30`, { method: "PATCH", body: {} })).status).toBe(400);
+  });
+
+  it("gives each client its arm's table, whose answers are the server's for that client", async () => {
+    const experiment = (await admin(`${base}/coarse-30`)).body as Experiment;
+    const ids = Array.from({ length: 40 }, (_, i) => `table-client-${i}`);
+    const byArm = new Map(ids.map((id) => [armOf(experiment, id), id]));
+    expect([...byArm.keys()].sort()).toEqual(["candidate", "control"]);
+    for (const [arm, id] of byArm) {
+      const version = arm === "candidate" ? candidate.version : control.version;
+      const listing = await getJson(`${t.url}/v1/models/${MODEL}/tables`, {
+        headers: { "x-client-id": id },
+      });
+      expect(listing.body).toMatchObject({
+        servedVersion: version,
+        latest: { modelVersion: version },
+      });
+      expect(listing.headers.get("vary")).toMatch(/x-client-id/i);
+      const latest = await fetch(`${t.url}/v1/models/${MODEL}/tables/latest`, {
+        headers: { "x-client-id": id },
+      });
+      expect(latest.headers.get("content-location")).toBe(listing.body.latest.url);
+      await latest.arrayBuffer();
+      // The app's client, sending its id: its table and the server agree, input by input.
+      const client = new HybridClient({
+        baseUrl: t.url,
+        model: MODEL,
+        headers: { "X-Client-Id": id },
+      });
+      expect(await client.refresh()).toBe("full");
+      expect(client.table?.header.modelVersion).toBe(version);
+      for (const input of inputs.slice(0, 5)) {
+        const local = await client.predict(input);
+        expect(local.source).toBe("table");
+        const server = await lookup(input, id);
+        expect(server.body.experiment.arm).toBe(arm);
+        expect(local.prediction).toEqual(server.body.prediction);
+        expect(local.version).toBe(server.body.version);
+      }
+    }
   });
 
   it("compares in shadow without changing any reply, and reports what the tables say", async () => {

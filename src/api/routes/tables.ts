@@ -17,6 +17,7 @@ import type { DeltaOutcome } from "../../table/delta-outcome.ts";
 import { DeltaThread } from "../../table/delta-thread.ts";
 import { isGeneration, type TableInfo } from "../../table/store.ts";
 import type { ApiDeps } from "../deps.ts";
+import { routeToArm } from "../experiment-routing.ts";
 import { cacheControl, notModified } from "../reply.ts";
 
 /** Deltas kept for the clients that will ask for the same one (./delta-cache.ts). */
@@ -88,6 +89,23 @@ function newestOf(tables: readonly TableInfo[], version: string | undefined) {
 export async function latestTable(deps: ApiDeps, model: string): Promise<TableInfo | undefined> {
   const active = deps.active.get(model);
   return newestOf(await deps.tables.list(model), active);
+}
+
+/**
+ * The version whose tables this client gets: the one its lookups are answered by. That
+ * is the active version, or, while an experiment runs, its arm's (routeToArm: by client
+ * id or API key, the reply then varying by the client id header), so the answers its
+ * table gives are the server's. Read once per request.
+ */
+function servedVersion(c: Context, deps: ApiDeps, model: string): string | undefined {
+  const active = deps.active.get(model);
+  const resolved = active === undefined ? undefined : deps.registry.get(model, active);
+  return resolved ? routeToArm(c, deps, resolved).model.version : active;
+}
+
+/** How long a listing or the latest alias may be kept: revalidated each time; keyed: privately. */
+function revalidated(deps: ApiDeps): string {
+  return deps.settings.cacheScope === "private" ? "private, no-cache" : "no-cache";
 }
 
 /** Parses a single `bytes=a-b` range (RFC 9110 §14.1.2); undefined: serve the whole file. */
@@ -174,21 +192,23 @@ function serveTable(c: Context, deps: ApiDeps, info: TableInfo, cacheControl: st
 export function registerTables(app: Hono, deps: ApiDeps): void {
   app.get("/v1/models/:model/tables", async (c) => {
     const model = known(c, deps);
-    // One reading of the active version: a promote between two would pair one version
-    // with another's table.
+    // One reading of each version: a promote between two would pair one version with
+    // another's table.
     const active = deps.active.get(model);
+    const served = servedVersion(c, deps, model);
     const tables = await deps.tables.list(model);
-    const latest = newestOf(tables, active);
+    const latest = newestOf(tables, served);
     const text = JSON.stringify({
       model,
       activeVersion: active ?? null,
+      servedVersion: served ?? null,
       latest: latest ? { ...latest, url: tableUrl(latest) } : null,
       tables: tables.map((t) => ({ ...t, url: tableUrl(t) })),
     });
     // Clients poll this to learn of new tables: a 304 costs them no body.
     const etag = `"${createHash("sha256").update(text).digest("hex").slice(0, 32)}"`;
     c.header("ETag", etag);
-    c.header("Cache-Control", "no-cache");
+    c.header("Cache-Control", revalidated(deps));
     if (notModified(c, etag)) return c.body(null, 304);
     c.header("Content-Type", "application/json");
     return c.body(text, 200);
@@ -206,14 +226,15 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
         await find(deps, model, generation),
         cacheControl("immutable", deps.settings.cacheScope),
       );
-    const latest = await latestTable(deps, model);
+    const served = servedVersion(c, deps, model);
+    const latest = newestOf(await deps.tables.list(model), served);
     if (!latest)
       throw new PredcacheError(
         "not_found",
-        `the active version of ${model} has no table yet (run a precompute)`,
+        `${model}'s version ${served ?? "(none active)"} has no table yet (run a precompute)`,
       );
     // The alias moves with every publish and promote: caches must revalidate it.
-    return serveTable(c, deps, latest, "no-cache");
+    return serveTable(c, deps, latest, revalidated(deps));
   });
 
   const deltas = new DeltaCache(DELTA_CACHE_BYTES);
