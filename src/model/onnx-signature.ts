@@ -25,7 +25,7 @@ export interface OnnxSignature {
 
 function dimOf(dim: onnxProto.onnx.TensorShapeProto.IDimension): number | string | undefined {
   if (dim.dimParam) return dim.dimParam;
-  // A Long, a number, or unset (protobuf's default 0 when a dimension names neither).
+  // A Long or a number; null or undefined when the dimension names neither (unknown).
   if (dim.dimValue !== undefined && dim.dimValue !== null) return Number(String(dim.dimValue));
   return undefined;
 }
@@ -44,8 +44,11 @@ function signatureOf(info: onnxProto.onnx.IValueInfoProto): TensorSignature {
 export function onnxSignature(bytes: Uint8Array): OnnxSignature {
   const model = onnx.ModelProto.decode(bytes);
   if (!model.graph) throw new Error("not an ONNX model: no graph");
+  // Models of IR < 4 list their weights (initializers) among the inputs too: not inputs
+  // anyone feeds.
+  const weights = new Set((model.graph.initializer ?? []).map((w) => w.name));
   return {
-    inputs: (model.graph.input ?? []).map(signatureOf),
+    inputs: (model.graph.input ?? []).filter((i) => !weights.has(i.name ?? "")).map(signatureOf),
     outputs: (model.graph.output ?? []).map(signatureOf),
   };
 }
@@ -91,6 +94,12 @@ export function signatureIssues(manifest: Manifest, signature: OnnxSignature): s
       );
     if (input.dims && input.dims.length !== 2)
       issues.push(`input "${name}" has ${input.dims.length} dimensions, not 2 ([rows, features])`);
+    const rows = input.dims?.[0];
+    // Batches of misses and of precompute rows vary in size: the row count must be free.
+    if (input.dims?.length === 2 && typeof rows === "number")
+      issues.push(
+        `input "${name}" takes exactly ${rows} row${rows === 1 ? "" : "s"} per run: its first dimension must be free (a name like N)`,
+      );
     const columns = input.dims?.[1];
     if (input.dims?.length === 2 && typeof columns === "number" && columns !== width)
       issues.push(

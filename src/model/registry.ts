@@ -19,7 +19,7 @@ import { canonicalJson } from "./canonical-json.ts";
 import { createEncoder, type Encoder } from "./encoding.ts";
 import { sha256Hex } from "./hash.ts";
 import { type Manifest, manifestSchema } from "./manifest.ts";
-import { onnxSignature, signatureIssues } from "./onnx-signature.ts";
+import { type OnnxSignature, onnxSignature, signatureIssues } from "./onnx-signature.ts";
 import { ModelRuntime, type RuntimeOptions } from "./runtime.ts";
 
 export interface ModelVersion {
@@ -67,12 +67,13 @@ export async function loadModelVersion(
   const manifest = parsed.data;
   const modelPath = resolve(directory, manifest.model);
   const bytes = new Uint8Array(await readFile(modelPath));
-  let issues: string[];
+  let signature: OnnxSignature;
   try {
-    issues = signatureIssues(manifest, onnxSignature(bytes));
+    signature = onnxSignature(bytes);
   } catch (error) {
     throw new ManifestError(`${modelPath} is not an ONNX model: ${(error as Error).message}`);
   }
+  const issues = signatureIssues(manifest, signature);
   if (issues.length > 0)
     throw new ManifestError(`${manifestPath} does not fit its model:\n  ${issues.join("\n  ")}`);
   const encoder = createEncoder(manifest.encoding);

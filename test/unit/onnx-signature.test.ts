@@ -58,6 +58,17 @@ describe("onnxSignature", () => {
     );
   });
 
+  it("leaves out weights a model of IR < 4 lists among its inputs", () => {
+    const graph = new GraphBuilder();
+    graph.input("features", "int64", ["N", 4]);
+    graph.input("w", "float", [4]);
+    graph.floats("w", [4], new Float32Array(4));
+    graph.output("y", "float", ["N"]);
+    expect(onnxSignature(graph.serialize("g", "")).inputs).toEqual([
+      { name: "features", type: "INT64", dims: ["N", 4] },
+    ]);
+  });
+
   it("refuses bytes that are not a model", () => {
     expect(() => onnxSignature(new TextEncoder().encode("not a model at all"))).toThrow();
   });
@@ -96,6 +107,13 @@ describe("signatureIssues", () => {
       })),
     ).toEqual([
       'input "features" takes 4 features per row, the manifest lists 5: encoding.features',
+    ]);
+    const fixedRows = {
+      ...signature,
+      inputs: [{ name: "features", type: "INT64", dims: [1, 4] }],
+    };
+    expect(signatureIssues(manifest, fixedRows)).toEqual([
+      'input "features" takes exactly 1 row per run: its first dimension must be free (a name like N)',
     ]);
     expect(
       misfit((m) => ({

@@ -300,7 +300,8 @@ async function answerMiss(
 /** A batch body, as documented (OpenAPI). */
 export const batchSchema = z.strictObject({
   inputs: z.array(z.record(z.string(), z.unknown())).min(1),
-  wait: z.union([z.number().int().min(0), z.string().regex(WAIT_TEXT)]).optional(),
+  // multipleOf(1), not int(): int() documents a maximum (2^53) the wait does not have.
+  wait: z.union([z.number().min(0).multipleOf(1), z.string().regex(WAIT_TEXT)]).optional(),
 });
 
 /**
