@@ -29,33 +29,64 @@ function pathOf(url: string | undefined): string {
   return query === -1 ? path : path.slice(0, query);
 }
 
+/** What the log line of a response needs when it closes, kept on the response. */
+interface Pending {
+  log: Logger;
+  logging: boolean;
+  incoming: IncomingMessage;
+  id: string;
+  started: number;
+  note: Record<string, unknown> | undefined;
+}
+const PENDING = Symbol("request log");
+type Logged = ServerResponse & { [PENDING]?: Pending | undefined };
+
+/**
+ * The "close" listener of every response: one function, its request's fields read off
+ * the response (no closure and no once() wrapper per request; "close" comes once).
+ */
+function onClose(this: Logged): void {
+  const pending = this[PENDING];
+  if (!pending) return;
+  this[PENDING] = undefined;
+  // A client gone before any answer: no status was sent (node would say 200).
+  const status = this.headersSent ? this.statusCode : 0;
+  // Failures are logged at error level, so they are written even with info off.
+  if (!pending.logging && status < 500) return;
+  const line = {
+    reqId: pending.id,
+    method: pending.incoming.method,
+    path: pathOf(pending.incoming.url).slice(0, 200),
+    status,
+    ...(this.writableFinished ? {} : { aborted: true }),
+    ms: Math.round((performance.now() - pending.started) * 100) / 100,
+    ...pending.note,
+  };
+  if (status >= 500) pending.log.error(line, "request failed");
+  else pending.log.info(line, "request");
+}
+
 export function requestLog(log: Logger): EdgeHook {
   const logging = log.isLevelEnabled("info");
   return (incoming: IncomingMessage, outgoing: ServerResponse) => {
     const given = headerOf(incoming, "x-request-id");
     const id = given && SAFE_ID.test(given) ? given : randomUUID();
-    const started = performance.now();
     addHeader(incoming, "X-Request-Id", id);
-    const note: Record<string, unknown> = {};
-    if (logging) (incoming as Noted)[NOTE] = note;
+    let note: Record<string, unknown> | undefined;
+    if (logging) {
+      note = {};
+      (incoming as Noted)[NOTE] = note;
+    }
+    (outgoing as Logged)[PENDING] = {
+      log,
+      logging,
+      incoming,
+      id,
+      started: performance.now(),
+      note,
+    };
     // "close", not "finish": a request whose client went away is logged too.
-    outgoing.once("close", () => {
-      // A client gone before any answer: no status was sent (node would say 200).
-      const status = outgoing.headersSent ? outgoing.statusCode : 0;
-      // Failures are logged at error level, so they are written even with info off.
-      if (!logging && status < 500) return;
-      const line = {
-        reqId: id,
-        method: incoming.method,
-        path: pathOf(incoming.url).slice(0, 200),
-        status,
-        ...(outgoing.writableFinished ? {} : { aborted: true }),
-        ms: Math.round((performance.now() - started) * 100) / 100,
-        ...note,
-      };
-      if (status >= 500) log.error(line, "request failed");
-      else log.info(line, "request");
-    });
+    outgoing.on("close", onClose);
     return undefined;
   };
 }
