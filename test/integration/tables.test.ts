@@ -50,6 +50,36 @@ async function runAndWait(file: string): Promise<string> {
   return done.table as string;
 }
 
+/** Precomputes these inputs in one run, which must complete; returns the table it published. */
+async function runInline(inputs: Record<string, unknown>[]): Promise<string> {
+  const { runId } = await t.service.precompute.enqueue({
+    model: "flight-delay",
+    source: { kind: "inline", inputs },
+  });
+  const done = await t.service.precompute.waitUntilDone(runId, 60_000);
+  expect(done.state).toBe("completed");
+  return done.table as string;
+}
+
+/** The listing, and its latest table downloaded and opened. */
+async function latestOpened() {
+  const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
+  const bytes = await (await fetch(`${t.url}${listing.latest.url}`)).arrayBuffer();
+  return { listing, table: await LookupTable.open(new Uint8Array(bytes)) };
+}
+
+/** Flips `count` bytes in the middle of a stored table, as damage on disk would. */
+async function damage(generation: string, count: number): Promise<string> {
+  const file = join(t.config.tablesDir, "flight-delay", `${generation}.pctable`);
+  const bytes = await readFile(file);
+  for (let i = 0; i < count; i++) {
+    const at = (bytes.length >> 1) + i * 7;
+    bytes[at] = (bytes[at] as number) ^ 0xff;
+  }
+  await writeFile(file, bytes);
+  return file;
+}
+
 beforeAll(async () => {
   redis = await startRedisServer(); // its own, so the test can stop it
   const dataDir = await tempDataDir();
@@ -597,19 +627,11 @@ describe("lookup tables", () => {
     await worker.close();
     const racing = await precomputeWorkerFor(t, new RacingTableStore(t.config.tablesDir));
     try {
-      const { runId } = await t.service.precompute.enqueue({
-        model: "flight-delay",
-        source: { kind: "inline", inputs: [added] },
-      });
-      const done = await t.service.precompute.waitUntilDone(runId, 60_000);
-      expect(done.state).toBe("completed");
+      const built = await runInline([added]);
       expect(published).toHaveLength(1);
-      const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
-      expect(listing.latest.generation).toBe(done.table);
-      expect(done.table).not.toBe(published[0]);
-      const table = await LookupTable.open(
-        new Uint8Array(await (await fetch(`${t.url}${listing.latest.url}`)).arrayBuffer()),
-      );
+      const { listing, table } = await latestOpened();
+      expect(listing.latest.generation).toBe(built);
+      expect(built).not.toBe(published[0]);
       expect(table.get(added)).toBeDefined();
       expect(table.get(raced)).toEqual(live.body.prediction);
       expect(table.get(rows[0] as Record<string, string>)).toBeDefined();
@@ -628,30 +650,16 @@ describe("lookup tables", () => {
       ]),
     );
     expect(damaged).not.toBe(before.generation);
-    // Bytes flipped in the middle of the file: its checksum no longer matches.
-    const file = join(t.config.tablesDir, "flight-delay", `${damaged}.pctable`);
-    const bytes = await readFile(file);
-    for (let i = 0; i < 5; i++) {
-      const at = (bytes.length >> 1) + i * 7;
-      bytes[at] = (bytes[at] as number) ^ 0xff;
-    }
-    await writeFile(file, bytes);
+    // Its checksum no longer matches.
+    const file = await damage(damaged, 5);
 
     const added = { origin: "ABQ", destination: "BUR", hour: 6, dayOfWeek: 2 };
-    const { runId } = await t.service.precompute.enqueue({
-      model: "flight-delay",
-      source: { kind: "inline", inputs: [added] },
-    });
-    const done = await t.service.precompute.waitUntilDone(runId, 60_000);
-    expect(done.state).toBe("completed");
-    const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
-    expect(listing.latest.generation).toBe(done.table);
+    const published = await runInline([added]);
+    // Built on the last intact table: its entries and the run's, under a valid checksum.
+    const { listing, table } = await latestOpened();
+    expect(listing.latest.generation).toBe(published);
     expect(listing.tables.map((x: { generation: string }) => x.generation)).not.toContain(damaged);
     await expect(stat(`${file}.damaged`)).resolves.toBeDefined();
-    // Built on the last intact table: its entries and the run's, under a valid checksum.
-    const table = await LookupTable.open(
-      new Uint8Array(await (await fetch(`${t.url}${listing.latest.url}`)).arrayBuffer()),
-    );
     expect(table.get(added)).toBeDefined();
     expect(table.get(rows[0] as Record<string, string>)).toBeDefined();
     expect(table.size).toBe(before.entryCount + 1);
@@ -666,11 +674,7 @@ describe("lookup tables", () => {
 
   it("builds past a damaged table it cannot set aside", async () => {
     const before = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
-    const file = join(t.config.tablesDir, "flight-delay", `${before.generation}.pctable`);
-    const bytes = await readFile(file);
-    const at = bytes.length >> 1;
-    bytes[at] = (bytes[at] as number) ^ 0xff;
-    await writeFile(file, bytes);
+    await damage(before.generation, 1);
     class ReadOnlyTableStore extends DirectoryTableStore {
       override async setAside(): Promise<void> {
         throw new Error("EROFS: read-only file system");
@@ -680,17 +684,9 @@ describe("lookup tables", () => {
     const stuck = await precomputeWorkerFor(t, new ReadOnlyTableStore(t.config.tablesDir));
     try {
       const added = { origin: "ABQ", destination: "BWI", hour: 8, dayOfWeek: 4 };
-      const { runId } = await t.service.precompute.enqueue({
-        model: "flight-delay",
-        source: { kind: "inline", inputs: [added] },
-      });
-      const done = await t.service.precompute.waitUntilDone(runId, 60_000);
-      expect(done.state).toBe("completed");
-      const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
-      expect(listing.latest.generation).toBe(done.table);
-      const table = await LookupTable.open(
-        new Uint8Array(await (await fetch(`${t.url}${listing.latest.url}`)).arrayBuffer()),
-      );
+      const published = await runInline([added]);
+      const { listing, table } = await latestOpened();
+      expect(listing.latest.generation).toBe(published);
       expect(table.get(added)).toBeDefined();
     } finally {
       await stuck.close();
