@@ -182,7 +182,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   let apiKeys: AdminToken[];
   try {
-    apiKeys = parseAdminTokens(e.PREDCACHE_API_KEYS);
+    apiKeys = parseAdminTokens(e.PREDCACHE_API_KEYS, "API key");
   } catch (error) {
     throw new ConfigError(
       `invalid configuration:\n  PREDCACHE_API_KEYS: ${(error as Error).message}`,

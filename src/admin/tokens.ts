@@ -20,8 +20,11 @@ function digestOf(secret: string): Buffer {
   return createHash("sha256").update(secret, "utf8").digest();
 }
 
-/** Parses `id:secret,id:sha256:<hex>,…`; refuses short secrets and duplicate ids. */
-export function parseAdminTokens(text: string | undefined): AdminToken[] {
+/**
+ * Parses `id:secret,id:sha256:<hex>,…`; refuses short secrets and duplicate ids. `what`
+ * names them in errors (the read API's keys take the same form).
+ */
+export function parseAdminTokens(text: string | undefined, what = "admin token"): AdminToken[] {
   const tokens: AdminToken[] = [];
   for (const item of (text ?? "")
     .split(",")
@@ -31,13 +34,13 @@ export function parseAdminTokens(text: string | undefined): AdminToken[] {
     const id = item.slice(0, at);
     const secret = item.slice(at + 1);
     if (at < 1 || !ID.test(id))
-      throw new TokenConfigError("each admin token is id:secret (id: letters, digits, _ . -)");
-    if (tokens.some((t) => t.id === id)) throw new TokenConfigError(`admin token id ${id} twice`);
+      throw new TokenConfigError(`each ${what} is id:secret (id: letters, digits, _ . -)`);
+    if (tokens.some((t) => t.id === id)) throw new TokenConfigError(`${what} id ${id} twice`);
     const hashed = /^sha256:([0-9a-f]{64})$/i.exec(secret);
     if (hashed) {
       tokens.push({ id, digest: Buffer.from(hashed[1] as string, "hex") });
     } else if (secret.length < 16) {
-      throw new TokenConfigError(`admin token ${id}: use a secret of at least 16 characters`);
+      throw new TokenConfigError(`${what} ${id}: use a secret of at least 16 characters`);
     } else {
       tokens.push({ id, digest: digestOf(secret) });
     }

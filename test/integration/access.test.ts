@@ -128,6 +128,8 @@ describe("API keys and rate limits", () => {
   });
 
   it("refuses short API keys at start", () => {
-    expect(() => loadConfig({ PREDCACHE_API_KEYS: "x:short" })).toThrow(/PREDCACHE_API_KEYS/);
+    expect(() => loadConfig({ PREDCACHE_API_KEYS: "x:short" })).toThrow(
+      /PREDCACHE_API_KEYS: API key x: use a secret of at least 16 characters/,
+    );
   });
 });
