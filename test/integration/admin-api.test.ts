@@ -135,6 +135,14 @@ describe("admin API auth", () => {
     });
     expect(page.status).toBe(200);
     expect(await page.text()).toMatch(/predcache queues/);
+    // With a trailing slash: sent to the page, once the token is checked.
+    expect((await fetch(`${t.url}/admin/queues/`, { redirect: "manual" })).status).toBe(401);
+    const slashed = await fetch(`${t.url}/admin/queues/?x=1`, {
+      headers: { authorization: basic(SECRET) },
+      redirect: "manual",
+    });
+    expect(slashed.status).toBe(308);
+    expect(slashed.headers.get("location")).toBe("/admin/queues?x=1");
     const api = await admin("/admin/queues/api/queues?activeQueue=live&page=1&jobsPerPage=10");
     expect(api.status).toBe(200);
     expect(api.body.queues.map((q: { name: string }) => q.name).sort()).toEqual([

@@ -62,6 +62,12 @@ export function registerQueueBoard(app: Hono, admin: AdminDeps, log: Logger): vo
     if (isRedisOutage(new Error(message))) throw redisUnavailable(new Error(message));
     return response;
   };
+  // The page with a trailing slash (as typed, or as a proxy rewrites it) is the page:
+  // bull-board routes only the bare path.
+  app.all(`${QUEUE_BOARD_PATH}/`, (c) => {
+    const query = c.req.url.indexOf("?");
+    return c.redirect(QUEUE_BOARD_PATH + (query === -1 ? "" : c.req.url.slice(query)), 308);
+  });
   app.all(QUEUE_BOARD_PATH, forward);
   app.all(`${QUEUE_BOARD_PATH}/*`, forward);
 }
