@@ -694,6 +694,47 @@ describe("lookup tables", () => {
     }
   });
 
+  it("retries a finish step that failed once its table was in place: the run completes on it", async () => {
+    // The rename went through, then the step failed (a lost disk or connection after it):
+    // the retried step must build on what is now the newest table and complete the run.
+    let failures = 0;
+    class FailOnceAfterPublish extends DirectoryTableStore {
+      override async publish(model: string, generation: string, tempFile: string) {
+        const info = await super.publish(model, generation, tempFile);
+        if (failures++ === 0) throw new Error("EIO: i/o error, after the rename");
+        return info;
+      }
+    }
+    const before = new Set(
+      (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.tables.map(
+        (x: { generation: string }) => x.generation,
+      ),
+    );
+    await worker.close();
+    const flaky = await precomputeWorkerFor(t, new FailOnceAfterPublish(t.config.tablesDir));
+    try {
+      const added = { origin: "ABQ", destination: "CAE", hour: 9, dayOfWeek: 3 };
+      const published = await runInline([added]);
+      expect(failures).toBeGreaterThanOrEqual(1);
+      const { listing, table } = await latestOpened();
+      expect(listing.latest.generation).toBe(published);
+      expect(table.get(added)).toBeDefined();
+      expect(table.get(rows[0] as Record<string, string>)).toBeDefined();
+      // Every table it listed is intact: the failed attempt left no half-made file.
+      const made = (listing.tables as { generation: string; url: string }[]).filter(
+        (x) => !before.has(x.generation),
+      );
+      expect(made.length).toBeGreaterThanOrEqual(1);
+      for (const { url } of made) {
+        const bytes = await (await fetch(`${t.url}${url}`)).arrayBuffer();
+        await expect(LookupTable.open(new Uint8Array(bytes))).resolves.toBeDefined();
+      }
+    } finally {
+      await flaky.close();
+      worker = await precomputeWorkerFor(t);
+    }
+  });
+
   it("keeps the old table when a download is corrupt", async () => {
     const client = new HybridClient({
       baseUrl: t.url,
