@@ -450,10 +450,11 @@ program
   .command("audit")
   .description("recent admin actions")
   .option("--limit <N>", "how many", "50")
-  .action(async (o: { limit: string }) => {
+  .option("--no-refused", "leave out refused attempts (401/403)")
+  .action(async (o: { limit: string; refused: boolean }) => {
     const { entries } = await client().request<{ entries: Record<string, unknown>[] }>(
       "GET",
-      `/admin/v1/audit?limit=${positive(o.limit, "--limit")}`,
+      `/admin/v1/audit?limit=${positive(o.limit, "--limit")}&refused=${o.refused}`,
     );
     print(entries, () => table(entries, ["at", "actor", "action", "target", "status"]));
   });

@@ -1026,7 +1026,15 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
     "get",
     admin({
       summary: "The audit log, newest first",
-      parameters: [limit(100, 10_000)],
+      parameters: [
+        limit(100, 10_000),
+        param(
+          "refused",
+          "query",
+          { type: "boolean", default: true },
+          "include refused attempts (401/403, kept apart: the newest 1,000 or so)",
+        ),
+      ],
       responses: { 200: reply("the entries", ref("AuditLog")) },
     }),
   );

@@ -16,6 +16,7 @@
  *   <p>:{r:<run>}:keys:<i>          string  msgpack list of chunk i's keys (for the table builder)
  *   <p>:run-fp:<fingerprint>        string  id of the run started with this exact request
  *   <p>:audit                       stream  admin actions: who (token id), what, when
+ *   <p>:audit:refused               stream  refused admin attempts (401/403), capped apart
  *   <p>:rl:<client>:<budget>:<w>    string  requests or misses of an API key in window w
  *   <p>:{m:<model>}:experiment      string  id of the model's running experiment
  *   <p>:{m:<model>}:experiments     hash    experiment id → JSON record (running and past)
@@ -113,6 +114,10 @@ export class Keys {
 
   audit(): string {
     return `${this.prefix}:audit`;
+  }
+
+  auditRefused(): string {
+    return `${this.prefix}:audit:refused`;
   }
 
   /** Every bucket of one model version's entries (for SCAN when a version is collected). */

@@ -3,6 +3,7 @@ import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AuditLog } from "../../src/admin/audit.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/log.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
@@ -118,6 +119,35 @@ describe("admin API auth", () => {
     expect(JSON.stringify(body)).not.toContain(SECRET);
   });
 
+  it("keeps refused attempts apart and bounded: a flood of them pushes no real entry out", async () => {
+    await admin("/admin/v1/models/flight-delay/rollback", { method: "POST" });
+    // A small cap for refusals, so a flood past it is quick to send.
+    const capped = new AuditLog(
+      t.service.redis,
+      t.service.keys,
+      createLogger("silent"),
+      10_000,
+      20,
+    );
+    const long = `/admin/v1/${"a".repeat(15_000)}`;
+    for (let i = 0; i < 300; i++)
+      await capped.record({ actor: "anonymous", action: `GET ${long}`, target: long, status: 401 });
+    // Over HTTP too: refusals are recorded as ever, into their own stream.
+    expect((await getJson(`${t.url}${long}`)).status).toBe(401);
+    const refused = await t.service.redis.xlen(t.service.keys.auditRefused());
+    expect(refused).toBeLessThan(300);
+    const all = (await admin("/admin/v1/audit?limit=10000")).body.entries;
+    expect(all.some((e: { actor: string }) => e.actor === "ci")).toBe(true);
+    expect(all.some((e: { actor: string }) => e.actor === "anonymous")).toBe(true);
+    for (const e of all) expect(e.target.length + e.action.length).toBeLessThan(500);
+    const actions = (await admin("/admin/v1/audit?limit=10000&refused=false")).body.entries;
+    expect(actions.length).toBeGreaterThan(0);
+    expect(actions.every((e: { status: number }) => e.status !== 401 && e.status !== 403)).toBe(
+      true,
+    );
+    expect((await admin("/admin/v1/audit?refused=maybe")).status).toBe(400);
+  });
+
   it("puts the queue dashboard (bull-board) behind the token, with a Basic prompt for browsers", async () => {
     const none = await fetch(`${t.url}/admin/queues`);
     expect(none.status).toBe(401);
@@ -187,7 +217,7 @@ describe("admin API auth", () => {
       // Without credentials, an attempt is anonymous's (not an "unknown token").
       expect((await getJson(`${off.url}/admin/v1/runs`)).status).toBe(403);
       const entries = await off.service.redis.xrevrange(
-        `${off.config.prefix}:audit`,
+        off.service.keys.auditRefused(),
         "+",
         "-",
         "COUNT",

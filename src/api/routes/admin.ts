@@ -223,6 +223,11 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
 
   admin.get("/audit", async (c) => {
     const limit = limitParameter(c.req.query("limit"), 100, 10_000);
-    return c.json({ entries: await audit.list(limit) });
+    const refused = c.req.query("refused") ?? "true";
+    if (refused !== "true" && refused !== "false")
+      throw new PredcacheError("bad_request", "refused must be true or false", {
+        refused: refused.slice(0, 32),
+      });
+    return c.json({ entries: await audit.list(limit, refused === "true") });
   });
 }
