@@ -6,7 +6,7 @@
  */
 import type { ApiDeps } from "../api/deps.ts";
 import { PredcacheError } from "../errors.ts";
-import { rollbackActiveVersion, rollbackTarget } from "../model/active.ts";
+import { markCollecting, rollbackActiveVersion, rollbackTarget } from "../model/active.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { scanKeys, unlinkKeys } from "../redis/keyspace.ts";
 import type { AdminDeps } from "./deps.ts";
@@ -182,16 +182,28 @@ export async function collectGarbage(deps: Deps, model: string, batch = 500): Pr
       }
       continue;
     }
-    let keysDeleted = 0;
-    const pattern = deps.admin.keys.bucketPattern(model, v.version);
-    for await (const keys of scanKeys(deps.redis, pattern, batch)) {
-      keysDeleted += await unlinkKeys(deps.redis, keys);
+    const k = deps.admin.keys;
+    const mark = await markCollecting(deps.redis, k, model, v.version);
+    // Promoted (or rolled back to) since gc chose it: kept after all.
+    if (!mark) {
+      report.kept.push(v.version);
+      continue;
     }
-    await deps.redis.unlink(deps.admin.keys.versionMeta(model, v.version));
+    let keysDeleted = 0;
     let tableBytes = 0;
-    for (const t of v.tables) {
-      await deps.tables.remove(model, t.generation);
-      tableBytes += t.bytes;
+    try {
+      const pattern = k.bucketPattern(model, v.version);
+      for await (const keys of scanKeys(deps.redis, pattern, batch)) {
+        keysDeleted += await unlinkKeys(deps.redis, keys);
+        await mark.renew();
+      }
+      await deps.redis.unlink(k.versionMeta(model, v.version));
+      for (const t of v.tables) {
+        await deps.tables.remove(model, t.generation);
+        tableBytes += t.bytes;
+      }
+    } finally {
+      await mark.release();
     }
     report.collected.push({
       version: v.version,

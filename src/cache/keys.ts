@@ -10,6 +10,7 @@
  *   <p>:{m:<model>}:traffic:<enc>   zset    canonical key → how often it was asked
  *   <p>:{m:<model>}:v:<version>     hash    what precompute runs wrote for a version
  *   <p>:{m:<model>}:table-lock      string  the run building the model's next table (expires)
+ *   <p>:{m:<model>}:gc:<version>    string  set while gc deletes the version (expires)
  *   <p>:runs                        zset    run id → creation time
  *   <p>:{r:<run>}:meta              hash    a precompute run's spec, state and counters
  *   <p>:{r:<run>}:done              set     indexes of the run's finished chunks
@@ -68,6 +69,11 @@ export class Keys {
   /** Held while a run builds and publishes a model's next table: one build at a time. */
   tableLock(model: string): string {
     return `${this.prefix}:{m:${model}}:table-lock`;
+  }
+
+  /** Set while gc deletes a version: it cannot be made active meanwhile. */
+  collecting(model: string, version: string): string {
+    return `${this.prefix}:{m:${model}}:gc:${version}`;
   }
 
   versionMeta(model: string, version: string): string {

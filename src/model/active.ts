@@ -5,6 +5,7 @@
  * everywhere within a second.
  */
 import type { Keys } from "../cache/keys.ts";
+import { PredcacheError } from "../errors.ts";
 import { type Redis, subscribe } from "../redis/connection.ts";
 import type { ModelRegistry } from "./registry.ts";
 
@@ -87,9 +88,14 @@ export class ActiveVersions {
   }
 }
 
+/** The reply of a switch refused because gc is deleting the version. */
+export const COLLECTING = "COLLECTING";
+
 // Pointer, history and announcement change together: a crash between them cannot lose
-// the rollback target. KEYS: active, history. ARGV: version, channel, model, history cap.
+// the rollback target. A version gc is deleting is not switched to. KEYS: active,
+// history, the version's gc mark. ARGV: version, channel, model, history cap.
 const SWITCH = `
+if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('${COLLECTING}') end
 local previous = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1])
 if previous and previous ~= ARGV[1] then
@@ -100,8 +106,10 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return previous`;
 
 // Back to the newest history entry, which is taken off the history (a second rollback
-// goes one further back). ARGV: expected target (guards a race), channel, model.
+// goes one further back). KEYS: active, history, the target's gc mark. ARGV: expected
+// target (guards a race), channel, model.
 const ROLLBACK = `
+if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('${COLLECTING}') end
 local target = redis.call('LINDEX', KEYS[2], 0)
 if not target or target ~= ARGV[1] then return false end
 redis.call('LPOP', KEYS[2])
@@ -111,6 +119,66 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return previous or ''`;
 
 export const HISTORY_CAP = 100;
+
+// Marks a version as being deleted unless it is, by now, active or the rollback target (a
+// promote or rollback since gc chose it), in one step: from then on the scripts above
+// refuse to make it active. KEYS: active, history, mark. ARGV: version, lifetime (ms).
+const MARK_COLLECTING = `
+if redis.call('GET', KEYS[1]) == ARGV[1] or redis.call('LINDEX', KEYS[2], 0) == ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+return 1`;
+
+/** How long a gc mark lives unless renewed: a gc that died leaves none for long. */
+const MARK_MS = 60_000;
+
+export interface CollectingMark {
+  /** Extends the mark's life (call as the deletion goes on). */
+  renew(): Promise<void>;
+  release(): Promise<void>;
+}
+
+/**
+ * Claims a version for deletion by gc: undefined when it is active or the rollback target
+ * (then it must be kept); else, until released, it cannot be made active.
+ */
+export async function markCollecting(
+  redis: Redis,
+  keys: Keys,
+  model: string,
+  version: string,
+): Promise<CollectingMark | undefined> {
+  const mark = keys.collecting(model, version);
+  const marked = await redis.eval(
+    MARK_COLLECTING,
+    3,
+    keys.active(model),
+    keys.history(model),
+    mark,
+    version,
+    MARK_MS,
+  );
+  if (marked !== 1) return undefined;
+  return {
+    renew: async () => {
+      await redis.pexpire(mark, MARK_MS);
+    },
+    release: async () => {
+      await redis.del(mark);
+    },
+  };
+}
+
+/** A switch refused by the scripts above: 409, the version is being deleted. */
+function collectingConflict(error: Error): never {
+  if (error.message.includes(COLLECTING))
+    throw new PredcacheError(
+      "conflict",
+      "gc is deleting this version (it is outside what retention keeps): it cannot be made active",
+    );
+  throw error;
+}
 
 /**
  * The pointer switch: the old version goes on the history (for rollback) and every
@@ -122,16 +190,19 @@ export async function switchActiveVersion(
   model: string,
   version: string,
 ): Promise<string | undefined> {
-  const previous = (await redis.eval(
-    SWITCH,
-    2,
-    keys.active(model),
-    keys.history(model),
-    version,
-    keys.activeChannel(),
-    model,
-    HISTORY_CAP,
-  )) as string | null;
+  const previous = (await redis
+    .eval(
+      SWITCH,
+      3,
+      keys.active(model),
+      keys.history(model),
+      keys.collecting(model, version),
+      version,
+      keys.activeChannel(),
+      model,
+      HISTORY_CAP,
+    )
+    .catch(collectingConflict)) as string | null;
   return previous ?? undefined;
 }
 
@@ -154,15 +225,18 @@ export async function rollbackActiveVersion(
   model: string,
   target: string,
 ): Promise<{ previous: string | undefined } | undefined> {
-  const result = (await redis.eval(
-    ROLLBACK,
-    2,
-    keys.active(model),
-    keys.history(model),
-    target,
-    keys.activeChannel(),
-    model,
-  )) as string | null;
+  const result = (await redis
+    .eval(
+      ROLLBACK,
+      3,
+      keys.active(model),
+      keys.history(model),
+      keys.collecting(model, target),
+      target,
+      keys.activeChannel(),
+      model,
+    )
+    .catch(collectingConflict)) as string | null;
   if (result === null) return undefined;
   return { previous: result || undefined };
 }

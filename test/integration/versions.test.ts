@@ -2,7 +2,12 @@ import { rm } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Keys } from "../../src/cache/keys.ts";
 import { loadConfig } from "../../src/config.ts";
-import { ActiveVersions } from "../../src/model/active.ts";
+import {
+  ActiveVersions,
+  markCollecting,
+  rollbackActiveVersion,
+  switchActiveVersion,
+} from "../../src/model/active.ts";
 import type { ModelRegistry } from "../../src/model/registry.ts";
 import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
 import { loadRegistry } from "../../src/service.ts";
@@ -112,5 +117,39 @@ describe("active version", () => {
   it("keeps every previous version on the history, newest first", async () => {
     const history = await admin.redis.lrange(new Keys(prefix).history("flight-delay"), 0, -1);
     expect(history.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("never lets gc claim the active version or the rollback target, nor a claimed one become active", async () => {
+    const keys = new Keys(prefix);
+    const model = "flight-delay";
+    const [a, b, c] = ["gc-a", "gc-b", "gc-c"];
+    const before = await admin.redis.get(keys.active(model));
+    try {
+      await switchActiveVersion(admin.redis, keys, model, a);
+      await switchActiveVersion(admin.redis, keys, model, b); // a: the rollback target
+      expect(await markCollecting(admin.redis, keys, model, b)).toBeUndefined();
+      expect(await markCollecting(admin.redis, keys, model, a)).toBeUndefined();
+      const mark = await markCollecting(admin.redis, keys, model, c);
+      expect(mark).toBeDefined();
+      // While gc deletes c: neither a promote nor a rollback can make it active.
+      await expect(switchActiveVersion(admin.redis, keys, model, c)).rejects.toMatchObject({
+        code: "conflict",
+      });
+      await admin.redis.lpush(keys.history(model), c);
+      await expect(rollbackActiveVersion(admin.redis, keys, model, c)).rejects.toMatchObject({
+        code: "conflict",
+      });
+      await admin.redis.lpop(keys.history(model));
+      expect(await admin.redis.get(keys.active(model))).toBe(b);
+      await mark?.release();
+      await switchActiveVersion(admin.redis, keys, model, c);
+      expect(await admin.redis.get(keys.active(model))).toBe(c);
+    } finally {
+      // Back to the version the service answered with, with its history as it was.
+      await admin.redis.set(keys.active(model), before as string);
+      await admin.redis.lrem(keys.history(model), 0, a);
+      await admin.redis.lrem(keys.history(model), 0, b);
+      await admin.redis.lrem(keys.history(model), 0, c);
+    }
   });
 });
