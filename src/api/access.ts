@@ -3,7 +3,8 @@
  * /v1/models request names an API key (Authorization: Bearer, or X-API-Key), kept only as a
  * SHA-256 digest and compared in constant time. Each key has a request budget and a
  * smaller miss budget (misses cost model time) per window, counted in Redis so the limits
- * hold across API processes. Past a budget: 429 with Retry-After and RateLimit headers.
+ * hold across API processes (while Redis cannot count, each process counts on its own).
+ * Past a budget: 429 with Retry-After and RateLimit headers.
  */
 import type { Context, MiddlewareHandler } from "hono";
 import type { AdminToken } from "../admin/tokens.ts";
@@ -35,34 +36,80 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('TTL', KEYS[1])}`;
 
+/**
+ * How long a request waits for Redis to count it. Past that (Redis frozen or failing
+ * over), it is counted in this process, and so is every request for a while after.
+ */
+const REDIS_WAIT_MS = 100;
+const LOCAL_FOR_MS = 1_000;
+
+const TIMED_OUT = Symbol("timed out");
+
+function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<typeof TIMED_OUT>((done) => {
+    timer = setTimeout(() => done(TIMED_OUT), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 export class RateLimiter {
+  /** Until when budgets are counted here rather than in Redis (ms since the epoch). */
+  private localUntil = 0;
+  /** This process's own counts: key id and budget → the window counted and its uses. */
+  private readonly local = new Map<string, { window: number; used: number }>();
+
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
     private readonly options: AccessOptions,
   ) {}
 
+  /** Counts in Redis (shared by every API process), or undefined when it cannot now. */
+  private async countShared(
+    client: string,
+    budget: string,
+    window: number,
+  ): Promise<[number, number] | undefined> {
+    if (Date.now() < this.localUntil || this.redis.status !== "ready") return undefined;
+    const counted = this.redis.eval(
+      COUNT,
+      1,
+      this.keys.rateWindow(client, budget, window),
+      this.options.windowSeconds,
+    ) as Promise<[number, number]>;
+    const outcome = await within(counted, REDIS_WAIT_MS).catch(() => undefined);
+    if (outcome !== undefined && outcome !== TIMED_OUT) return outcome;
+    // A late answer or error of the command itself is of no interest any more.
+    counted.catch(() => {});
+    this.localUntil = Date.now() + LOCAL_FOR_MS;
+    return undefined;
+  }
+
+  /** Counts in this process alone: each API process then allows the whole budget. */
+  private countLocally(client: string, budget: string, window: number): number {
+    const id = `${client}|${budget}`;
+    let count = this.local.get(id);
+    if (!count || count.window !== window) {
+      count = { window, used: 0 };
+      this.local.set(id, count);
+    }
+    return ++count.used;
+  }
+
   /** Counts one unit of `budget` for `client`; throws 429 past the limit. */
   async take(c: Context, client: string, budget: "requests" | "misses"): Promise<void> {
     const limit = budget === "requests" ? this.options.requestLimit : this.options.missLimit;
     const window = Math.floor(Date.now() / 1000 / this.options.windowSeconds);
-    let used: number;
-    let ttl: number;
-    try {
-      [used, ttl] = (await this.redis.eval(
-        COUNT,
-        1,
-        this.keys.rateWindow(client, budget, window),
-        this.options.windowSeconds,
-      )) as [number, number];
-    } catch {
-      // Redis away: the request fails on what it needs Redis for; limits cannot be counted.
-      return;
-    }
     // Windows are aligned (floor(now / window)): the budget comes back at the next
     // boundary, not a window after this key's first request (the key's own TTL).
     const boundary = (window + 1) * this.options.windowSeconds;
-    const reset = Math.max(1, Math.min(ttl, Math.ceil(boundary - Date.now() / 1000)));
+    const left = Math.ceil(boundary - Date.now() / 1000);
+    // Redis away or slow: counted here, so a budget still holds per process and a hit is
+    // not held up by a Redis that cannot answer.
+    const shared = await this.countShared(client, budget, window);
+    const used = shared ? shared[0] : this.countLocally(client, budget, window);
+    const reset = Math.max(1, shared ? Math.min(shared[1], left) : left);
     // The headers describe the budget that answered: the request budget on every request,
     // the miss budget instead when it is the one spent.
     if (budget === "requests" || used > limit) {

@@ -211,4 +211,48 @@ describe("Redis outage", () => {
       `Redis faults under load: ${sent} requests sent, ${answered} answered, by phase and status ${JSON.stringify(shown)}; slowest ${slowest} ms; accepting misses again ${recovered} ms after Redis returned`,
     );
   });
+
+  it("with API keys on, a frozen Redis holds up no L1 hit, and budgets still hold per process", async () => {
+    const key = "outage-key-0123456789abcdef";
+    const keyed = await startTestService({
+      env: {
+        REDIS_URL: redis.url,
+        PREDCACHE_REDIS_TIMEOUT_MS: "500",
+        PREDCACHE_API_KEYS: `app:${key}`,
+        PREDCACHE_RATE_LIMIT: "4",
+        PREDCACHE_RATE_WINDOW_SECONDS: "3600",
+      },
+      liveWorker: false,
+    });
+    try {
+      const model = keyed.registry.versions("flight-delay")[0];
+      const input = { origin: "DEN", destination: "SEA", hour: 9, dayOfWeek: 2 };
+      const encoded = model?.encoder.encode(input);
+      if (!model || !encoded?.ok) throw new Error("fixture");
+      keyed.service.tiers.remember(model, encoded.value.key, {
+        delayProbability: 0.5,
+        expectedDelayMinutes: 1,
+      });
+      const url = `${keyed.url}/v1/models/flight-delay/predict?origin=DEN&destination=SEA&hour=9&dayOfWeek=2`;
+      const headers = { "x-api-key": key };
+      redis.pause();
+      try {
+        const took: number[] = [];
+        const statuses: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          const started = Date.now();
+          statuses.push((await getJson(url, { headers })).status);
+          took.push(Date.now() - started);
+        }
+        // Counted in this process while Redis cannot count: the budget of 4 still holds.
+        expect(statuses).toEqual([200, 200, 200, 200, 429]);
+        // Not a command timeout (500 ms) per hit, as when each waited for Redis to count it.
+        for (const ms of took) expect(ms).toBeLessThan(450);
+      } finally {
+        redis.resume();
+      }
+    } finally {
+      await keyed.close();
+    }
+  });
 });
