@@ -2,7 +2,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HybridClient, PendingAnswerError } from "../../src/client/hybrid-client.ts";
 import { loadConfig } from "../../src/config.ts";
-import { getJson, startTestService, type TestService, uniquePrefix } from "../helpers/service.ts";
+import {
+  eventually,
+  getJson,
+  startTestService,
+  type TestService,
+  uniquePrefix,
+} from "../helpers/service.ts";
 
 const ALICE = "alice-key-0123456789abcdef";
 const BOB = "bob-key-0123456789abcdefgh";
@@ -87,6 +93,22 @@ describe("API keys and rate limits", () => {
     const reset = Number(refused.headers.get("ratelimit-reset"));
     expect(Math.abs(reset - untilBoundary)).toBeLessThanOrEqual(1);
     expect(refused.headers.get("retry-after")).toBe(String(reset));
+    // Refused misses are no demand: traffic:K must not precompute what a key was refused.
+    const model = b.registry.versions("flight-delay")[0];
+    if (!model) throw new Error("fixture");
+    const keyOf = (hour: number) => {
+      const e = model.encoder.encode({ origin: "SFO", destination: "LAX", hour, dayOfWeek: 1 });
+      if (!e.ok) throw new Error("fixture");
+      return e.value.key;
+    };
+    const traffic = b.service.keys.traffic("flight-delay", model.encoder.hash);
+    await eventually(
+      async () => ((await b.service.redis.zscore(traffic, keyOf(11))) ? 1 : undefined),
+      5_000,
+    );
+    expect(await b.service.redis.zscore(traffic, keyOf(10))).toBe("1");
+    expect(await b.service.redis.zscore(traffic, keyOf(12))).toBeNull();
+    expect(await b.service.redis.zscore(traffic, keyOf(13))).toBeNull();
   });
 
   it("guards job polls too, and lets no shared cache keep what a key was answered", async () => {

@@ -266,8 +266,9 @@ async function answerMiss(
   try {
     const hit = await deps.tiers.fromRedis(model, key);
     if (hit) return answerHit(c, deps, routed, key, hit, outOfDistribution, validators, started);
-    deps.traffic.recordMiss(model, key);
+    // Counted as demand (what traffic:K precomputes) only once within the miss budget.
     await takeMiss(c, deps);
+    deps.traffic.recordMiss(model, key);
     const live = await awaitLive(deps, model, key, wait);
     annotate(c, { source: live.done ? "live" : "pending" });
     if (!live.done) {
@@ -448,12 +449,15 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   valid.forEach((v, j) => {
     if (hits[j]) deps.audit?.consider(model, v.value.key, hits[j] as Hit);
     if (hits[j]) deps.traffic.recordHit(model, v.value.key);
-    else deps.traffic.recordMiss(model, v.value.key);
   });
   const outcomes = await Promise.all(
     misses.map((m) =>
       takeMiss(c, deps)
-        .then(() => awaitLive(deps, model, m.value.key, wait))
+        .then(() => {
+          // Demand (what traffic:K precomputes) only within the miss budget.
+          deps.traffic.recordMiss(model, m.value.key);
+          return awaitLive(deps, model, m.value.key, wait);
+        })
         .catch((error: PredcacheError) => ({ error }) as const),
     ),
   );
