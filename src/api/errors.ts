@@ -4,6 +4,7 @@ import { HTTPException } from "hono/http-exception";
 import { type ErrorCode, PredcacheError, redisUnavailable, statusOf } from "../errors.ts";
 import { type Logger, repeatedErrors } from "../log.ts";
 import { isRedisOutage } from "../redis/outage.ts";
+import { incomingOf } from "./headers.ts";
 
 export interface ErrorBody {
   error: { code: ErrorCode; message: string; details?: unknown };
@@ -47,6 +48,17 @@ function unavailable(method: string, error: Error): PredcacheError {
   ) as PredcacheError;
 }
 
+/**
+ * The client went away while its request body was being read (node reports "aborted"):
+ * nobody is left to answer, and it is no fault of the service.
+ */
+function clientGone(c: Context, error: Error): boolean {
+  const incoming = incomingOf(c);
+  if ((error as NodeJS.ErrnoException).code === "ECONNRESET" && error.message === "aborted")
+    return true;
+  return incoming?.destroyed === true && !incoming.complete;
+}
+
 export function handleError(log: Logger) {
   // The Redis client's own error behind a 503, for operators (once per 10 s per message).
   const outage = repeatedErrors(log, "answered 503: Redis is unavailable");
@@ -58,6 +70,13 @@ export function handleError(log: Logger) {
     if (error instanceof HTTPException) return errorReply(c, fromHttpException(error));
     if (error instanceof SyntaxError)
       return errorReply(c, new PredcacheError("bad_request", "malformed JSON body"));
+    if (clientGone(c, error)) {
+      log.debug({ path: c.req.path }, "client closed the connection before its body was read");
+      return errorReply(
+        c,
+        new PredcacheError("bad_request", "the client closed the connection mid-request"),
+      );
+    }
     if (isRedisOutage(error)) {
       outage(error);
       return errorReply(c, unavailable(c.req.method, error));
