@@ -24,7 +24,15 @@ export function annotate(c: Context, fields: Record<string, unknown>): void {
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 function pathOf(url: string | undefined): string {
-  const path = url ?? "/";
+  let path = url ?? "/";
+  // An absolute-form target ("http://user:secret@host/path"): its path only.
+  if (!path.startsWith("/") && path !== "*") {
+    try {
+      path = new URL(path).pathname;
+    } catch {
+      return "(malformed target)";
+    }
+  }
   const query = path.indexOf("?");
   return query === -1 ? path : path.slice(0, query);
 }

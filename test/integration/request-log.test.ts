@@ -1,4 +1,5 @@
 /** Request logs: one JSON line per request with id, route facts and timing, and no inputs. */
+import { connect } from "node:net";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/log.ts";
@@ -47,5 +48,55 @@ describe("request logs", () => {
       path: "/healthz",
       status: 200,
     });
+  });
+
+  it("logs a client gone mid-body as aborted, not as an unhandled error", async () => {
+    const { port } = new URL(t.url);
+    const socket = connect(Number(port), "127.0.0.1");
+    await new Promise((done) => socket.once("connect", done));
+    socket.write(
+      "POST /v1/models/flight-delay/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n" +
+        'X-Request-Id: gone-mid-body\r\n\r\n5\r\n{"inp\r\n',
+    );
+    await new Promise((done) => setTimeout(done, 200));
+    socket.destroy();
+    const line = await eventually(async () => lines.find((l) => l.reqId === "gone-mid-body"));
+    expect(line).toMatchObject({ aborted: true });
+    expect(line.msg).not.toBe("request failed");
+    expect(lines.some((l) => l.msg === "unhandled error")).toBe(false);
+  });
+
+  it("names the model of refused and batch lookups, and logs an absolute target's path only", async () => {
+    const predict = `${t.url}/v1/models/flight-delay/predict`;
+    await getJson(`${predict}?origin=SFO&hour=99`, { headers: { "x-request-id": "refused-1" } });
+    await getJson(`${predict}?origin=SFO&version=nope`, {
+      headers: { "x-request-id": "refused-2" },
+    });
+    const batch = await getJson(predict, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": "batch-1" },
+      body: JSON.stringify({ inputs: [{ origin: "SFO" }] }),
+    });
+    expect(batch.status).toBe(200);
+    const line = (id: string) => eventually(async () => lines.find((l) => l.reqId === id));
+    expect(await line("refused-1")).toMatchObject({ status: 422, model: "flight-delay" });
+    expect((await line("refused-1")).version).toBeDefined();
+    expect(await line("refused-2")).toMatchObject({ status: 404, model: "flight-delay" });
+    expect(await line("batch-1")).toMatchObject({
+      status: 200,
+      model: "flight-delay",
+      version: expect.any(String),
+    });
+
+    const { port } = new URL(t.url);
+    const socket = connect(Number(port), "127.0.0.1");
+    socket.write(
+      "GET http://user:s3cretpass@example.com/healthz HTTP/1.1\r\nHost: example.com\r\n" +
+        "X-Request-Id: absolute-1\r\nConnection: close\r\n\r\n",
+    );
+    socket.resume();
+    expect(await line("absolute-1")).toMatchObject({ path: "/healthz" });
+    expect(JSON.stringify(lines)).not.toContain("s3cretpass");
   });
 });

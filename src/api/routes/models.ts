@@ -3,6 +3,7 @@ import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import type { ApiDeps } from "../deps.ts";
+import { annotate } from "../request-log.ts";
 
 function versionSummary(v: ModelVersion, active: string | undefined) {
   return {
@@ -34,6 +35,7 @@ export function resolveVersion(
       models: deps.registry.names(),
     });
   }
+  annotate(c, { model: name });
   const version = wanted ?? deps.active.get(name);
   const found = version ? deps.registry.get(name, version) : deps.registry.defaultVersion(name);
   if (!found)

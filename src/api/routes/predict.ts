@@ -189,6 +189,8 @@ function predictOne(
   const routed = routeToArm(c, deps, resolveVersion(c, deps, query.version));
   const { model } = routed;
   const arm = routed.assignment?.label;
+  // Before the input is checked: a refused lookup's log line names its model too.
+  annotate(c, { model: model.name, version: model.version });
   const wait = parseWait(query.wait, deps);
   const encoded = query.encode(model);
   if (!encoded.ok) throw invalid(encoded.issues);
@@ -202,7 +204,6 @@ function predictOne(
   // A tag the client holds is this version's answer for this key: no lookup needed. "*"
   // asks whether an answer exists: only a hit (answerHit) can say so.
   if (ifNoneMatch(c, validators.etag) === "tag") return notModifiedReply(c, validators);
-  annotate(c, { model: model.name, version: model.version });
   const started = performance.now();
   const local = deps.tiers.withoutRedis(model, key);
   if (local) return answerHit(c, deps, routed, key, local, outOfDistribution, validators, started);
@@ -368,9 +369,10 @@ const UTF8 = new TextDecoder("utf-8", { fatal: true });
 async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   onlyVersionParameter(c);
   const routed = routeToArm(c, deps, resolveModel(c, deps));
-  requireJsonBody(c);
   const { model } = routed;
   const arm = routed.assignment?.label;
+  annotate(c, { model: model.name, version: model.version });
+  requireJsonBody(c);
   let text: string;
   try {
     // Strict UTF-8, as a query string is: invalid bytes are refused, not read as U+FFFD
