@@ -53,11 +53,14 @@ export function requireAdmin(
     }
     const actor = matchToken(tokens, secret);
     if (!actor) {
-      // A browser is asked again for Basic credentials; an API client is told why.
-      c.header(
-        "WWW-Authenticate",
-        options.basic ? challenge : `${challenge}, error="invalid_token"`,
-      );
+      // Wrong Basic credentials are a 401 with the challenge: a browser asks again only
+      // then (after a 403 it keeps sending the password it cached). An API client is told
+      // why with a 403.
+      if (options.basic && /^Basic\s/i.test(c.req.header("authorization") ?? "")) {
+        c.header("WWW-Authenticate", challenge);
+        throw new PredcacheError("unauthorized", "the admin token is not valid");
+      }
+      c.header("WWW-Authenticate", `${challenge}, error="invalid_token"`);
       throw new PredcacheError("forbidden", "the admin token is not valid");
     }
     c.set("actor", actor);

@@ -7,11 +7,11 @@ import { createBullBoard } from "@bull-board/api";
 import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { HonoAdapter } from "@bull-board/hono";
 import { serveStatic } from "@hono/node-server/serve-static";
-import { type Context, Hono } from "hono";
+import { type Context, Hono, type MiddlewareHandler } from "hono";
 import { auditActions } from "../../admin/audit.ts";
 import { requireAdmin } from "../../admin/auth.ts";
 import type { AdminDeps } from "../../admin/deps.ts";
-import { redisUnavailable } from "../../errors.ts";
+import { PredcacheError, redisUnavailable } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import { isRedisOutage } from "../../redis/outage.ts";
 import { errorBody, handleError } from "../errors.ts";
@@ -23,6 +23,19 @@ const served = new WeakMap<Hono, readonly { method: string; path: string }[]>();
 
 export function queueBoardRoutes(app: Hono): readonly { method: string; path: string }[] {
   return served.get(app) ?? [];
+}
+
+/** Sent by a page of another site: by Sec-Fetch-Site, else by an Origin of another host. */
+function crossSite(c: Context): boolean {
+  const site = c.req.header("sec-fetch-site");
+  if (site) return site !== "same-origin" && site !== "none";
+  const origin = c.req.header("origin");
+  if (!origin) return false;
+  try {
+    return new URL(origin).host !== c.req.header("host");
+  } catch {
+    return true;
+  }
 }
 
 export function registerQueueBoard(app: Hono, admin: AdminDeps, log: Logger): void {
@@ -39,10 +52,24 @@ export function registerQueueBoard(app: Hono, admin: AdminDeps, log: Logger): vo
     `${c.req.method} /queues${c.req.path.slice(QUEUE_BOARD_PATH.length)}`.slice(0, 200),
   );
   const guard = requireAdmin(admin.tokens, { basic: true });
+  // A browser resends cached Basic credentials with any request, cross-site ones too, and
+  // bull-board reads any body as JSON: a change must come from the dashboard's own page.
+  const sameSite: MiddlewareHandler = async (c, next) => {
+    if (c.req.method !== "GET" && c.req.method !== "HEAD" && crossSite(c))
+      throw new PredcacheError(
+        "forbidden",
+        "the queue dashboard takes changes from its own page only",
+      );
+    await next();
+    // Its pages are not to be framed by another site (clickjacking).
+    c.res.headers.set("X-Frame-Options", "DENY");
+    c.res.headers.set("Content-Security-Policy", "frame-ancestors 'none'");
+  };
   // "/admin/queues/*" also matches "/admin/queues" itself: one registration, so a
   // request is guarded and audited once.
   app.use(`${QUEUE_BOARD_PATH}/*`, audited);
   app.use(`${QUEUE_BOARD_PATH}/*`, guard);
+  app.use(`${QUEUE_BOARD_PATH}/*`, sameSite);
   // Its own app, reached through one wildcard: bull-board's route patterns would push the
   // whole API off Hono's fastest router (RegExpRouter) if merged into the main one.
   const boardApp = new Hono().route(QUEUE_BOARD_PATH, board.registerPlugin());
