@@ -39,6 +39,11 @@ export function parseAdminTokens(text: string | undefined, what = "admin token")
     const hashed = /^sha256:([0-9a-f]{64})$/i.exec(secret);
     if (hashed) {
       tokens.push({ id, digest: Buffer.from(hashed[1] as string, "hex") });
+    } else if (/^sha256:/i.test(secret)) {
+      // A mistyped digest must not quietly become a plain secret: the text as written.
+      throw new TokenConfigError(
+        `${what} ${id}: sha256: takes the secret's SHA-256 as 64 hex digits (got ${secret.length - 7} characters)`,
+      );
     } else if (secret.length < 16) {
       throw new TokenConfigError(`${what} ${id}: use a secret of at least 16 characters`);
     } else {

@@ -254,6 +254,13 @@ describe("admin API auth", () => {
 
   it("refuses short secrets at start without echoing them", () => {
     expect(() => loadConfig({ PREDCACHE_ADMIN_TOKENS: "ops:short" })).toThrow(/at least 16/);
+    // A digest one digit short (or not hex) is a mistake, not a plain secret "sha256:…".
+    const digest = "a".repeat(63);
+    for (const bad of [`ops:sha256:${digest}`, "ops:sha256:zzzz", `ops:SHA256:${digest}bb`])
+      expect(() => loadConfig({ PREDCACHE_ADMIN_TOKENS: bad })).toThrow(/64 hex digits/);
+    expect(() => loadConfig({ PREDCACHE_API_KEYS: `app:sha256:${digest}` })).toThrow(
+      /64 hex digits/,
+    );
     expect(() => loadConfig({ PREDCACHE_ADMIN_TOKENS: "ops:short" })).not.toThrow(/short/);
   });
 });
