@@ -327,15 +327,19 @@ program
   .command("reload <model>")
   .description("load version folders dropped into the server's models folder")
   .action(async (model: string) => {
-    const r = await client().request<{ added: { version: string }[]; versions: string[] }>(
-      "POST",
-      `/admin/v1/models/${encodeURIComponent(model)}/reload`,
-    );
-    print(
-      r,
-      () =>
+    const r = await client().request<{
+      added: { version: string }[];
+      failed: { directory: string; error: string }[];
+      versions: string[];
+    }>("POST", `/admin/v1/models/${encodeURIComponent(model)}/reload`);
+    print(r, () =>
+      [
         `${model}: ${r.added.length === 0 ? "no new version" : `${r.added.length} new version(s) ${r.added.map((a) => a.version).join(", ")}`}; loaded: ${r.versions.join(", ")}`,
+        ...r.failed.map((f) => `not loaded: ${f.directory}: ${f.error}`),
+      ].join("\n"),
     );
+    // A folder that could not be loaded is a failure to act on, whatever else loaded.
+    if (r.failed.length > 0) process.exitCode = 1;
   });
 
 program

@@ -1,6 +1,6 @@
 /** `npx predcache` as an operator runs it: a subprocess against a real server. */
 import { execFile } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { num } from "../../precompute/experiment-view.ts";
@@ -236,6 +236,21 @@ describe("npx predcache", () => {
     const audit = await cli(["audit"]);
     expect(audit.out).toMatch(/ops\s+POST \/models\/:model\/rollback/);
     expect((await cli(["--json", "gc", "flight-delay"])).code).toBe(0);
+  });
+
+  it("reload says which dropped folders could not be loaded, and exits 1", async () => {
+    const broken = join(t.config.modelsDir, "zz-broken-drop");
+    await mkdir(broken, { recursive: true });
+    try {
+      await copyFile("seeds/models/flight-delay/manifest.json", join(broken, "manifest.json"));
+      const onnx = await readFile("seeds/models/flight-delay/model.onnx");
+      await writeFile(join(broken, "model.onnx"), onnx.subarray(0, 100));
+      const r = await cli(["reload", "flight-delay"]);
+      expect(r.code).toBe(1);
+      expect(r.out).toMatch(/not loaded: .*zz-broken-drop/);
+    } finally {
+      await rm(broken, { recursive: true, force: true });
+    }
   });
 
   it("reads tables with --api-key (or PREDCACHE_API_KEY) when the server requires API keys", async () => {
