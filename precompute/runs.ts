@@ -52,6 +52,8 @@ export interface RunStatus {
   error: string | null;
   /** The table generation the run published. */
   table: string | null;
+  /** Set once a run with promote made its version active: the version it replaced ("" none). */
+  promotedFrom: string | null;
 }
 
 export interface NewRun {
@@ -133,6 +135,7 @@ export class RunStore {
       etaSeconds: etaSeconds === null ? null : Math.round(etaSeconds),
       error: meta.error ?? null,
       table: meta.table ?? null,
+      promotedFrom: meta.promotedFrom ?? null,
     };
   }
 

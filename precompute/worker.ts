@@ -8,6 +8,7 @@
  */
 
 import { type Job, type Queue, UnrecoverableError, WaitingChildrenError, Worker } from "bullmq";
+import { AuditLog } from "../src/admin/audit.ts";
 import type { Keys } from "../src/cache/keys.ts";
 import type { PredictionStore } from "../src/cache/store.ts";
 import { type Logger, repeatedErrors } from "../src/log.ts";
@@ -333,6 +334,14 @@ export class PrecomputeWorker {
       previous =
         (await switchActiveVersion(this.redis, this.keys, target.name, target.version)) ?? "";
       await this.runs.set(run.runId, { promotedFrom: previous });
+      // A switch like an operator's promote: audited, under the run that made it.
+      await new AuditLog(this.redis, this.keys, this.log).record({
+        actor: `run:${run.runId}`,
+        action: "POST /models/:model/versions/:version/promote",
+        target: `/admin/v1/models/${target.name}/versions/${target.version}/promote`,
+        status: 200,
+        detail: `${previous || "none"} → ${target.version} (precompute run ${run.runId}, promote when done)`,
+      });
     }
     await this.runs.transition(run.runId, "completed");
     this.log.info(

@@ -96,12 +96,13 @@ export class AuditLog {
 /**
  * Middleware recording every change (any method but GET and HEAD) and every refused
  * attempt (401/403) under it, whatever the outcome; outermost, so it sees the final
- * status. `actionOf` names the action (method and route pattern).
+ * status. `actionOf` names the action (method and route pattern); a handler may say
+ * what it did in the `auditDetail` variable (a run id, the versions switched).
  */
 export function auditActions(
   audit: AuditLog,
   actionOf: (c: Context) => string,
-): MiddlewareHandler<{ Variables: { actor: string } }> {
+): MiddlewareHandler<{ Variables: { actor: string; auditDetail?: string } }> {
   return async (c, next) => {
     await next();
     const status = c.res.status;
@@ -116,6 +117,7 @@ export function auditActions(
       action: actionOf(c),
       target: c.req.path,
       status,
+      ...(c.get("auditDetail") ? { detail: c.get("auditDetail") } : {}),
     });
   };
 }

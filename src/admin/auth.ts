@@ -7,7 +7,8 @@ import type { MiddlewareHandler } from "hono";
 import { PredcacheError } from "../errors.ts";
 import { type AdminToken, matchToken } from "./tokens.ts";
 
-export type AdminEnv = { Variables: { actor: string } };
+/** `auditDetail`: what a handler did, for its audit entry (see ./audit.ts). */
+export type AdminEnv = { Variables: { actor: string; auditDetail?: string } };
 
 export interface AdminGuardOptions {
   /**

@@ -428,6 +428,12 @@ function components(): Record<string, Schema> {
         etaSeconds: orNull(num()),
         error: orNull(str()),
         table: orNull(str({ description: "the table generation the run published" })),
+        promotedFrom: orNull(
+          str({
+            description:
+              "set once a run with promote made its version active: the version it replaced (empty: none)",
+          }),
+        ),
       },
       [],
     ),
@@ -488,7 +494,9 @@ function components(): Record<string, Schema> {
             action: str(),
             target: str(),
             status: int(),
-            detail: str(),
+            detail: str({
+              description: "what was done: the run started, the versions switched (from → to)",
+            }),
           },
           ["detail"],
         ),

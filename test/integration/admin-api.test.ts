@@ -298,6 +298,15 @@ describe("admin API runs and versions", () => {
     expect(done.written).toBe(170);
     const listed = await admin("/admin/v1/runs");
     expect(listed.body.runs.map((r: { id: string }) => r.id)).toContain(started.body.runId);
+    // The audit entry says which run it started, of which version.
+    const { entries } = (await admin("/admin/v1/audit?refused=false")).body;
+    expect(entries).toContainEqual(
+      expect.objectContaining({
+        action: "POST /models/:model/precompute",
+        status: 202,
+        detail: `run ${started.body.runId} of version ${versions[0]}`,
+      }),
+    );
   });
 
   it("answers bad requests with 400/404 and changes nothing", async () => {
@@ -576,6 +585,10 @@ describe("admin API runs and versions", () => {
     expect([v1, v2]).not.toContain(newest);
     await admin(`/admin/v1/models/flight-delay/versions/${v1}/promote`, { method: "POST" });
     await admin(`/admin/v1/models/flight-delay/versions/${v2}/promote`, { method: "POST" });
+    expect((await admin("/admin/v1/audit?limit=1&refused=false")).body.entries[0]).toMatchObject({
+      action: "POST /models/:model/versions/:version/promote",
+      detail: `${v1} → ${v2}`,
+    });
     const guarded = await admin("/admin/v1/models/flight-delay/gc", { method: "POST" });
     expect(guarded.status).toBe(200);
     expect(guarded.body.kept.sort()).toEqual([v1, v2, newest].sort()); // v1: the rollback target

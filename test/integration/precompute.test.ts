@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { gridInputs } from "../../precompute/inputs/grid.ts";
 import { Precompute } from "../../precompute/job.ts";
 import type { SourceSpec } from "../../precompute/spec.ts";
+import { AuditLog } from "../../src/admin/audit.ts";
 import { Keys } from "../../src/cache/keys.ts";
 import { PredictionStore } from "../../src/cache/store.ts";
 import { topObserved } from "../../src/cache/traffic.ts";
@@ -584,6 +585,16 @@ describe("precompute run", () => {
       expect(doneWhenSwitched?.total).toBe(4);
       expect(await redis.get(keys.active("flight-delay"))).toBe(v2);
       expect(await redis.lrange(keys.history("flight-delay"), 0, 0)).toEqual([v1]);
+      expect(done.promotedFrom).toBe(v1);
+      // Audited like an operator's promote, under the run that made it.
+      const audit = await new AuditLog(redis, keys, createLogger("silent")).list(10);
+      expect(audit).toContainEqual(
+        expect.objectContaining({
+          actor: `run:${runId}`,
+          target: `/admin/v1/models/flight-delay/versions/${v2}/promote`,
+          detail: expect.stringContaining(`${v1} → ${v2}`),
+        }),
+      );
       const v2Entries = await snapshotVersion(redis, prefix, "flight-delay", v2);
       expect(v2Entries.size).toBe(400);
     } finally {

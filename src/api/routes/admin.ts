@@ -124,6 +124,10 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
       ...(body as object),
       model: c.req.param("model"),
     } as Parameters<typeof deps.admin.precompute.enqueue>[0]);
+    c.set(
+      "auditDetail",
+      `run ${runId} of version ${version}${(body as { promote?: unknown }).promote === true ? ", to promote when done" : ""}`,
+    );
     c.header("Location", `/admin/v1/runs/${runId}`);
     return c.json(
       { runId, model: c.req.param("model"), version, url: `/admin/v1/runs/${runId}` },
@@ -158,13 +162,17 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
     return c.json({ model, versions: await listVersions(deps, model) });
   });
 
-  admin.post("/models/:model/versions/:version/promote", async (c) =>
-    c.json(await promote(deps, c.req.param("model"), c.req.param("version"))),
-  );
+  admin.post("/models/:model/versions/:version/promote", async (c) => {
+    const switched = await promote(deps, c.req.param("model"), c.req.param("version"));
+    c.set("auditDetail", `${switched.previous ?? "none"} → ${switched.active}`);
+    return c.json(switched);
+  });
 
-  admin.post("/models/:model/rollback", async (c) =>
-    c.json(await rollback(deps, c.req.param("model"))),
-  );
+  admin.post("/models/:model/rollback", async (c) => {
+    const switched = await rollback(deps, c.req.param("model"));
+    c.set("auditDetail", `${switched.previous ?? "none"} → ${switched.active}`);
+    return c.json(switched);
+  });
 
   admin.post("/models/:model/reload", async (c) => {
     const model = c.req.param("model");
