@@ -145,7 +145,13 @@ export class PrecomputeWorker {
     ] as const) {
       worker.on("error", repeatedErrors(log, "precompute worker error"));
       worker.on("completed", () => outcomes.inc({ queue, outcome: "completed" }));
-      worker.on("failed", () => outcomes.inc({ queue, outcome: "failed" }));
+      // A job stopped because its run was cancelled did what was asked: no failure to
+      // alert on.
+      worker.on("failed", (job) =>
+        this.runCancelled(job?.data.runId).then((cancelled) =>
+          outcomes.inc({ queue, outcome: cancelled ? "cancelled" : "failed" }),
+        ),
+      );
     }
   }
 
@@ -587,8 +593,14 @@ export class PrecomputeWorker {
     if (ended) this.log.error({ run: runId, err: reason }, "precompute run failed");
   }
 
+  private async runCancelled(runId: string | undefined): Promise<boolean> {
+    if (!runId) return false;
+    return (await this.runs.state(runId).catch(() => undefined)) === "cancelled";
+  }
+
   private async onChunkFailed(job: Job<ChunkJob> | undefined, error: Error): Promise<void> {
     if (!job || !isFinalAttempt(job, error)) return;
+    if (await this.runCancelled(job.data.runId)) return;
     const reason = error.message.startsWith(`chunk ${job.data.index},`)
       ? error.message
       : `chunk ${job.data.index} failed: ${error.message}`;

@@ -396,6 +396,12 @@ describe("precompute run", () => {
           (v) => v.labels.outcome === "cancelled",
         )?.value ?? 0;
       const counted = await cancelledRuns();
+      // Chunks stopped by the cancel are no failed jobs (alerts watch those).
+      const jobs = async (outcome: string) =>
+        (await processMetrics().jobOutcomes.get()).values
+          .filter((v) => v.labels.outcome === outcome)
+          .reduce((sum, v) => sum + v.value, 0);
+      const failedBefore = await jobs("failed");
       expect((await p.precompute.cancel(runId)).state).toBe("cancelled");
       expect(await cancelledRuns()).toBe(counted + 1);
       await new Promise((r) => setTimeout(r, 1_500));
@@ -406,6 +412,7 @@ describe("precompute run", () => {
       expect(later?.etaSeconds).toBeNull();
       expect(later?.chunks.done).toBe(settled?.chunks.done);
       expect(later?.chunks.done).toBeLessThan(145);
+      expect(await jobs("failed")).toBe(failedBefore);
       const queued = await p.precompute.chunkQueue.getJobCounts(
         "waiting",
         "active",
