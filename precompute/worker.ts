@@ -17,7 +17,7 @@ import type { Prediction } from "../src/model/decoding.ts";
 import { InferenceThread } from "../src/model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
 import { processMetrics } from "../src/observability/metrics.ts";
-import type { Redis } from "../src/redis/connection.ts";
+import { closeWithin, closeWorkers, type Redis } from "../src/redis/connection.ts";
 import { withLock } from "../src/redis/lock.ts";
 import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
@@ -611,9 +611,13 @@ export class PrecomputeWorker {
     await this.failRun(job.data.runId, reason);
   }
 
-  async close(): Promise<void> {
-    await Promise.allSettled([this.runWorker.close(), this.chunkWorker.close()]);
-    await Promise.allSettled([this.chunkQueue.close(), this.runQueue.close()]);
+  /**
+   * Stops taking jobs; those running get `graceMs` (a table build can take longer than a
+   * shutdown may: it is built again when its run's job is taken up again).
+   */
+  async close(graceMs = 5_000): Promise<void> {
+    await closeWorkers([this.runWorker, this.chunkWorker], this.redis, graceMs);
+    await closeWithin(Promise.allSettled([this.chunkQueue.close(), this.runQueue.close()]), 1_000);
     const lanes = await Promise.allSettled(this.lanes.values());
     this.lanes.clear();
     for (const lane of lanes)

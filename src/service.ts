@@ -31,7 +31,14 @@ import type { Logger } from "./log.ts";
 import { ActiveVersions } from "./model/active.ts";
 import { ModelRegistry } from "./model/registry.ts";
 import { processMetrics } from "./observability/metrics.ts";
-import { closeWithin, createRedis, type Redis, subscribe, whenReady } from "./redis/connection.ts";
+import {
+  closeRedis,
+  closeWithin,
+  createRedis,
+  type Redis,
+  subscribe,
+  whenReady,
+} from "./redis/connection.ts";
 import { DirectoryTableStore, type TableStore } from "./table/store.ts";
 
 export interface Service {
@@ -66,7 +73,7 @@ export async function createService(
   const subscriber = createRedis(redisUrl, { role: "subscriber" });
   const events = createRedis(redisUrl, { role: "blocking" });
   const closeConnections = async () => {
-    await Promise.allSettled([redis.quit(), background.quit(), subscriber.quit(), events.quit()]);
+    await Promise.allSettled([redis, background, subscriber, events].map((r) => closeRedis(r)));
   };
   try {
     await Promise.all([whenReady(redis), whenReady(background)]);
@@ -286,7 +293,7 @@ export async function createLiveWorker(
     worker,
     async close() {
       await worker.close();
-      await Promise.allSettled([redis.quit(), blocking.quit()]);
+      await Promise.allSettled([closeRedis(redis), closeRedis(blocking)]);
     },
   };
 }
@@ -331,7 +338,7 @@ export async function createPrecomputeWorker(
     worker,
     async close() {
       await worker.close();
-      await Promise.allSettled([redis.quit(), blocking.quit()]);
+      await Promise.allSettled([closeRedis(redis), closeRedis(blocking)]);
     },
   };
 }

@@ -12,7 +12,7 @@ import { UNKNOWN_CATEGORY } from "../model/encoding.ts";
 import { InferenceThread } from "../model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
-import type { Redis } from "../redis/connection.ts";
+import { closeWorkers, type Redis } from "../redis/connection.ts";
 import { MicroBatcher, type MicroBatcherOptions } from "./batcher.ts";
 import { failClaims } from "./claims.ts";
 import {
@@ -219,8 +219,9 @@ export class LiveWorker {
     return predictions;
   }
 
-  async close(): Promise<void> {
-    await this.worker.close();
+  /** Stops taking jobs; batches running get `graceMs` (then they are left to be retried). */
+  async close(graceMs = 2_000): Promise<void> {
+    await closeWorkers([this.worker], this.commands, graceMs);
     const threads = await Promise.all(this.threads.values());
     await Promise.all(threads.map((thread) => thread?.close()));
   }

@@ -3,7 +3,7 @@ import { listen } from "../api/listen.ts";
 import { loadConfigOrExit } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { createService } from "../service.ts";
-import { onShutdown, shuttingDown } from "./shutdown.ts";
+import { failedStart, onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
 const config = loadConfigOrExit();
@@ -15,7 +15,17 @@ if (!config.redisUrl) {
   );
   process.exit(2);
 }
-const service = await createService(config, config.redisUrl, log);
-const server = await listen(service.app, config.host, config.port);
-onShutdown(log, [() => server.close(), () => service.close()]);
-log.info({ url: server.url }, `predcache API listening on ${server.url}`);
+const redisUrl = config.redisUrl;
+// Whatever stops the start (Redis not reachable in time, the port taken): one fatal line,
+// what was started stopped again, exit 1.
+const steps: (() => Promise<void>)[] = [];
+onShutdown(log, steps);
+try {
+  const service = await createService(config, redisUrl, log);
+  steps.unshift(() => service.close());
+  const server = await listen(service.app, config.host, config.port);
+  steps.unshift(() => server.close());
+  log.info({ url: server.url }, `predcache API listening on ${server.url}`);
+} catch (error) {
+  await failedStart(log, error, steps);
+}

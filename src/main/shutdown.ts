@@ -13,8 +13,30 @@ export function markStopping(): void {
   stopping = true;
 }
 
+/**
+ * A start that failed (Redis not reachable in time, the port taken): one fatal log line,
+ * what was started is stopped again, exit 1.
+ */
+export async function failedStart(
+  log: Logger,
+  error: unknown,
+  steps: readonly (() => Promise<void>)[],
+): Promise<never> {
+  log.fatal({ err: error }, `could not start: ${(error as Error).message}`);
+  markStopping();
+  for (const step of steps) await step().catch(() => {});
+  process.exit(1);
+}
+
 export function onShutdown(log: Logger, steps: (() => Promise<void>)[], timeoutMs = 10_000): void {
+  let signalled = false;
   const stop = async (signal: NodeJS.Signals) => {
+    // A second signal (Ctrl-C again) does not wait for the first one's steps.
+    if (signalled) {
+      log.warn({ signal }, "second signal: exiting without waiting for the shutdown");
+      process.exit(1);
+    }
+    signalled = true;
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "shutting down");
@@ -29,6 +51,6 @@ export function onShutdown(log: Logger, steps: (() => Promise<void>)[], timeoutM
     log.info("stopped");
     process.exit(0);
   };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
 }

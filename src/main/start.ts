@@ -14,7 +14,7 @@ import {
   createService,
   loadRegistry,
 } from "../service.ts";
-import { markStopping, onShutdown, shuttingDown } from "./shutdown.ts";
+import { failedStart, onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
 const config = loadConfigOrExit();
@@ -50,8 +50,5 @@ try {
   log.info({ url: server.url }, `predcache listening on ${server.url}`);
   if (config.seedOnStart) await seedOnFirstStart({ ...service, log });
 } catch (error) {
-  log.fatal({ err: error }, (error as Error).message);
-  markStopping();
-  for (const step of steps) await step().catch(() => {});
-  process.exit(1);
+  await failedStart(log, error, steps);
 }

@@ -7,7 +7,7 @@ import { createLogger } from "../log.ts";
 import { serveMetrics } from "../observability/metrics-server.ts";
 import { createLiveWorker, createPrecomputeWorker, loadRegistry } from "../service.ts";
 import { liveWorkerWaitNotice } from "./renamed-settings.ts";
-import { onShutdown, shuttingDown } from "./shutdown.ts";
+import { failedStart, onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
 
 const config = loadConfigOrExit();
@@ -22,13 +22,18 @@ if (!config.redisUrl) {
 const kinds = new Set(config.workers);
 const renamed = kinds.has("live") ? liveWorkerWaitNotice(process.env) : undefined;
 if (renamed) log.warn(renamed);
-const registry = await loadRegistry(config);
+const redisUrl = config.redisUrl;
 const steps: (() => Promise<void>)[] = [];
-if (kinds.has("live"))
-  steps.push((await createLiveWorker(config, config.redisUrl, log, registry)).close);
-if (kinds.has("precompute"))
-  steps.push((await createPrecomputeWorker(config, config.redisUrl, log, registry)).close);
-steps.push(() => registry.close());
-steps.unshift(serveMetrics(config.host, config.metricsPort, log));
 onShutdown(log, steps);
-log.info({ workers: [...kinds] }, "workers ready");
+try {
+  const registry = await loadRegistry(config);
+  steps.push(() => registry.close());
+  if (kinds.has("live"))
+    steps.unshift((await createLiveWorker(config, redisUrl, log, registry)).close);
+  if (kinds.has("precompute"))
+    steps.unshift((await createPrecomputeWorker(config, redisUrl, log, registry)).close);
+  steps.unshift(serveMetrics(config.host, config.metricsPort, log));
+  log.info({ workers: [...kinds] }, "workers ready");
+} catch (error) {
+  await failedStart(log, error, steps);
+}

@@ -156,17 +156,48 @@ export function whenReady(redis: Redis, timeoutMs = 10_000): Promise<void> {
  * left running by then, so giving up the wait loses nothing.
  */
 export async function closeWithin(closing: Promise<unknown>, ms = 2_000): Promise<void> {
+  await settledWithin(closing, ms);
+}
+
+/** Whether `work` settled (fulfilled or not) within `ms`. */
+export async function settledWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
-  const bound = new Promise<void>((done) => {
-    timer = setTimeout(done, ms);
+  const bound = new Promise<false>((done) => {
+    timer = setTimeout(() => done(false), ms);
     timer.unref();
   });
-  await Promise.race([
-    closing.then(
-      () => undefined,
-      () => undefined,
+  const settled = await Promise.race([
+    work.then(
+      () => true as const,
+      () => true as const,
     ),
     bound,
   ]);
   clearTimeout(timer);
+  return settled;
+}
+
+/**
+ * Closes a connection: QUIT when Redis answers in time, else dropped (a QUIT sent to a
+ * Redis that is down waits for a reconnect that may never come).
+ */
+export async function closeRedis(redis: Redis, ms = 1_000): Promise<void> {
+  if (redis.status === "end") return;
+  if (redis.status !== "ready" || !(await settledWithin(redis.quit(), ms))) redis.disconnect();
+}
+
+/**
+ * Closes BullMQ workers: jobs running get `graceMs` to finish (none when Redis is not
+ * connected: nothing could be written); past it the workers stop without them, and their
+ * jobs, stalled, are run again by a worker of this queue (they are made to be).
+ */
+export async function closeWorkers(
+  workers: readonly { close(force?: boolean): Promise<void> }[],
+  redis: Redis,
+  graceMs: number,
+): Promise<void> {
+  const grace = redis.status === "ready" ? graceMs : 0;
+  const graceful = Promise.allSettled(workers.map((worker) => worker.close()));
+  if (await settledWithin(graceful, grace)) return;
+  await closeWithin(Promise.allSettled(workers.map((worker) => worker.close(true))), 1_000);
 }

@@ -1,8 +1,11 @@
 /** SIGTERM under load: the API stops accepting, finishes every in-flight request, exits 0. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, inject, it } from "vitest";
+import { startRedisServer } from "../../src/redis/embedded.ts";
 import { uniquePrefix } from "../helpers/service.ts";
 
 /** The API as its own process, with a fresh data folder (the checkout's may hold tables). */
@@ -57,4 +60,81 @@ describe("graceful shutdown", () => {
       `SIGTERM: 40 in-flight requests answered, exit 0 after ${Date.now() - signalled} ms`,
     );
   });
+
+  it("stops a worker within the bound, exit 0, when Redis is gone", async () => {
+    const redis = await startRedisServer();
+    const child = spawn(process.execPath, ["--import", "tsx", "src/main/work.ts"], {
+      env: {
+        ...process.env,
+        LOG_LEVEL: "info",
+        LOG_FORMAT: "json",
+        REDIS_URL: redis.url,
+        PREDCACHE_PREFIX: uniquePrefix("worker-stop"),
+        PREDCACHE_METRICS_PORT: "0",
+        PREDCACHE_DATA_DIR: mkdtempSync(join(inject("scratchDir"), "data-")),
+      },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      let out = "";
+      const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)));
+      await new Promise<void>((ready, fail) => {
+        child.stdout?.on("data", (chunk) => {
+          out += chunk;
+          if (out.includes("workers ready")) ready();
+        });
+        child.once("exit", (code) => fail(new Error(`worker exited early (${code})`)));
+      });
+      await redis.stop();
+      await new Promise((r) => setTimeout(r, 500));
+      const signalled = Date.now();
+      child.kill("SIGTERM");
+      // Not the 10 s bound's "shutdown took too long" and exit 1.
+      expect(await exited).toBe(0);
+      expect(out).not.toMatch(/took too long/);
+      console.log(`worker without Redis: exit 0 ${Date.now() - signalled} ms after SIGTERM`);
+    } finally {
+      child.kill("SIGKILL");
+      await redis.stop().catch(() => {});
+    }
+  }, 30_000);
+
+  it("says why it could not start in one fatal log line, and exits 1", async () => {
+    const taken = createServer();
+    await new Promise<void>((done) => taken.listen(0, "127.0.0.1", done));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      const child = spawn(process.execPath, ["--import", "tsx", "src/main/serve.ts"], {
+        env: {
+          ...process.env,
+          LOG_FORMAT: "json",
+          HOST: "127.0.0.1",
+          PORT: String(port),
+          REDIS_URL: inject("redisUrl"),
+          PREDCACHE_PREFIX: uniquePrefix("no-start"),
+          PREDCACHE_DATA_DIR: mkdtempSync(join(inject("scratchDir"), "data-")),
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      let err = "";
+      child.stdout?.on("data", (chunk) => {
+        out += chunk;
+      });
+      child.stderr?.on("data", (chunk) => {
+        err += chunk;
+      });
+      const code = await new Promise<number | null>((done) => child.once("exit", done));
+      expect(code).toBe(1);
+      const fatal = out
+        .split("\n")
+        .filter(Boolean)
+        .map((line) => JSON.parse(line))
+        .find((line) => line.level === 60);
+      expect(fatal?.msg).toMatch(/could not start: .*EADDRINUSE/);
+      expect(err).not.toMatch(/^\s+at /m); // no raw stack trace
+    } finally {
+      taken.close();
+    }
+  }, 30_000);
 });
