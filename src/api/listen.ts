@@ -1,6 +1,6 @@
 /** Serves a Hono app on node:http and reports the address it actually got (port 0 → free). */
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
@@ -12,9 +12,30 @@ export interface Listening {
   close(): Promise<void>;
 }
 
+/** Sweeps (50 ms apart) a connection must be seen idle on before it is closed at shutdown. */
+const QUIET_SWEEPS = 3;
+
+/** The response a connection is answering, if any (node keeps it on the socket). */
+type HttpSocket = Socket & { _httpMessage?: ServerResponse | null };
+
 export function listen(app: Hono, host: string, port: number): Promise<Listening> {
   return new Promise((done, fail) => {
     let closing = false;
+    /** Open connections, with the sweeps in a row each was seen idle on. */
+    const connections = new Map<HttpSocket, number>();
+    // node's own close() closes idle connections at once; a request already sent may then
+    // sit unread on one the event loop has not got to (busy), and be cut off. Sweeps are
+    // timers, and between two of them the loop reads what has arrived: a connection idle
+    // on several in a row is closed, one that started a request meanwhile is not.
+    const closeQuiet = () => {
+      for (const [socket, quiet] of connections) {
+        // Answers under way close their connection when done: no next request on it.
+        if (socket._httpMessage) socket._httpMessage.shouldKeepAlive = false;
+        const idle = !socket._httpMessage;
+        if (idle && quiet + 1 >= QUIET_SWEEPS) socket.destroy();
+        else connections.set(socket, idle ? quiet + 1 : 0);
+      }
+    };
     const server = serve({ fetch: app.fetch, hostname: host, port }, (info: AddressInfo) => {
       const shownHost = host.includes(":") ? `[${host}]` : host;
       done({
@@ -24,22 +45,25 @@ export function listen(app: Hono, host: string, port: number): Promise<Listening
           new Promise((closed) => {
             closing = true;
             const http = server as Server;
+            http.closeIdleConnections = () => {};
             // Keep-alive connections would keep bringing requests: answers now close
-            // them, and those already idle are closed as they go idle.
-            const sweep = setInterval(() => http.closeIdleConnections(), 50);
+            // them, and those idle are closed once quiet.
+            const sweep = setInterval(closeQuiet, 50);
             http.close(() => {
               clearInterval(sweep);
               closed();
             });
-            http.closeIdleConnections();
+            closeQuiet();
           }),
       });
+    });
+    server.on("connection", (socket: HttpSocket) => {
+      connections.set(socket, 0);
+      socket.once("close", () => connections.delete(socket));
     });
     server.on("request", (_req: IncomingMessage, res: ServerResponse) => {
       if (closing) res.shouldKeepAlive = false;
     });
-    // Requests node:http refuses before the app sees them (headers or URL over 16 KiB,
-    // malformed HTTP) still get a JSON error like every other refusal.
     server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (error.code === "ECONNRESET" && socket.destroyed)) {
         socket.destroy();
