@@ -25,11 +25,27 @@ function axisValues(feature: Feature, axis: Axis): (string | number)[] {
   return range(axis.min, axis.max, axis.step);
 }
 
+/** How many values min, min + step, … up to max are (the same count range() makes). */
+function rangeLength(min: number, max: number, step: number): number {
+  return max + 1e-9 < min ? 0 : Math.floor((max + 1e-9 - min) / step) + 1;
+}
+
 function range(min: number, max: number, step: number): number[] {
   const values: number[] = [];
   for (let i = 0; min + i * step <= max + 1e-9; i++)
     values.push(Number((min + i * step).toPrecision(12)));
   return values;
+}
+
+/** An axis's number of values, computed without making them (a range may be huge). */
+function axisLength(feature: Feature, axis: Axis): number {
+  if (Array.isArray(axis)) return axis.length;
+  if (axis === "all") {
+    if (feature.type === "categorical") return feature.vocabulary.length;
+    if (feature.type === "integer") return rangeLength(feature.min, feature.max, 1);
+    return 0; // refused by axisValues, with its message
+  }
+  return rangeLength(axis.min, axis.max, axis.step);
 }
 
 /** The axes (validated against the features) and the grid's size, before anything is generated. */
@@ -44,24 +60,19 @@ export function planGrid(
         `grid axis "${name}" is not a feature (features: ${[...known.keys()].join(", ")})`,
       );
   }
-  const names: string[] = [];
-  const axes: (string | number)[][] = [];
-  let size = 1;
-  for (const feature of features) {
-    const axis = spec.axes[feature.name];
-    if (axis === undefined) continue; // the feature's default applies
-    const values = axisValues(feature, axis);
-    names.push(feature.name);
-    axes.push(values);
-    size *= values.length;
-  }
-  if (size > spec.maxSize) {
-    const sizes = names.map((n, i) => `${n}: ${axes[i]?.length}`).join(" × ");
+  const given = features.filter((f) => spec.axes[f.name] !== undefined); // else its default
+  const names = given.map((f) => f.name);
+  // Sized before any value is made: a range of a billion steps is refused, not built.
+  const lengths = given.map((f) => axisLength(f, spec.axes[f.name] as Axis));
+  const size = lengths.reduce((product, n) => product * n, 1);
+  if (size > spec.maxSize || lengths.some((n) => n > spec.maxSize)) {
+    const sizes = names.map((n, i) => `${n}: ${lengths[i]?.toLocaleString("en-US")}`).join(" × ");
     throw new GridTooLargeError(
       `the grid has ${size.toLocaleString("en-US")} inputs (${sizes}), over the limit of ${spec.maxSize.toLocaleString("en-US")}: narrow an axis or raise maxSize (the CLI's --grid-max)`,
     );
   }
-  return { names, axes, size };
+  const axes = given.map((f) => axisValues(f, spec.axes[f.name] as Axis));
+  return { names, axes, size: axes.reduce((product, values) => product * values.length, 1) };
 }
 
 export function* gridInputs(features: readonly Feature[], spec: GridSpec): Generator<RawInput> {
