@@ -10,20 +10,13 @@ import { processMetrics } from "../src/observability/metrics.ts";
 import type { Redis } from "../src/redis/connection.ts";
 import type { SourceSpec } from "./spec.ts";
 
-const chunkDoneLua = readFileSync(new URL("./commands/chunk-done-2.lua", import.meta.url), "utf8");
+const chunkDoneLua = readFileSync(new URL("./commands/chunk-done.lua", import.meta.url), "utf8");
 const transitionLua = readFileSync(new URL("./commands/transition.lua", import.meta.url), "utf8");
 const packr = new Packr({ useRecords: false });
 
 declare module "ioredis" {
   interface RedisCommander<Context> {
-    chunkDone(
-      meta: string,
-      done: string,
-      index: number,
-      rows: number,
-      written: number,
-      skipped: number,
-    ): Result<number, Context>;
+    chunkDone(meta: string, done: string, index: number, rows: number): Result<number, Context>;
   }
 }
 
@@ -225,22 +218,27 @@ export class RunStore {
     await this.redis.hset(this.keys.runMeta(id), "chunksPlanned", index + 1);
   }
 
-  /** Counts a finished chunk once; returns how many are done. */
-  chunkDone(
-    id: string,
-    index: number,
-    rows: number,
-    written: number,
-    skipped: number,
-  ): Promise<number> {
-    return this.redis.chunkDone(
-      this.keys.runMeta(id),
-      this.keys.runDone(id),
-      index,
-      rows,
-      written,
-      skipped,
-    );
+  /**
+   * Counts predictions a chunk's batch wrote, as soon as they are written: what an attempt
+   * wrote before it died or its run was cancelled is the run's work too, and a retry
+   * finds those keys present.
+   */
+  async addWritten(id: string, index: number, added: number): Promise<void> {
+    if (added === 0) return;
+    const meta = this.keys.runMeta(id);
+    await this.redis
+      .multi()
+      .hincrby(meta, "written", added)
+      .hincrby(meta, `cw:${index}`, added)
+      .exec();
+  }
+
+  /**
+   * Counts a finished chunk once (its rows, and as skipped the keys no attempt of it
+   * wrote); returns how many are done.
+   */
+  chunkDone(id: string, index: number, rows: number): Promise<number> {
+    return this.redis.chunkDone(this.keys.runMeta(id), this.keys.runDone(id), index, rows);
   }
 
   async saveChunkKeys(id: string, index: number, keys: readonly string[]): Promise<void> {

@@ -534,6 +534,9 @@ export class PrecomputeWorker {
       // Added after the await: `written += await …` would add to the value read before it,
       // losing what batches in flight meanwhile added.
       written += added;
+      await this.runs.addWritten(chunk.runId, chunk.index, added);
+      if (added > 0)
+        processMetrics().rowsWritten.inc({ model: model.name, version: model.version }, added);
     };
     const inFlight = new Set<Promise<void>>();
     // The gate: chunks of this worker send their batches one chunk after another.
@@ -572,11 +575,8 @@ export class PrecomputeWorker {
       throw failure.error;
     }
     await savedKeys;
-    const skipped = keys.length - written;
-    // The version's entries were counted with each write.
-    await this.runs.chunkDone(chunk.runId, chunk.index, keys.length, written, skipped);
-    if (written > 0)
-      processMetrics().rowsWritten.inc({ model: model.name, version: model.version }, written);
+    // The version's entries and the run's writes were counted with each write.
+    await this.runs.chunkDone(chunk.runId, chunk.index, keys.length);
     const status = await this.runs.get(chunk.runId);
     if (status) {
       const { chunks, rows: done, written: w, rate, etaSeconds } = status;
@@ -584,7 +584,7 @@ export class PrecomputeWorker {
         .updateJobProgress(chunk.runId, { chunks, rows: done, written: w, rate, etaSeconds })
         .catch(() => {});
     }
-    return { written, skipped };
+    return { written, skipped: keys.length - written };
   }
 
   /** Ends a run as failed, logged once (by whichever process ended it) at error level. */

@@ -544,6 +544,9 @@ describe("precompute run", () => {
       try {
         const done = await precompute.waitUntilDone(runId, 120_000);
         expect(done).toMatchObject({ state: "completed", rows: 3_000 });
+        // A fresh keyspace: every key is this run's write, counted once, also those a
+        // killed chunk wrote before it died (its retry finds them present).
+        expect(done).toMatchObject({ written: 3_000, skipped: 0 });
         console.log(
           `SIGKILL: worker killed after ${atKill?.chunks.done} of 20 chunks; a new worker completed the run`,
         );
