@@ -19,10 +19,15 @@ export class CliError extends Error {
   }
 }
 
-/** What the server said was wrong, for the message: the issues it listed, a few of them. */
-function detailsText(details: unknown): string {
+/**
+ * What the server said was wrong, for the message: the issues it listed, a few of them
+ * (none when its message names them already).
+ */
+function detailsText(details: unknown, message: string): string {
   const issues = (details as { issues?: unknown } | undefined)?.issues;
   if (!Array.isArray(issues) || issues.length === 0) return "";
+  const first = issues[0] as { message?: unknown };
+  if (typeof first?.message === "string" && message.includes(first.message)) return "";
   const shown = issues
     .slice(0, 5)
     .map((issue: { path?: unknown; field?: unknown; message?: unknown }) => {
@@ -96,7 +101,8 @@ export class AdminClient {
     status: number,
     error: { message?: string; details?: unknown } | undefined,
   ): CliError {
-    const message = `${error?.message ?? `HTTP ${status}`}${status < 500 ? detailsText(error?.details) : ""}`;
+    const said = error?.message ?? `HTTP ${status}`;
+    const message = `${said}${status < 500 ? detailsText(error?.details, said) : ""}`;
     const [option, variable] = path.startsWith("/v1/")
       ? ["--api-key", "PREDCACHE_API_KEY"]
       : ["--token", "PREDCACHE_TOKEN"];

@@ -82,9 +82,20 @@ export class Precompute {
   async enqueue(request: RunRequest): Promise<{ runId: string; version: string }> {
     const parsed = runRequestSchema.safeParse(request);
     if (!parsed.success) {
-      throw new PredcacheError("bad_request", "invalid precompute request", {
-        issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
-      });
+      const issues = parsed.error.issues.map((i) => ({
+        path: i.path.join("."),
+        message: i.message,
+      }));
+      // The message says what is wrong, not only details: a shell user sees the message.
+      const said = issues
+        .slice(0, 3)
+        .map((i) => `${i.path || "request"}: ${i.message}`)
+        .join("; ");
+      throw new PredcacheError(
+        "bad_request",
+        `invalid precompute request: ${said}${issues.length > 3 ? `; and ${issues.length - 3} more` : ""}`,
+        { issues },
+      );
     }
     // Uploaded inputs as given, not zod's copies (a copy drops a "__proto__" field, which
     // the encoder must see to refuse as unknown, as every other path does).

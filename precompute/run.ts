@@ -16,22 +16,38 @@ import { Precompute } from "./job.ts";
 import type { SourceSpecInput } from "./spec.ts";
 
 const usage = `usage: npm run precompute -- --model NAME --source SOURCE [--version ID] [--chunk-size N]
-                              [--limit N] [--promote] [--warm K] [--no-watch]
-  SOURCE: seed:FILE (CSV or JSON lines) | grid:'{"feature": "all" | [values] | {"min","max","step"}}' | traffic:K`;
+                              [--limit N] [--grid-max N] [--promote] [--warm K] [--no-watch]
+  SOURCE: seed:FILE (CSV or JSON lines) | grid:'{"feature": "all" | [values] | {"min","max","step"}}' | traffic:K
+  --limit N     seed sources: the first N rows only
+  --grid-max N  grid sources: refuse grids of more than N inputs (default 1,000,000)`;
 
 function fail(code: number, message: string): never {
   process.stderr.write(`${message}\n`);
   process.exit(code);
 }
 
-function parseSource(text: string, limit: number | undefined): SourceSpecInput {
+/** A whole number of at least 1 given for `name`, or exit 2 saying so. */
+function positive(text: string | undefined, name: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) < 1)
+    fail(2, `${name} must be a whole number of at least 1, not "${text}"`);
+  return Number(text);
+}
+
+function parseSource(
+  text: string,
+  limit: number | undefined,
+  gridMax: number | undefined,
+): SourceSpecInput {
   const [kind, ...rest] = text.split(":");
   const arg = rest.join(":");
+  if (limit !== undefined && kind !== "seed") fail(2, "--limit applies to seed sources only");
+  if (gridMax !== undefined && kind !== "grid") fail(2, "--grid-max applies to grid sources only");
   if (kind === "seed" && arg) return { kind: "seed", file: arg, ...(limit ? { limit } : {}) };
   if (kind === "traffic" && /^\d+$/.test(arg)) return { kind: "traffic", top: Number(arg) };
   if (kind === "grid") {
     try {
-      return { kind: "grid", axes: JSON.parse(arg) };
+      return { kind: "grid", axes: JSON.parse(arg), ...(gridMax ? { maxSize: gridMax } : {}) };
     } catch {
       fail(2, `grid axes must be JSON\n${usage}`);
     }
@@ -48,6 +64,7 @@ function parse() {
       version: { type: "string" },
       "chunk-size": { type: "string" },
       limit: { type: "string" },
+      "grid-max": { type: "string" },
       promote: { type: "boolean", default: false },
       warm: { type: "string" },
       "no-watch": { type: "boolean", default: false },
@@ -66,6 +83,13 @@ if (values.help) {
   process.exit(0);
 }
 if (!values.model || !values.source) fail(2, usage);
+const source = parseSource(
+  values.source,
+  positive(values.limit, "--limit"),
+  positive(values["grid-max"], "--grid-max"),
+);
+const chunkSize = positive(values["chunk-size"], "--chunk-size");
+const warm = positive(values.warm, "--warm");
 const config = loadConfigOrExit();
 if (!config.redisUrl)
   fail(2, "set REDIS_URL to the service's Redis (npm start logs the one it runs)");
@@ -84,19 +108,28 @@ let code = 0;
 try {
   const { runId, version } = await precompute.enqueue({
     model: values.model,
-    source: parseSource(values.source, values.limit ? Number(values.limit) : undefined),
+    source,
     ...(values.version ? { version: values.version } : {}),
-    ...(values["chunk-size"] ? { chunkSize: Number(values["chunk-size"]) } : {}),
-    ...(values.warm ? { warmFromTraffic: Number(values.warm) } : {}),
+    ...(chunkSize ? { chunkSize } : {}),
+    ...(warm ? { warmFromTraffic: warm } : {}),
     promote: values.promote,
   });
   process.stdout.write(`run ${runId} → ${values.model}@${version}\n`);
   if (!values["no-watch"]) {
+    // Stopping the watch does not stop the run: say how to follow it again.
+    process.once("SIGINT", () => {
+      process.stderr.write(
+        `\nstopped watching; run ${runId} goes on (npx predcache run ${runId} --watch, or cancel it)\n`,
+      );
+      process.exit(130);
+    });
     let last = "";
     const done = await precompute.waitUntilDone(runId, 24 * 3_600_000, (s) => {
-      const line = `${s.state} chunks ${s.chunks.done}/${s.chunks.total ?? "?"} rows ${s.rows} written ${s.written} ${s.rate}/s eta ${s.etaSeconds ?? "?"}s`;
-      if (line !== last) process.stdout.write(`${line}\n`);
-      last = line;
+      // A line when the run moves on, not each time only its rate or ETA is re-estimated.
+      const progress = `${s.state} chunks ${s.chunks.done}/${s.chunks.total ?? "?"} rows ${s.rows} written ${s.written}`;
+      if (progress !== last)
+        process.stdout.write(`${progress} ${s.rate}/s eta ${s.etaSeconds ?? "?"}s\n`);
+      last = progress;
     });
     if (done.state !== "completed") {
       process.stderr.write(`run ${done.state}: ${done.error ?? ""}\n`);

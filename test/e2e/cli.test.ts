@@ -195,7 +195,7 @@ describe("npx predcache", () => {
       "nope",
     ]);
     expect(badVersion.code).toBe(2);
-    expect(badVersion.err).toMatch(/invalid precompute request \(version: /);
+    expect(badVersion.err).toMatch(/invalid precompute request: version: /);
     expect((await cli(["bogus"])).code).toBe(2);
     expect((await cli(["precompute", "flight-delay", "--source", "grid:{nope"])).code).toBe(2);
     const tooBig = await cli([

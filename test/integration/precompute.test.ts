@@ -745,6 +745,45 @@ describe("precompute run", () => {
       const bad = await run(["--model", "flight-delay", "--source", "seed:/no/such/file.csv"]);
       expect(bad.code).toBe(2);
       expect(bad.out).toMatch(/seed file not found/);
+      // Malformed numbers are usage errors, not dropped (--limit abc ran the whole file).
+      for (const [flag, value] of [
+        ["--limit", "abc"],
+        ["--limit", "0"],
+        ["--chunk-size", "0"],
+        ["--warm", "x"],
+      ] as const) {
+        const wrong = await run([
+          "--model",
+          "flight-delay",
+          "--source",
+          `seed:${file}`,
+          flag,
+          value,
+        ]);
+        expect(wrong.code).toBe(2);
+        expect(wrong.out).toContain(`${flag} must be a whole number`);
+      }
+      const limitOnGrid = await run([
+        "--model",
+        "flight-delay",
+        "--source",
+        'grid:{"hour":[1]}',
+        "--limit",
+        "5",
+      ]);
+      expect(limitOnGrid.code).toBe(2);
+      expect(limitOnGrid.out).toMatch(/--limit applies to seed sources only/);
+      // What is wrong with a request is said, not only "invalid precompute request".
+      const shortVersion = await run([
+        "--model",
+        "flight-delay",
+        "--source",
+        `seed:${file}`,
+        "--version",
+        "7f28",
+      ]);
+      expect(shortVersion.code).toBe(2);
+      expect(shortVersion.out).toMatch(/invalid precompute request: version: /);
     } finally {
       await p.close();
     }
