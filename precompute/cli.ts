@@ -305,11 +305,16 @@ program
   .command("promote <model> <version>")
   .description("make a version active")
   .action(async (model: string, version: string) => {
-    const r = await client().request<{ active: string; previous: string | null }>(
+    const r = await client().request<{
+      active: string;
+      previous: string | null;
+      warnings?: string[];
+    }>(
       "POST",
       `/admin/v1/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}/promote`,
     );
     print(r, () => `${model}: ${r.previous ?? "(none)"} → ${r.active}`);
+    for (const warning of r.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
   });
 
 program

@@ -103,10 +103,32 @@ export async function promote(
   deps: Deps,
   model: string,
   version: string,
-): Promise<{ model: string; active: string; previous: string | null }> {
+): Promise<{ model: string; active: string; previous: string | null; warnings: string[] }> {
   await loadedVersion(deps, model, version);
   const previous = await deps.active.set(model, version);
-  return { model, active: version, previous: previous ?? null };
+  return {
+    model,
+    active: version,
+    previous: previous ?? null,
+    warnings: await cold(deps, model, version),
+  };
+}
+
+/**
+ * What a promote should warn of: a version with nothing precomputed sends every lookup to
+ * the live model (a miss storm) until a run fills it. Said, not refused: an operator may
+ * mean it (and a run with --promote or --warm is the way to avoid it).
+ */
+async function cold(deps: Deps, model: string, version: string): Promise<string[]> {
+  const entries = Number(
+    (await deps.redis.hget(deps.admin.keys.versionMeta(model, version), "entries")) ?? 0,
+  );
+  if (entries > 0) return [];
+  const tables = (await deps.tables.list(model)).filter((t) => t.modelVersion === version);
+  if (tables.length > 0) return [];
+  return [
+    `version ${version} has nothing precomputed: every lookup goes to the live model until a run fills it (precompute --promote, or --warm K, avoids this)`,
+  ];
 }
 
 export async function rollback(

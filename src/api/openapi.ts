@@ -234,7 +234,18 @@ const VERSION_SUMMARY = obj({
   modelBytes: int(),
 });
 
-const SWITCHED = obj({ model: str(), active: str(), previous: orNull(str()) });
+const SWITCHED = obj(
+  {
+    model: str(),
+    active: str(),
+    previous: orNull(str()),
+    warnings: arr(str(), {
+      description:
+        "a promote's warnings: a version with nothing precomputed sends every lookup to the live model",
+    }),
+  },
+  ["warnings"],
+);
 
 const HISTOGRAM = obj({
   bins: arr(
@@ -928,7 +939,7 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
     admin({
       summary: "Make a version active",
       parameters: [model, param("version", "path", str(), "a loaded version")],
-      responses: { 200: reply("the switch", ref("Switched")), ...errors(404) },
+      responses: { 200: reply("the switch", ref("Switched")), ...errors(404, 409) },
     }),
   );
   add(

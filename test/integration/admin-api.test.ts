@@ -1,5 +1,5 @@
 /** The admin API: token guard on every route, audit log, runs, versions, stats, gc. */
-import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -370,6 +370,14 @@ describe("admin API runs and versions", () => {
         404,
       ],
     ];
+    // A link under the data folder to a file outside every root: refused like the file.
+    const link = join(t.config.dataDir, "passwd.csv");
+    await symlink("/etc/passwd", link).catch(() => {});
+    cases.push([
+      "/admin/v1/models/flight-delay/precompute",
+      { source: { kind: "seed", file: link } },
+      400,
+    ]);
     for (const [path, body, status] of cases) {
       const r = await admin(path, { method: "POST", body });
       expect(r.status, JSON.stringify(body)).toBe(status);
@@ -429,7 +437,7 @@ describe("admin API runs and versions", () => {
     const second = await admin(`/admin/v1/models/flight-delay/versions/${v2}/promote`, {
       method: "POST",
     });
-    expect(second.body).toEqual({ model: "flight-delay", active: v2, previous: v1 });
+    expect(second.body).toMatchObject({ model: "flight-delay", active: v2, previous: v1 });
     const listed = await admin("/admin/v1/models/flight-delay/versions");
     const byId = Object.fromEntries(
       listed.body.versions.map((v: { version: string }) => [v.version, v]),
@@ -645,5 +653,12 @@ describe("admin API runs and versions", () => {
     expect(after.find((v: { version: string }) => v.version === v2)).toMatchObject({
       active: true,
     });
+    // Promoting a version with nothing precomputed (v1, just collected) works, with a warning.
+    const cold = await admin(`/admin/v1/models/flight-delay/versions/${v1}/promote`, {
+      method: "POST",
+    });
+    expect(cold.status).toBe(200);
+    expect(cold.body.warnings).toEqual([expect.stringMatching(/nothing precomputed/)]);
+    await admin("/admin/v1/models/flight-delay/rollback", { method: "POST" });
   });
 });

@@ -16,6 +16,7 @@
  *   GET    /admin/v1/models/:model/experiments/:id           its report
  *   GET    /admin/v1/stats, /admin/v1/audit
  */
+import { realpath } from "node:fs/promises";
 import { isAbsolute, relative, resolve } from "node:path";
 import type { Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -67,12 +68,14 @@ function routeOf(c: Context): string {
 }
 
 /** Seed files the server may read: under one of the configured roots, nowhere else. */
-function checkSeedPath(source: unknown, roots: readonly string[]): void {
+async function checkSeedPath(source: unknown, roots: readonly string[]): Promise<void> {
   const file = (source as { kind?: unknown; file?: unknown })?.file;
   if ((source as { kind?: unknown })?.kind !== "seed" || typeof file !== "string") return;
-  const path = resolve(file);
-  const inside = roots.some((root) => {
-    const rel = relative(resolve(root), path);
+  // Where the file really is: a symbolic link under a root may point anywhere.
+  const real = (path: string) => realpath(path).catch(() => resolve(path));
+  const path = await real(file);
+  const inside = (await Promise.all(roots.map(real))).some((root) => {
+    const rel = relative(root, path);
     return rel !== "" && !rel.startsWith("..") && !isAbsolute(rel);
   });
   if (!inside)
@@ -117,7 +120,7 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
 
   admin.post("/models/:model/precompute", async (c) => {
     const body = await jsonBody(c);
-    checkSeedPath(body.source, seedRoots);
+    await checkSeedPath(body.source, seedRoots);
     // A traffic run plans from the counts in Redis: this process's latest go there first.
     await deps.traffic.flush();
     const { runId, version } = await deps.admin.precompute.enqueue({
