@@ -219,18 +219,16 @@ export class RunStore {
   }
 
   /**
-   * Counts predictions a chunk's batch wrote, as soon as they are written: what an attempt
-   * wrote before it died or its run was cancelled is the run's work too, and a retry
-   * finds those keys present.
+   * Where a chunk's writes are counted, with the writes themselves (PredictionStore.put):
+   * what an attempt wrote before it died or its run was cancelled is the run's work too,
+   * and a retry finds those keys present.
    */
-  async addWritten(id: string, index: number, added: number): Promise<void> {
-    if (added === 0) return;
+  writtenCounters(id: string, index: number): { key: string; field: string }[] {
     const meta = this.keys.runMeta(id);
-    await this.redis
-      .multi()
-      .hincrby(meta, "written", added)
-      .hincrby(meta, `cw:${index}`, added)
-      .exec();
+    return [
+      { key: meta, field: "written" },
+      { key: meta, field: `cw:${index}` },
+    ];
   }
 
   /**

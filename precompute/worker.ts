@@ -524,17 +524,21 @@ export class PrecomputeWorker {
       const todo = batch.filter((_, i) => !present[i]);
       if (todo.length === 0) return;
       const predictions = await lane.run(todo.map((key) => rows.get(key) as number[]));
-      // Counted as Redis added them, in the same step: a key another chunk wrote since the
-      // check above is not counted twice, nor a write this chunk made before it was retried.
+      // Counted as Redis added them, in the same step (the version's entries, the run's
+      // and this chunk's writes): a key another chunk wrote since the check above is not
+      // counted twice, nor a write this chunk made before it was retried, and a write is
+      // counted even if this process dies right after it.
       const added = await this.store.put(
         model,
         todo.map((key, i) => ({ key, prediction: predictions[i] as Prediction })),
-        { key: this.keys.versionMeta(model.name, model.version), field: "entries" },
+        [
+          { key: this.keys.versionMeta(model.name, model.version), field: "entries" },
+          ...this.runs.writtenCounters(chunk.runId, chunk.index),
+        ],
       );
       // Added after the await: `written += await …` would add to the value read before it,
       // losing what batches in flight meanwhile added.
       written += added;
-      await this.runs.addWritten(chunk.runId, chunk.index, added);
       if (added > 0)
         processMetrics().rowsWritten.inc({ model: model.name, version: model.version }, added);
     };

@@ -6,7 +6,7 @@
     ARGV[1] chunk index
     ARGV[2] rows in the chunk (distinct keys)
   Its writes were counted as they were made, into "written" and "cw:<index>" (see
-  RunStore.addWritten), by every attempt of the chunk: the rest of its keys were there
+  RunStore.writtenCounters), by every attempt of the chunk: the rest of its keys were there
   before the run, and are counted as skipped.
   Output: how many chunks are done. A retried or duplicated chunk changes nothing.
 ]]

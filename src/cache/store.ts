@@ -23,10 +23,14 @@ return found`;
 // entry [, the counter's field]. Returns how many entries were new, and adds as many to
 // the counter in the same step: a key written meanwhile by another is not counted, and a
 // writer that dies after the write cannot leave it uncounted.
+// KEYS: n buckets, then the hashes of the counters; ARGV: n, n key/value pairs, then the
+// counters' fields. Adds to each counter how many entries were new.
 const PUT_MANY_LUA = `local n = tonumber(ARGV[1])
 local added = 0
 for i = 1, n do added = added + redis.call("HSET", KEYS[i], ARGV[2 * i], ARGV[2 * i + 1]) end
-if #KEYS > n and added > 0 then redis.call("HINCRBY", KEYS[n + 1], ARGV[2 * n + 2], added) end
+if added > 0 then
+  for j = 1, #KEYS - n do redis.call("HINCRBY", KEYS[n + j], ARGV[2 * n + 1 + j], added) end
+end
 return added`;
 /** Entries per script call, so one call keeps Redis busy for well under a millisecond. */
 const PER_SCRIPT = 512;
@@ -114,13 +118,13 @@ export class PredictionStore {
    * Writes entries: on one Redis a few script calls (one HSET per entry inside), on a
    * cluster one auto-pipelined HSET per bucket. Values are immutable facts: rewriting is
    * harmless. Returns how many were not stored before (whoever wrote them first), and
-   * adds that to `countInto` (a hash field) with the write where Redis allows (one
-   * Redis: in the same script; a cluster: the counter lives in another slot, so after).
+   * adds that to each of `countInto` (hash fields) with the write where Redis allows (one
+   * Redis: in the same script; a cluster: the counters live in other slots, so after).
    */
   async put(
     model: ModelVersion,
     entries: readonly StoredEntry[],
-    countInto?: { key: string; field: string },
+    countInto: readonly { key: string; field: string }[] = [],
   ): Promise<number> {
     if (entries.length === 0) return 0;
     if (isCluster(this.redis)) {
@@ -134,26 +138,27 @@ export class PredictionStore {
       const added = (
         await this.each([...byBucket], (redis, [bucket, args]) => redis.hset(bucket, ...args))
       ).reduce((sum, n) => sum + n, 0);
-      if (countInto && added > 0) await this.redis.hincrby(countInto.key, countInto.field, added);
+      if (added > 0)
+        await Promise.all(countInto.map((c) => this.redis.hincrby(c.key, c.field, added)));
       return added;
     }
     const redis = this.redis;
+    const c = countInto.length;
     const added = await Promise.all(
       slices(entries).map((slice) => {
         const n = slice.length;
-        const counted = countInto ? 1 : 0;
-        const keyCount = n + counted;
-        const args: (string | Buffer | number)[] = new Array(keyCount + 1 + 2 * n + counted);
+        const keyCount = n + c;
+        const args: (string | Buffer | number)[] = new Array(keyCount + 1 + 2 * n + c);
         args[keyCount] = n;
         slice.forEach(({ key, prediction }, i) => {
           args[i] = this.bucketOf(model, key);
           args[keyCount + 1 + 2 * i] = key;
           args[keyCount + 2 + 2 * i] = encodePrediction(model.manifest, prediction);
         });
-        if (countInto) {
-          args[n] = countInto.key;
-          args[args.length - 1] = countInto.field;
-        }
+        countInto.forEach(({ key, field }, j) => {
+          args[n + j] = key;
+          args[keyCount + 1 + 2 * n + j] = field;
+        });
         return redis.predcachePutMany(keyCount, ...args);
       }),
     );
