@@ -1,6 +1,7 @@
 /**
- * /metrics for processes without the API (worker-only): a bare node:http listener. A
- * port already taken is logged and skipped — metrics must never stop a worker.
+ * /metrics for processes without the API (worker-only), and /healthz for a container's
+ * healthcheck: a bare node:http listener. A port already taken is logged and skipped —
+ * metrics must never stop a worker.
  */
 import { createServer } from "node:http";
 import type { Logger } from "../log.ts";
@@ -10,6 +11,10 @@ export function serveMetrics(host: string, port: number, log: Logger): () => Pro
   if (port === 0) return async () => {};
   const metrics = processMetrics();
   const server = createServer((req, res) => {
+    if (req.url === "/healthz") {
+      res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
+      return;
+    }
     if (req.url !== "/metrics") {
       res.writeHead(404).end();
       return;

@@ -124,7 +124,7 @@ describe("/metrics", () => {
     expect(sample(text, "predcache_resident_table_bytes", table)).toBe(listing.bytes);
   });
 
-  it("is served by worker-only processes on PREDCACHE_METRICS_PORT", async () => {
+  it("is served by worker-only processes on PREDCACHE_METRICS_PORT, with /healthz", async () => {
     const port = await new Promise<number>((done) => {
       const probe = createServer().listen(0, "127.0.0.1", () => {
         const { port } = probe.address() as { port: number };
@@ -148,6 +148,10 @@ describe("/metrics", () => {
       );
       expect(text).toMatch(/^# TYPE predcache_live_batch_rows histogram$/m);
       expect(text).toMatch(/^predcache_process_resident_memory_bytes \d+/m);
+      // And /healthz, which a container's healthcheck asks.
+      const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toEqual({ status: "ok" });
     } finally {
       child.kill("SIGTERM");
       await new Promise((done) => child.once("exit", done));

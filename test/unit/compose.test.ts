@@ -149,8 +149,9 @@ describe("docker-compose.yml", () => {
       const s = service(name);
       expect(s.container_name, `${name}: container_name`).toBeUndefined();
       expect(s.ports ?? [], `${name}: published ports`).toEqual([]);
-      // The image's HEALTHCHECK asks /healthz, which a worker does not serve.
-      expect(s.healthcheck?.disable, `${name}: healthcheck disabled`).toBe(true);
+      // Not the image's HEALTHCHECK (the API's port): /healthz on the worker's metrics port.
+      expect(s.healthcheck?.disable, `${name}: healthcheck`).not.toBe(true);
+      expect(commandWords(s.healthcheck?.test).join(" ")).toMatch(/127\.0\.0\.1:9464\/healthz/);
     }
     expect(service("api").ports?.map(String)).toEqual(
       expect.arrayContaining([expect.stringMatching(/:8787$/)]),
