@@ -139,6 +139,7 @@ export async function createService(
     });
     const metrics = processMetrics();
     const unwatch = [
+      ...[redis, background, subscriber, events].map((r) => metrics.watchRedis(r)),
       metrics.watchQueue("live", live.queue),
       metrics.watchQueue("precompute", precompute.runQueue),
       metrics.watchQueue("precompute-chunks", precompute.chunkQueue),
@@ -289,9 +290,11 @@ export async function createLiveWorker(
     inferenceThreads: config.onnxThreads,
   });
   await worker.worker.waitUntilReady();
+  const unwatch = [redis, blocking].map((r) => processMetrics().watchRedis(r));
   return {
     worker,
     async close() {
+      for (const stop of unwatch) stop();
       await worker.close();
       await Promise.allSettled([closeRedis(redis), closeRedis(blocking)]);
     },
@@ -334,9 +337,11 @@ export async function createPrecomputeWorker(
     tables,
   );
   await worker.waitUntilReady();
+  const unwatch = [redis, blocking].map((r) => processMetrics().watchRedis(r));
   return {
     worker,
     async close() {
+      for (const stop of unwatch) stop();
       await worker.close();
       await Promise.allSettled([closeRedis(redis), closeRedis(blocking)]);
     },

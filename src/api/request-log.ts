@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "hono";
 import type { Logger } from "../log.ts";
+import { processMetrics } from "../observability/metrics.ts";
 import type { EdgeHook } from "./edge.ts";
 import { addHeader, headerOf, incomingOf } from "./headers.ts";
 
@@ -37,6 +38,29 @@ function pathOf(url: string | undefined): string {
   return query === -1 ? path : path.slice(0, query);
 }
 
+/**
+ * The route group of a request, for the HTTP metrics: a fixed, small set whatever paths
+ * clients make up (no model names, ids or generations in the label).
+ */
+export function routeGroup(url: string | undefined): string {
+  const path = pathOf(url);
+  if (path.startsWith("/v1/models")) {
+    // "/v1/models", "/v1/models/<model>", "/v1/models/<model>/<what>[/…]"
+    const what = path.indexOf("/", 11);
+    if (what === -1) return "models";
+    if (path.startsWith("/predict", what)) return "predict";
+    if (path.startsWith("/tables", what)) return "tables";
+    return "other";
+  }
+  if (path.startsWith("/v1/jobs/")) return "jobs";
+  if (path === "/admin/queues" || path.startsWith("/admin/queues/")) return "queue-board";
+  if (path.startsWith("/admin/v1/")) return "admin";
+  if (path === "/healthz" || path === "/readyz") return path.slice(1);
+  if (path === "/metrics") return "metrics";
+  if (path === "/openapi.json" || path === "/docs" || path.startsWith("/docs/")) return "docs";
+  return "other";
+}
+
 /** What the log line of a response needs when it closes, kept on the response. */
 interface Pending {
   log: Logger;
@@ -59,6 +83,7 @@ function onClose(this: Logged): void {
   this[PENDING] = undefined;
   // A client gone before any answer: no status was sent (node would say 200).
   const status = this.headersSent ? this.statusCode : 0;
+  processMetrics().countHttp(routeGroup(pending.incoming.url), status);
   // Failures are logged at error level, so they are written even with info off.
   if (!pending.logging && status < 500) return;
   const line = {

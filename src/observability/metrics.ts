@@ -172,9 +172,45 @@ export class Metrics {
       this.shadowComparisons.remove({ model, experiment, outcome });
   }
 
+  readonly httpRequests = new client.Counter({
+    name: "predcache_http_requests_total",
+    help: "HTTP requests answered by this process, by route group and status (0: the client left before any answer).",
+    labelNames: ["route", "status"] as const,
+    registers: [this.registry],
+  });
+  private readonly httpBound = new Map<string, client.Counter.Internal>();
+
+  /** Counts one answered request (the child series bound once per route and status). */
+  countHttp(route: string, status: number): void {
+    const id = `${route}|${status}`;
+    let series = this.httpBound.get(id);
+    if (!series) {
+      series = this.httpRequests.labels(route, String(status));
+      this.httpBound.set(id, series);
+    }
+    series.inc();
+  }
+
+  private readonly redisConnections = new Set<{ status: string }>();
+
+  /** A Redis connection whose state /metrics reports; returns the unregistration. */
+  watchRedis(redis: { status: string }): () => void {
+    this.redisConnections.add(redis);
+    return () => this.redisConnections.delete(redis);
+  }
+
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: "predcache_" });
     this.servingGauges();
+    const connections = this.redisConnections;
+    new client.Gauge({
+      name: "predcache_redis_connected",
+      help: "1 when every Redis connection of this process is ready, 0 while one is down or reconnecting.",
+      registers: [this.registry],
+      collect() {
+        this.set([...connections].every((r) => r.status === "ready") ? 1 : 0);
+      },
+    });
     const queues = this.queues;
     new client.Gauge({
       name: "predcache_queue_jobs",

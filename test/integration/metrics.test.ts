@@ -69,6 +69,9 @@ describe("/metrics", () => {
     const etag = `"${listing.checksum}"`;
     await (await fetch(`${t.url}${listing.url}`)).arrayBuffer();
     await fetch(`${t.url}${listing.url}`, { headers: { "if-none-match": etag } });
+    // Refusals too, by route group: a made-up model or path adds no series of its own.
+    expect((await getJson(`${t.url}/v1/models/nope-${Date.now()}/predict?x=1`)).status).toBe(404);
+    expect((await getJson(`${t.url}/made/up/${Date.now()}`)).status).toBe(404);
 
     const after = await scrape();
     const moved = (name: string, labels: Record<string, string> = {}) =>
@@ -93,6 +96,21 @@ describe("/metrics", () => {
     expect(sample(after, "predcache_precompute_rows_written_total", model)).toBeGreaterThanOrEqual(
       1,
     );
+    // Request log lines (and so these counts) are written as each response closes.
+    await eventually(async () =>
+      (await scrape()).includes('route="other",status="404"') ? 1 : undefined,
+    );
+    const latest = await scrape();
+    const httpMoved = (route: string, status: string) =>
+      sample(latest, "predcache_http_requests_total", { route, status }) -
+      sample(before, "predcache_http_requests_total", { route, status });
+    expect(httpMoved("predict", "200")).toBeGreaterThanOrEqual(2);
+    expect(httpMoved("predict", "202")).toBe(1);
+    expect(httpMoved("predict", "404")).toBe(1);
+    expect(httpMoved("tables", "304")).toBe(1);
+    expect(httpMoved("other", "404")).toBe(1);
+    expect(latest).not.toMatch(/predcache_http_requests_total\{[^}]*nope-/);
+    expect(sample(latest, "predcache_redis_connected")).toBe(1);
     expect(after).toMatch(/^predcache_queue_jobs\{queue="live",state="waiting"\} \d+$/m);
     expect(after).toMatch(/^predcache_process_resident_memory_bytes \d+/m);
     expect(after).toMatch(/^predcache_nodejs_eventloop_lag_seconds /m);
