@@ -361,6 +361,10 @@ function components(): Record<string, Schema> {
           loaded: bool,
         }),
       ),
+      liveWorkers: orNull(
+        int({ description: "workers taking the live queue, in any process (null: unknown)" }),
+      ),
+      warnings: arr(str(), { description: "e.g. no live worker: misses are never computed" }),
     }),
     ModelList: obj({
       models: arr(

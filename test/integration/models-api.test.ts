@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { getJson, startTestService, type TestService } from "../helpers/service.ts";
+import { getJson, startTestService, type TestService, uniquePrefix } from "../helpers/service.ts";
 
 let t: TestService;
 beforeAll(async () => {
@@ -22,6 +22,22 @@ describe("models API", () => {
     expect(body.models).toEqual([
       expect.objectContaining({ name: "flight-delay", known: true, loaded: true }),
     ]);
+    expect(body.liveWorkers).toBeGreaterThanOrEqual(1);
+  });
+
+  it("stays ready without a live worker, and says misses will not be computed", async () => {
+    const alone = await startTestService({
+      env: { PREDCACHE_PREFIX: uniquePrefix("no-live-worker") },
+      liveWorker: false,
+    });
+    try {
+      const { status, body } = await getJson(`${alone.url}/readyz`);
+      expect(status).toBe(200);
+      expect(body.liveWorkers).toBe(0);
+      expect(body.warnings).toEqual([expect.stringMatching(/no live worker/)]);
+    } finally {
+      await alone.close();
+    }
   });
 
   it("lists the demo model with its active version", async () => {

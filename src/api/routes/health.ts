@@ -19,10 +19,14 @@ export function registerHealth(app: Hono, deps: ApiDeps): void {
   // infers nothing (live workers do), and would otherwise turn unready on every promote.
   app.get("/readyz", async (c) => {
     const started = performance.now();
-    const redis = await deps.redis
-      .ping()
-      .then(() => true)
-      .catch(() => false);
+    const [redis, liveWorkers] = await Promise.all([
+      deps.redis
+        .ping()
+        .then(() => true)
+        .catch(() => false),
+      // Workers taking live jobs (any process): with none, misses are never computed.
+      deps.live.queue.getWorkersCount().catch(() => null),
+    ]);
     const models = deps.registry.names().map((name) => {
       const version = deps.active.get(name);
       const model = version ? deps.registry.get(name, version) : undefined;
@@ -40,6 +44,12 @@ export function registerHealth(app: Hono, deps: ApiDeps): void {
         status: ready ? "ready" : "not_ready",
         redis: { reachable: redis, ms: Math.round((performance.now() - started) * 10) / 10 },
         models,
+        // Said, not a reason to be unready: hits are still answered without one.
+        liveWorkers,
+        warnings:
+          liveWorkers === 0
+            ? ["no live worker takes the live queue: misses wait out their wait, then 202"]
+            : [],
       },
       ready ? 200 : 503,
     );
