@@ -544,6 +544,11 @@ const HEADERS: Record<string, Schema> = {
   "Content-Range": { schema: str() },
   "X-Predcache-Generation": { description: "the table's generation", schema: str() },
   "WWW-Authenticate": { schema: str() },
+  "X-Request-Id": {
+    description:
+      "the request's own X-Request-Id when safe (1–64 of A-Za-z0-9._:-), else a new UUID",
+    schema: str(),
+  },
 };
 
 const PARAMETERS: Record<string, Schema> = {
@@ -869,7 +874,12 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
   const model = param("model", "path", str(), "the model's name");
   const runId = param("id", "path", str(), "the run's id");
   const limit = (fallback: number, max: number) =>
-    param("limit", "query", int({ minimum: 1, maximum: max, default: fallback }), "how many");
+    param(
+      "limit",
+      "query",
+      int({ minimum: 1, default: fallback }),
+      `how many (a whole number from 1; more than ${max.toLocaleString("en-US")} is taken as ${max.toLocaleString("en-US")})`,
+    );
   const admin = (op: Omit<Operation, "tag" | "admin">): Operation => ({
     ...op,
     tag: "admin",
@@ -907,7 +917,10 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
     admin({
       summary: "Recent runs",
       parameters: [limit(50, 1_000)],
-      responses: { 200: reply("the runs", obj({ runs: arr(ref("RunStatus")) })) },
+      responses: {
+        200: reply("the runs", obj({ runs: arr(ref("RunStatus")) })),
+        ...errors(400),
+      },
     }),
   );
   add(
@@ -1058,7 +1071,7 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
           "include refused attempts (401/403, kept apart: the newest 1,000 or so)",
         ),
       ],
-      responses: { 200: reply("the entries", ref("AuditLog")) },
+      responses: { 200: reply("the entries", ref("AuditLog")), ...errors(400) },
     }),
   );
 }
@@ -1154,7 +1167,8 @@ function dashboardRoutes(paths: Paths, { base, routes }: NonNullable<ServedRoute
         200: api
           ? reply("bull-board's reply", { type: "object" })
           : reply(asset ? "the file" : "the dashboard page", undefined),
-        ...errors(401, 403),
+        // 403 also for a change sent from another site's page; 503 while Redis is away.
+        ...errors(401, 403, 503),
       },
       security: [{ bearerAuth: [] }, { basicAuth: [] }],
     });
@@ -1197,7 +1211,9 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
         "and lookup tables for apps. Errors are `{ error: { code, message, details? } }`. " +
         "On any path, a method it does not serve is 405 with `Allow`, and OPTIONS is 204 " +
         "with `Allow` (a CORS preflight gets its Access-Control headers); a request line and " +
-        "headers over 16 KiB are 431 `headers_too_large`.",
+        "headers over 16 KiB are 431 `headers_too_large`. Every answer carries `X-Request-Id`: " +
+        "the request's own when it is 1–64 characters of `A-Za-z0-9._:-`, else a new UUID; " +
+        "the request's log line has it too.",
     },
     tags: [
       { name: "predict", description: "Predictions, one per model path" },
