@@ -9,6 +9,8 @@ export class CliError extends Error {
     readonly exitCode: 1 | 2 | 3,
     /** The HTTP status that caused it, when the server answered. */
     readonly status?: number,
+    /** The server's error code (conflict, not_found…), for scripts reading --json. */
+    readonly code?: string,
   ) {
     super(message);
   }
@@ -49,7 +51,18 @@ export interface AdminClientOptions {
 }
 
 export class AdminClient {
-  constructor(private readonly options: AdminClientOptions) {}
+  constructor(private readonly options: AdminClientOptions) {
+    // A server that is not an http(s) URL is a usage error, not an unreachable server.
+    let url: URL | undefined;
+    try {
+      url = new URL(options.server);
+    } catch {}
+    if (!url || (url.protocol !== "http:" && url.protocol !== "https:"))
+      throw new CliError(
+        `--server (PREDCACHE_SERVER) must be an http(s) URL, not "${options.server}"`,
+        2,
+      );
+  }
 
   url(path: string): string {
     return `${this.options.server.replace(/\/$/, "")}${path}`;
@@ -99,18 +112,23 @@ export class AdminClient {
   failure(
     path: string,
     status: number,
-    error: { message?: string; details?: unknown } | undefined,
+    error: { code?: string; message?: string; details?: unknown } | undefined,
   ): CliError {
     const said = error?.message ?? `HTTP ${status}`;
     const message = `${said}${status < 500 ? detailsText(error?.details, said) : ""}`;
+    const code = error?.code;
     const [option, variable] = path.startsWith("/v1/")
       ? ["--api-key", "PREDCACHE_API_KEY"]
       : ["--token", "PREDCACHE_TOKEN"];
     if (status === 401)
-      return new CliError(`${message} (pass ${option} or set ${variable})`, 3, status);
+      return new CliError(`${message} (pass ${option} or set ${variable})`, 3, status, code);
+    // The server's admin API is off: no token of ours would do.
+    const disabled = (error?.details as { reason?: unknown } | undefined)?.reason;
+    if (status === 403 && disabled === "admin_disabled")
+      return new CliError(message, 3, status, code);
     if (status === 403)
-      return new CliError(`${message} (check ${option} / ${variable})`, 3, status);
-    if (status >= 400 && status < 500) return new CliError(message, 2, status);
-    return new CliError(`the server failed: ${message}`, 1, status);
+      return new CliError(`${message} (check ${option} / ${variable})`, 3, status, code);
+    if (status >= 400 && status < 500) return new CliError(message, 2, status, code);
+    return new CliError(`the server failed: ${message}`, 1, status, code);
   }
 }

@@ -377,8 +377,12 @@ program
       throw new CliError(`the downloaded table is not valid: ${error.message}`, 1);
     });
     const out = o.out ?? `${model}.pctable`;
-    await writeFile(`${out}.tmp`, bytes);
-    await rename(`${out}.tmp`, out);
+    try {
+      await writeFile(`${out}.tmp`, bytes);
+      await rename(`${out}.tmp`, out);
+    } catch (error) {
+      throw new CliError(`cannot write ${out}: ${(error as Error).message}`, 1);
+    }
     const h = table.header;
     const summary = {
       file: out,
@@ -567,10 +571,11 @@ try {
   } else {
     const exitCode = error instanceof CliError ? error.exitCode : 1;
     const message = (error as Error).message;
+    const code = error instanceof CliError ? error.code : undefined;
     // With --json, errors are JSON too, so a script reads every outcome the same way.
     process.stderr.write(
       process.argv.includes("--json")
-        ? `${JSON.stringify({ error: { message, exitCode } })}\n`
+        ? `${JSON.stringify({ error: { ...(code ? { code } : {}), message, exitCode } })}\n`
         : `predcache: ${message}\n`,
     );
     process.exitCode = exitCode;

@@ -169,13 +169,27 @@ describe("npx predcache", () => {
   });
 
   it("exits 2 for usage errors and unknown models, with a clear message", async () => {
+    const notUrl = await cli(["runs", "--server", "not-a-url"]);
+    expect(notUrl.code).toBe(2);
+    expect(notUrl.err).toMatch(/must be an http\(s\) URL/);
+    // With --json, the server's error code is there for scripts.
+    const missingRun = await cli(["--json", "run", "run-nope"]);
+    expect(missingRun.code).toBe(2);
+    expect(JSON.parse(missingRun.err).error).toMatchObject({ code: "not_found", exitCode: 2 });
+    const unwritable = await cli(["download", "flight-delay", "--out", "/no/such/dir/t.pctable"]);
+    expect(unwritable.code).toBe(1);
+    expect(unwritable.err).toMatch(/cannot write \/no\/such\/dir\/t\.pctable/);
     const unknown = await cli(["versions", "nope"]);
     expect(unknown.code).toBe(2);
     expect(unknown.err).toMatch(/no model named "nope"/);
     const asJson = await cli(["versions", "nope", "--json"]);
     expect(asJson.code).toBe(2);
     expect(JSON.parse(asJson.err)).toEqual({
-      error: { message: expect.stringMatching(/no model named "nope"/), exitCode: 2 },
+      error: {
+        code: "model_not_found",
+        message: expect.stringMatching(/no model named "nope"/),
+        exitCode: 2,
+      },
     });
     const run = await cli(["precompute", "nope", "--source", "traffic", "--top", "5"]);
     expect(run.code).toBe(2);
