@@ -123,7 +123,10 @@ async function sourceOf(
     try {
       axes = JSON.parse(rest);
     } catch {
-      throw new CliError(`grid axes must be JSON, e.g. grid:'{"hour":{"min":6,"max":22}}'`, 2);
+      throw new CliError(
+        `grid axes must be JSON, e.g. grid:'{"origin":["SFO"],"destination":"all","hour":{"min":6,"max":22},"dayOfWeek":"all"}'`,
+        2,
+      );
     }
     return { kind: "grid", axes, ...(maxSize ? { maxSize } : {}) };
   }

@@ -60,7 +60,15 @@ export function planGrid(
         `grid axis "${name}" is not a feature (features: ${[...known.keys()].join(", ")})`,
       );
   }
-  const given = features.filter((f) => spec.axes[f.name] !== undefined); // else its default
+  // A feature left out takes its default; one without a default needs an axis.
+  const missing = features.filter(
+    (f) => spec.axes[f.name] === undefined && (f as { default?: unknown }).default === undefined,
+  );
+  if (missing.length > 0)
+    throw new Error(
+      `the grid has no axis for ${missing.map((f) => f.name).join(", ")} (features without a default need one: "all", [values] or {"min","max","step"})`,
+    );
+  const given = features.filter((f) => spec.axes[f.name] !== undefined);
   const names = given.map((f) => f.name);
   // Sized before any value is made: a range of a billion steps is refused, not built.
   const lengths = given.map((f) => axisLength(f, spec.axes[f.name] as Axis));

@@ -216,12 +216,15 @@ describe("npx predcache", () => {
       "precompute",
       "flight-delay",
       "--source",
-      'grid:{"hour":"all","dayOfWeek":"all"}',
+      'grid:{"origin":["SFO"],"destination":["LAX"],"hour":"all","dayOfWeek":"all"}',
       "--grid-max",
       "100",
     ]);
     expect(tooBig.code).toBe(2);
     expect(tooBig.err).toMatch(/over the limit of 100: .*--grid-max/);
+    const partial = await cli(["precompute", "flight-delay", "--source", 'grid:{"hour":[7]}']);
+    expect(partial.code).toBe(2);
+    expect(partial.err).toMatch(/no axis for origin, destination, dayOfWeek/);
     // A local file that cannot be parsed, or with bad rows: refused, named, nothing started.
     const ragged = join(dataDir, "ragged.csv");
     await writeFile(ragged, "origin,destination,hour,dayOfWeek\nSFO,LAX,7,1\nSFO,LAX,7\n");
