@@ -143,6 +143,11 @@ export class Precompute {
       );
       if (!found)
         throw new PredcacheError("bad_request", `seed file not found: ${spec.source.file}`);
+      if (/\.json$/i.test(spec.source.file))
+        throw new PredcacheError(
+          "bad_request",
+          `${spec.source.file}: seed files are CSV (with a header row) or JSON lines named .jsonl or .ndjson, not .json`,
+        );
     }
     const activeModel = active ? this.registry.get(spec.model, active) : undefined;
     const runId = `run-${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;

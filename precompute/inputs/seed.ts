@@ -44,6 +44,12 @@ async function* csvRows(file: string): AsyncGenerator<RawInput> {
 }
 
 export async function* seedInputs(file: string, limit?: number): AsyncGenerator<RawInput> {
+  // A .json file (an array, or lines under the wrong name) would be read as CSV and fail
+  // on its first quote: said plainly instead.
+  if (/\.json$/i.test(file))
+    throw new Error(
+      `${file}: seed files are CSV (with a header row) or JSON lines named .jsonl or .ndjson (one object per line), not .json`,
+    );
   const rows = /\.(jsonl|ndjson)$/i.test(file) ? jsonLines(file) : csvRows(file);
   let n = 0;
   for await (const row of rows) {

@@ -13,13 +13,14 @@ import {
 const ALICE = "alice-key-0123456789abcdef";
 const BOB = "bob-key-0123456789abcdefgh";
 const CAROL = "carol-key-0123456789abcdef";
+const DAVE = "dave-key-0123456789abcdefgh";
 let a: TestService;
 let b: TestService;
 
 beforeAll(async () => {
   const env = {
     PREDCACHE_PREFIX: uniquePrefix("access"),
-    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL}`,
+    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL},dave:${DAVE}`,
     PREDCACHE_RATE_LIMIT: "6",
     PREDCACHE_MISS_RATE_LIMIT: "2",
     PREDCACHE_RATE_WINDOW_SECONDS: "60",
@@ -109,6 +110,28 @@ describe("API keys and rate limits", () => {
     expect(await b.service.redis.zscore(traffic, keyOf(10))).toBe("1");
     expect(await b.service.redis.zscore(traffic, keyOf(12))).toBeNull();
     expect(await b.service.redis.zscore(traffic, keyOf(13))).toBeNull();
+  });
+
+  it("says in a batch's refused item when its miss budget comes back", async () => {
+    const inputs = [21, 22, 23].map((hour) => ({
+      origin: "SEA",
+      destination: "JFK",
+      hour,
+      dayOfWeek: 2,
+    }));
+    const r = await getJson(`${a.url}/v1/models/flight-delay/predict`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": DAVE },
+      body: JSON.stringify({ inputs, wait: 0 }),
+    });
+    expect(r.status).toBe(200);
+    const refused = r.body.results.filter((item: { status: number }) => item.status === 429);
+    expect(refused).toHaveLength(1);
+    expect(refused[0].error.details).toMatchObject({
+      budget: "misses",
+      limit: 2,
+      resetSeconds: expect.any(Number),
+    });
   });
 
   it("guards job polls too, and lets no shared cache keep what a key was answered", async () => {

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { gridInputs } from "../../precompute/inputs/grid.ts";
@@ -745,6 +745,11 @@ describe("precompute run", () => {
       const bad = await run(["--model", "flight-delay", "--source", "seed:/no/such/file.csv"]);
       expect(bad.code).toBe(2);
       expect(bad.out).toMatch(/seed file not found/);
+      const asJson = file.replace(/\.csv$/, ".json");
+      await writeFile(asJson, JSON.stringify([{ origin: "SFO" }]));
+      const json = await run(["--model", "flight-delay", "--source", `seed:${asJson}`]);
+      expect(json.code).toBe(2);
+      expect(json.out).toMatch(/JSON lines named \.jsonl or \.ndjson, not \.json/);
       // Malformed numbers are usage errors, not dropped (--limit abc ran the whole file).
       for (const [flag, value] of [
         ["--limit", "abc"],

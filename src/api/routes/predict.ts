@@ -469,7 +469,12 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
     if ("error" in outcome) {
       results[m.index] = {
         status: outcome.error.status ?? 500,
-        ...errorBody(outcome.error.code ?? "internal", outcome.error.message),
+        // With its details: a miss refused past the budget says when it comes back.
+        ...errorBody(
+          outcome.error.code ?? "internal",
+          outcome.error.message,
+          outcome.error.details,
+        ),
       };
     } else if (outcome.done) {
       results[m.index] = {
