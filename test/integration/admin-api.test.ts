@@ -298,6 +298,7 @@ describe("admin API runs and versions", () => {
     expect(done.written).toBe(170);
     const listed = await admin("/admin/v1/runs");
     expect(listed.body.runs.map((r: { id: string }) => r.id)).toContain(started.body.runId);
+    expect(listed.headers.get("cache-control")).toBe("no-store");
     // The audit entry says which run it started, of which version.
     const { entries } = (await admin("/admin/v1/audit?refused=false")).body;
     expect(entries).toContainEqual(

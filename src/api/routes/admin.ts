@@ -105,6 +105,12 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
     auditActions(audit, (c) => `${c.req.method} ${routeOf(c)}`),
   );
   admin.use("*", requireAdmin(deps.admin.tokens));
+  // Admin answers (runs, audit, versions) are for the token holder, and change: no cache
+  // may keep them.
+  admin.use("*", async (c, next) => {
+    await next();
+    if (!c.res.headers.has("Cache-Control")) c.res.headers.set("Cache-Control", "no-store");
+  });
   admin.use(
     "*",
     bodyLimit({
