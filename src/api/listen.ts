@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
+import type { Logger } from "../log.ts";
 
 export interface Listening {
   url: string;
@@ -18,7 +19,13 @@ const QUIET_SWEEPS = 3;
 /** The response a connection is answering, if any (node keeps it on the socket). */
 type HttpSocket = Socket & { _httpMessage?: ServerResponse | null };
 
-export function listen(app: Hono, host: string, port: number): Promise<Listening> {
+export function listen(
+  app: Hono,
+  host: string,
+  port: number,
+  /** Where requests node:http refuses before the app sees them are logged. */
+  log?: Logger,
+): Promise<Listening> {
   return new Promise((done, fail) => {
     let closing = false;
     /** Open connections, with the sweeps in a row each was seen idle on. */
@@ -70,6 +77,11 @@ export function listen(app: Hono, host: string, port: number): Promise<Listening
         return;
       }
       const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+      // One line like the request log's: these never reach it.
+      log?.info(
+        { status: tooLarge ? 431 : 400, reason: error.code ?? error.message },
+        "request refused by node:http",
+      );
       const body = JSON.stringify({
         error: tooLarge
           ? { code: "headers_too_large", message: "the request line and headers exceed 16 KiB" }

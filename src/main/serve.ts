@@ -23,7 +23,7 @@ onShutdown(log, steps);
 try {
   const service = await createService(config, redisUrl, log);
   steps.unshift(() => service.close());
-  const server = await listen(service.app, config.host, config.port);
+  const server = await listen(service.app, config.host, config.port, log);
   steps.unshift(() => server.close());
   log.info({ url: server.url }, `predcache API listening on ${server.url}`);
 } catch (error) {

@@ -45,7 +45,7 @@ try {
   steps.unshift(() => live.close());
   const precompute = await createPrecomputeWorker(config, redisUrl, log, registry);
   steps.unshift(() => precompute.close());
-  const server = await listen(service.app, config.host, config.port);
+  const server = await listen(service.app, config.host, config.port, log);
   steps.unshift(() => server.close());
   log.info({ url: server.url }, `predcache listening on ${server.url}`);
   if (config.seedOnStart) await seedOnFirstStart({ ...service, log });

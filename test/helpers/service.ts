@@ -74,7 +74,7 @@ export async function startTestService(options: TestServiceOptions = {}): Promis
   try {
     if (options.liveWorker !== false)
       live = await createLiveWorker(config, redisUrl, log, registry);
-    server = await listen(service.app, "127.0.0.1", 0);
+    server = await listen(service.app, "127.0.0.1", 0, log);
   } catch (error) {
     await live?.close();
     await service.close();

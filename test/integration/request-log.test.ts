@@ -99,4 +99,17 @@ describe("request logs", () => {
     expect(await line("absolute-1")).toMatchObject({ path: "/healthz" });
     expect(JSON.stringify(lines)).not.toContain("s3cretpass");
   });
+
+  it("logs a request node:http refuses before the app sees it", async () => {
+    const { port } = new URL(t.url);
+    const socket = connect(Number(port), "127.0.0.1");
+    socket.on("error", () => {});
+    socket.write("NOT A REQUEST\r\n\r\n");
+    socket.resume();
+    const line = await eventually(async () =>
+      lines.find((l) => l.msg === "request refused by node:http"),
+    );
+    expect(line).toMatchObject({ status: 400 });
+    socket.destroy();
+  });
 });
