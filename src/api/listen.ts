@@ -52,6 +52,7 @@ export function listen(
           new Promise((closed) => {
             closing = true;
             const http = server as Server;
+            // close() calls this at once (node 19+): the sweeps do it, gently, instead.
             http.closeIdleConnections = () => {};
             // Keep-alive connections would keep bringing requests: answers now close
             // them, and those idle are closed once quiet.
@@ -71,6 +72,8 @@ export function listen(
     server.on("request", (_req: IncomingMessage, res: ServerResponse) => {
       if (closing) res.shouldKeepAlive = false;
     });
+    // Requests node:http refuses before the app sees them (headers or URL over 16 KiB,
+    // malformed HTTP) still get a JSON error like every other refusal.
     server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || (error.code === "ECONNRESET" && socket.destroyed)) {
         socket.destroy();
