@@ -155,7 +155,10 @@ async function watch(api: AdminClient, runId: string): Promise<void> {
       status = await api.request<RunStatus>("GET", `/admin/v1/runs/${encodeURIComponent(runId)}`);
       unavailableSince = undefined;
     } catch (error) {
-      if (!(error instanceof CliError && error.retryable)) throw error;
+      // A 503 (Redis away) or a server not reachable for a moment (an API restart): the
+      // run goes on meanwhile, so the watch rides it out.
+      const unreachable = error instanceof CliError && error.exitCode === 3 && !error.status;
+      if (!(error instanceof CliError && (error.retryable || unreachable))) throw error;
       unavailableSince ??= Date.now();
       if (Date.now() - unavailableSince > WATCH_UNAVAILABLE_MS) throw error;
       await new Promise((r) => setTimeout(r, 1_000));

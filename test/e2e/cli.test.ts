@@ -1,6 +1,8 @@
 /** `npx predcache` as an operator runs it: a subprocess against a real server. */
 import { execFile } from "node:child_process";
 import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { num } from "../../precompute/experiment-view.ts";
@@ -133,6 +135,32 @@ describe("npx predcache", () => {
     const watched = await cli(["run", runId, "--watch"]);
     expect(watched.code).toBe(1);
     expect(watched.out).toMatch(/cancelled/);
+
+    // A server away for a moment (an API restart): the watch asks again, not exit 3.
+    const port = await new Promise<number>((done) => {
+      const probe = createServer().listen(0, "127.0.0.1", () => {
+        const { port } = probe.address() as AddressInfo;
+        probe.close(() => done(port));
+      });
+    });
+    const later = cli(["run", runId, "--watch"], { PREDCACHE_SERVER: `http://127.0.0.1:${port}` });
+    await new Promise((r) => setTimeout(r, 1_500));
+    // Back, as a proxy to the API on the port the CLI was given.
+    const proxy = createServer(async (req, res) => {
+      const answer = await fetch(`${t.url}${req.url}`, {
+        headers: { authorization: String(req.headers.authorization ?? "") },
+      });
+      res.writeHead(answer.status, { "content-type": "application/json" });
+      res.end(await answer.text());
+    });
+    await new Promise<void>((done) => proxy.listen(port, "127.0.0.1", done));
+    try {
+      const rode = await later;
+      expect(rode.code).toBe(1); // the run's own outcome: cancelled
+      expect(rode.out).toMatch(/cancelled/);
+    } finally {
+      proxy.close();
+    }
   });
 
   it("promotes and rolls back; lookups switch version within 1 s each time", async () => {
