@@ -620,8 +620,12 @@ export class PrecomputeWorker {
    * shutdown may: it is built again when its run's job is taken up again).
    */
   async close(graceMs = 5_000): Promise<void> {
-    await closeWorkers([this.runWorker, this.chunkWorker], this.redis, graceMs);
+    const finished = await closeWorkers([this.runWorker, this.chunkWorker], this.redis, graceMs);
     await closeWithin(Promise.allSettled([this.chunkQueue.close(), this.runQueue.close()]), 1_000);
+    // Jobs left running keep their inference threads: closed under them, they would fail
+    // and use up an attempt, where they are meant to stall and run again. The process is
+    // ending.
+    if (!finished) return;
     const lanes = await Promise.allSettled(this.lanes.values());
     this.lanes.clear();
     for (const lane of lanes)

@@ -221,7 +221,9 @@ export class LiveWorker {
 
   /** Stops taking jobs; batches running get `graceMs` (then they are left to be retried). */
   async close(graceMs = 2_000): Promise<void> {
-    await closeWorkers([this.worker], this.commands, graceMs);
+    // Batches left running keep their threads (closed under them they would fail, not
+    // stall and run again): the process is ending.
+    if (!(await closeWorkers([this.worker], this.commands, graceMs))) return;
     const threads = await Promise.all(this.threads.values());
     await Promise.all(threads.map((thread) => thread?.close()));
   }

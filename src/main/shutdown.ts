@@ -28,15 +28,20 @@ export async function failedStart(
   process.exit(1);
 }
 
+/** A signal this long after the first is a second one (an impatient Ctrl-C). */
+const SECOND_SIGNAL_AFTER_MS = 1_000;
+
 export function onShutdown(log: Logger, steps: (() => Promise<void>)[], timeoutMs = 10_000): void {
-  let signalled = false;
+  let firstSignalAt: number | undefined;
   const stop = async (signal: NodeJS.Signals) => {
-    // A second signal (Ctrl-C again) does not wait for the first one's steps.
-    if (signalled) {
+    // Ctrl-C again does not wait for the first one's steps. Not a signal right after the
+    // first: a terminal's Ctrl-C reaches npm and node both, and npm passes it on too.
+    if (firstSignalAt !== undefined) {
+      if (performance.now() - firstSignalAt < SECOND_SIGNAL_AFTER_MS) return;
       log.warn({ signal }, "second signal: exiting without waiting for the shutdown");
       process.exit(1);
     }
-    signalled = true;
+    firstSignalAt = performance.now();
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "shutting down");

@@ -189,15 +189,21 @@ export async function closeRedis(redis: Redis, ms = 1_000): Promise<void> {
 /**
  * Closes BullMQ workers: jobs running get `graceMs` to finish (none when Redis is not
  * connected: nothing could be written); past it the workers stop without them, and their
- * jobs, stalled, are run again by a worker of this queue (they are made to be).
+ * jobs, stalled once their locks lapse, are run again by a worker of this queue (they are
+ * made to be). Returns whether every job running had finished.
  */
 export async function closeWorkers(
-  workers: readonly { close(force?: boolean): Promise<void> }[],
+  workers: readonly { pause(): Promise<void>; close(force?: boolean): Promise<void> }[],
   redis: Redis,
   graceMs: number,
-): Promise<void> {
+): Promise<boolean> {
   const grace = redis.status === "ready" ? graceMs : 0;
-  const graceful = Promise.allSettled(workers.map((worker) => worker.close()));
-  if (await settledWithin(graceful, grace)) return;
-  await closeWithin(Promise.allSettled(workers.map((worker) => worker.close(true))), 1_000);
+  // pause() waits for the jobs running; close() would too, and a close(true) after it
+  // would only return that same wait (BullMQ closes once).
+  const finished = await settledWithin(
+    Promise.allSettled(workers.map((worker) => worker.pause())),
+    grace,
+  );
+  await closeWithin(Promise.allSettled(workers.map((worker) => worker.close(!finished))), 1_000);
+  return finished;
 }

@@ -61,6 +61,26 @@ describe("graceful shutdown", () => {
     );
   });
 
+  it("takes a Ctrl-C that reaches it twice at once (terminal and npm) as one", async () => {
+    const { child, url: listening } = startApi({
+      REDIS_URL: inject("redisUrl"),
+      PREDCACHE_PREFIX: uniquePrefix("ctrl-c"),
+    });
+    const url = await listening;
+    const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)));
+    // A miss waiting its second (no live worker): the shutdown has something to wait for.
+    const waiting = fetch(
+      `${url}/v1/models/flight-delay/predict?origin=ATL&destination=DEN&hour=3&dayOfWeek=2&wait=1000`,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    child.kill("SIGINT");
+    // Delivered apart, as npm's forwarded copy follows the terminal's by a moment.
+    await new Promise((r) => setTimeout(r, 30));
+    child.kill("SIGINT");
+    expect((await waiting).status).toBe(202);
+    expect(await exited).toBe(0);
+  });
+
   it("stops a worker within the bound, exit 0, when Redis is gone", async () => {
     const redis = await startRedisServer();
     const child = spawn(process.execPath, ["--import", "tsx", "src/main/work.ts"], {
