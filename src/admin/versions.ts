@@ -110,7 +110,8 @@ export async function promote(
     model,
     active: version,
     previous: previous ?? null,
-    warnings: await cold(deps, model, version),
+    // The switch is made: a failure to say more must not turn it into an error.
+    warnings: await cold(deps, model, version).catch(() => []),
   };
 }
 
@@ -216,8 +217,13 @@ export async function collectGarbage(deps: Deps, model: string, batch = 500): Pr
     try {
       const pattern = k.bucketPattern(model, v.version);
       for await (const keys of scanKeys(deps.redis, pattern, batch)) {
+        // The claim lapsed (Redis lost it): the version could be promoted meanwhile.
+        if (!mark.held())
+          throw new PredcacheError(
+            "conflict",
+            `gc lost its claim on ${v.version} while deleting it: run gc again`,
+          );
         keysDeleted += await unlinkKeys(deps.redis, keys);
-        await mark.renew();
       }
       await deps.redis.unlink(k.versionMeta(model, v.version));
       for (const t of v.tables) {

@@ -10,10 +10,14 @@ import { HISTORY_CAP } from "../model/active.ts";
 import type { Redis } from "../redis/connection.ts";
 import type { Experiment } from "./experiment.ts";
 
-// KEYS: running id, records. ARGV: id, record JSON, channel, model.
+// KEYS: running id, records, then the gc marks of control and candidate (a version gc is
+// deleting is not served). ARGV: id, record JSON, channel, model.
 const START = `
 local running = redis.call('GET', KEYS[1])
 if running then return {'running', running} end
+if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then
+  return {'collecting', ''}
+end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {'exists', ARGV[1]} end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1])
@@ -27,10 +31,12 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1`;
 
-// KEYS: running id, records, active, history. ARGV: id, record JSON, channel, model,
-// version to make active ('' to leave the pointer), history cap.
+// KEYS: running id, records, active, history, the gc mark of the version to make active.
+// ARGV: id, record JSON, channel, model, version to make active ('' to leave the
+// pointer), history cap.
 const STOP = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
 if ARGV[5] ~= '' then
   local previous = redis.call('GET', KEYS[3])
   redis.call('SET', KEYS[3], ARGV[5])
@@ -44,6 +50,13 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1`;
 
+function gcConflict(): PredcacheError {
+  return new PredcacheError(
+    "conflict",
+    "gc is deleting a version this would serve (it is outside what retention keeps)",
+  );
+}
+
 export class ExperimentStore {
   constructor(
     private readonly redis: Redis,
@@ -51,7 +64,12 @@ export class ExperimentStore {
   ) {}
 
   async start(experiment: Experiment): Promise<void> {
-    const [status, id] = (await this.script(START, experiment)) as [string, string];
+    const { model, control, candidate } = experiment;
+    const [status, id] = (await this.script(START, experiment, [
+      this.keys.collecting(model, control),
+      this.keys.collecting(model, candidate),
+    ])) as [string, string];
+    if (status === "collecting") throw gcConflict();
     if (status === "running")
       throw new PredcacheError(
         "conflict",
@@ -73,9 +91,14 @@ export class ExperimentStore {
     const done = await this.script(
       STOP,
       experiment,
-      [this.keys.active(model), this.keys.history(model)],
+      [
+        this.keys.active(model),
+        this.keys.history(model),
+        this.keys.collecting(model, activate ?? ""),
+      ],
       [activate ?? "", HISTORY_CAP],
     );
+    if (done === -1) throw gcConflict();
     return done === 1;
   }
 

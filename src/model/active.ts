@@ -120,12 +120,21 @@ return previous or ''`;
 
 export const HISTORY_CAP = 100;
 
-// Marks a version as being deleted unless it is, by now, active or the rollback target (a
-// promote or rollback since gc chose it), in one step: from then on the scripts above
-// refuse to make it active. KEYS: active, history, mark. ARGV: version, lifetime (ms).
+// Marks a version as being deleted unless it is, by now, active, the rollback target or an
+// arm of the running experiment (a change since gc chose it), in one step: from then on
+// the scripts above (and the experiments') refuse to serve it. KEYS: active, history,
+// mark, running experiment id, experiment records. ARGV: version, lifetime (ms).
 const MARK_COLLECTING = `
 if redis.call('GET', KEYS[1]) == ARGV[1] or redis.call('LINDEX', KEYS[2], 0) == ARGV[1] then
   return 0
+end
+local running = redis.call('GET', KEYS[4])
+if running then
+  local record = redis.call('HGET', KEYS[5], running)
+  if record then
+    local experiment = cjson.decode(record)
+    if experiment.control == ARGV[1] or experiment.candidate == ARGV[1] then return 0 end
+  end
 end
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
 return 1`;
@@ -134,8 +143,8 @@ return 1`;
 const MARK_MS = 60_000;
 
 export interface CollectingMark {
-  /** Extends the mark's life (call as the deletion goes on). */
-  renew(): Promise<void>;
+  /** False once the mark was found gone (expired: the deletion must stop). */
+  held(): boolean;
   release(): Promise<void>;
 }
 
@@ -152,19 +161,31 @@ export async function markCollecting(
   const mark = keys.collecting(model, version);
   const marked = await redis.eval(
     MARK_COLLECTING,
-    3,
+    5,
     keys.active(model),
     keys.history(model),
     mark,
+    keys.runningExperiment(model),
+    keys.experiments(model),
     version,
     MARK_MS,
   );
   if (marked !== 1) return undefined;
+  // Renewed on a timer, however long a SCAN goes without a match.
+  let held = true;
+  const renewal = setInterval(() => {
+    redis.pexpire(mark, MARK_MS).then(
+      (renewed) => {
+        if (renewed === 0) held = false;
+      },
+      () => {},
+    );
+  }, MARK_MS / 4);
+  renewal.unref();
   return {
-    renew: async () => {
-      await redis.pexpire(mark, MARK_MS);
-    },
+    held: () => held,
     release: async () => {
+      clearInterval(renewal);
       await redis.del(mark);
     },
   };

@@ -2,6 +2,8 @@ import { rm } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Keys } from "../../src/cache/keys.ts";
 import { loadConfig } from "../../src/config.ts";
+import type { Experiment } from "../../src/experiment/experiment.ts";
+import { ExperimentStore } from "../../src/experiment/store.ts";
 import {
   ActiveVersions,
   markCollecting,
@@ -144,7 +146,27 @@ describe("active version", () => {
       });
       await admin.redis.lpop(keys.history(model));
       expect(await admin.redis.get(keys.active(model))).toBe(b);
+      // Nor can an experiment serve it, as either arm, nor make it active when it stops.
+      const experiments = new ExperimentStore(admin.redis, keys);
+      const experiment: Experiment = {
+        id: `gc-x-${Date.now()}`,
+        model,
+        control: b,
+        candidate: c,
+        fraction: 0.5,
+        shadowRate: 0,
+        state: "running",
+        startedAt: new Date().toISOString(),
+      };
+      await expect(experiments.start(experiment)).rejects.toMatchObject({ code: "conflict" });
       await mark?.release();
+      // Once an experiment serves a version, gc cannot claim it.
+      await experiments.start(experiment);
+      try {
+        expect(await markCollecting(admin.redis, keys, model, c)).toBeUndefined();
+      } finally {
+        await experiments.stop({ ...experiment, state: "reverted" }, undefined);
+      }
       await switchActiveVersion(admin.redis, keys, model, c);
       expect(await admin.redis.get(keys.active(model))).toBe(c);
     } finally {
