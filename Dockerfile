@@ -50,8 +50,8 @@ COPY --from=build /app/dist/client ./dist/client
 RUN mkdir -p /var/lib/predcache && chown node:node /var/lib/predcache
 USER node
 EXPOSE 8787
-# The slim image has no curl: ask /healthz with node's fetch. (Workers serve no HTTP:
-# docker-compose.yml disables this check for them.)
+# The slim image has no curl: ask /healthz with node's fetch. (Workers answer /healthz
+# on PREDCACHE_METRICS_PORT instead: docker-compose.yml gives them their own check.)
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8787) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 CMD ["npm", "run", "serve"]

@@ -5,6 +5,7 @@ import type { Duplex } from "node:stream";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
 import type { Logger } from "../log.ts";
+import { processMetrics } from "../observability/metrics.ts";
 
 export interface Listening {
   url: string;
@@ -84,11 +85,12 @@ export function listen(
         return;
       }
       const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
-      // One line like the request log's: these never reach it.
+      // One line like the request log's, and counted like its requests: these never reach it.
       log?.info(
         { status: tooLarge ? 431 : 400, reason: error.code ?? error.message },
         "request refused by node:http",
       );
+      processMetrics().countHttp("other", tooLarge ? 431 : 400);
       const body = JSON.stringify({
         error: tooLarge
           ? { code: "headers_too_large", message: "the request line and headers exceed 16 KiB" }

@@ -43,21 +43,25 @@ function pathOf(url: string | undefined): string {
  * clients make up (no model names, ids or generations in the label).
  */
 export function routeGroup(url: string | undefined): string {
-  const path = pathOf(url);
+  // On the raw target, as received: no copy of the path on an ordinary request.
+  let path = url ?? "/";
+  if (path.charCodeAt(0) !== 47) path = pathOf(path); // absolute-form or "*"
   if (path.startsWith("/v1/models")) {
-    // "/v1/models", "/v1/models/<model>", "/v1/models/<model>/<what>[/…]"
+    // "/v1/models", "/v1/models/<model>", "/v1/models/<model>/<what>[/…][?…]"
     const what = path.indexOf("/", 11);
-    if (what === -1) return "models";
+    const query = path.indexOf("?");
+    if (what === -1 || (query !== -1 && what > query)) return "models";
     if (path.startsWith("/predict", what)) return "predict";
     if (path.startsWith("/tables", what)) return "tables";
     return "other";
   }
   if (path.startsWith("/v1/jobs/")) return "jobs";
-  if (path === "/admin/queues" || path.startsWith("/admin/queues/")) return "queue-board";
   if (path.startsWith("/admin/v1/")) return "admin";
-  if (path === "/healthz" || path === "/readyz") return path.slice(1);
-  if (path === "/metrics") return "metrics";
-  if (path === "/openapi.json" || path === "/docs" || path.startsWith("/docs/")) return "docs";
+  const bare = pathOf(path);
+  if (bare === "/admin/queues" || bare.startsWith("/admin/queues/")) return "queue-board";
+  if (bare === "/healthz" || bare === "/readyz") return bare.slice(1);
+  if (bare === "/metrics") return "metrics";
+  if (bare === "/openapi.json" || bare === "/docs" || bare.startsWith("/docs/")) return "docs";
   return "other";
 }
 

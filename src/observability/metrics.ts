@@ -178,15 +178,20 @@ export class Metrics {
     labelNames: ["route", "status"] as const,
     registers: [this.registry],
   });
-  private readonly httpBound = new Map<string, client.Counter.Internal>();
+  /** Per route group, the child series by status: bound once each. */
+  private readonly httpBound = new Map<string, client.Counter.Internal[]>();
 
-  /** Counts one answered request (the child series bound once per route and status). */
+  /** Counts one answered request. */
   countHttp(route: string, status: number): void {
-    const id = `${route}|${status}`;
-    let series = this.httpBound.get(id);
+    let byStatus = this.httpBound.get(route);
+    if (!byStatus) {
+      byStatus = [];
+      this.httpBound.set(route, byStatus);
+    }
+    let series = byStatus[status];
     if (!series) {
       series = this.httpRequests.labels(route, String(status));
-      this.httpBound.set(id, series);
+      byStatus[status] = series;
     }
     series.inc();
   }
@@ -208,7 +213,8 @@ export class Metrics {
       help: "1 when every Redis connection of this process is ready, 0 while one is down or reconnecting.",
       registers: [this.registry],
       collect() {
-        this.set([...connections].every((r) => r.status === "ready") ? 1 : 0);
+        const all = [...connections];
+        this.set(all.length > 0 && all.every((r) => r.status === "ready") ? 1 : 0);
       },
     });
     const queues = this.queues;

@@ -15,7 +15,7 @@ import { queuePrefix } from "../../src/live/jobs.ts";
 import { createLogger } from "../../src/log.ts";
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import { processMetrics } from "../../src/observability/metrics.ts";
-import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
+import { createRedis, isCluster, type Redis, whenReady } from "../../src/redis/connection.ts";
 import {
   createPrecomputeWorker,
   loadRegistry,
@@ -545,8 +545,11 @@ describe("precompute run", () => {
         const done = await precompute.waitUntilDone(runId, 120_000);
         expect(done).toMatchObject({ state: "completed", rows: 3_000 });
         // A fresh keyspace: every key is this run's write, counted once, also those a
-        // killed chunk wrote before it died (its retry finds them present).
-        expect(done).toMatchObject({ written: 3_000, skipped: 0 });
+        // killed chunk wrote before it died (its retry finds them present). Exactly so on
+        // one Redis, where the counts are kept in the writes' script; on a cluster they
+        // follow the writes, and a kill in between leaves a few counted as skipped.
+        expect(done.written + done.skipped).toBe(3_000);
+        if (!isCluster(redis)) expect(done).toMatchObject({ written: 3_000, skipped: 0 });
         console.log(
           `SIGKILL: worker killed after ${atKill?.chunks.done} of 20 chunks; a new worker completed the run`,
         );

@@ -151,7 +151,8 @@ describe("docker-compose.yml", () => {
       expect(s.ports ?? [], `${name}: published ports`).toEqual([]);
       // Not the image's HEALTHCHECK (the API's port): /healthz on the worker's metrics port.
       expect(s.healthcheck?.disable, `${name}: healthcheck`).not.toBe(true);
-      expect(commandWords(s.healthcheck?.test).join(" ")).toMatch(/127\.0\.0\.1:9464\/healthz/);
+      const check = commandWords(s.healthcheck?.test).join(" ");
+      expect(check).toMatch(/PREDCACHE_METRICS_PORT \|\| 9464\) \+ '\/healthz'/);
     }
     expect(service("api").ports?.map(String)).toEqual(
       expect.arrayContaining([expect.stringMatching(/:8787$/)]),

@@ -89,10 +89,12 @@ async function checkSeedPath(source: unknown, roots: readonly string[]): Promise
 /** ?limit=: a whole number from 1 to `max` (larger is taken as `max`), else 400. */
 function limitParameter(raw: string | undefined, fallback: number, max: number): number {
   if (raw === undefined) return fallback;
-  if (!/^\d{1,9}$/.test(raw) || Number(raw) < 1)
-    throw new PredcacheError("bad_request", `limit must be a whole number from 1 to ${max}`, {
-      limit: raw.slice(0, 32),
-    });
+  if (!/^\d+$/.test(raw) || Number(raw) < 1)
+    throw new PredcacheError(
+      "bad_request",
+      `limit must be a whole number from 1 (more than ${max} is taken as ${max})`,
+      { limit: raw.slice(0, 32) },
+    );
   return Math.min(Number(raw), max);
 }
 

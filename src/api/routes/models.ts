@@ -35,14 +35,16 @@ export function resolveVersion(
       models: deps.registry.names(),
     });
   }
-  annotate(c, { model: name });
   const version = wanted ?? deps.active.get(name);
   const found = version ? deps.registry.get(name, version) : deps.registry.defaultVersion(name);
-  if (!found)
+  if (!found) {
+    // The log line of a refused lookup names its model (a found one is annotated by its route).
+    annotate(c, { model: name });
     throw new PredcacheError(
       "model_not_found",
       `model "${name}" has no version "${String(version).slice(0, 64)}"`,
     );
+  }
   return found;
 }
 
