@@ -1,16 +1,15 @@
 /** SIGTERM under load: the API stops accepting, finishes every in-flight request, exits 0. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
-import type { AddressInfo } from "node:net";
-import { createServer } from "node:net";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, inject, it } from "vitest";
 import { startRedisServer } from "../../src/redis/embedded.ts";
 import { uniquePrefix } from "../helpers/service.ts";
 
-/** The API as its own process, with a fresh data folder (the checkout's may hold tables). */
-function startApi(env: Record<string, string>): { child: ChildProcess; url: Promise<string> } {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main/serve.ts"], {
+/** An entry point as its own process, with a fresh data folder (the checkout's may hold tables). */
+function spawnEntry(script: string, env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, ["--import", "tsx", `src/main/${script}`], {
     env: {
       ...process.env,
       LOG_LEVEL: "info",
@@ -19,8 +18,14 @@ function startApi(env: Record<string, string>): { child: ChildProcess; url: Prom
       PREDCACHE_DATA_DIR: mkdtempSync(join(inject("scratchDir"), "data-")),
       ...env,
     },
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: ["ignore", "pipe", "pipe"],
   });
+}
+
+/** The API as its own process, and the URL it listens on once it does. */
+function startApi(env: Record<string, string>): { child: ChildProcess; url: Promise<string> } {
+  const child = spawnEntry("serve.ts", env);
+  child.stderr?.pipe(process.stderr);
   const url = new Promise<string>((resolve, reject) => {
     let buffered = "";
     child.stdout?.on("data", (chunk) => {
@@ -83,18 +88,12 @@ describe("graceful shutdown", () => {
 
   it("stops a worker within the bound, exit 0, when Redis is gone", async () => {
     const redis = await startRedisServer();
-    const child = spawn(process.execPath, ["--import", "tsx", "src/main/work.ts"], {
-      env: {
-        ...process.env,
-        LOG_LEVEL: "info",
-        LOG_FORMAT: "json",
-        REDIS_URL: redis.url,
-        PREDCACHE_PREFIX: uniquePrefix("worker-stop"),
-        PREDCACHE_METRICS_PORT: "0",
-        PREDCACHE_DATA_DIR: mkdtempSync(join(inject("scratchDir"), "data-")),
-      },
-      stdio: ["ignore", "pipe", "inherit"],
+    const child = spawnEntry("work.ts", {
+      REDIS_URL: redis.url,
+      PREDCACHE_PREFIX: uniquePrefix("worker-stop"),
+      PREDCACHE_METRICS_PORT: "0",
     });
+    child.stderr?.pipe(process.stderr);
     try {
       let out = "";
       const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)));
@@ -124,17 +123,11 @@ describe("graceful shutdown", () => {
     await new Promise<void>((done) => taken.listen(0, "127.0.0.1", done));
     const { port } = taken.address() as AddressInfo;
     try {
-      const child = spawn(process.execPath, ["--import", "tsx", "src/main/serve.ts"], {
-        env: {
-          ...process.env,
-          LOG_FORMAT: "json",
-          HOST: "127.0.0.1",
-          PORT: String(port),
-          REDIS_URL: inject("redisUrl"),
-          PREDCACHE_PREFIX: uniquePrefix("no-start"),
-          PREDCACHE_DATA_DIR: mkdtempSync(join(inject("scratchDir"), "data-")),
-        },
-        stdio: ["ignore", "pipe", "pipe"],
+      const child = spawnEntry("serve.ts", {
+        HOST: "127.0.0.1",
+        PORT: String(port),
+        REDIS_URL: inject("redisUrl"),
+        PREDCACHE_PREFIX: uniquePrefix("no-start"),
       });
       let out = "";
       let err = "";
