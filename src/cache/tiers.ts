@@ -28,8 +28,13 @@ export class Tiers {
   ) {}
 
   /** L1 and the resident table: no I/O. */
-  withoutRedis(model: ModelVersion, key: string): Hit | undefined {
-    const cached = this.memory.get(MemoryCache.id(model.name, model.version, key));
+  withoutRedis(
+    model: ModelVersion,
+    key: string,
+    /** MemoryCache.id(…) of model and key, when the caller keeps it made. */
+    id = MemoryCache.id(model.name, model.version, key),
+  ): Hit | undefined {
+    const cached = this.memory.get(id);
     if (cached) return { prediction: cached, source: "memory" };
     const fromTable = this.resident?.get(model, key);
     if (fromTable) {
@@ -48,7 +53,11 @@ export class Tiers {
     const id = MemoryCache.id(model.name, model.version, key);
     let read = this.inFlight.get(id);
     if (!read) {
-      read = this.store.get(model, key);
+      read = this.store.get(model, key).then((prediction) => {
+        // Into L1 once per read, not once per lookup that shared it (sizing one costs).
+        if (prediction) this.memory.set(id, prediction);
+        return prediction;
+      });
       this.inFlight.set(id, read);
       const forget = () => this.inFlight.delete(id);
       read.then(forget, forget);
@@ -60,7 +69,6 @@ export class Tiers {
       throw redisUnavailable(error);
     }
     if (!prediction) return undefined;
-    this.memory.set(id, prediction);
     return { prediction, source: "redis" };
   }
 

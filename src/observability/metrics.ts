@@ -172,14 +172,15 @@ export class Metrics {
       this.shadowComparisons.remove({ model, experiment, outcome });
   }
 
-  readonly httpRequests = new client.Counter({
-    name: "predcache_http_requests_total",
-    help: "HTTP requests answered by this process, by route group and status (0: the client left before any answer).",
-    labelNames: ["route", "status"] as const,
-    registers: [this.registry],
-  });
-  /** Per route group, the child series by status: bound once each. */
-  private readonly httpBound = new Map<string, client.Counter.Internal[]>();
+  // Hot (./hot-series.ts) too: every request is counted.
+  readonly httpRequests = new HotCounter(
+    "predcache_http_requests_total",
+    "HTTP requests answered by this process, by route group and status (0: the client left before any answer).",
+    ["route", "status"],
+    this.registry,
+  );
+  /** Per route group, the series by status: bound once each. */
+  private readonly httpBound = new Map<string, HotCounterSeries[]>();
 
   /** Counts one answered request. */
   countHttp(route: string, status: number): void {
@@ -314,15 +315,20 @@ export class Metrics {
     );
   }
 
-  private readonly bound = new Map<string, AnswerSeries>();
+  /** Per model version object, its series by outcome (no key string built per answer). */
+  private readonly bound = new WeakMap<ModelVersion, Map<string, AnswerSeries>>();
 
   /**
    * The series one answer updates, bound once per (model version, outcome): prom-client
    * hashes a label object on every update otherwise (~1.5 µs each, several per lookup).
    */
   answerSeries(model: ModelVersion, outcome: string): AnswerSeries {
-    const id = `${model.name}@${model.version}|${outcome}`;
-    let series = this.bound.get(id);
+    let byOutcome = this.bound.get(model);
+    if (!byOutcome) {
+      byOutcome = new Map();
+      this.bound.set(model, byOutcome);
+    }
+    let series = byOutcome.get(outcome);
     if (!series) {
       const main = mainOutputOf(model.manifest).name;
       series = {
@@ -334,7 +340,7 @@ export class Metrics {
         outOfDistribution: this.outOfDistribution.labels(model.name, model.version),
         main,
       };
-      this.bound.set(id, series);
+      byOutcome.set(outcome, series);
     }
     return series;
   }
