@@ -4,7 +4,7 @@
  * path carries no query string, so inputs never reach the logs; headers are not logged.
  * An edge hook (./edge.ts): it runs on node's request before the app sees it.
  */
-import { randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "hono";
 import type { Logger } from "../log.ts";
@@ -23,6 +23,18 @@ export function annotate(c: Context, fields: Record<string, unknown>): void {
 }
 
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/**
+ * A new request id: this process's random prefix (48 bits) and a count. Unique as a UUID
+ * is for telling requests apart in logs, at a fraction of a UUID's cost per request.
+ */
+const ID_PREFIX = randomBytes(6).toString("hex");
+let idsMade = 0;
+
+function newRequestId(): string {
+  idsMade += 1;
+  return `${ID_PREFIX}-${idsMade.toString(36)}`;
+}
 
 function pathOf(url: string | undefined): string {
   let path = url ?? "/";
@@ -107,7 +119,7 @@ export function requestLog(log: Logger): EdgeHook {
   const logging = log.isLevelEnabled("info");
   return (incoming: IncomingMessage, outgoing: ServerResponse) => {
     const given = headerOf(incoming, "x-request-id");
-    const id = given && SAFE_ID.test(given) ? given : randomUUID();
+    const id = given && SAFE_ID.test(given) ? given : newRequestId();
     addHeader(incoming, "X-Request-Id", id);
     let note: Record<string, unknown> | undefined;
     if (logging) {

@@ -43,7 +43,11 @@ describe("request logs", () => {
       headers: { "x-request-id": "bad id <forged>" },
     });
     const made = odd.headers.get("x-request-id") as string;
-    expect(made).toMatch(/^[0-9a-f-]{36}$/);
+    // Made here: this process's random prefix and a count, a new one per request.
+    expect(made).toMatch(/^[0-9a-f]{12}-[0-9a-z]+$/);
+    const next = (await getJson(`${t.url}/healthz`)).headers.get("x-request-id") as string;
+    expect(next.split("-")[0]).toBe(made.split("-")[0]);
+    expect(next).not.toBe(made);
     expect(await eventually(async () => lines.find((l) => l.reqId === made))).toMatchObject({
       path: "/healthz",
       status: 200,
