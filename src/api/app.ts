@@ -7,6 +7,7 @@ import { type CorsOptions, cors } from "./cors.ts";
 import type { ApiDeps } from "./deps.ts";
 import { type EdgeHook, withEdge } from "./edge.ts";
 import { errorBody, handleError } from "./errors.ts";
+import { HotLookups } from "./hot-lookups.ts";
 import { requestLog } from "./request-log.ts";
 import { registerAdmin } from "./routes/admin.ts";
 import { registerDocs } from "./routes/docs.ts";
@@ -88,7 +89,9 @@ export function createApp(deps: ApiDeps): Hono {
   }
   registerHealth(app, deps);
   registerModels(app, deps);
-  registerPredict(app, deps);
+  // The front answers repeated lookups before Hono (not with API keys: each is checked).
+  const hot = deps.access ? undefined : new HotLookups(deps);
+  registerPredict(app, deps, hot);
   registerJobs(app, deps);
   registerTables(app, deps);
   registerDocs(app, deps);
@@ -96,5 +99,5 @@ export function createApp(deps: ApiDeps): Hono {
     registerAdmin(app, { ...deps, admin: deps.admin }, deps.seedRoots ?? []);
     registerQueueBoard(app, deps.admin, deps.log);
   }
-  return withEdge(app, edge);
+  return withEdge(app, edge, hot?.front);
 }

@@ -5,6 +5,9 @@
  * with one handler that answers synchronously (an L1 hit) is written out in the same
  * turn. Measured on an L1 hit: the two middlewares cost more main-thread time than the
  * lookup.
+ *
+ * A front (see ./hot-lookups.ts) may answer a request on node:http before Hono builds
+ * anything for it; it runs the hooks itself, once, through `enter`.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Hono } from "hono";
@@ -16,9 +19,45 @@ export type EdgeHook = (
   outgoing: ServerResponse,
 ) => Response | undefined;
 
+/** node:http's request listener (the app, as @hono/node-server serves it). */
+export type NodeListener = (incoming: IncomingMessage, outgoing: ServerResponse) => unknown;
+
+/**
+ * Answers a request on node's response, or hands it to `app` (at once or later). Before
+ * it answers, it calls `enter`, which runs the edge hooks; it only takes requests no hook
+ * answers (a hook answers CORS preflights, OPTIONS, only).
+ */
+export type Front = (
+  incoming: IncomingMessage,
+  outgoing: ServerResponse,
+  app: NodeListener,
+  enter: (incoming: IncomingMessage, outgoing: ServerResponse) => void,
+) => void;
+
 interface NodeBindings {
   incoming?: IncomingMessage;
   outgoing?: ServerResponse;
+}
+
+/** Marks a request whose hooks have run (a front entered it, then handed it to the app). */
+const ENTERED = Symbol("edge hooks ran");
+type Entered = IncomingMessage & { [ENTERED]?: true };
+
+/** Marks a request whose hooks a front has run, before it hands the request to the app. */
+export function markEntered(incoming: IncomingMessage): void {
+  (incoming as Entered)[ENTERED] = true;
+}
+
+const fronts = new WeakMap<
+  Hono,
+  (i: IncomingMessage, o: ServerResponse, app: NodeListener) => void
+>();
+
+/** The front of an app made by withEdge, with its hooks bound, for listen() to put first. */
+export function frontOf(
+  app: Hono,
+): ((incoming: IncomingMessage, outgoing: ServerResponse, app: NodeListener) => void) | undefined {
+  return fronts.get(app);
 }
 
 /**
@@ -26,13 +65,14 @@ interface NodeBindings {
  * came, synchronous or not, after the headers the hooks and handlers added and no reply
  * took (see ./headers.ts) are given to node's response.
  */
-export function withEdge(app: Hono, hooks: readonly EdgeHook[]): Hono {
+export function withEdge(app: Hono, hooks: readonly EdgeHook[], front?: Front): Hono {
   const dispatch = app.fetch;
   app.fetch = (request, env, executionContext) => {
     const { incoming, outgoing } = (env ?? {}) as NodeBindings;
     if (!incoming || !outgoing) return dispatch(request, env, executionContext);
     let answer: Response | Promise<Response> | undefined;
-    for (const hook of hooks) answer ??= hook(incoming, outgoing);
+    if (!(incoming as Entered)[ENTERED])
+      for (const hook of hooks) answer ??= hook(incoming, outgoing);
     answer ??= dispatch(request, env, executionContext);
     if (!(answer instanceof Promise)) {
       flushHeaders(incoming, outgoing);
@@ -40,5 +80,11 @@ export function withEdge(app: Hono, hooks: readonly EdgeHook[]): Hono {
     }
     return answer.finally(() => flushHeaders(incoming, outgoing));
   };
+  if (front) {
+    const enter = (incoming: IncomingMessage, outgoing: ServerResponse) => {
+      for (const hook of hooks) hook(incoming, outgoing);
+    };
+    fronts.set(app, (incoming, outgoing, next) => front(incoming, outgoing, next, enter));
+  }
   return app;
 }

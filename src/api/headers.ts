@@ -79,6 +79,29 @@ export function plainResponse(
 }
 
 /**
+ * Writes a whole reply on node's response, ahead of the app: the added headers, then
+ * `head` (the reply's own, as node's flat name/value list), then the body.
+ */
+export function writeReply(
+  incoming: IncomingMessage,
+  outgoing: ServerResponse,
+  status: number,
+  head: readonly string[],
+  body: string,
+): void {
+  const added = takeHeaders(incoming);
+  let all = head;
+  if (added) {
+    const merged: string[] = [];
+    for (const name in added) merged.push(name, added[name] as string);
+    merged.push(...head);
+    all = merged;
+  }
+  outgoing.writeHead(status, all as string[]);
+  outgoing.end(body);
+}
+
+/**
  * Gives the headers still pending to node's response (any reply but a plain-record one).
  * Node lets the reply's own header of the same name win: a list header such as Vary is
  * added with setHeader(…, append) by whoever adds to it, never set on the reply itself.

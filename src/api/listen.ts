@@ -1,11 +1,12 @@
 /** Serves a Hono app on node:http and reports the address it actually got (port 0 → free). */
-import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { serve } from "@hono/node-server";
+import { createAdaptorServer } from "@hono/node-server";
 import type { Hono } from "hono";
 import type { Logger } from "../log.ts";
 import { processMetrics } from "../observability/metrics.ts";
+import { frontOf, type NodeListener } from "./edge.ts";
 
 export interface Listening {
   url: string;
@@ -19,6 +20,20 @@ const QUIET_SWEEPS = 3;
 
 /** The response a connection is answering, if any (node keeps it on the socket). */
 type HttpSocket = Socket & { _httpMessage?: ServerResponse | null };
+
+/** node:http's server for an app, its front (./edge.ts) first if it has one; not listening. */
+export function nodeServer(app: Hono, hostname?: string): Server {
+  const front = frontOf(app);
+  // The front is node's listener; what it does not answer it hands to Hono's.
+  const withFront = front && {
+    createServer: ((options: object, listener: NodeListener) =>
+      createServer(options, (incoming, outgoing) =>
+        front(incoming, outgoing, listener),
+      )) as unknown as typeof createServer,
+  };
+  const named = hostname === undefined ? {} : { hostname };
+  return createAdaptorServer({ fetch: app.fetch, ...named, ...withFront }) as Server;
+}
 
 export function listen(
   app: Hono,
@@ -44,7 +59,9 @@ export function listen(
         else connections.set(socket, idle ? quiet + 1 : 0);
       }
     };
-    const server = serve({ fetch: app.fetch, hostname: host, port }, (info: AddressInfo) => {
+    const server = nodeServer(app, host);
+    server.listen(port, host, () => {
+      const info = server.address() as AddressInfo;
       const shownHost = host.includes(":") ? `[${host}]` : host;
       done({
         url: `http://${shownHost}:${info.port}`,
@@ -52,13 +69,12 @@ export function listen(
         close: () =>
           new Promise((closed) => {
             closing = true;
-            const http = server as Server;
             // close() calls this at once (node 19+): the sweeps do it, gently, instead.
-            http.closeIdleConnections = () => {};
+            server.closeIdleConnections = () => {};
             // Keep-alive connections would keep bringing requests: answers now close
             // them, and those idle are closed once quiet.
             const sweep = setInterval(closeQuiet, 50);
-            http.close(() => {
+            server.close(() => {
               clearInterval(sweep);
               closed();
             });
@@ -68,13 +84,14 @@ export function listen(
     });
     // Slow clients: headers within 15 s and a whole request (a 16 MiB admin upload at
     // most) within 2 min, not node's 60 s and 5 min, so trickling clients free up sooner.
-    (server as Server).headersTimeout = 15_000;
-    (server as Server).requestTimeout = 120_000;
+    server.headersTimeout = 15_000;
+    server.requestTimeout = 120_000;
     server.on("connection", (socket: HttpSocket) => {
       connections.set(socket, 0);
       socket.once("close", () => connections.delete(socket));
     });
-    server.on("request", (_req: IncomingMessage, res: ServerResponse) => {
+    // Ahead of the app's listener: a reply written at once (a hit) then says "close" too.
+    server.prependListener("request", (_req: IncomingMessage, res: ServerResponse) => {
       if (closing) res.shouldKeepAlive = false;
     });
     // Requests node:http refuses before the app sees them (headers or URL over 16 KiB,

@@ -18,7 +18,13 @@ type Noted = IncomingMessage & { [NOTE]?: Record<string, unknown> };
 
 /** Adds fields (model, version, source…) to this request's log line. */
 export function annotate(c: Context, fields: Record<string, unknown>): void {
-  const note = (incomingOf(c) as Noted | undefined)?.[NOTE];
+  const incoming = incomingOf(c);
+  if (incoming) annotateRequest(incoming, fields);
+}
+
+/** annotate(), on node's request (for what answers it without a Hono context). */
+export function annotateRequest(incoming: IncomingMessage, fields: Record<string, unknown>): void {
+  const note = (incoming as Noted)[NOTE];
   if (note) Object.assign(note, fields);
 }
 

@@ -69,6 +69,13 @@ describe("Redis outage", () => {
     expect(batch.headers.get("retry-after")).toBe("1");
     expect(batch.headers.get("cache-control")).toBe("no-store");
 
+    // A lookup URL answered before (so answered ahead of the app) that L1 no longer holds.
+    t.service.tiers.memory.clear();
+    const evicted = await getJson(`${t.url}/v1/models/flight-delay/predict?${warm}`);
+    expect(evicted.status).toBe(503);
+    expect(evicted.body.error.code).toBe("redis_unavailable");
+    expect(evicted.headers.get("retry-after")).toBe("1");
+
     const ready = await getJson(`${t.url}/readyz`);
     expect(ready.status).toBe(503);
     expect(ready.body).toMatchObject({ status: "not_ready", redis: { reachable: false } });
@@ -86,6 +93,10 @@ describe("Redis outage", () => {
     expect(recovered.body.source).toBe("live");
     expect(recovery).toBeLessThan(2_000);
     expect((await getJson(`${t.url}/readyz`)).status).toBe(200);
+    // The input L1 lost is answered again (and held in L1 again, as the next tests expect).
+    expect(
+      (await getJson(`${t.url}/v1/models/flight-delay/predict?${warm}&wait=5000`)).status,
+    ).toBe(200);
   });
 
   it("answers 503 within the command timeout while Redis is frozen (SIGSTOP), then recovers", async () => {

@@ -35,9 +35,9 @@ export function resolveVersion(
       models: deps.registry.names(),
     });
   }
-  const version = wanted ?? deps.active.get(name);
-  const found = version ? deps.registry.get(name, version) : deps.registry.defaultVersion(name);
+  const found = servedVersion(deps, name, wanted);
   if (!found) {
+    const version = wanted ?? deps.active.get(name);
     // The log line of a refused lookup names its model (a found one is annotated by its route).
     annotate(c, { model: name });
     throw new PredcacheError(
@@ -46,6 +46,16 @@ export function resolveVersion(
     );
   }
   return found;
+}
+
+/** The version a lookup of `name` gets: `wanted`, else the active one, else the default. */
+export function servedVersion(
+  deps: ApiDeps,
+  name: string,
+  wanted: string | undefined,
+): ModelVersion | undefined {
+  const version = wanted ?? deps.active.get(name);
+  return version ? deps.registry.get(name, version) : deps.registry.defaultVersion(name);
 }
 
 export function registerModels(app: Hono, deps: ApiDeps): void {

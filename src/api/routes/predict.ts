@@ -17,7 +17,8 @@ import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { type Routed, recordArm, routeToArm } from "../experiment-routing.ts";
-import { isJsonType, plainResponse, requestHeader } from "../headers.ts";
+import { incomingOf, isJsonType, plainResponse, requestHeader } from "../headers.ts";
+import type { HotLookups } from "../hot-lookups.ts";
 import { LookupQueries } from "../lookup-query.ts";
 import {
   type ArmLabel,
@@ -30,6 +31,7 @@ import {
   predictionReply,
 } from "../reply.ts";
 import { annotate } from "../request-log.ts";
+import { hitReplyText, recordHit } from "../served-hit.ts";
 import { resolveModel, resolveVersion } from "./models.ts";
 
 /** Seconds since a performance.now() reading (a function, not a closure per request). */
@@ -120,38 +122,6 @@ export async function awaitLive(
   }
 }
 
-/**
- * The JSON of a hit's reply, kept with the cached prediction object it was made from (the
- * same object while the entry stays in L1 or the resident table): the hottest replies
- * are serialized once, not once per request. Keyed also by source and flagged fields,
- * since clamped and in-range inputs can share a key.
- */
-const replies = new WeakMap<Prediction, Map<string, string>>();
-
-function replyText(
-  model: ModelVersion,
-  key: string,
-  hit: Hit,
-  outOfDistribution: readonly string[],
-  experiment: ArmLabel | undefined,
-): string {
-  let texts = replies.get(hit.prediction);
-  if (!texts) {
-    texts = new Map();
-    replies.set(hit.prediction, texts);
-  }
-  const arm = experiment ? `${experiment.id}|${experiment.arm}` : "";
-  const id = `${model.version}|${hit.source}|${outOfDistribution.join(",")}|${arm}`;
-  let text = texts.get(id);
-  if (text === undefined) {
-    text = JSON.stringify(
-      predictionReply(model, key, hit.source, hit.prediction, outOfDistribution, experiment),
-    );
-    texts.set(id, text);
-  }
-  return text;
-}
-
 /** Counts a miss against the client's miss budget (when API keys are on); 429 past it. */
 async function takeMiss(c: Context, deps: ApiDeps): Promise<void> {
   const client = clientOf(c);
@@ -178,6 +148,7 @@ function predictOne(
   c: Context,
   deps: ApiDeps,
   queries: LookupQueries,
+  hot: HotLookups | undefined,
 ): Response | Promise<Response> {
   const query = queries.of(c);
   if (query.malformed)
@@ -206,8 +177,9 @@ function predictOne(
   if (ifNoneMatch(c, validators.etag) === "tag") return notModifiedReply(c, validators);
   const started = performance.now();
   const local = deps.tiers.withoutRedis(model, key);
-  if (local) return answerHit(c, deps, routed, key, local, outOfDistribution, validators, started);
-  return answerMiss(c, deps, routed, encoded.value, validators, wait, started);
+  if (local)
+    return answerHit(c, deps, routed, key, local, outOfDistribution, validators, started, hot);
+  return answerMiss(c, deps, routed, encoded.value, validators, wait, started, hot);
 }
 
 /** An answer's ETag and how long caches may keep it. */
@@ -230,19 +202,23 @@ function answerHit(
   outOfDistribution: readonly string[],
   validators: Validators,
   started: number,
+  hot: HotLookups | undefined,
 ): Response {
   const { model } = routed;
   if (notModified(c, validators.etag)) return notModifiedReply(c, validators);
-  deps.traffic.recordHit(model, key);
-  deps.audit?.consider(model, key, hit);
-  annotate(c, { source: hit.source });
-  deps.stats.record(model, key, hit.source, {
-    seconds: secondsSince(started),
-    prediction: hit.prediction,
-    outOfDistribution: outOfDistribution.length > 0,
-  });
-  recordArm(deps, routed, key, hit.source, hit.prediction);
-  const text = replyText(model, key, hit, outOfDistribution, routed.assignment?.label);
+  const incoming = incomingOf(c);
+  recordHit(deps, routed, key, hit, outOfDistribution, started, incoming);
+  // The same URL again is answered before the app, while nothing it depends on changes.
+  if (incoming?.url && incoming.method === "GET" && !routed.assignment)
+    hot?.remember(incoming.url, {
+      model,
+      // An immutable answer is one of a version asked by name (?version=).
+      pinned: validators.maxAge === "immutable" ? model.version : undefined,
+      key,
+      outOfDistribution,
+      ...validators,
+    });
+  const text = hitReplyText(model, key, hit, outOfDistribution, routed.assignment?.label);
   return plainResponse(
     c,
     200,
@@ -260,13 +236,15 @@ async function answerMiss(
   validators: Validators,
   wait: number,
   started: number,
+  hot: HotLookups | undefined,
 ): Promise<Response> {
   const { model } = routed;
   const arm = routed.assignment?.label;
   const { key, outOfDistribution } = encoded;
   try {
     const hit = await deps.tiers.fromRedis(model, key);
-    if (hit) return answerHit(c, deps, routed, key, hit, outOfDistribution, validators, started);
+    if (hit)
+      return answerHit(c, deps, routed, key, hit, outOfDistribution, validators, started, hot);
     // Counted as demand (what traffic:K precomputes) only once within the miss budget.
     await takeMiss(c, deps);
     deps.traffic.recordMiss(model, key);
@@ -567,9 +545,10 @@ function fill(
   });
 }
 
-export function registerPredict(app: Hono, deps: ApiDeps): void {
+/** `hot`: where lookups answered from the cache are remembered for the front, if any. */
+export function registerPredict(app: Hono, deps: ApiDeps, hot?: HotLookups): void {
   const queries = new LookupQueries();
-  app.get("/v1/models/:model/predict", (c) => predictOne(c, deps, queries));
+  app.get("/v1/models/:model/predict", (c) => predictOne(c, deps, queries, hot));
   app.post(
     "/v1/models/:model/predict",
     bodyLimit({

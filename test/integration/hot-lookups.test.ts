@@ -1,0 +1,299 @@
+/**
+ * The hot front (src/api/hot-lookups.ts): a lookup URL answered from the cache once is
+ * answered again before the app, with the app's own reply, for as long as nothing that
+ * reply depends on changes; everything else still takes the app's route. Whether the app
+ * ran is seen by counting calls of its fetch on a server of its own.
+ */
+import { rm } from "node:fs/promises";
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { type Listening, listen } from "../../src/api/listen.ts";
+import { Keys } from "../../src/cache/keys.ts";
+import { loadConfig } from "../../src/config.ts";
+import type { Experiment } from "../../src/experiment/experiment.ts";
+import { createLogger } from "../../src/log.ts";
+import { ActiveVersions } from "../../src/model/active.ts";
+import type { ModelRegistry } from "../../src/model/registry.ts";
+import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
+import { loadRegistry } from "../../src/service.ts";
+import {
+  eventually,
+  getJson,
+  modelsDirWithVersions,
+  startTestService,
+  type TestService,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+const prefix = uniquePrefix("hot");
+const lines: Record<string, unknown>[] = [];
+let modelsDir: string;
+let registry: ModelRegistry;
+let admin: { redis: Redis; subscriber: Redis; active: ActiveVersions };
+let v1: string;
+let v2: string;
+
+/** A test service, listened on again with its app's fetch counted. */
+interface Counted {
+  t: TestService;
+  server: Listening;
+  url: string;
+  appCalls: () => number;
+}
+let main: Counted;
+/** Same prefix, a 1-byte L1 (holds nothing), no live worker: every hit is a Redis hit. */
+let redisOnly: Counted;
+
+async function counted(t: TestService): Promise<Counted> {
+  const { app } = t.service;
+  const dispatch = app.fetch;
+  let calls = 0;
+  app.fetch = (...args) => {
+    calls += 1;
+    return dispatch(...args);
+  };
+  const server = await listen(app, "127.0.0.1", 0);
+  return { t, server, url: server.url, appCalls: () => calls };
+}
+
+beforeAll(async () => {
+  modelsDir = await modelsDirWithVersions(["v2"]);
+  registry = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
+  [v1, v2] = registry.versions("flight-delay").map((v) => v.version) as [string, string];
+  const env = { PREDCACHE_PREFIX: prefix, PREDCACHE_MODELS_DIR: modelsDir };
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  main = await counted(
+    await startTestService({ env, registry, log: createLogger("info", "test", sink) }),
+  );
+  redisOnly = await counted(
+    await startTestService({
+      env: { ...env, PREDCACHE_L1_MAX_BYTES: "1" },
+      registry,
+      liveWorker: false,
+    }),
+  );
+  const redis = createRedis(inject("redisUrl"));
+  const subscriber = createRedis(inject("redisUrl"), { role: "subscriber" });
+  await whenReady(redis);
+  admin = {
+    redis,
+    subscriber,
+    active: new ActiveVersions(redis, subscriber, new Keys(prefix), registry, { pollMs: 60_000 }),
+  };
+  await admin.active.start();
+  await admin.active.set("flight-delay", v1);
+  await eventually(async () => main.t.service.active.get("flight-delay") === v1 || undefined);
+});
+afterAll(async () => {
+  admin.active.stop();
+  await Promise.all([admin.redis.quit(), admin.subscriber.quit()]);
+  for (const { server, t } of [redisOnly, main]) {
+    await server.close();
+    await t.close();
+  }
+  await registry.close();
+  await rm(modelsDir, { recursive: true });
+});
+
+const predict = (q: string) => `/v1/models/flight-delay/predict?${q}`;
+
+/** The reply headers a front answer must repeat exactly (all but Date and X-Request-Id). */
+const SAME_HEADERS = [
+  "etag",
+  "cache-control",
+  "content-type",
+  "content-length",
+  "access-control-allow-origin",
+  "access-control-expose-headers",
+  "vary",
+];
+
+describe("hot lookups", () => {
+  it("answer a URL seen before ahead of the app, with the app's very reply, logged and counted", async () => {
+    const url = `${main.url}${predict("origin=DEN&destination=SEA&hour=9&dayOfWeek=3")}`;
+    expect((await getJson(`${url}&wait=5000`)).body.source).toBe("live");
+    const viaApp = await fetch(url, { headers: { origin: "https://app.example" } });
+    const appText = await viaApp.text();
+    expect(JSON.parse(appText).source).toBe("memory");
+
+    const lookups = await lookupCount(main.url, "memory");
+    const calls = main.appCalls();
+    const front = await fetch(url, {
+      headers: { origin: "https://app.example", "x-request-id": "hot-1" },
+    });
+    expect(main.appCalls()).toBe(calls);
+    expect(front.status).toBe(200);
+    expect(await front.text()).toBe(appText);
+    for (const name of SAME_HEADERS) expect(front.headers.get(name)).toBe(viaApp.headers.get(name));
+    expect(front.headers.get("access-control-allow-origin")).toBe("*");
+    expect(front.headers.get("x-request-id")).toBe("hot-1");
+    // A made request id, one per request.
+    const made = await fetch(url);
+    await made.text();
+    expect(made.headers.get("x-request-id")).toMatch(/^[0-9a-f]{12}-[0-9a-z]+$/);
+    expect(made.headers.get("x-request-id")).not.toBe(viaApp.headers.get("x-request-id"));
+    expect(main.appCalls()).toBe(calls);
+
+    // Counted and logged as the app's answers are.
+    expect(await lookupCount(main.url, "memory")).toBe(lookups + 2);
+    const line = await eventually(async () => lines.find((l) => l.reqId === "hot-1"));
+    expect(line).toMatchObject({
+      msg: "request",
+      method: "GET",
+      path: "/v1/models/flight-delay/predict",
+      status: 200,
+      model: "flight-delay",
+      version: v1,
+      source: "memory",
+    });
+  });
+
+  it("leave conditional and HEAD requests to the app", async () => {
+    const url = `${main.url}${predict("origin=SEA&destination=DEN&hour=10&dayOfWeek=3")}`;
+    await getJson(`${url}&wait=5000`);
+    const hit = await fetch(url);
+    await hit.text();
+    const calls = main.appCalls();
+    const etag = hit.headers.get("etag") as string;
+    const conditional = await fetch(url, { headers: { "if-none-match": etag } });
+    expect(conditional.status).toBe(304);
+    const head = await fetch(url, { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(head.headers.get("etag")).toBe(etag);
+    expect(main.appCalls()).toBe(calls + 2);
+  });
+
+  it("follow a promote on the very next request, while a URL naming its version keeps it", async () => {
+    const q = "origin=BOS&destination=MSP&hour=11&dayOfWeek=4";
+    const url = `${main.url}${predict(q)}&wait=5000`;
+    const pinned = `${main.url}${predict(q)}&version=${v1}&wait=5000`;
+    for (const u of [url, url, pinned, pinned]) await getJson(u);
+    const calls = main.appCalls();
+    const before = await getJson(url);
+    expect(before.body).toMatchObject({ version: v1, source: "memory" });
+    expect((await getJson(pinned)).body).toMatchObject({ version: v1, source: "memory" });
+    expect(main.appCalls()).toBe(calls);
+
+    try {
+      await admin.active.set("flight-delay", v2);
+      await eventually(async () => main.t.service.active.get("flight-delay") === v2 || undefined);
+      // v2's answer is v2's own: computed live, not v1's remembered one.
+      const after = await getJson(url);
+      expect(after.body).toMatchObject({ version: v2, source: "live" });
+      expect(after.headers.get("etag")).not.toBe(before.headers.get("etag"));
+      expect((await getJson(pinned)).body).toMatchObject({ version: v1, source: "memory" });
+      // Then v2's answer is remembered in turn.
+      expect((await getJson(url)).body).toMatchObject({ version: v2, source: "memory" });
+      const again = main.appCalls();
+      expect((await getJson(url)).body).toMatchObject({ version: v2, source: "memory" });
+      expect(main.appCalls()).toBe(again);
+    } finally {
+      await admin.active.set("flight-delay", v1);
+      await eventually(async () => main.t.service.active.get("flight-delay") === v1 || undefined);
+    }
+  });
+
+  it("leave lookups to the app while an experiment picks the version by client", async () => {
+    const url = `${main.url}${predict("origin=EWR&destination=DTW&hour=14&dayOfWeek=6")}&wait=5000`;
+    for (let i = 0; i < 3; i++) await getJson(url);
+    const { store, running } = main.t.service.experiments;
+    const experiment: Experiment = {
+      id: "hot-all-candidate",
+      model: "flight-delay",
+      control: v1,
+      candidate: v2,
+      fraction: 1,
+      shadowRate: 0,
+      state: "running",
+      startedAt: new Date().toISOString(),
+    };
+    await store.start(experiment);
+    try {
+      await eventually(async () => running.get("flight-delay"));
+      const calls = main.appCalls();
+      const routed = await getJson(url, { headers: { "x-client-id": "client-1" } });
+      expect(routed.body).toMatchObject({
+        version: v2,
+        experiment: { id: "hot-all-candidate", arm: "candidate" },
+      });
+      expect(routed.headers.get("vary")).toMatch(/x-client-id/i);
+      expect(main.appCalls()).toBe(calls + 1);
+    } finally {
+      await store.stop(experiment, v1);
+      await eventually(async () => !running.get("flight-delay") || undefined);
+    }
+    expect((await getJson(url)).body).toMatchObject({ version: v1, source: "memory" });
+  });
+
+  it("read Redis when L1 does not hold the key, and hand a Redis miss to the app, hooks run once", async () => {
+    const path = predict("origin=MSP&destination=BOS&hour=12&dayOfWeek=5");
+    const live = await getJson(`${main.url}${path}&wait=5000`);
+    expect(live.body.source).toBe("live");
+    expect((await getJson(`${redisOnly.url}${path}`)).body.source).toBe("redis");
+    const calls = redisOnly.appCalls();
+    const fromRedis = await getJson(`${redisOnly.url}${path}`);
+    expect(fromRedis.body).toEqual({ ...live.body, source: "redis" });
+    expect(redisOnly.appCalls()).toBe(calls);
+
+    // Gone from Redis (as a live-only answer past its TTL): the app takes the miss.
+    await removeFromRedis(live.body.key);
+    const miss = await fetch(`${redisOnly.url}${path}`, {
+      headers: { origin: "https://app.example" },
+    });
+    expect(redisOnly.appCalls()).toBe(calls + 1);
+    const body = await miss.json();
+    if (miss.status === 200) expect(body.source).toBe("live");
+    else expect(miss.status).toBe(202);
+    // Hooks ran once: one request id and one CORS header, not two joined.
+    expect(miss.headers.get("x-request-id")).toMatch(/^[0-9a-f]{12}-[0-9a-z]+$/);
+    expect(miss.headers.get("access-control-allow-origin")).toBe("*");
+  });
+
+  it("answer many concurrent requests of one URL from one Redis read, each its own reply", async () => {
+    const path = predict("origin=DTW&destination=EWR&hour=13&dayOfWeek=6");
+    await getJson(`${main.url}${path}&wait=5000`);
+    await getJson(`${redisOnly.url}${path}`);
+    const calls = redisOnly.appCalls();
+    const replies = await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        fetch(`${redisOnly.url}${path}`, { headers: { "x-request-id": `many-${i}` } }),
+      ),
+    );
+    expect(redisOnly.appCalls()).toBe(calls);
+    const bodies = await Promise.all(replies.map((r) => r.json()));
+    expect(new Set(bodies.map((b) => JSON.stringify(b))).size).toBe(1);
+    expect(bodies[0]).toMatchObject({ source: "redis" });
+    expect(replies.map((r) => r.headers.get("x-request-id"))).toEqual(
+      Array.from({ length: 100 }, (_, i) => `many-${i}`),
+    );
+  });
+});
+
+/** predcache_lookups_total of flight-delay v1 from one source, as /metrics reports it. */
+async function lookupCount(base: string, source: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text
+    .split("\n")
+    .find(
+      (l) =>
+        l.startsWith("predcache_lookups_total{") &&
+        l.includes(`version="${v1}"`) &&
+        l.includes(`source="${source}"`),
+    );
+  return line ? Number(line.split(" ").at(-1)) : 0;
+}
+
+/** Deletes a key's answer from every prediction hash of this test's prefix. */
+async function removeFromRedis(key: string): Promise<void> {
+  let cursor = "0";
+  do {
+    const [next, names] = await admin.redis.scan(cursor, "MATCH", `${prefix}*`, "TYPE", "hash");
+    for (const name of names) await admin.redis.hdel(name, key);
+    cursor = next;
+  } while (cursor !== "0");
+}
