@@ -546,7 +546,7 @@ const HEADERS: Record<string, Schema> = {
   "WWW-Authenticate": { schema: str() },
   "X-Request-Id": {
     description:
-      "the request's own X-Request-Id when safe (1–64 of A-Za-z0-9._:-), else a new id (this process's random prefix and a count)",
+      "the request's own X-Request-Id when safe (1–64 of A-Za-z0-9._:-), else a new id (64 random bits, 16 hex digits)",
     schema: str(),
   },
 };
@@ -1212,7 +1212,7 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
         "On any path, a method it does not serve is 405 with `Allow`, and OPTIONS is 204 " +
         "with `Allow` (a CORS preflight gets its Access-Control headers); a request line and " +
         "headers over 16 KiB are 431 `headers_too_large`. Every answer carries `X-Request-Id`: " +
-        "the request's own when it is 1–64 characters of `A-Za-z0-9._:-`, else a new id (this process's random prefix and a count); " +
+        "the request's own when it is 1–64 characters of `A-Za-z0-9._:-`, else a new id (64 random bits, 16 hex digits); " +
         "the request's log line has it too.",
     },
     tags: [
