@@ -56,10 +56,58 @@ interface Waiter {
 const URL_MAX = 1024;
 const ENTRIES_MAX = 4096;
 
-/** Hands a request the front has entered (its hooks have run) to the app. */
-function handOn(incoming: IncomingMessage, outgoing: ServerResponse, app: NodeListener): void {
+/** A Redis read the front made for a request it then handed on: nothing found, or the error. */
+interface FrontRead {
+  model: ModelVersion;
+  key: string;
+  error: unknown;
+}
+const READ = Symbol("redis read by the hot front");
+type WithRead = IncomingMessage & { [READ]?: FrontRead };
+
+/**
+ * Hands a request the front has entered (its hooks have run) to the app, with what its
+ * Redis read gave: the app does not read again (a second wait on a frozen Redis would
+ * double the command timeout the request is bound by).
+ */
+function handOn(
+  incoming: IncomingMessage,
+  outgoing: ServerResponse,
+  app: NodeListener,
+  read?: FrontRead,
+): void {
   markEntered(incoming);
+  if (read) (incoming as WithRead)[READ] = read;
   app(incoming, outgoing);
+}
+
+/**
+ * For the app's miss path: whether the front already read this request's lookup (same
+ * version and key) from Redis and found nothing ({ error: undefined }) or failed.
+ */
+export function readByFront(
+  incoming: IncomingMessage | undefined,
+  model: ModelVersion,
+  key: string,
+): { error: unknown } | undefined {
+  const read = (incoming as WithRead | undefined)?.[READ];
+  return read && read.model === model && read.key === key ? read : undefined;
+}
+
+/**
+ * Requests whose Host and target @hono/node-server takes as they are; any other (an
+ * absolute-form, encoded, dot-segment or fragment target, an unusual Host) goes to the
+ * app, which checks them (a Host it refuses is a 400 there).
+ */
+const PLAIN_HOST = /^[a-z0-9._-]+(?::(?:[1-5]\d{3,4}|[6-9]\d{3}))?$/;
+const PLAIN_TARGET = /^\/[!$&-;=?-[\]_a-z~]*$/;
+const DOT_SEGMENT = /\/\.\.?(?:[/?]|$)/;
+
+function isPlain(incoming: IncomingMessage, url: string): boolean {
+  const host = incoming.headers.host;
+  return (
+    host !== undefined && PLAIN_HOST.test(host) && PLAIN_TARGET.test(url) && !DOT_SEGMENT.test(url)
+  );
 }
 
 export class HotLookups {
@@ -92,17 +140,28 @@ export class HotLookups {
     app: NodeListener,
     enter: (incoming: IncomingMessage, outgoing: ServerResponse) => void,
   ): void => {
-    const entry = this.current(incoming);
+    let entry: Entry | undefined;
+    try {
+      entry = this.current(incoming);
+    } catch (error) {
+      this.deps.log.error({ err: error }, "hot lookup check failed; the app answers");
+    }
     if (!entry) {
       app(incoming, outgoing);
       return;
     }
     const started = performance.now();
-    const local = this.deps.tiers.withoutRedis(entry.model, entry.key, entry.memoryId);
     // Hooks run once, here: the request is logged and counted whoever answers it.
     enter(incoming, outgoing);
-    if (local) {
-      this.answer(incoming, outgoing, entry, local, started);
+    try {
+      annotateRequest(incoming, { model: entry.model.name, version: entry.model.version });
+      const local = this.deps.tiers.withoutRedis(entry.model, entry.key, entry.memoryId);
+      if (local) {
+        this.answer(incoming, outgoing, entry, local, started);
+        return;
+      }
+    } catch (error) {
+      this.failed(incoming, outgoing, app, error);
       return;
     }
     this.fromRedis(entry, { incoming, outgoing, app, started });
@@ -122,21 +181,39 @@ export class HotLookups {
     }
     const waiters = [waiter];
     this.waiting.set(entry, waiters);
-    this.deps.tiers.fromRedis(entry.model, entry.key).then(
+    const { model, key } = entry;
+    this.deps.tiers.fromRedis(model, key).then(
       (hit) => {
         this.waiting.delete(entry);
         for (const { incoming, outgoing, app, started } of waiters) {
-          if (hit) {
-            if (!outgoing.destroyed) this.answer(incoming, outgoing, entry, hit, started);
-          } else handOn(incoming, outgoing, app);
+          try {
+            // Answered even to a client gone meanwhile: recorded as the app records it.
+            if (hit) this.answer(incoming, outgoing, entry, hit, started);
+            else handOn(incoming, outgoing, app, { model, key, error: undefined });
+          } catch (error) {
+            this.failed(incoming, outgoing, app, error);
+          }
         }
       },
-      () => {
+      (error: unknown) => {
         this.waiting.delete(entry);
-        // Redis away: the app says so (503), as it would have.
-        for (const { incoming, outgoing, app } of waiters) handOn(incoming, outgoing, app);
+        // Redis away: the app says so (503), as it would have, without reading again.
+        for (const { incoming, outgoing, app } of waiters)
+          handOn(incoming, outgoing, app, { model, key, error });
       },
     );
+  }
+
+  /** An unexpected error on the way: the app answers instead (or the reply is cut off). */
+  private failed(
+    incoming: IncomingMessage,
+    outgoing: ServerResponse,
+    app: NodeListener,
+    error: unknown,
+  ): void {
+    this.deps.log.error({ err: error }, "hot lookup failed; the app answers");
+    if (outgoing.headersSent) outgoing.destroy();
+    else handOn(incoming, outgoing, app);
   }
 
   /** The remembered lookup of this request, if it may be answered as remembered. */
@@ -146,7 +223,7 @@ export class HotLookups {
     const url = incoming.url;
     if (url === undefined || url.length > URL_MAX) return;
     const entry = this.entries.get(url);
-    if (!entry) return;
+    if (!entry || !isPlain(incoming, url)) return;
     const { name } = entry.model;
     // Another version served now (promoted, reloaded, rolled back): parsed again.
     if (servedVersion(this.deps, name, entry.pinned) !== entry.model) return;
@@ -163,7 +240,6 @@ export class HotLookups {
     started: number,
   ): void {
     const { model, key, outOfDistribution } = entry;
-    annotateRequest(incoming, { model: model.name, version: model.version });
     recordHit(this.deps, { model }, key, hit, outOfDistribution, started, incoming);
     let reply = entry.reply;
     if (reply?.prediction !== hit.prediction || reply.source !== hit.source) {

@@ -49,9 +49,13 @@ export class LookupQuery {
     // Read with URLSearchParams (as Hono reads queries: + is a space), into a record with
     // no prototype: a parameter named "__proto__", or with no name at all, is a field
     // like any other (unknown, so refused), where an object literal would drop it.
-    const query = url.indexOf("?");
+    // Up to a fragment ("#…"), which is no part of the query (as Hono reads it too).
+    const fragment = url.indexOf("#");
+    const target = fragment === -1 ? url : url.slice(0, fragment);
+    const query = target.indexOf("?");
+    const search = query === -1 ? "" : target.slice(query + 1);
     const all: Record<string, string[]> = Object.create(null);
-    for (const [name, value] of new URLSearchParams(query === -1 ? "" : url.slice(query + 1))) {
+    for (const [name, value] of new URLSearchParams(search)) {
       const values = all[name];
       if (values) values.push(value);
       else all[name] = [value];

@@ -18,7 +18,7 @@ import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { type Routed, recordArm, routeToArm } from "../experiment-routing.ts";
 import { incomingOf, isJsonType, plainResponse, requestHeader } from "../headers.ts";
-import type { HotLookups } from "../hot-lookups.ts";
+import { type HotLookups, readByFront } from "../hot-lookups.ts";
 import { LookupQueries } from "../lookup-query.ts";
 import {
   type ArmLabel,
@@ -242,7 +242,10 @@ async function answerMiss(
   const arm = routed.assignment?.label;
   const { key, outOfDistribution } = encoded;
   try {
-    const hit = await deps.tiers.fromRedis(model, key);
+    // A lookup the hot front has read from Redis already is not read again.
+    const readBefore = readByFront(incomingOf(c), model, key);
+    if (readBefore?.error) throw readBefore.error;
+    const hit = readBefore ? undefined : await deps.tiers.fromRedis(model, key);
     if (hit)
       return answerHit(c, deps, routed, key, hit, outOfDistribution, validators, started, hot);
     // Counted as demand (what traffic:K precomputes) only once within the miss budget.
