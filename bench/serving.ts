@@ -34,7 +34,7 @@ const MODEL = "flight-delay";
 const PREDICT = `/v1/models/${MODEL}/predict`;
 const HOT_PATH = `${PREDICT}?origin=SFO&destination=LAX&hour=7&dayOfWeek=1`;
 /** Per HTTP scenario: a discarded warm-up, then `seconds` measured in `slices` slices. */
-const LOAD = { connections: 50, warmupSeconds: 1, seconds: 5, slices: 5 };
+const LOAD = { connections: 50, warmupSeconds: 1, seconds: 10, slices: 10 };
 /**
  * Live misses: `inputs` distinct inputs per config, sent in `slices` interleaved chunks,
  * after `warmupInputs` each. The warm-up is long enough for V8 to have compiled the miss

@@ -19,7 +19,7 @@ import type { ApiDeps } from "./deps.ts";
 import { markEntered, type NodeListener } from "./edge.ts";
 import { writeReply } from "./headers.ts";
 import { type CacheScope, hitHeaders, type MaxAge } from "./reply.ts";
-import { annotateRequest } from "./request-log.ts";
+import { noteOf } from "./request-log.ts";
 import { servedVersion } from "./routes/models.ts";
 import { hitReplyText, recordHit } from "./served-hit.ts";
 
@@ -103,11 +103,9 @@ const PLAIN_HOST = /^[a-z0-9._-]+(?::(?:[1-5]\d{3,4}|[6-9]\d{3}))?$/;
 const PLAIN_TARGET = /^\/[!$&-;=?-[\]_a-z~]*$/;
 const DOT_SEGMENT = /\/\.\.?(?:[/?]|$)/;
 
-function isPlain(incoming: IncomingMessage, url: string): boolean {
-  const host = incoming.headers.host;
-  return (
-    host !== undefined && PLAIN_HOST.test(host) && PLAIN_TARGET.test(url) && !DOT_SEGMENT.test(url)
-  );
+/** A target as the adapter takes it (checked once, when a URL is remembered). */
+function isPlainTarget(url: string): boolean {
+  return PLAIN_TARGET.test(url) && !DOT_SEGMENT.test(url);
 }
 
 export class HotLookups {
@@ -119,7 +117,7 @@ export class HotLookups {
   /** Remembers what `url` (a GET lookup just answered from the cache) depends on. */
   remember(url: string, lookup: HotLookup): void {
     // Not with API keys: each request's key and budget are checked by the app.
-    if (this.deps.access || url.length > URL_MAX) return;
+    if (this.deps.access || url.length > URL_MAX || !isPlainTarget(url)) return;
     const known = this.entries.get(url);
     if (known && known.model === lookup.model && known.key === lookup.key) return;
     const own = hitHeaders(lookup.etag, lookup.maxAge, "application/json", lookup.scope);
@@ -154,7 +152,11 @@ export class HotLookups {
     // Hooks run once, here: the request is logged and counted whoever answers it.
     enter(incoming, outgoing);
     try {
-      annotateRequest(incoming, { model: entry.model.name, version: entry.model.version });
+      const note = noteOf(incoming);
+      if (note) {
+        note.model = entry.model.name;
+        note.version = entry.model.version;
+      }
       const local = this.deps.tiers.withoutRedis(entry.model, entry.key, entry.memoryId);
       if (local) {
         this.answer(incoming, outgoing, entry, local, started);
@@ -223,7 +225,9 @@ export class HotLookups {
     const url = incoming.url;
     if (url === undefined || url.length > URL_MAX) return;
     const entry = this.entries.get(url);
-    if (!entry || !isPlain(incoming, url)) return;
+    if (!entry) return;
+    const host = incoming.headers.host;
+    if (host === undefined || !PLAIN_HOST.test(host)) return;
     const { name } = entry.model;
     // Another version served now (promoted, reloaded, rolled back): parsed again.
     if (servedVersion(this.deps, name, entry.pinned) !== entry.model) return;

@@ -18,14 +18,16 @@ type Noted = IncomingMessage & { [NOTE]?: Record<string, unknown> };
 
 /** Adds fields (model, version, source…) to this request's log line. */
 export function annotate(c: Context, fields: Record<string, unknown>): void {
-  const incoming = incomingOf(c);
-  if (incoming) annotateRequest(incoming, fields);
+  const note = (incomingOf(c) as Noted | undefined)?.[NOTE];
+  if (note) Object.assign(note, fields);
 }
 
-/** annotate(), on node's request (for what answers it without a Hono context). */
-export function annotateRequest(incoming: IncomingMessage, fields: Record<string, unknown>): void {
-  const note = (incoming as Noted)[NOTE];
-  if (note) Object.assign(note, fields);
+/**
+ * The fields of this request's log line, to add to, when a line will be written (for what
+ * answers a request without a Hono context; no object made per request otherwise).
+ */
+export function noteOf(incoming: IncomingMessage): Record<string, unknown> | undefined {
+  return (incoming as Noted)[NOTE];
 }
 
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,64}$/;

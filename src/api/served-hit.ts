@@ -11,7 +11,7 @@ import type { ModelVersion } from "../model/registry.ts";
 import type { ApiDeps } from "./deps.ts";
 import { type Routed, recordArm } from "./experiment-routing.ts";
 import { type ArmLabel, predictionReply } from "./reply.ts";
-import { annotateRequest } from "./request-log.ts";
+import { noteOf } from "./request-log.ts";
 
 /** Records a hit served for `routed` (counted from `started`, a performance.now() reading). */
 export function recordHit(
@@ -26,7 +26,8 @@ export function recordHit(
   const { model } = routed;
   deps.traffic.recordHit(model, key);
   deps.audit?.consider(model, key, hit);
-  if (incoming) annotateRequest(incoming, { source: hit.source });
+  const note = incoming && noteOf(incoming);
+  if (note) note.source = hit.source;
   deps.stats.record(model, key, hit.source, {
     seconds: (performance.now() - started) / 1000,
     prediction: hit.prediction,
