@@ -48,15 +48,17 @@ export function markEntered(incoming: IncomingMessage): void {
   (incoming as Entered)[ENTERED] = true;
 }
 
-const fronts = new WeakMap<
-  Hono,
-  (i: IncomingMessage, o: ServerResponse, app: NodeListener) => void
->();
+/** A front with its app's hooks bound: what listen() puts first, before Hono's listener. */
+export type BoundFront = (
+  incoming: IncomingMessage,
+  outgoing: ServerResponse,
+  app: NodeListener,
+) => void;
 
-/** The front of an app made by withEdge, with its hooks bound, for listen() to put first. */
-export function frontOf(
-  app: Hono,
-): ((incoming: IncomingMessage, outgoing: ServerResponse, app: NodeListener) => void) | undefined {
+const fronts = new WeakMap<Hono, BoundFront>();
+
+/** The front of an app made by withEdge, if it has one. */
+export function frontOf(app: Hono): BoundFront | undefined {
   return fronts.get(app);
 }
 

@@ -8,8 +8,9 @@
  * response, with what the app's route would record (./served-hit.ts). Anything else (a
  * miss, an error, Redis away) is handed to the app, which answers as it always does.
  *
- * Measured: Hono's request, routing and response objects cost an L1 hit more than the
- * lookup, and about as much as everything else the hit does.
+ * Measured (bench:serving, server CPU per request): through Hono an L1 hit cost 7–9.5 µs
+ * more than a Hono hello-world, most of it Hono's request, context and Response objects
+ * and @hono/node-server's translation; ahead of Hono, about 1–3 µs more.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { MemoryCache } from "../cache/memory.ts";
