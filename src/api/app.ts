@@ -41,17 +41,17 @@ export function readRoutesCors(origins: string[], clientIdHeader = "x-client-id"
     ],
     exposeHeaders: [
       "ETag",
-      "Content-Location",
-      "Content-Range",
       "Location",
       "Retry-After",
       "X-Request-Id",
-      "X-Predcache-Generation",
-      "Accept-Ranges",
       "RateLimit-Limit",
       "RateLimit-Remaining",
       "RateLimit-Reset",
     ],
+    alsoExposed: {
+      segment: "/tables",
+      headers: ["Content-Location", "Content-Range", "Accept-Ranges", "X-Predcache-Generation"],
+    },
     maxAgeSeconds: 600,
   };
 }

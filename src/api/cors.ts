@@ -16,6 +16,11 @@ export interface CorsOptions {
   allowMethods: readonly string[];
   allowHeaders: readonly string[];
   exposeHeaders: readonly string[];
+  /**
+   * Headers exposed besides, on answers whose path has this segment only (table downloads'
+   * own): every byte of a header is written, and checked by node, on every answer.
+   */
+  alsoExposed?: { segment: string; headers: readonly string[] };
   maxAgeSeconds: number;
   /** The methods a path has routes for: a preflight allows only those of allowMethods. */
   methodsOf?: (path: string) => readonly string[];
@@ -40,6 +45,16 @@ function isUnder(paths: readonly string[], url: string): boolean {
   return !(query === -1 ? url : url.slice(0, query)).includes("/.");
 }
 
+/** Whether the path (not the query) of `url` has `segment` ("/tables": "/…/tables[/…]"). */
+function hasSegment(url: string, segment: string): boolean {
+  const at = url.indexOf(segment);
+  if (at === -1) return false;
+  const query = url.indexOf("?");
+  if (query !== -1 && at > query) return false;
+  const next = url.charCodeAt(at + segment.length);
+  return Number.isNaN(next) || next === 47 || next === 63;
+}
+
 /** allowMethods, narrowed to the methods the path serves when that is known and not none. */
 function preflightMethods(options: CorsOptions, url: string, all: string): string {
   if (!options.methodsOf) return all;
@@ -56,6 +71,8 @@ function preflightMethods(options: CorsOptions, url: string, all: string): strin
 export function cors(options: CorsOptions): EdgeHook {
   const any = options.origins.includes("*");
   const expose = options.exposeHeaders.join(", ");
+  const also = options.alsoExposed;
+  const exposeMore = also ? [...options.exposeHeaders, ...also.headers].join(", ") : expose;
   const methods = options.allowMethods.join(", ");
   const headers = options.allowHeaders.join(", ");
   return (incoming: IncomingMessage) => {
@@ -80,7 +97,9 @@ export function cors(options: CorsOptions): EdgeHook {
     }
     if (allow) {
       addHeader(incoming, "Access-Control-Allow-Origin", allow);
-      addHeader(incoming, "Access-Control-Expose-Headers", expose);
+      const url = incoming.url ?? "";
+      const more = also && hasSegment(url, also.segment);
+      addHeader(incoming, "Access-Control-Expose-Headers", more ? exposeMore : expose);
     }
     return undefined;
   };
