@@ -90,6 +90,7 @@ export function createApp(deps: ApiDeps): Hono {
   registerHealth(app, deps);
   registerModels(app, deps);
   // The front answers repeated lookups before Hono (not with API keys: each is checked).
+  // Middleware added to lookups must be mirrored there, or keep the front off for them.
   const hot = deps.access ? undefined : new HotLookups(deps);
   registerPredict(app, deps, hot);
   registerJobs(app, deps);

@@ -47,12 +47,14 @@ function isUnder(paths: readonly string[], url: string): boolean {
 
 /** Whether the path (not the query) of `url` has `segment` ("/tables": "/…/tables[/…]"). */
 function hasSegment(url: string, segment: string): boolean {
-  const at = url.indexOf(segment);
-  if (at === -1) return false;
   const query = url.indexOf("?");
-  if (query !== -1 && at > query) return false;
-  const next = url.charCodeAt(at + segment.length);
-  return Number.isNaN(next) || next === 47 || next === 63;
+  const end = query === -1 ? url.length : query;
+  // Each occurrence: "/tables-eu/tables" has "/tables" first as part of another segment.
+  for (let at = url.indexOf(segment); at !== -1 && at < end; at = url.indexOf(segment, at + 1)) {
+    const next = url.charCodeAt(at + segment.length);
+    if (Number.isNaN(next) || next === 47 || next === 63) return true;
+  }
+  return false;
 }
 
 /** allowMethods, narrowed to the methods the path serves when that is known and not none. */

@@ -24,14 +24,16 @@ export type NodeListener = (incoming: IncomingMessage, outgoing: ServerResponse)
 
 /**
  * Answers a request on node's response, or hands it to `app` (at once or later). Before
- * it answers, it calls `enter`, which runs the edge hooks; it only takes requests no hook
- * answers (a hook answers CORS preflights, OPTIONS, only).
+ * it answers, it calls `enter`, which runs the edge hooks and says whether one answered
+ * (a hook answers CORS preflights, OPTIONS, only): then the app must. A request it
+ * entered and then hands to the app is marked first (markEntered), so the hooks do not
+ * run twice.
  */
 export type Front = (
   incoming: IncomingMessage,
   outgoing: ServerResponse,
   app: NodeListener,
-  enter: (incoming: IncomingMessage, outgoing: ServerResponse) => void,
+  enter: (incoming: IncomingMessage, outgoing: ServerResponse) => boolean,
 ) => void;
 
 interface NodeBindings {
@@ -84,7 +86,8 @@ export function withEdge(app: Hono, hooks: readonly EdgeHook[], front?: Front): 
   };
   if (front) {
     const enter = (incoming: IncomingMessage, outgoing: ServerResponse) => {
-      for (const hook of hooks) hook(incoming, outgoing);
+      for (const hook of hooks) if (hook(incoming, outgoing)) return true;
+      return false;
     };
     fronts.set(app, (incoming, outgoing, next) => front(incoming, outgoing, next, enter));
   }

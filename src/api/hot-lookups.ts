@@ -19,6 +19,7 @@ import type { ModelVersion } from "../model/registry.ts";
 import type { ApiDeps } from "./deps.ts";
 import { markEntered, type NodeListener } from "./edge.ts";
 import { writeReply } from "./headers.ts";
+import { URL_MAX } from "./lookup-query.ts";
 import { type CacheScope, hitHeaders, type MaxAge } from "./reply.ts";
 import { noteOf } from "./request-log.ts";
 import { servedVersion } from "./routes/models.ts";
@@ -53,8 +54,7 @@ interface Waiter {
   started: number;
 }
 
-/** Longest URL remembered (characters), and how many are (their size bounds the rest). */
-const URL_MAX = 1024;
+/** How many URLs are remembered (at most URL_MAX characters each, as parsed queries are). */
 const ENTRIES_MAX = 4096;
 
 /** A Redis read the front made for a request it then handed on: nothing found, or the error. */
@@ -137,7 +137,7 @@ export class HotLookups {
     incoming: IncomingMessage,
     outgoing: ServerResponse,
     app: NodeListener,
-    enter: (incoming: IncomingMessage, outgoing: ServerResponse) => void,
+    enter: (incoming: IncomingMessage, outgoing: ServerResponse) => boolean,
   ): void => {
     let entry: Entry | undefined;
     try {
@@ -150,9 +150,13 @@ export class HotLookups {
       return;
     }
     const started = performance.now();
-    // Hooks run once, here: the request is logged and counted whoever answers it.
-    enter(incoming, outgoing);
     try {
+      // Hooks run once, here: the request is logged and counted whoever answers it. None
+      // answers a GET; if one did, the app (which runs them again) gives that answer.
+      if (enter(incoming, outgoing)) {
+        app(incoming, outgoing);
+        return;
+      }
       const note = noteOf(incoming);
       if (note) {
         note.model = entry.model.name;
@@ -230,8 +234,12 @@ export class HotLookups {
     const host = incoming.headers.host;
     if (host === undefined || !PLAIN_HOST.test(host)) return;
     const { name } = entry.model;
-    // Another version served now (promoted, reloaded, rolled back): parsed again.
-    if (servedVersion(this.deps, name, entry.pinned) !== entry.model) return;
+    // Another version served now (promoted, reloaded, rolled back): the app answers, and
+    // the URL is remembered again with it (the old version is not kept alive here).
+    if (servedVersion(this.deps, name, entry.pinned) !== entry.model) {
+      this.entries.delete(url);
+      return;
+    }
     // While an experiment runs, the client picks the version (a pinned one stays out).
     if (entry.pinned === undefined && this.deps.experiments?.running.get(name)) return;
     return entry;

@@ -16,7 +16,7 @@ import type { ModelVersion } from "../model/registry.ts";
 const RESERVED_PARAMETERS = new Set<string>(RESERVED_NAMES);
 
 /** Longest URL remembered (characters); longer ones are parsed per request. */
-const URL_MAX = 1024;
+export const URL_MAX = 1024;
 
 function decodable(url: string): boolean {
   const start = url.indexOf("?");
@@ -69,7 +69,7 @@ export class LookupQuery {
     }
     this.version = all.version?.[0];
     this.wait = all.wait?.[0];
-    this.malformed = !decodable(url);
+    this.malformed = !decodable(target);
   }
 
   /** The features encoded for `model` (made once per version). */

@@ -53,21 +53,22 @@ export class Tiers {
     const id = MemoryCache.id(model.name, model.version, key);
     let read = this.inFlight.get(id);
     if (!read) {
-      read = this.store.get(model, key).then((prediction) => {
-        // Into L1 once per read, not once per lookup that shared it (sizing one costs).
-        if (prediction) this.memory.set(id, prediction);
-        return prediction;
-      });
+      read = this.store.get(model, key).then(
+        (prediction) => {
+          // Into L1 once per read, not once per lookup that shared it (sizing one costs).
+          if (prediction) this.memory.set(id, prediction);
+          return prediction;
+        },
+        // Only the read's own failure is Redis's (an L1 error is not an outage).
+        (error: unknown) => {
+          throw redisUnavailable(error);
+        },
+      );
       this.inFlight.set(id, read);
       const forget = () => this.inFlight.delete(id);
       read.then(forget, forget);
     }
-    let prediction: Prediction | undefined;
-    try {
-      prediction = await read;
-    } catch (error) {
-      throw redisUnavailable(error);
-    }
+    const prediction = await read;
     if (!prediction) return undefined;
     return { prediction, source: "redis" };
   }

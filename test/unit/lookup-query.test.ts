@@ -19,6 +19,8 @@ describe("LookupQuery", () => {
     expect(q.features).toEqual({ origin: "SFO" });
     expect(q.version).toBeUndefined();
     expect(new LookupQuery("/v1/models/m/predict#?version=v1").version).toBeUndefined();
+    // Nor is bad percent-encoding there any of the query's.
+    expect(new LookupQuery("/v1/models/m/predict?origin=SFO#%zz").malformed).toBe(false);
   });
 
   it("lists reserved parameters given twice, keeps repeated features, flags bad encoding", () => {

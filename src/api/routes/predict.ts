@@ -171,6 +171,7 @@ function predictOne(
     // Asked of a version by name, the answer never changes; else it follows the active one.
     maxAge: query.version === undefined ? deps.settings.hitMaxAgeSeconds : "immutable",
     scope: deps.settings.cacheScope,
+    pinned: query.version,
   };
   // A tag the client holds is this version's answer for this key: no lookup needed. "*"
   // asks whether an answer exists: only a hit (answerHit) can say so.
@@ -187,6 +188,8 @@ interface Validators {
   etag: string;
   maxAge: MaxAge;
   scope: CacheScope;
+  /** The version asked for by name (?version=), which the answer then always is. */
+  pinned: string | undefined;
 }
 
 function notModifiedReply(c: Context, { etag, maxAge, scope }: Validators): Response {
@@ -210,14 +213,7 @@ function answerHit(
   recordHit(deps, routed, key, hit, outOfDistribution, started, incoming);
   // The same URL again is answered before the app, while nothing it depends on changes.
   if (incoming?.url && incoming.method === "GET" && !routed.assignment)
-    hot?.remember(incoming.url, {
-      model,
-      // An immutable answer is one of a version asked by name (?version=).
-      pinned: validators.maxAge === "immutable" ? model.version : undefined,
-      key,
-      outOfDistribution,
-      ...validators,
-    });
+    hot?.remember(incoming.url, { model, key, outOfDistribution, ...validators });
   const text = hitReplyText(model, key, hit, outOfDistribution, routed.assignment?.label);
   return plainResponse(
     c,

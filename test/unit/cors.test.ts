@@ -1,0 +1,43 @@
+/** The CORS edge hook on node's request: which headers an answer exposes, by path. */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { describe, expect, it } from "vitest";
+import { readRoutesCors } from "../../src/api/app.ts";
+import { cors } from "../../src/api/cors.ts";
+import { takeHeaders } from "../../src/api/headers.ts";
+
+const hook = cors(readRoutesCors(["*"]));
+
+function exposed(url: string): string | undefined {
+  const incoming = { url, method: "GET", headers: { origin: "https://app.example" } };
+  const answer = hook(incoming as unknown as IncomingMessage, {} as ServerResponse);
+  expect(answer).toBeUndefined();
+  return takeHeaders(incoming as unknown as IncomingMessage)?.["Access-Control-Expose-Headers"];
+}
+
+describe("CORS exposed headers", () => {
+  it("lookups and jobs expose their own headers, not a table's", () => {
+    for (const url of ["/v1/models/m/predict?a=1", "/v1/jobs/j1", "/v1/models?x=/tables"]) {
+      const list = exposed(url);
+      expect(list).toContain("ETag");
+      expect(list).toContain("Retry-After");
+      expect(list).toContain("RateLimit-Remaining");
+      expect(list).not.toContain("Content-Range");
+    }
+  });
+
+  it("table answers add theirs, wherever the /tables segment is in the path", () => {
+    for (const url of [
+      "/v1/models/m/tables",
+      "/v1/models/m/tables/latest",
+      "/v1/models/m/tables?since=x",
+      "/v1/models/tables-eu/tables",
+      "/v1/models/tables/tables/latest",
+    ]) {
+      const list = exposed(url);
+      expect(list).toContain("Content-Range");
+      expect(list).toContain("X-Predcache-Generation");
+      expect(list).toContain("ETag");
+    }
+    expect(exposed("/v1/models/tables-eu/predict")).not.toContain("Content-Range");
+  });
+});
