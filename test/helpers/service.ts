@@ -2,11 +2,15 @@
 import { randomBytes } from "node:crypto";
 import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { inject } from "vitest";
 import { type Listening, listen } from "../../src/api/listen.ts";
+import { Keys } from "../../src/cache/keys.ts";
 import { type Config, loadConfig } from "../../src/config.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
+import { ActiveVersions } from "../../src/model/active.ts";
 import type { ModelRegistry } from "../../src/model/registry.ts";
+import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
 import {
   createLiveWorker,
   createPrecomputeWorker,
@@ -177,4 +181,44 @@ export async function eventually<T>(
     if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
     await new Promise((r) => setTimeout(r, every));
   }
+}
+
+/** A logger at info whose JSON lines are parsed into `lines`, for tests to look at. */
+export function capturedLog(): { log: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  return { log: createLogger("info", "test", sink), lines };
+}
+
+/** Another process's view of a prefix's active versions, as an admin tool would have it. */
+export interface AdminView {
+  redis: Redis;
+  subscriber: Redis;
+  active: ActiveVersions;
+  close(): Promise<void>;
+}
+
+export async function adminView(prefix: string, registry: ModelRegistry): Promise<AdminView> {
+  const redis = createRedis(inject("redisUrl"));
+  const subscriber = createRedis(inject("redisUrl"), { role: "subscriber" });
+  await whenReady(redis);
+  // Its own poll is slow: a switch it sees comes from its own writes or pub/sub.
+  const active = new ActiveVersions(redis, subscriber, new Keys(prefix), registry, {
+    pollMs: 60_000,
+  });
+  await active.start();
+  return {
+    redis,
+    subscriber,
+    active,
+    async close() {
+      active.stop();
+      await Promise.all([redis.quit(), subscriber.quit()]);
+    },
+  };
 }

@@ -6,18 +6,16 @@
  */
 import { rm } from "node:fs/promises";
 import { request } from "node:http";
-import { Writable } from "node:stream";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Listening, listen } from "../../src/api/listen.ts";
-import { Keys } from "../../src/cache/keys.ts";
 import { loadConfig } from "../../src/config.ts";
 import type { Experiment } from "../../src/experiment/experiment.ts";
-import { createLogger } from "../../src/log.ts";
-import { ActiveVersions } from "../../src/model/active.ts";
 import type { ModelRegistry } from "../../src/model/registry.ts";
-import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
 import { loadRegistry } from "../../src/service.ts";
 import {
+  type AdminView,
+  adminView,
+  capturedLog,
   eventually,
   getJson,
   modelsDirWithVersions,
@@ -27,10 +25,10 @@ import {
 } from "../helpers/service.ts";
 
 const prefix = uniquePrefix("hot");
-const lines: Record<string, unknown>[] = [];
+let lines: Record<string, unknown>[] = [];
 let modelsDir: string;
 let registry: ModelRegistry;
-let admin: { redis: Redis; subscriber: Redis; active: ActiveVersions };
+let admin: AdminView;
 let v1: string;
 let v2: string;
 
@@ -62,15 +60,9 @@ beforeAll(async () => {
   registry = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
   [v1, v2] = registry.versions("flight-delay").map((v) => v.version) as [string, string];
   const env = { PREDCACHE_PREFIX: prefix, PREDCACHE_MODELS_DIR: modelsDir };
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
-      done();
-    },
-  });
-  main = await counted(
-    await startTestService({ env, registry, log: createLogger("info", "test", sink) }),
-  );
+  const captured = capturedLog();
+  lines = captured.lines;
+  main = await counted(await startTestService({ env, registry, log: captured.log }));
   redisOnly = await counted(
     await startTestService({
       // A named origin: CORS then adds Vary: Origin, which hooks run twice would repeat.
@@ -79,21 +71,12 @@ beforeAll(async () => {
       liveWorker: false,
     }),
   );
-  const redis = createRedis(inject("redisUrl"));
-  const subscriber = createRedis(inject("redisUrl"), { role: "subscriber" });
-  await whenReady(redis);
-  admin = {
-    redis,
-    subscriber,
-    active: new ActiveVersions(redis, subscriber, new Keys(prefix), registry, { pollMs: 60_000 }),
-  };
-  await admin.active.start();
+  admin = await adminView(prefix, registry);
   await admin.active.set("flight-delay", v1);
   await eventually(async () => main.t.service.active.get("flight-delay") === v1 || undefined);
 });
 afterAll(async () => {
-  admin.active.stop();
-  await Promise.all([admin.redis.quit(), admin.subscriber.quit()]);
+  await admin.close();
   for (const { server, t } of [redisOnly, main]) {
     await server.close();
     await t.close();

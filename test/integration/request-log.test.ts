@@ -1,21 +1,19 @@
 /** Request logs: one JSON line per request with id, route facts and timing, and no inputs. */
 import { connect } from "node:net";
-import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLogger } from "../../src/log.ts";
-import { eventually, getJson, startTestService, type TestService } from "../helpers/service.ts";
+import {
+  capturedLog,
+  eventually,
+  getJson,
+  startTestService,
+  type TestService,
+} from "../helpers/service.ts";
 
-const lines: Record<string, unknown>[] = [];
+const { log, lines } = capturedLog();
 let t: TestService;
 
 beforeAll(async () => {
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(line));
-      done();
-    },
-  });
-  t = await startTestService({ log: createLogger("info", "test", sink) });
+  t = await startTestService({ log });
 });
 afterAll(() => t.close());
 

@@ -1,19 +1,19 @@
 import { rm } from "node:fs/promises";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Keys } from "../../src/cache/keys.ts";
 import { loadConfig } from "../../src/config.ts";
 import type { Experiment } from "../../src/experiment/experiment.ts";
 import { ExperimentStore } from "../../src/experiment/store.ts";
 import {
-  ActiveVersions,
   markCollecting,
   rollbackActiveVersion,
   switchActiveVersion,
 } from "../../src/model/active.ts";
 import type { ModelRegistry } from "../../src/model/registry.ts";
-import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
 import { loadRegistry } from "../../src/service.ts";
 import {
+  type AdminView,
+  adminView,
   getJson,
   modelsDirWithVersions,
   startTestService,
@@ -24,7 +24,7 @@ import {
 let modelsDir: string;
 let registry: ModelRegistry;
 let t: TestService;
-let admin: { redis: Redis; subscriber: Redis; active: ActiveVersions };
+let admin: AdminView;
 const prefix = uniquePrefix("versions");
 
 beforeAll(async () => {
@@ -34,20 +34,10 @@ beforeAll(async () => {
     env: { PREDCACHE_PREFIX: prefix, PREDCACHE_MODELS_DIR: modelsDir },
     registry,
   });
-  // Another process's view, as an admin tool would have it.
-  const redis = createRedis(inject("redisUrl"));
-  const subscriber = createRedis(inject("redisUrl"), { role: "subscriber" });
-  await whenReady(redis);
-  admin = {
-    redis,
-    subscriber,
-    active: new ActiveVersions(redis, subscriber, new Keys(prefix), registry, { pollMs: 60_000 }),
-  };
-  await admin.active.start();
+  admin = await adminView(prefix, registry);
 });
 afterAll(async () => {
-  admin.active.stop();
-  await Promise.all([admin.redis.quit(), admin.subscriber.quit()]);
+  await admin.close();
   await t.close();
   await registry.close();
   await rm(modelsDir, { recursive: true });
