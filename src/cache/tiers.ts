@@ -65,7 +65,9 @@ export class Tiers {
         },
       );
       this.inFlight.set(id, read);
-      const forget = () => this.inFlight.delete(id);
+      // Shared until the end of the event-loop turn it completes in: lookups that arrive in
+      // that same turn are as concurrent as those that arrived while it was in flight.
+      const forget = () => setImmediate(() => this.inFlight.delete(id));
       read.then(forget, forget);
     }
     const prediction = await read;
