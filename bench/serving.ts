@@ -1,4 +1,9 @@
-import { createServer, type Server as HttpServer } from "node:http";
+import {
+  createServer,
+  type Server as HttpServer,
+  get as httpGet,
+  type IncomingHttpHeaders,
+} from "node:http";
 import type { AddressInfo } from "node:net";
 import { arch, availableParallelism, cpus, platform } from "node:os";
 import { performance } from "node:perf_hooks";
@@ -146,23 +151,37 @@ interface Reply {
 
 const NODE_HEADERS = new Set(["date", "connection", "keep-alive", "content-length"]);
 
-async function get(url: string): Promise<Reply> {
-  const response = await fetch(url);
-  const text = await response.text();
-  return {
-    status: response.status,
-    text,
-    source: sourceOf(text),
-    etag: response.headers.get("etag") ?? "",
-    headers: ownHeaders(response.headers),
-  };
+/**
+ * One GET on a connection of its own: these checks come between long steps, and a kept-alive
+ * connection the server has just timed out may be reset under a request sent on it.
+ */
+function get(url: string): Promise<Reply> {
+  return new Promise((done, fail) => {
+    const request = httpGet(url, { agent: false }, (response) => {
+      let text = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => {
+        text += chunk;
+      });
+      response.on("end", () =>
+        done({
+          status: response.statusCode ?? 0,
+          text,
+          source: sourceOf(text),
+          etag: String(response.headers.etag ?? ""),
+          headers: ownHeaders(response.headers),
+        }),
+      );
+    });
+    request.on("error", fail);
+  });
 }
 
-function ownHeaders(headers: Headers): Record<string, string> {
+function ownHeaders(headers: IncomingHttpHeaders): Record<string, string> {
   const own: Record<string, string> = {};
-  headers.forEach((value, name) => {
-    if (!NODE_HEADERS.has(name)) own[name] = value;
-  });
+  for (const [name, value] of Object.entries(headers))
+    if (value !== undefined && !NODE_HEADERS.has(name))
+      own[name] = Array.isArray(value) ? value.join(", ") : value;
   return own;
 }
 
