@@ -104,8 +104,13 @@ const PLAIN_HOST = /^[a-z0-9._-]+(?::(?:[1-5]\d{3,4}|[6-9]\d{3}))?$/;
 const PLAIN_TARGET = /^\/[!$&-;=?-[\]_a-z~]*$/;
 const DOT_SEGMENT = /\/\.\.?(?:[/?]|$)/;
 
+/** A Host the adapter takes as it is (test/unit/plain-request.test.ts holds it to that). */
+export function isPlainHost(host: string | undefined): boolean {
+  return host !== undefined && PLAIN_HOST.test(host);
+}
+
 /** A target as the adapter takes it (checked once, when a URL is remembered). */
-function isPlainTarget(url: string): boolean {
+export function isPlainTarget(url: string): boolean {
   return PLAIN_TARGET.test(url) && !DOT_SEGMENT.test(url);
 }
 
@@ -231,8 +236,7 @@ export class HotLookups {
     if (url === undefined || url.length > URL_MAX) return;
     const entry = this.entries.get(url);
     if (!entry) return;
-    const host = incoming.headers.host;
-    if (host === undefined || !PLAIN_HOST.test(host)) return;
+    if (!isPlainHost(incoming.headers.host)) return;
     const { name } = entry.model;
     // Another version served now (promoted, reloaded, rolled back): the app answers, and
     // the URL is remembered again with it (the old version is not kept alive here).
