@@ -95,9 +95,10 @@ export class PredictionStore {
   };
 
   /**
-   * HGET written now, not at the end of the turn as auto-pipelining would: measured on a
-   * hot key served from Redis (bench:serving), every request waiting on one read while
-   * Redis idled until the turn's end cost ~4% of req/s. Same connection, same timeout.
+   * HGET written now, not at the end of the turn as auto-pipelining would. On a hot key
+   * served from Redis every waiting request shares one read: Redis idling until the turn's
+   * end cost 1–6% of req/s (paired runs, bench:serving's load). Same connection, same
+   * timeout (sendCommand applies it).
    */
   private readNow(bucket: string, key: string): Promise<Buffer | null> {
     this.sentThisTurn = true;
