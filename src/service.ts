@@ -290,13 +290,38 @@ export async function createLiveWorker(
     inferenceThreads: config.onnxThreads,
   });
   await worker.worker.waitUntilReady();
+  // The active versions' inference threads are warm before the first miss, and so is each
+  // version made active later (a promote, a rollback), as soon as this process learns of it.
+  const subscriber = createRedis(redisUrl, { role: "subscriber" });
+  const active = new ActiveVersions(redis, subscriber, new Keys(config.prefix), registry);
+  const warm = async (name: string, version: string) => {
+    const model = await registry.resolve(name, version).catch(() => undefined);
+    if (model) await worker.warm([model]);
+  };
+  let starting: Promise<void>[] | undefined = [];
+  const stopWarming = active.onChange((name, version) => {
+    const warming = warm(name, version);
+    starting?.push(warming);
+  });
+  try {
+    await active.start();
+    await Promise.all(starting);
+    starting = undefined;
+  } catch (error) {
+    active.stop();
+    await worker.close();
+    await Promise.allSettled([redis, blocking, subscriber].map(closeRedis));
+    throw error;
+  }
   const unwatch = [redis, blocking].map((r) => processMetrics().watchRedis(r));
   return {
     worker,
     async close() {
       for (const stop of unwatch) stop();
+      stopWarming();
+      active.stop();
       await worker.close();
-      await Promise.allSettled([closeRedis(redis), closeRedis(blocking)]);
+      await Promise.allSettled([closeRedis(redis), closeRedis(blocking), closeRedis(subscriber)]);
     },
   };
 }

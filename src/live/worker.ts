@@ -63,6 +63,8 @@ function keyedByOlderApi(key: string, canonical: string): boolean {
   );
 }
 
+const idOf = (model: ModelVersion) => `${model.name}@${model.version}`;
+
 export class LiveWorker {
   readonly worker: Worker<LiveJob, LiveResult>;
   private readonly batchers = new Map<string, MicroBatcher<Row, Prediction>>();
@@ -161,7 +163,7 @@ export class LiveWorker {
   }
 
   private batcherFor(model: ModelVersion): MicroBatcher<Row, Prediction> {
-    const id = `${model.name}@${model.version}`;
+    const id = idOf(model);
     let batcher = this.batchers.get(id);
     if (!batcher) {
       batcher = new MicroBatcher<Row, Prediction>(async (rows) => {
@@ -198,7 +200,22 @@ export class LiveWorker {
    * Counted on the registry's runtime either way: its stats are the version's inferences.
    */
   private async infer(model: ModelVersion, rows: number[][]): Promise<Prediction[]> {
-    const id = `${model.name}@${model.version}`;
+    const thread = await this.threadOf(model);
+    const runtime = await this.registry.runtime(model);
+    if (!thread || thread.failed) {
+      // A dead thread is replaced on the next batch; this one runs in process.
+      if (thread?.failed) this.threads.delete(idOf(model));
+      return runtime.run(rows);
+    }
+    const predictions = await thread.run(rows);
+    runtime.stats.runs++;
+    runtime.stats.rows += rows.length;
+    return predictions;
+  }
+
+  /** The version's inference thread, started on first use (undefined: infer in process). */
+  private threadOf(model: ModelVersion): Promise<InferenceThread | undefined> {
+    const id = idOf(model);
     let starting = this.threads.get(id);
     if (!starting) {
       starting = InferenceThread.start(model, {
@@ -206,17 +223,35 @@ export class LiveWorker {
       }).catch(() => undefined);
       this.threads.set(id, starting);
     }
-    const thread = await starting;
-    const runtime = await this.registry.runtime(model);
-    if (!thread || thread.failed) {
-      // A dead thread is replaced on the next batch; this one runs in process.
-      if (thread?.failed) this.threads.delete(id);
-      return runtime.run(rows);
-    }
-    const predictions = await thread.run(rows);
-    runtime.stats.runs++;
-    runtime.stats.rows += rows.length;
-    return predictions;
+    return starting;
+  }
+
+  /**
+   * Starts the versions' inference threads and runs one row through each, before any miss
+   * needs them: otherwise the first miss of a version waits for the thread, its session
+   * and onnxruntime's first run (~0.2 s for the demo model, most of the default wait) and
+   * gets a 202. Not counted as inferences; a version that fails here is left to its misses.
+   */
+  async warm(models: readonly ModelVersion[]): Promise<void> {
+    await Promise.all(
+      models.map(async (model) => {
+        const thread = await this.threadOf(model);
+        if (!thread) return;
+        try {
+          await thread.run([model.manifest.encoding.features.map(() => 0)]);
+          this.warmed.add(idOf(model));
+        } catch {
+          // Left to its misses, which start a thread again or infer in process.
+        }
+      }),
+    );
+  }
+
+  private readonly warmed = new Set<string>();
+
+  /** The versions ("model@version") whose threads have been warmed. */
+  warmedVersions(): string[] {
+    return [...this.warmed];
   }
 
   /** Stops taking jobs; batches running get `graceMs` (then they are left to be retried). */

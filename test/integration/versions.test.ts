@@ -14,6 +14,7 @@ import { loadRegistry } from "../../src/service.ts";
 import {
   type AdminView,
   adminView,
+  eventually,
   getJson,
   modelsDirWithVersions,
   startTestService,
@@ -81,6 +82,20 @@ describe("active version", () => {
     expect(fromV2.body.version).toBe(v2);
     expect(["memory", "redis"]).toContain(fromV2.body.source);
     expect(fromV2.body.prediction).not.toEqual(before.body.prediction);
+    await admin.active.set("flight-delay", v1);
+  });
+
+  it("has the live worker's inference thread of the active version warm from the start, and of each version made active", async () => {
+    const [v1, v2] = registry.versions("flight-delay").map((v) => v.version) as [string, string];
+    const live = t.live?.worker;
+    if (!live) throw new Error("no live worker");
+    const active = admin.active.get("flight-delay");
+    expect(live.warmedVersions()).toContain(`flight-delay@${active}`);
+    const other = active === v1 ? v2 : v1;
+    await admin.active.set("flight-delay", other);
+    await eventually(async () =>
+      live.warmedVersions().includes(`flight-delay@${other}`) ? true : undefined,
+    );
     await admin.active.set("flight-delay", v1);
   });
 
