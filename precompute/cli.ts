@@ -181,13 +181,16 @@ program
   .command("precompute <model>")
   .description("start a precompute run")
   .requiredOption("--source <source>", "seed:<file> | grid:<json axes> | traffic[:K]")
-  .option("--top <K>", "traffic: the K most asked inputs")
+  .option("--top <K>", "traffic: the K most asked inputs the version does not hold yet")
   .option("--limit <N>", "seed: only the first N rows")
   .option("--grid-max <N>", "grid: the most inputs it may have (default 1000000)")
   .option("--version <id>", "target model version (default: the active one)")
   .option("--chunk-size <N>", "inputs per chunk job")
   .option("--promote", "make the target version active once every chunk succeeded")
-  .option("--warm <K>", "first precompute the old version's K most asked inputs")
+  .option(
+    "--warm <K>",
+    "first precompute the old version's K most asked inputs (those the new one lacks)",
+  )
   .option("--watch", "follow the run to its end (exit 1 unless it completes)")
   .action(async (model: string, o: Record<string, string | boolean | undefined>) => {
     const api = client();

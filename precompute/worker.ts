@@ -214,6 +214,7 @@ export class PrecomputeWorker {
       keys: this.keys,
       registry: this.registry,
       target,
+      store: this.store,
     };
     // Observed inputs were asked of another version: those this one refuses (its ranges
     // or vocabulary differ) are left out and counted, not a reason to fail the run.

@@ -1,6 +1,7 @@
 /** Opens a run's input source as a stream of raw inputs. */
 import { basename } from "node:path";
 import type { Keys } from "../../src/cache/keys.ts";
+import type { PredictionStore } from "../../src/cache/store.ts";
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import type { Redis } from "../../src/redis/connection.ts";
 import type { SourceSpec } from "../spec.ts";
@@ -16,6 +17,8 @@ export interface SourceContext {
   registry: ModelRegistry;
   /** The version being precomputed. */
   target: ModelVersion;
+  /** Where its entries are (the traffic source passes over those it holds). */
+  store: PredictionStore;
 }
 
 export function openSource(
@@ -34,7 +37,14 @@ export function openSource(
       const observed = ctx.registry.versions(ctx.target.name).find((v) => v.encoder.hash === hash);
       if (!observed)
         throw new Error(`no loaded version of ${ctx.target.name} has encoding ${hash}`);
-      return trafficInputs(ctx.redis, ctx.keys, ctx.target.name, observed.encoder, spec.top);
+      return trafficInputs({
+        redis: ctx.redis,
+        keys: ctx.keys,
+        observed: observed.encoder,
+        target: ctx.target,
+        store: ctx.store,
+        top: spec.top,
+      });
     }
   }
 }
@@ -52,6 +62,6 @@ export function describeSource(spec: SourceSpec): string {
     case "inline":
       return `${spec.inputs.length} uploaded inputs`;
     case "traffic":
-      return `top ${spec.top} observed inputs`;
+      return `${spec.top} most asked inputs not yet precomputed`;
   }
 }

@@ -656,6 +656,51 @@ describe("precompute run", () => {
     }
   });
 
+  it("passes over observed inputs the version already holds: traffic:K brings K new ones", async () => {
+    const p = await setup("trafficnew");
+    try {
+      const hot = [
+        { origin: "LAX", destination: "SFO", hour: 17, dayOfWeek: 5 },
+        { origin: "ORD", destination: "LGA", hour: 8, dayOfWeek: 1 },
+      ];
+      const missed = [
+        { origin: "ATL", destination: "BOS", hour: 10, dayOfWeek: 3 },
+        { origin: "ATL", destination: "SEA", hour: 11, dayOfWeek: 3 },
+      ];
+      const keyOf = (input: Record<string, unknown>) => {
+        const e = model.encoder.encode(input);
+        if (!e.ok) throw new Error("invalid");
+        return e.value.key;
+      };
+      const first = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "inline", inputs: hot },
+      });
+      expect(await p.precompute.waitUntilDone(first.runId, 60_000)).toMatchObject({
+        state: "completed",
+        written: 2,
+      });
+      // Hits are sampled at a weight: the stored inputs outrank the misses.
+      const set = p.keys.traffic("flight-delay", model.encoder.hash);
+      for (const input of hot) await redis.zincrby(set, 100, keyOf(input));
+      for (const [i, input] of missed.entries()) await redis.zincrby(set, 2 - i, keyOf(input));
+
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "traffic", top: 2 },
+      });
+      expect(await p.precompute.waitUntilDone(runId, 60_000)).toMatchObject({
+        state: "completed",
+        written: 2,
+        skipped: 0,
+      });
+      const stored = await snapshotVersion(redis, p.prefix, "flight-delay", model.version);
+      for (const input of [...hot, ...missed]) expect(stored.has(keyOf(input))).toBe(true);
+    } finally {
+      await p.close();
+    }
+  });
+
   it("warms a new version with the old version's most asked inputs before promoting it, leaving out those it refuses", async () => {
     const { two, prefix, keys, worker, precompute } = await twoVersions("warm");
     try {
