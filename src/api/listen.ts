@@ -22,17 +22,47 @@ const QUIET_SWEEPS = 3;
 type HttpSocket = Socket & { _httpMessage?: ServerResponse | null };
 
 /** node:http's server for an app, its front (./edge.ts) first if it has one; not listening. */
-export function nodeServer(app: Hono, hostname?: string): Server {
+export function nodeServer(app: Hono, hostname?: string, log?: Logger): Server {
   const front = frontOf(app);
   // The front is node's listener; what it does not answer it hands to Hono's.
-  const withFront = front && {
-    createServer: ((options: object, listener: NodeListener) =>
-      createServer(options, (incoming, outgoing) =>
-        front(incoming, outgoing, listener),
-      )) as unknown as typeof createServer,
-  };
+  const serve = (listener: NodeListener): NodeListener =>
+    front ? (incoming, outgoing) => front(incoming, outgoing, listener) : listener;
   const named = hostname === undefined ? {} : { hostname };
-  return createAdaptorServer({ fetch: app.fetch, ...named, ...withFront }) as Server;
+  return createAdaptorServer({
+    fetch: app.fetch,
+    ...named,
+    // node answers an HTTP/1.1 request without Host with a bare 400; refused here, it
+    // gets a JSON error like every other refusal.
+    serverOptions: { requireHostHeader: false },
+    createServer: ((options: object, listener: NodeListener) => {
+      const next = serve(listener);
+      return createServer(options, (incoming, outgoing) => {
+        if (incoming.httpVersion === "1.1" && incoming.headers.host === undefined)
+          refuse(outgoing, 400, "bad_request", "an HTTP/1.1 request needs a Host header", log);
+        else next(incoming, outgoing);
+      });
+    }) as unknown as typeof createServer,
+  }) as Server;
+}
+
+/** A refusal made before the app sees the request: logged and counted as the app's are. */
+function refuse(
+  outgoing: ServerResponse,
+  status: number,
+  code: string,
+  message: string,
+  log: Logger | undefined,
+): void {
+  log?.info({ status, reason: message }, "request refused by node:http");
+  processMetrics().countHttp("other", status);
+  const body = JSON.stringify({ error: { code, message } });
+  outgoing.shouldKeepAlive = false;
+  outgoing.writeHead(status, {
+    "Content-Type": "application/json",
+    "Content-Length": Buffer.byteLength(body),
+    "Cache-Control": "no-store",
+  });
+  outgoing.end(body);
 }
 
 export function listen(
@@ -59,7 +89,7 @@ export function listen(
         else connections.set(socket, idle ? quiet + 1 : 0);
       }
     };
-    const server = nodeServer(app, host);
+    const server = nodeServer(app, host, log);
     server.listen(port, host, () => {
       const info = server.address() as AddressInfo;
       const shownHost = host.includes(":") ? `[${host}]` : host;

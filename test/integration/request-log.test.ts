@@ -116,4 +116,34 @@ describe("request logs", () => {
     expect(line).toMatchObject({ status: 400 });
     socket.destroy();
   });
+
+  it("refuses an HTTP/1.1 request without Host with a JSON 400, logged; HTTP/1.0 needs none", async () => {
+    const { port } = new URL(t.url);
+    const exchange = (request: string) =>
+      new Promise<string>((done, fail) => {
+        const socket = connect(Number(port), "127.0.0.1");
+        let reply = "";
+        socket.setEncoding("utf8");
+        socket.on("data", (chunk: string) => {
+          reply += chunk;
+        });
+        socket.on("end", () => done(reply));
+        socket.on("error", fail);
+        socket.write(request);
+      });
+    const refused = await exchange("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    expect(refused).toMatch(/^HTTP\/1\.1 400 /);
+    expect(refused).toMatch(/content-type: application\/json/i);
+    expect(JSON.parse(refused.slice(refused.indexOf("\r\n\r\n") + 4))).toEqual({
+      error: { code: "bad_request", message: "an HTTP/1.1 request needs a Host header" },
+    });
+    expect(
+      await eventually(async () =>
+        lines.find(
+          (l) => l.msg === "request refused by node:http" && /Host/.test(String(l.reason)),
+        ),
+      ),
+    ).toMatchObject({ status: 400 });
+    expect(await exchange("GET /healthz HTTP/1.0\r\n\r\n")).toMatch(/^HTTP\/1\.1 200 /);
+  });
 });
