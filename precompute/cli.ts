@@ -448,22 +448,31 @@ program
   .description(
     "delete versions retention no longer keeps (never the active one or the rollback target)",
   )
-  .action(async (model: string) => {
+  .option("--dry-run", "only say what would be deleted")
+  .action(async (model: string, o: { dryRun?: boolean }) => {
     const r = await client().request<{
+      dryRun: boolean;
       kept: string[];
       collected: { version: string; keysDeleted: number; tablesDeleted: number }[];
       bytesFreedOnDisk: number;
       olderTablesDeleted: number;
       runKeyListsDeleted: number;
-    }>("POST", `/admin/v1/models/${encodeURIComponent(model)}/gc`);
+    }>(
+      "POST",
+      `/admin/v1/models/${encodeURIComponent(model)}/gc`,
+      o.dryRun ? { dryRun: true } : undefined,
+    );
+    const would = r.dryRun ? "would be " : "";
     print(r, () =>
       [
+        ...(r.dryRun ? ["dry run: nothing deleted"] : []),
         `kept ${r.kept.join(", ")}`,
         ...r.collected.map(
-          (c) => `collected ${c.version}: ${c.keysDeleted} Redis keys, ${c.tablesDeleted} tables`,
+          (c) =>
+            `${r.dryRun ? "would collect" : "collected"} ${c.version}: ${c.keysDeleted} Redis keys, ${c.tablesDeleted} tables`,
         ),
-        `older tables deleted ${r.olderTablesDeleted}; ${r.bytesFreedOnDisk} bytes freed on disk`,
-        `key lists of ended runs deleted ${r.runKeyListsDeleted}`,
+        `older tables ${would}deleted ${r.olderTablesDeleted}; ${r.bytesFreedOnDisk} bytes ${would}freed on disk`,
+        ...(r.dryRun ? [] : [`key lists of ended runs deleted ${r.runKeyListsDeleted}`]),
       ].join("\n"),
     );
   });

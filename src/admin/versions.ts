@@ -153,6 +153,8 @@ export async function rollback(
 
 export interface GcReport {
   model: string;
+  /** Nothing was deleted: the report says what a gc would delete now. */
+  dryRun: boolean;
   kept: string[];
   collected: { version: string; keysDeleted: number; tablesDeleted: number; tableBytes: number }[];
   /** Older tables of kept versions (the two newest of each stay, for deltas). */
@@ -166,8 +168,19 @@ export interface GcReport {
 const RUNS_LOOKED_AT = 500;
 const ENDED_RUN = new Set(["completed", "failed", "cancelled"]);
 
+export interface GcOptions {
+  /** Only report what would be deleted (keys counted, nothing deleted or marked). */
+  dryRun?: boolean;
+  /** Keys per command. */
+  batch?: number;
+}
+
 /** Deletes the versions retention does not keep, in batches of `batch` keys per command. */
-export async function collectGarbage(deps: Deps, model: string, batch = 500): Promise<GcReport> {
+export async function collectGarbage(
+  deps: Deps,
+  model: string,
+  { dryRun = false, batch = 500 }: GcOptions = {},
+): Promise<GcReport> {
   const versions = await listVersions(deps, model);
   const keep = new Set<string>();
   for (const v of versions) if (v.active || v.rollbackTarget) keep.add(v.version);
@@ -184,12 +197,15 @@ export async function collectGarbage(deps: Deps, model: string, batch = 500): Pr
     if (run.model === model && !ENDED_RUN.has(run.state)) keep.add(run.version);
   // Lists of chunk keys ended runs left (a run deletes its own as it ends; one marked so
   // costs a field read), at once: auto-pipelined.
-  const dropped = await Promise.all(
-    recent.filter((run) => ENDED_RUN.has(run.state)).map((run) => runs.dropChunkKeys(run.id)),
-  );
+  const dropped = dryRun
+    ? []
+    : await Promise.all(
+        recent.filter((run) => ENDED_RUN.has(run.state)).map((run) => runs.dropChunkKeys(run.id)),
+      );
   const runKeyListsDeleted = dropped.reduce((sum, n) => sum + n, 0);
   const report: GcReport = {
     model,
+    dryRun,
     kept: [...keep],
     collected: [],
     olderTablesDeleted: 0,
@@ -199,13 +215,27 @@ export async function collectGarbage(deps: Deps, model: string, batch = 500): Pr
   for (const v of versions) {
     if (keep.has(v.version)) {
       for (const old of v.tables.slice(2)) {
-        await deps.tables.remove(model, old.generation);
+        if (!dryRun) await deps.tables.remove(model, old.generation);
         report.olderTablesDeleted++;
         report.bytesFreedOnDisk += old.bytes;
       }
       continue;
     }
     const k = deps.admin.keys;
+    if (dryRun) {
+      let keysDeleted = 0;
+      for await (const keys of scanKeys(deps.redis, k.bucketPattern(model, v.version), batch))
+        keysDeleted += keys.length;
+      const tableBytes = v.tables.reduce((sum, t) => sum + t.bytes, 0);
+      report.collected.push({
+        version: v.version,
+        keysDeleted,
+        tablesDeleted: v.tables.length,
+        tableBytes,
+      });
+      report.bytesFreedOnDisk += tableBytes;
+      continue;
+    }
     const mark = await markCollecting(deps.redis, k, model, v.version);
     // Promoted (or rolled back to) since gc chose it: kept after all.
     if (!mark) {

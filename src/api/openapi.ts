@@ -488,6 +488,7 @@ function components(): Record<string, Schema> {
     }),
     GcReport: obj({
       model: str(),
+      dryRun: bool,
       kept: arr(str()),
       collected: arr(
         obj({ version: str(), keysDeleted: int(), tablesDeleted: int(), tableBytes: int() }),
@@ -956,26 +957,36 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
     admin({
       summary: "Make a version active",
       parameters: [model, param("version", "path", str(), "a loaded version")],
-      responses: { 200: reply("the switch", ref("Switched")), ...errors(404, 409) },
+      responses: { 200: reply("the switch", ref("Switched")), ...errors(400, 404, 409) },
     }),
   );
   add(
     paths,
     `${base}/models/{model}/rollback`,
     "post",
-    modelOp("Back to the previous active version", "Switched", [404, 409]),
+    modelOp("Back to the previous active version", "Switched", [400, 404, 409]),
   );
   add(
     paths,
     `${base}/models/{model}/reload`,
     "post",
-    modelOp("Load version folders dropped into the models folder", "Reloaded", [404]),
+    modelOp("Load version folders dropped into the models folder", "Reloaded", [400, 404]),
   );
   add(
     paths,
     `${base}/models/{model}/gc`,
     "post",
-    modelOp("Delete the versions retention does not keep", "GcReport", [404]),
+    admin({
+      summary: "Delete the versions retention does not keep",
+      description:
+        "With `dryRun: true`, nothing is deleted: the report says what a gc would delete now.",
+      parameters: [model],
+      body: {
+        schema: obj({ dryRun: bool }, ["dryRun"], { additionalProperties: false }),
+        required: false,
+      },
+      responses: { 200: reply("the report", ref("GcReport")), ...errors(400, 404) },
+    }),
   );
   const experiments = `${base}/models/{model}/experiments`;
   const experimentId = param("id", "path", str(), "the experiment's id");

@@ -588,6 +588,38 @@ describe("admin API runs and versions", () => {
     );
   });
 
+  it("refuses a body an action does not take, and does nothing", async () => {
+    const before = (await admin("/admin/v1/models/flight-delay/versions")).body.versions;
+    const active = before.find((v: { active: boolean }) => v.active).version;
+    const other = before.find((v: { active: boolean }) => !v.active).version;
+    const refused = [
+      ["/admin/v1/models/flight-delay/rollback", { to: other }],
+      [`/admin/v1/models/flight-delay/versions/${other}/promote`, { x: 1 }],
+      ["/admin/v1/models/flight-delay/gc", { dryRun: "yes" }],
+      ["/admin/v1/models/flight-delay/gc", { dryrun: true }],
+      ["/admin/v1/models/flight-delay/reload", { model: "x" }],
+    ] as const;
+    for (const [path, body] of refused) {
+      const r = await admin(path, { method: "POST", body });
+      expect(r.status, path).toBe(400);
+      expect(r.body.error.code).toBe("bad_request");
+    }
+    const garbage = await fetch(`${t.url}/admin/v1/models/flight-delay/rollback`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${SECRET}`, "content-type": "application/json" },
+      body: "garbage",
+    });
+    expect(garbage.status).toBe(400);
+    expect((await admin("/admin/v1/models/flight-delay/versions")).body.versions).toEqual(before);
+    expect(before.find((v: { active: boolean }) => v.active).version).toBe(active);
+    // An empty object is no fields: taken.
+    const empty = await admin(`/admin/v1/models/flight-delay/versions/${active}/promote`, {
+      method: "POST",
+      body: {},
+    });
+    expect(empty.status).toBe(200);
+  });
+
   it("collects versions retention does not keep, never the active one or the rollback target", async () => {
     const [v1, v2] = versions;
     // The newest loaded version (the one dropped in above), which KEEP_VERSIONS=1 keeps.
@@ -636,7 +668,24 @@ describe("admin API runs and versions", () => {
     } finally {
       await t.service.precompute.runQueue.resume();
     }
+    // A dry run says what gc would delete, and deletes nothing.
+    const dry = await admin("/admin/v1/models/flight-delay/gc", {
+      method: "POST",
+      body: { dryRun: true },
+    });
+    expect(dry.status).toBe(200);
+    expect(dry.body).toMatchObject({ dryRun: true, runKeyListsDeleted: 0 });
+    expect(dry.body.collected).toEqual([
+      expect.objectContaining({ version: v1, tablesDeleted: v1Before.tables.length }),
+    ]);
+    expect(
+      (await admin("/admin/v1/models/flight-delay/versions")).body.versions.find(
+        (v: { version: string }) => v.version === v1,
+      ),
+    ).toMatchObject({ entries: v1Before.entries, tables: v1Before.tables });
     const collected = await admin("/admin/v1/models/flight-delay/gc", { method: "POST" });
+    expect(collected.body.dryRun).toBe(false);
+    expect(collected.body.collected[0]?.keysDeleted).toBe(dry.body.collected[0].keysDeleted);
     expect(collected.body.runKeyListsDeleted).toBe(1);
     // Marked done: the next gc reads one field of that run and deletes nothing.
     expect(

@@ -20,6 +20,7 @@ import { realpath } from "node:fs/promises";
 import { isAbsolute, relative, resolve } from "node:path";
 import type { Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { z } from "zod";
 import { auditActions } from "../../admin/audit.ts";
 import { type AdminEnv, requireAdmin } from "../../admin/auth.ts";
 import type { AdminDeps } from "../../admin/deps.ts";
@@ -59,6 +60,27 @@ async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   if (typeof body !== "object" || body === null || Array.isArray(body))
     throw new PredcacheError("bad_request", "the body must be a JSON object");
   return body as Record<string, unknown>;
+}
+
+/**
+ * The body of an action that takes no fields, or only `fields`: none, `{}`, or a JSON object
+ * of those. Anything else is refused (400) before the action runs: a field it does not
+ * know (a rollback "to" a version, a mistyped option) would otherwise be ignored and the
+ * action done as if it had not been sent.
+ */
+async function actionBody<T extends z.ZodRawShape>(
+  c: Context,
+  fields: T,
+): Promise<z.infer<z.ZodObject<T>>> {
+  const parsed = z.strictObject(fields).safeParse(await jsonBody(c));
+  if (parsed.success) return parsed.data;
+  const issues = parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
+  const known = Object.keys(fields);
+  throw new PredcacheError(
+    "bad_request",
+    `${issues.map((i) => `${i.path || "body"}: ${i.message}`).join("; ")} (this action takes ${known.length ? `only ${known.join(", ")}` : "no fields"})`,
+    { issues },
+  );
 }
 
 /** The route pattern a request matched (e.g. /runs/:id), for the audit log. */
@@ -174,18 +196,21 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
   });
 
   admin.post("/models/:model/versions/:version/promote", async (c) => {
+    await actionBody(c, {});
     const switched = await promote(deps, c.req.param("model"), c.req.param("version"));
     c.set("auditDetail", `${switched.previous ?? "none"} → ${switched.active}`);
     return c.json(switched);
   });
 
   admin.post("/models/:model/rollback", async (c) => {
+    await actionBody(c, {});
     const switched = await rollback(deps, c.req.param("model"));
     c.set("auditDetail", `${switched.previous ?? "none"} → ${switched.active}`);
     return c.json(switched);
   });
 
   admin.post("/models/:model/reload", async (c) => {
+    await actionBody(c, {});
     const model = c.req.param("model");
     const { added, failed } = await deps.registry.reload();
     await deps.admin.announceModels();
@@ -207,9 +232,10 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
     });
   });
 
-  admin.post("/models/:model/gc", async (c) =>
-    c.json(await collectGarbage(deps, c.req.param("model"))),
-  );
+  admin.post("/models/:model/gc", async (c) => {
+    const { dryRun } = await actionBody(c, { dryRun: z.boolean().optional() });
+    return c.json(await collectGarbage(deps, c.req.param("model"), { dryRun: dryRun === true }));
+  });
 
   admin.get("/models/:model/experiments", async (c) => {
     const model = c.req.param("model");
