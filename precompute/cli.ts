@@ -172,7 +172,7 @@ async function watch(api: AdminClient, runId: string): Promise<void> {
   print(
     status,
     () =>
-      `run ${status.id} ${status.state}${status.error ? `: ${status.error}` : ""} (${status.written} written, ${status.skipped} already present${status.observedRefused ? `, ${status.observedRefused} observed inputs refused by this version` : ""}${status.table ? `, table ${status.table}` : ""}${status.promotedFrom !== null ? `, promoted over ${status.promotedFrom || "none"}` : ""})`,
+      `run ${status.id} ${status.state}${status.error ? `: ${status.error}` : ""} (${status.written} written, ${status.skipped} already present${status.observedRefused ? `, ${status.observedRefused} observed inputs refused by this version` : ""}${status.table ? `, table ${status.table}` : ""}${status.promotedFrom !== null ? `, promoted over ${status.promotedFrom || "none"}` : ""}${status.promoteSkipped ? `; ${status.promoteSkipped}` : ""})`,
   );
   if (status.state !== "completed") process.exitCode = 1;
 }

@@ -8,6 +8,7 @@ import { stat } from "node:fs/promises";
 import type { Queue } from "bullmq";
 import type { Keys } from "../src/cache/keys.ts";
 import { PredcacheError } from "../src/errors.ts";
+import { switchCount } from "../src/model/active.ts";
 import { canonicalJson } from "../src/model/canonical-json.ts";
 import type { ModelRegistry } from "../src/model/registry.ts";
 import type { Redis } from "../src/redis/connection.ts";
@@ -167,6 +168,9 @@ export class Precompute {
       source: spec.source,
       chunkSize: spec.chunkSize,
       promote: spec.promote,
+      ...(spec.promote
+        ? { promoteIfSwitches: await switchCount(this.redis, this.keys, spec.model) }
+        : {}),
       step: "plan",
       ...(spec.warmFromTraffic && activeModel
         ? { warm: { top: spec.warmFromTraffic, encodingHash: activeModel.encoder.hash } }

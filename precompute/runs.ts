@@ -47,6 +47,8 @@ export interface RunStatus {
   table: string | null;
   /** Set once a run with promote made its version active: the version it replaced ("" none). */
   promotedFrom: string | null;
+  /** Why a run with promote did not promote (another version was made active meanwhile). */
+  promoteSkipped: string | null;
 }
 
 export interface NewRun {
@@ -129,6 +131,7 @@ export class RunStore {
       error: meta.error ?? null,
       table: meta.table ?? null,
       promotedFrom: meta.promotedFrom ?? null,
+      promoteSkipped: meta.promoteSkipped ?? null,
     };
   }
 

@@ -66,6 +66,13 @@ export const runJobSchema = z.object({
   source: sourceSchema,
   chunkSize: z.number().int().positive(),
   promote: z.boolean(),
+  /**
+   * With promote: how many times the model's active version had been switched when the
+   * run was asked for. The run promotes only if no switch happened since: a promote,
+   * rollback or experiment stop made meanwhile is not undone. Absent in runs queued by
+   * older releases (they promote whatever happened).
+   */
+  promoteIfSwitches: z.string().optional(),
   warm: z.object({ top: z.number().int().positive(), encodingHash: z.string() }).optional(),
   /** Step-job state: planning adds the chunks, finishing runs once they all succeeded. */
   step: z.enum(["plan", "finish"]),

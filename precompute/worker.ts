@@ -12,7 +12,7 @@ import { AuditLog } from "../src/admin/audit.ts";
 import type { Keys } from "../src/cache/keys.ts";
 import type { PredictionStore } from "../src/cache/store.ts";
 import { type Logger, repeatedErrors } from "../src/log.ts";
-import { switchActiveVersion } from "../src/model/active.ts";
+import { ActiveMovedError, switchActiveVersion } from "../src/model/active.ts";
 import type { Prediction } from "../src/model/decoding.ts";
 import { InferenceThread } from "../src/model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
@@ -338,8 +338,24 @@ export class PrecomputeWorker {
     let previous = promotedFrom ?? null;
     if (await this.ended(run.runId)) return { ended: true };
     if (run.promote && previous === null) {
-      previous =
-        (await switchActiveVersion(this.redis, this.keys, target.name, target.version)) ?? "";
+      try {
+        previous =
+          (await switchActiveVersion(
+            this.redis,
+            this.keys,
+            target.name,
+            target.version,
+            run.promoteIfSwitches,
+          )) ?? "";
+      } catch (error) {
+        if (!(error instanceof ActiveMovedError)) throw error;
+        // Promoted or rolled back by someone while the run went: theirs stands.
+        const reason = `not promoted: the active version was switched while the run went (now ${error.active || "none"}), and that switch stands`;
+        await this.runs.set(run.runId, { promoteSkipped: reason });
+        this.log.warn({ run: run.runId, model: target.name, version: target.version }, reason);
+        await this.runs.transition(run.runId, "completed");
+        return { promoted: false };
+      }
       await this.runs.set(run.runId, { promotedFrom: previous });
       // A switch like an operator's promote: audited, under the run that made it.
       await new AuditLog(this.redis, this.keys, this.log).record({

@@ -449,6 +449,12 @@ function components(): Record<string, Schema> {
               "set once a run with promote made its version active: the version it replaced (empty: none)",
           }),
         ),
+        promoteSkipped: orNull(
+          str({
+            description:
+              "why a run with promote did not promote: another version was made active while it ran (that switch stands)",
+          }),
+        ),
       },
       [],
     ),

@@ -5,6 +5,7 @@
  *
  *   <p>:{m:<model>}:active          string  active version id
  *   <p>:{m:<model>}:history         list    previously active versions, newest first
+ *   <p>:{m:<model>}:switches        string  how many times the active version was switched
  *   <p>:active-changed              channel model name, published on every switch
  *   <p>:e:<model>:<version>:<enc>:<bucket>   hash  canonical key → msgpack prediction
  *   <p>:{m:<model>}:traffic:<enc>   zset    canonical key → how often it was asked
@@ -34,6 +35,11 @@ export class Keys {
 
   history(model: string): string {
     return `${this.prefix}:{m:${model}}:history`;
+  }
+
+  /** Counts every switch of the active version (promote, rollback, experiment stop). */
+  switches(model: string): string {
+    return `${this.prefix}:{m:${model}}:switches`;
   }
 
   /** Published with the model name when a table is published. */

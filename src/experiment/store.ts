@@ -31,7 +31,8 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1`;
 
-// KEYS: running id, records, active, history, the gc mark of the version to make active.
+// KEYS: running id, records, active, history, the gc mark of the version to make active,
+// the switch count.
 // ARGV: id, record JSON, channel, model, version to make active ('' to leave the
 // pointer), history cap.
 const STOP = `
@@ -39,6 +40,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
 if ARGV[5] ~= '' then
   local previous = redis.call('GET', KEYS[3])
+  redis.call('INCR', KEYS[6])
   redis.call('SET', KEYS[3], ARGV[5])
   if previous and previous ~= ARGV[5] then
     redis.call('LPUSH', KEYS[4], previous)
@@ -95,6 +97,7 @@ export class ExperimentStore {
         this.keys.active(model),
         this.keys.history(model),
         this.keys.collecting(model, activate ?? ""),
+        this.keys.switches(model),
       ],
       [activate ?? "", HISTORY_CAP],
     );

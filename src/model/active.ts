@@ -91,12 +91,23 @@ export class ActiveVersions {
 /** The reply of a switch refused because gc is deleting the version. */
 export const COLLECTING = "COLLECTING";
 
-// Pointer, history and announcement change together: a crash between them cannot lose
-// the rollback target. A version gc is deleting is not switched to. KEYS: active,
-// history, the version's gc mark. ARGV: version, channel, model, history cap.
+/**
+ * The reply of a switch refused because the active version was switched since a count was
+ * read (not "MOVED": a Redis Cluster client takes an error starting so for a redirection).
+ */
+export const ACTIVE_CHANGED = "ACTIVE_CHANGED";
+
+// Pointer, history, switch count and announcement change together: a crash between them
+// cannot lose the rollback target. A version gc is deleting is not switched to. KEYS:
+// active, history, the version's gc mark, switch count. ARGV: version, channel, model,
+// history cap[, the switch count expected: any switch since refuses this one].
 const SWITCH = `
 if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('${COLLECTING}') end
 local previous = redis.call('GET', KEYS[1])
+if ARGV[5] and (redis.call('GET', KEYS[4]) or '0') ~= ARGV[5] then
+  return redis.error_reply('${ACTIVE_CHANGED} ' .. (previous or ''))
+end
+redis.call('INCR', KEYS[4])
 redis.call('SET', KEYS[1], ARGV[1])
 if previous and previous ~= ARGV[1] then
   redis.call('LPUSH', KEYS[2], previous)
@@ -106,12 +117,13 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return previous`;
 
 // Back to the newest history entry, which is taken off the history (a second rollback
-// goes one further back). KEYS: active, history, the target's gc mark. ARGV: expected
-// target (guards a race), channel, model.
+// goes one further back). KEYS: active, history, the target's gc mark, switch count.
+// ARGV: expected target (guards a race), channel, model.
 const ROLLBACK = `
 if redis.call('EXISTS', KEYS[3]) == 1 then return redis.error_reply('${COLLECTING}') end
 local target = redis.call('LINDEX', KEYS[2], 0)
 if not target or target ~= ARGV[1] then return false end
+redis.call('INCR', KEYS[4])
 redis.call('LPOP', KEYS[2])
 local previous = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], target)
@@ -201,29 +213,54 @@ function collectingConflict(error: Error): never {
   throw error;
 }
 
+/** A switch made only if none happened since a count was read found one had. */
+export class ActiveMovedError extends Error {
+  constructor(
+    /** The version active now ("" none). */
+    readonly active: string,
+  ) {
+    super(`the active version was switched meanwhile (now ${active || "none"})`);
+    this.name = "ActiveMovedError";
+  }
+}
+
+/** How many times the model's active version has been switched ("0" never). */
+export async function switchCount(redis: Redis, keys: Keys, model: string): Promise<string> {
+  return (await redis.get(keys.switches(model))) ?? "0";
+}
+
 /**
  * The pointer switch: the old version goes on the history (for rollback) and every
- * process is told. Usable without an ActiveVersions (workers, admin tools).
+ * process is told. Usable without an ActiveVersions (workers, admin tools). With
+ * `ifSwitches` (a switchCount() read earlier), only if no switch happened since, else
+ * ActiveMovedError.
  */
 export async function switchActiveVersion(
   redis: Redis,
   keys: Keys,
   model: string,
   version: string,
+  ifSwitches?: string,
 ): Promise<string | undefined> {
   const previous = (await redis
     .eval(
       SWITCH,
-      3,
+      4,
       keys.active(model),
       keys.history(model),
       keys.collecting(model, version),
+      keys.switches(model),
       version,
       keys.activeChannel(),
       model,
       HISTORY_CAP,
+      ...(ifSwitches === undefined ? [] : [ifSwitches]),
     )
-    .catch(collectingConflict)) as string | null;
+    .catch((error: Error) => {
+      const moved = new RegExp(`^${ACTIVE_CHANGED} (.*)$`).exec(error.message);
+      if (moved && ifSwitches !== undefined) throw new ActiveMovedError(moved[1] ?? "");
+      return collectingConflict(error);
+    })) as string | null;
   return previous ?? undefined;
 }
 
@@ -249,10 +286,11 @@ export async function rollbackActiveVersion(
   const result = (await redis
     .eval(
       ROLLBACK,
-      3,
+      4,
       keys.active(model),
       keys.history(model),
       keys.collecting(model, target),
+      keys.switches(model),
       target,
       keys.activeChannel(),
       model,

@@ -13,6 +13,7 @@ import { loadConfig } from "../../src/config.ts";
 import { PredcacheError } from "../../src/errors.ts";
 import { queuePrefix } from "../../src/live/jobs.ts";
 import { createLogger } from "../../src/log.ts";
+import { rollbackActiveVersion, switchActiveVersion } from "../../src/model/active.ts";
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import { processMetrics } from "../../src/observability/metrics.ts";
 import { createRedis, isCluster, type Redis, whenReady } from "../../src/redis/connection.ts";
@@ -698,6 +699,44 @@ describe("precompute run", () => {
       for (const input of [...hot, ...missed]) expect(stored.has(keyOf(input))).toBe(true);
     } finally {
       await p.close();
+    }
+  });
+
+  it("does not undo a switch made while a promote run went: it completes unpromoted and says why", async () => {
+    const { two, keys, worker, precompute } = await twoVersions("nopromote");
+    try {
+      const [v1, v2] = two.versions("flight-delay").map((v) => v.version) as [string, string];
+      await switchActiveVersion(redis, keys, "flight-delay", v1);
+      await precompute.runQueue.pause();
+      let runId: string;
+      try {
+        ({ runId } = await precompute.enqueue({
+          model: "flight-delay",
+          version: v2,
+          source: {
+            kind: "inline",
+            inputs: [{ origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 }],
+          },
+          promote: true,
+        }));
+        // Meanwhile an operator promotes v2 and rolls back, away from it: v1 is active
+        // again, as when the run was asked for, but the rollback must stand.
+        await switchActiveVersion(redis, keys, "flight-delay", v2);
+        expect(await rollbackActiveVersion(redis, keys, "flight-delay", v1)).toBeDefined();
+      } finally {
+        await precompute.runQueue.resume();
+      }
+      expect(await precompute.waitUntilDone(runId, 60_000)).toMatchObject({
+        state: "completed",
+        written: 1,
+        promotedFrom: null,
+        promoteSkipped: expect.stringMatching(/switched while the run went \(now [0-9a-f]+\)/),
+      });
+      expect(await redis.get(keys.active("flight-delay"))).toBe(v1);
+    } finally {
+      await worker.close();
+      await precompute.close();
+      await two.close();
     }
   });
 
