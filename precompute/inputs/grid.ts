@@ -48,6 +48,43 @@ function axisLength(feature: Feature, axis: Axis): number {
   return rangeLength(axis.min, axis.max, axis.step);
 }
 
+/**
+ * Values a lookup would take (its query is text) but an enumerated grid should not: a
+ * category outside the vocabulary (a typo, which would fill the one "unknown" entry), a
+ * category given as a number, a number given as text, a range over categories.
+ */
+function checkAxis(feature: Feature, axis: Axis): void {
+  const at = `grid axis "${feature.name}"`;
+  if (feature.type === "categorical") {
+    if (!Array.isArray(axis)) {
+      if (axis === "all") return;
+      throw new Error(`${at}: a range needs a numeric feature; give "all" or [values]`);
+    }
+    const known = new Set(feature.vocabulary);
+    const unknown = axis.filter((v) => typeof v !== "string" || !known.has(v));
+    if (unknown.length > 0)
+      throw new Error(
+        `${at}: ${unknown
+          .slice(0, 5)
+          .map((v) => JSON.stringify(v))
+          .join(
+            ", ",
+          )}${unknown.length > 5 ? ` and ${unknown.length - 5} more` : ""} not in its vocabulary (${feature.vocabulary.length} values; "all" takes every one)`,
+      );
+    return;
+  }
+  if (Array.isArray(axis)) {
+    const text = axis.filter((v) => typeof v !== "number");
+    if (text.length > 0)
+      throw new Error(
+        `${at}: ${text
+          .slice(0, 5)
+          .map((v) => JSON.stringify(v))
+          .join(", ")} not a number`,
+      );
+  }
+}
+
 /** The axes (validated against the features) and the grid's size, before anything is generated. */
 export function planGrid(
   features: readonly Feature[],
@@ -69,6 +106,7 @@ export function planGrid(
       `the grid has no axis for ${missing.map((f) => f.name).join(", ")} (features without a default need one: "all", [values] or {"min","max","step"})`,
     );
   const given = features.filter((f) => spec.axes[f.name] !== undefined);
+  for (const f of given) checkAxis(f, spec.axes[f.name] as Axis);
   const names = given.map((f) => f.name);
   // Sized before any value is made: a range of a billion steps is refused, not built.
   const lengths = given.map((f) => axisLength(f, spec.axes[f.name] as Axis));

@@ -32,6 +32,22 @@ describe("grid sources", () => {
     );
   });
 
+  it("refuses a category outside the vocabulary, a category as a number, a number as text, a range over categories", () => {
+    expect(() => planGrid([airport, hour], grid({ origin: ["SFO", "XXX"], hour: [7] }))).toThrow(
+      /grid axis "origin": "XXX" not in its vocabulary/,
+    );
+    expect(() => planGrid([airport, hour], grid({ origin: [1], hour: [7] }))).toThrow(
+      /"origin": 1 not in its vocabulary/,
+    );
+    expect(() => planGrid([airport, hour], grid({ origin: ["SFO"], hour: ["1"] }))).toThrow(
+      /"hour": "1" not a number/,
+    );
+    expect(() =>
+      planGrid([airport, hour], grid({ origin: { min: 0, max: 2, step: 1 }, hour: [7] })),
+    ).toThrow(/a range needs a numeric feature/);
+    expect(planGrid([airport, hour], grid({ origin: ["SFO", "LAX"], hour: [7, 8] })).size).toBe(4);
+  });
+
   it("sizes a range exactly as many values as it makes (property)", () => {
     fc.assert(
       fc.property(
