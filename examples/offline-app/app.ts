@@ -15,7 +15,7 @@
  */
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { HybridClient, InvalidInputError, LookupTable } from "predcache/client";
+import { HybridClient, InvalidInputError, LookupTable, TableFormatError } from "predcache/client";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -47,7 +47,13 @@ async function storedTable(): Promise<LookupTable | undefined> {
 }
 
 async function sync(): Promise<void> {
-  const client = new HybridClient({ baseUrl: server, model, table: await storedTable() });
+  // A damaged file is what sync exists to repair: start as if there were none.
+  const stored = await storedTable().catch((error: unknown) => {
+    if (!(error instanceof TableFormatError)) throw error;
+    console.error(`${file} fails verification (${error.message}): downloading the full table`);
+    return undefined;
+  });
+  const client = new HybridClient({ baseUrl: server, model, table: stored });
   const outcome = await client.refresh();
   const table = client.table;
   if (!table) throw new Error(`the server has no table for ${model} yet: run a precompute`);

@@ -1,5 +1,6 @@
 /** examples/offline-app: sync a table from a running server, then answer lookups with the server gone. */
 import { execFile } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -61,6 +62,20 @@ describe("examples/offline-app", () => {
     expect((await app(["sync", "--server", url, "--file", file])).out).toMatch(/^unchanged: /);
     const asked = await app(["ask", "--server", url, "--file", file, ...pairs(uncovered)]);
     expect(JSON.parse(asked.out)).toMatchObject({ source: expect.stringMatching(/^server:/) });
+  });
+
+  it("sync replaces a stored table that fails verification with a fresh download", async () => {
+    const url = (t as TestService).url;
+    const good = await readFile(file);
+    const bytes = Buffer.from(good);
+    const at = bytes.length >> 1;
+    bytes[at] = bytes[at] === 0 ? 1 : 0;
+    await writeFile(file, bytes);
+    const synced = await app(["sync", "--server", url, "--file", file]);
+    expect(synced).toMatchObject({ code: 0 });
+    expect(synced.err).toMatch(/fails verification \(.*checksum/);
+    expect(synced.out).toMatch(/^full: /);
+    expect(Buffer.compare(await readFile(file), good)).toBe(0);
   });
 
   it("answers covered inputs from the stored table with the server gone", async () => {
