@@ -41,7 +41,10 @@ export interface HybridAnswer {
   lowConfidence: boolean;
 }
 
-/** "none": the active version has no table yet; the client asks the server meanwhile. */
+/**
+ * "none": the active version has no table yet; the client asks the server meanwhile.
+ * "unchanged" also when none is listed but the table held is of the version still served.
+ */
 export type RefreshOutcome = "unchanged" | "delta" | "full" | "none";
 
 /**
@@ -172,13 +175,19 @@ export class HybridClient {
     );
     const version = servedVersion ?? activeVersion;
     if (version) this.answersOf(version);
+    const held = this.current;
     if (!latest) {
+      // No table listed, yet the held one is still of the version served (an API process
+      // whose tables folder is empty, say): its answers are still the server's.
+      if (held && version && held.header.modelVersion === version) {
+        this.listingEtag = etag;
+        return "unchanged";
+      }
       // The active version has no table yet: the held one answers for an older version.
       this.current = undefined;
       this.listingEtag = undefined;
       return "none";
     }
-    const held = this.current;
     if (held?.checksum === latest.checksum) {
       this.listingEtag = etag;
       return "unchanged";

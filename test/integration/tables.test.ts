@@ -378,7 +378,7 @@ describe("lookup tables", () => {
         const response = await fetch(input); // unconditional: the listing's body is changed
         const body = await response.json();
         const changed = url.endsWith("/tables")
-          ? { ...body, activeVersion: next, latest: null }
+          ? { ...body, activeVersion: next, servedVersion: next, latest: null }
           : { ...body, version: next };
         return new Response(JSON.stringify(changed), { status: response.status });
       },
