@@ -15,7 +15,10 @@ export interface HybridClientOptions {
   model: string;
   /** A table the app already holds (e.g. stored from an earlier session). */
   table?: LookupTable | undefined;
-  /** Server answers remembered for inputs the table lacks (default 1,000). */
+  /**
+   * Server answers remembered for inputs the table lacks, or for any input while there is
+   * no table (default 1,000); forgotten when the version served changes.
+   */
   fallbackCacheSize?: number;
   /** fetch to use (default globalThis.fetch). */
   fetch?: typeof fetch;
@@ -104,7 +107,13 @@ export class HybridClient {
   private refreshing: Promise<unknown> = Promise.resolve();
   /** The listing's ETag when `current` was chosen from it: a 304 then means nothing changed. */
   private listingEtag: string | undefined;
+  /** Remembered server answers, by the canonical key the server named. */
   private readonly fallback: LRUCache<string, HybridAnswer>;
+  /**
+   * With no table (so no encoder), a request's query as sent to the key the server named
+   * for it: the key depends on the version's encoding, so it is forgotten with the answers.
+   */
+  private readonly keysOfQueries: LRUCache<string, string>;
   private readonly fetch: typeof fetch;
   /** Network requests made, by kind (for apps that meter, and for tests). */
   readonly requests = { predict: 0, table: 0, delta: 0, listing: 0 };
@@ -114,6 +123,7 @@ export class HybridClient {
       throw new Error(`the table is of model ${options.table.header.model}, not ${options.model}`);
     this.current = options.table;
     this.fallback = new LRUCache({ max: options.fallbackCacheSize ?? 1_000 });
+    this.keysOfQueries = new LRUCache({ max: options.fallbackCacheSize ?? 1_000 });
     const send = options.fetch ?? globalThis.fetch.bind(globalThis);
     const headers = options.headers ?? {};
     // Every request carries the app's headers (the request's own, if any, win).
@@ -157,6 +167,7 @@ export class HybridClient {
   private answersOf(version: string): void {
     if (version === this.answersVersion) return;
     this.fallback.clear();
+    this.keysOfQueries.clear();
     this.answersVersion = version;
   }
 
@@ -238,16 +249,18 @@ export class HybridClient {
         lowConfidence: local.lowConfidence,
       };
     }
-    if (local) {
-      const remembered = this.fallback.get(local.key);
-      if (remembered) return { ...remembered, source: "cache" };
-    } else {
+    if (!local) {
       const issues = untypedIssues(input);
       if (issues.length > 0) throw new InvalidInputError(issues);
     }
-    this.requests.predict++;
+    // Fields in name order: the same input is the same query, whatever order it came in.
     const query = new URLSearchParams();
-    for (const [name, value] of Object.entries(input)) query.set(name, String(value));
+    for (const name of Object.keys(input).sort()) query.set(name, String(input[name]));
+    const asked = query.toString();
+    const key = local ? local.key : this.keysOfQueries.get(asked);
+    const remembered = key === undefined ? undefined : this.fallback.get(key);
+    if (remembered) return { ...remembered, source: "cache" };
+    this.requests.predict++;
     query.set("wait", String(this.options.wait ?? 2_000));
     const response = await this.fetch(
       this.url(`/v1/models/${this.options.model}/predict?${query}`),
@@ -281,6 +294,7 @@ export class HybridClient {
     // An answer of another version than those remembered: the server switched versions.
     this.answersOf(body.version);
     this.fallback.set(body.key, answer);
+    if (!local) this.keysOfQueries.set(asked, body.key);
     return answer;
   }
 }

@@ -13,6 +13,7 @@ import {
 } from "../helpers/service.ts";
 
 const covered = { origin: "LAS", destination: "LAX", hour: "16", dayOfWeek: "6" };
+const uncovered = { origin: "ABQ", destination: "ORD", hour: 3, dayOfWeek: 2 };
 
 let t: TestService;
 let worker: PrecomputeWorkerProcess;
@@ -53,5 +54,54 @@ describe("HybridClient", () => {
     } finally {
       await bare.close();
     }
+  });
+
+  it("without a table, remembers server answers as with one, until the version changes", async () => {
+    // A promote as the client sees it, once `promoted`: the listing names another version
+    // and no table, and the server answers with that version.
+    let promoted = false;
+    let next = "bbbbbbbbbbbb";
+    const client = new HybridClient({
+      baseUrl: t.url,
+      model: "flight-delay",
+      fetch: async (input, init) => {
+        const url = String(input);
+        if (!promoted || !(url.includes("/predict?") || url.endsWith("/tables")))
+          return fetch(input, init);
+        const body = await (await fetch(input)).json();
+        const changed = url.endsWith("/tables")
+          ? { ...body, activeVersion: next, servedVersion: next, latest: null }
+          : { ...body, version: next };
+        return new Response(JSON.stringify(changed), { status: 200 });
+      },
+    });
+    const sources: string[] = [];
+    for (let i = 0; i < 4; i++) sources.push((await client.predict(uncovered)).source);
+    expect(sources).toEqual([expect.stringMatching(/^server:/), "cache", "cache", "cache"]);
+    // The same request with its fields in another order and a number as text.
+    const reordered = { dayOfWeek: "2", hour: "3", destination: "ORD", origin: "ABQ" };
+    expect((await client.predict(reordered)).source).toBe("cache");
+    expect(client.requests.predict).toBe(1);
+    // Kept under the key the server named, so a table of the same version finds it too.
+    expect(await client.refresh()).toBe("full");
+    expect((await client.predict(uncovered)).source).toBe("cache");
+    expect(client.requests.predict).toBe(1);
+
+    promoted = true;
+    expect(await client.refresh()).toBe("none");
+    const fresh = await client.predict(uncovered);
+    expect(fresh).toMatchObject({ source: expect.stringMatching(/^server:/), version: next });
+    expect(await client.predict(uncovered)).toMatchObject({ source: "cache", version: next });
+    expect(client.requests.predict).toBe(2);
+
+    // An answer of yet another version, with no refresh between: the rest are stale too.
+    next = "cccccccccccc";
+    const other = { ...uncovered, hour: 4 };
+    expect((await client.predict(other)).version).toBe(next);
+    expect(await client.predict(uncovered)).toMatchObject({
+      source: expect.stringMatching(/^server:/),
+      version: next,
+    });
+    expect(client.requests.predict).toBe(4);
   });
 });
