@@ -25,6 +25,12 @@ export interface HybridClientOptions {
   /** Longest wait (ms) the server may take for a live answer (default 2,000). */
   wait?: number;
   /**
+   * Longest the client waits on the server (ms), for a reply or for more of one, before
+   * failing the request with a RequestTimeoutError (default `wait` + 10,000). Waiting
+   * again at each part received, a large table on a slow link is not cut short.
+   */
+  timeoutMs?: number;
+  /**
    * Sent with every request: an API key (`X-API-Key` or `Authorization: Bearer …`) when
    * the server wants one, the client id (`X-Client-Id`) that puts the app in an
    * experiment's arm, whose version then answers from the table and from the server.
@@ -61,6 +67,24 @@ export class PendingAnswerError extends Error {
   }
 }
 
+/** The server went silent for longer than the client's `timeoutMs`. */
+export class RequestTimeoutError extends Error {
+  override readonly name = "RequestTimeoutError";
+  constructor(
+    readonly what: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`${what}: the server sent nothing within ${timeoutMs} ms`);
+  }
+}
+
+/** A reply read whole. */
+interface Reply {
+  status: number;
+  headers: Headers;
+  bytes: Uint8Array;
+}
+
 interface TableListing {
   activeVersion?: string | null;
   /** The version this client is answered by (its arm's in an experiment); older servers send none. */
@@ -90,14 +114,15 @@ function untypedIssues(input: Readonly<Record<string, unknown>>): InputIssue[] {
 }
 
 /** A reply's JSON, or a clear error when it is not JSON (a proxy's HTML error page, say). */
-async function replyJson<T>(response: Response, what: string): Promise<T> {
-  const text = await response.text();
+function replyJson<T>(reply: Reply, what: string): T {
   try {
-    return JSON.parse(text) as T;
+    return JSON.parse(new TextDecoder().decode(reply.bytes)) as T;
   } catch {
-    throw new Error(`${what}: HTTP ${response.status} with a body that is not JSON`);
+    throw new Error(`${what}: HTTP ${reply.status} with a body that is not JSON`);
   }
 }
+
+const ok = (reply: Reply) => reply.status >= 200 && reply.status < 300;
 
 export class HybridClient {
   private current: LookupTable | undefined;
@@ -121,6 +146,9 @@ export class HybridClient {
   constructor(private readonly options: HybridClientOptions) {
     if (options.table && options.table.header.model !== options.model)
       throw new Error(`the table is of model ${options.table.header.model}, not ${options.model}`);
+    const { timeoutMs } = options;
+    if (timeoutMs !== undefined && !(timeoutMs > 0 && timeoutMs < 2 ** 31))
+      throw new Error(`timeoutMs must be a positive number of ms, not ${timeoutMs}`);
     this.current = options.table;
     this.fallback = new LRUCache({ max: options.fallbackCacheSize ?? 1_000 });
     this.keysOfQueries = new LRUCache({ max: options.fallbackCacheSize ?? 1_000 });
@@ -141,6 +169,62 @@ export class HybridClient {
 
   private url(path: string): string {
     return `${this.options.baseUrl.replace(/\/$/, "")}${path}`;
+  }
+
+  /**
+   * Every request the client makes: the reply and its body, read whole, or a
+   * RequestTimeoutError once the server has sent nothing for `timeoutMs` (a hung server
+   * would otherwise hold the caller, and every refresh queued behind it, forever).
+   */
+  private async send(
+    what: string,
+    url: string,
+    headers: Record<string, string> = {},
+  ): Promise<Reply> {
+    const ms = this.options.timeoutMs ?? (this.options.wait ?? 2_000) + 10_000;
+    const controller = new AbortController();
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let expire: (error: Error) => void = () => {};
+    // Raced as well as signalled: a fetch given in the options may not heed the signal.
+    const expired = new Promise<never>((_, reject) => {
+      expire = reject;
+    });
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        const error = new RequestTimeoutError(what, ms);
+        controller.abort(error);
+        reader?.cancel(error).catch(() => {});
+        expire(error);
+      }, ms);
+    };
+    const read = async (): Promise<Reply> => {
+      const response = await this.fetch(url, { headers, signal: controller.signal });
+      const parts: Uint8Array[] = [];
+      let size = 0;
+      reader = response.body?.getReader();
+      for (;;) {
+        arm();
+        const part = await reader?.read();
+        if (!part || part.done) break;
+        parts.push(part.value);
+        size += part.value.length;
+      }
+      const bytes = new Uint8Array(size);
+      let at = 0;
+      for (const part of parts) {
+        bytes.set(part, at);
+        at += part.length;
+      }
+      return { status: response.status, headers: response.headers, bytes };
+    };
+    arm();
+    try {
+      return await Promise.race([read(), expired]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -174,13 +258,15 @@ export class HybridClient {
   private async refreshNow(): Promise<RefreshOutcome> {
     this.requests.listing++;
     const conditional = this.current && this.listingEtag;
-    const listing = await this.fetch(this.url(`/v1/models/${this.options.model}/tables`), {
-      headers: conditional ? { "If-None-Match": conditional } : {},
-    });
+    const listing = await this.send(
+      "listing tables",
+      this.url(`/v1/models/${this.options.model}/tables`),
+      conditional ? { "If-None-Match": conditional } : {},
+    );
     if (listing.status === 304 && conditional) return "unchanged";
-    if (!listing.ok) throw new Error(`listing tables failed: HTTP ${listing.status}`);
+    if (!ok(listing)) throw new Error(`listing tables failed: HTTP ${listing.status}`);
     const etag = listing.headers.get("etag") ?? undefined;
-    const { activeVersion, servedVersion, latest } = await replyJson<TableListing>(
+    const { activeVersion, servedVersion, latest } = replyJson<TableListing>(
       listing,
       "listing tables",
     );
@@ -206,11 +292,12 @@ export class HybridClient {
     if (held && held.header.encodingHash === latest.encodingHash) {
       try {
         this.requests.delta++;
-        const response = await this.fetch(
+        const response = await this.send(
+          "downloading a delta",
           this.url(`${latest.url}/delta?from=${held.header.generation}`),
         );
-        if (response.ok) {
-          const bytes = await applyDelta(held.parsed, new Uint8Array(await response.arrayBuffer()));
+        if (ok(response)) {
+          const bytes = await applyDelta(held.parsed, response.bytes);
           const table = await LookupTable.open(bytes, { model: this.options.model });
           if (table.checksum === latest.checksum) {
             this.current = table;
@@ -219,13 +306,13 @@ export class HybridClient {
           }
         }
       } catch {
-        // Any mismatch: fall through to the full download.
+        // Any mismatch, or a delta the server was too slow to send: the full download.
       }
     }
     this.requests.table++;
-    const response = await this.fetch(this.url(latest.url));
-    if (!response.ok) throw new Error(`downloading the table failed: HTTP ${response.status}`);
-    const table = await LookupTable.open(await response.arrayBuffer(), {
+    const response = await this.send("downloading the table", this.url(latest.url));
+    if (!ok(response)) throw new Error(`downloading the table failed: HTTP ${response.status}`);
+    const table = await LookupTable.open(response.bytes, {
       model: this.options.model,
     });
     if (table.checksum !== latest.checksum)
@@ -262,10 +349,11 @@ export class HybridClient {
     if (remembered) return { ...remembered, source: "cache" };
     this.requests.predict++;
     query.set("wait", String(this.options.wait ?? 2_000));
-    const response = await this.fetch(
+    const response = await this.send(
+      "asking the server",
       this.url(`/v1/models/${this.options.model}/predict?${query}`),
     );
-    const body = await replyJson<{
+    const body = replyJson<{
       prediction?: Prediction;
       source?: string;
       key?: string;

@@ -12,6 +12,7 @@ export {
   type HybridClientOptions,
   PendingAnswerError,
   type RefreshOutcome,
+  RequestTimeoutError,
 } from "./hybrid-client.ts";
 export {
   InvalidInputError,

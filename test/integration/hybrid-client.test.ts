@@ -1,6 +1,8 @@
 /** HybridClient against a real service: what it keeps, remembers and gives up on. */
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { createServer, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HybridClient } from "../../src/client/hybrid-client.ts";
+import { HybridClient, RequestTimeoutError } from "../../src/client/hybrid-client.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import {
   closeOrReport,
@@ -17,6 +19,36 @@ const uncovered = { origin: "ABQ", destination: "ORD", hour: 3, dayOfWeek: 2 };
 
 let t: TestService;
 let worker: PrecomputeWorkerProcess;
+
+/** The promise's outcome, or "pending" if it has not settled within `ms`. */
+function within<T>(ms: number, promise: Promise<T>): Promise<T | Error | "pending"> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<"pending">((done) => {
+    timer = setTimeout(() => done("pending"), ms);
+  });
+  const settled = promise.catch((error: unknown) => error as Error);
+  return Promise.race([settled, late]).finally(() => clearTimeout(timer));
+}
+
+/** Starts a server on a free loopback port; its URL and a close that drops open sockets. */
+async function serve(
+  server: Server | HttpServer,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  server.on("connection", (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+  const { port } = server.address() as { port: number };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((done) => server.close(() => done()));
+    },
+  };
+}
 
 beforeAll(async () => {
   t = await startTestService({
@@ -103,5 +135,63 @@ describe("HybridClient", () => {
       version: next,
     });
     expect(client.requests.predict).toBe(4);
+  });
+
+  it("gives up on a server that accepts and never replies, and later refreshes still run", async () => {
+    const hung = await serve(createServer(() => {}));
+    try {
+      const client = new HybridClient({ baseUrl: hung.url, model: "flight-delay", timeoutMs: 300 });
+      const asked = await within(5_000, client.predict(uncovered));
+      expect(asked).toBeInstanceOf(RequestTimeoutError);
+      expect(String(asked)).toMatch(/within 300 ms/);
+      // Queued behind a stuck one, a refresh still gets its turn, and its own answer.
+      const [one, two] = await Promise.all([
+        within(5_000, client.refresh()),
+        within(5_000, client.refresh()),
+      ]);
+      expect(one).toBeInstanceOf(RequestTimeoutError);
+      expect(two).toBeInstanceOf(RequestTimeoutError);
+    } finally {
+      await hung.close();
+    }
+  });
+
+  it("gives up on a download that stops, not on one that is slow but steady", async () => {
+    const listing = await (await fetch(`${t.url}/v1/models/flight-delay/tables`)).text();
+    const { latest } = JSON.parse(listing) as { latest: { url: string } };
+    const bytes = new Uint8Array(await (await fetch(`${t.url}${latest.url}`)).arrayBuffer());
+    let stall = true;
+    const server = await serve(
+      createHttpServer(async (req, res) => {
+        if (req.url?.endsWith("/tables")) {
+          res.writeHead(200, { "content-type": "application/json" }).end(listing);
+          return;
+        }
+        res.writeHead(200, { "content-length": String(bytes.length) });
+        // Four parts 200 ms apart: 600 ms in all, never 300 ms without a byte.
+        const part = Math.ceil(bytes.length / 4);
+        for (let at = 0; at < bytes.length; at += part) {
+          res.write(bytes.subarray(at, at + part));
+          if (stall) return; // the rest never comes
+          await new Promise((done) => setTimeout(done, 200));
+        }
+        res.end();
+      }),
+    );
+    try {
+      const client = new HybridClient({
+        baseUrl: server.url,
+        model: "flight-delay",
+        timeoutMs: 300,
+      });
+      const stalled = await within(5_000, client.refresh());
+      expect(stalled).toBeInstanceOf(RequestTimeoutError);
+      expect(String(stalled)).toMatch(/downloading the table/);
+      expect(client.table).toBeUndefined();
+      stall = false;
+      expect(await within(5_000, client.refresh())).toBe("full");
+    } finally {
+      await server.close();
+    }
   });
 });
