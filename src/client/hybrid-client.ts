@@ -139,6 +139,8 @@ export class HybridClient {
    * for it: the key depends on the version's encoding, so it is forgotten with the answers.
    */
   private readonly keysOfQueries: LRUCache<string, string>;
+  /** Server requests under way, by query: concurrent lookups of one input share one. */
+  private readonly asking = new Map<string, Promise<HybridAnswer>>();
   private readonly fetch: typeof fetch;
   /** Network requests made, by kind (for apps that meter, and for tests). */
   readonly requests = { predict: 0, table: 0, delta: 0, listing: 0 };
@@ -347,6 +349,23 @@ export class HybridClient {
     const key = local ? local.key : this.keysOfQueries.get(asked);
     const remembered = key === undefined ? undefined : this.fallback.get(key);
     if (remembered) return { ...remembered, source: "cache" };
+    const under = this.asking.get(asked);
+    if (under) return { ...(await under) };
+    const asking = this.ask(query, asked, local !== undefined);
+    this.asking.set(asked, asking);
+    try {
+      return await asking;
+    } finally {
+      this.asking.delete(asked);
+    }
+  }
+
+  /** Asks the server (`asked`: the query without `wait`) and remembers its answer. */
+  private async ask(
+    query: URLSearchParams,
+    asked: string,
+    withTable: boolean,
+  ): Promise<HybridAnswer> {
     this.requests.predict++;
     query.set("wait", String(this.options.wait ?? 2_000));
     const response = await this.send(
@@ -382,7 +401,7 @@ export class HybridClient {
     // An answer of another version than those remembered: the server switched versions.
     this.answersOf(body.version);
     this.fallback.set(body.key, answer);
-    if (!local) this.keysOfQueries.set(asked, body.key);
+    if (!withTable) this.keysOfQueries.set(asked, body.key);
     return answer;
   }
 }

@@ -2,7 +2,11 @@
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HybridClient, RequestTimeoutError } from "../../src/client/hybrid-client.ts";
+import {
+  HybridClient,
+  PendingAnswerError,
+  RequestTimeoutError,
+} from "../../src/client/hybrid-client.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import {
   closeOrReport,
@@ -193,5 +197,27 @@ describe("HybridClient", () => {
     } finally {
       await server.close();
     }
+  });
+
+  it("shares one request among concurrent lookups of the same input, and only while it runs", async () => {
+    const client = new HybridClient({ baseUrl: t.url, model: "flight-delay" });
+    const input = { origin: "ABQ", destination: "ORD", hour: 7, dayOfWeek: 2 };
+    const answers = await Promise.all([1, 2, 3].map(() => client.predict(input)));
+    expect(client.requests.predict).toBe(1);
+    for (const answer of answers) expect(answer).toEqual(answers[0]);
+    expect(await client.refresh()).toBe("full");
+    const other = { ...input, hour: 8 };
+    await Promise.all([client.predict(other), client.predict({ ...other, hour: "8" })]);
+    expect(client.requests.predict).toBe(2);
+
+    // A failure is shared too, but not kept: asked again, the client asks again.
+    const waitless = new HybridClient({ baseUrl: t.url, model: "flight-delay", wait: 0 });
+    const fresh = { ...input, hour: 9 };
+    const [one, two] = await Promise.allSettled([waitless.predict(fresh), waitless.predict(fresh)]);
+    expect(one).toMatchObject({ reason: expect.any(PendingAnswerError) });
+    expect(two).toMatchObject({ reason: expect.any(PendingAnswerError) });
+    expect(waitless.requests.predict).toBe(1);
+    await waitless.predict(fresh).catch(() => undefined);
+    expect(waitless.requests.predict).toBe(2);
   });
 });
