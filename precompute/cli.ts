@@ -55,6 +55,15 @@ const program = new Command("predcache")
     },
   });
 
+// An empty argument ("" from an unset shell variable, say) is a usage error, not a request
+// for an empty id or name.
+program.hook("preAction", (_program, command) => {
+  command.registeredArguments.forEach((argument, i) => {
+    if (command.processedArgs[i] === "")
+      throw new CliError(`<${argument.name()}> must not be empty`, 2);
+  });
+});
+
 function globals(): Globals {
   return program.opts<Globals>();
 }
@@ -90,6 +99,11 @@ async function sourceOf(
   const colon = text.indexOf(":");
   const kind = colon < 0 ? text : text.slice(0, colon);
   const rest = colon < 0 ? "" : text.slice(colon + 1);
+  // An option for another kind of source is refused, not silently ignored.
+  if (options.limit && kind !== "seed") throw new CliError("--limit is for seed sources", 2);
+  if (options.top && kind !== "traffic") throw new CliError("--top is for traffic sources", 2);
+  if (options.top && rest)
+    throw new CliError("give the traffic count once: traffic:K or --source traffic --top K", 2);
   const limit = options.limit ? positive(options.limit, "--limit") : undefined;
   if (kind === "seed") {
     if (!rest) throw new CliError("--source seed:<file>", 2);
@@ -113,7 +127,11 @@ async function sourceOf(
       // A file that cannot be parsed is a bad source (2), not a failed run (1).
       throw new CliError(`${rest} cannot be read: ${(error as Error).message}`, 2);
     }
-    if (inputs.length === 0) throw new CliError(`${rest} has no rows`, 2);
+    if (inputs.length === 0)
+      throw new CliError(
+        `${rest} has no rows (a CSV starts with a header row naming the features)`,
+        2,
+      );
     return { kind: "inline", inputs };
   }
   if (options.gridMax && kind !== "grid") throw new CliError("--grid-max is for grid sources", 2);
@@ -133,7 +151,7 @@ async function sourceOf(
   if (kind === "traffic") {
     const top = options.top ?? rest;
     if (!top) throw new CliError("--source traffic needs --top K (or traffic:K)", 2);
-    return { kind: "traffic", top: positive(top, "--top") };
+    return { kind: "traffic", top: positive(top, options.top ? "--top" : "traffic:K") };
   }
   throw new CliError(`unknown source "${kind}": seed:<file>, grid:<json> or traffic`, 2);
 }

@@ -264,6 +264,20 @@ describe("npx predcache", () => {
     const invalid = await cli(["precompute", "flight-delay", "--source", `seed:${bad}`]);
     expect(invalid.code).toBe(2);
     expect(invalid.err).toMatch(/1 of 2 inputs are invalid: row 2: hour must be between 0 and 23/);
+    // Options for another kind of source, a count given twice, an empty id: refused.
+    for (const [args, said] of [
+      [["--source", "traffic:5", "--limit", "3"], /--limit is for seed sources/],
+      [["--source", `seed:${bad}`, "--top", "7"], /--top is for traffic sources/],
+      [["--source", "traffic:5", "--top", "7"], /give the traffic count once/],
+      [["--source", "traffic:abc"], /traffic:K must be a positive integer/],
+    ] as const) {
+      const refused = await cli(["precompute", "flight-delay", ...args]);
+      expect(refused.code, args.join(" ")).toBe(2);
+      expect(refused.err).toMatch(said);
+    }
+    const empty = await cli(["cancel", ""]);
+    expect(empty.code).toBe(2);
+    expect(empty.err).toMatch(/<id> must not be empty/);
   });
 
   it("downloads the newest table and verifies it; shows stats, tables and the audit log", async () => {
