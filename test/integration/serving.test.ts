@@ -614,6 +614,15 @@ describe("errors", () => {
     expect(wait.status).toBe(400);
     expect(wait.body.error.code).toBe("bad_request");
     expect(wait.body.error.message).toMatch(/whole number of milliseconds/);
+    // With the input's own problems, a bad wait is one more of them: every one at once.
+    const both = await getJson(`${t.url}/v1/models/flight-delay/predict?origin=SFO&wait=abc`);
+    expect(both.status).toBe(422);
+    expect(both.body.error.details.issues.map((i: { field: string }) => i.field).sort()).toEqual([
+      "dayOfWeek",
+      "destination",
+      "hour",
+      "wait",
+    ]);
     for (const bad of [1.5, "1.5", true, "", { ms: 5 }]) {
       const batch = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
         inputs: [input()],

@@ -162,9 +162,23 @@ function predictOne(
   const arm = routed.assignment?.label;
   // Before the input is checked: a refused lookup's log line names its model too.
   annotate(c, { model: model.name, version: model.version });
-  const wait = parseWait(query.wait, deps);
+  let wait: number;
+  let badWait: PredcacheError | undefined;
+  try {
+    wait = parseWait(query.wait, deps);
+  } catch (error) {
+    badWait = error as PredcacheError;
+    wait = 0;
+  }
   const encoded = query.encode(model);
-  if (!encoded.ok) throw invalid(encoded.issues);
+  // Every problem at once: a bad wait is listed with the input's own (422), or alone (400).
+  if (!encoded.ok)
+    throw invalid(
+      badWait
+        ? [...encoded.issues, { field: "wait", code: "not_integer", message: badWait.message }]
+        : encoded.issues,
+    );
+  if (badWait) throw badWait;
   const { key, outOfDistribution } = encoded.value;
   const validators: Validators = {
     etag: predictionEtag(model, key, arm),
