@@ -111,8 +111,20 @@ export async function promote(
     active: version,
     previous: previous ?? null,
     // The switch is made: a failure to say more must not turn it into an error.
-    warnings: await cold(deps, model, version).catch(() => []),
+    warnings: [
+      ...(await cold(deps, model, version).catch(() => [])),
+      ...(await underExperiment(deps, model).catch(() => [])),
+    ],
   };
+}
+
+/** A running experiment keeps serving its arms: a promote changes what it ends on, not that. */
+async function underExperiment(deps: Deps, model: string): Promise<string[]> {
+  const running = await deps.experiments?.store.running(model);
+  if (!running) return [];
+  return [
+    `experiment ${running.id} is running on ${model}: its clients are still served ${running.control} (control) or ${running.candidate} (candidate) until it stops`,
+  ];
 }
 
 /**

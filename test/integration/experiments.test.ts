@@ -428,6 +428,14 @@ describe("experiments", () => {
       method: "POST",
       body: { id: "to-promote", candidate: candidate.version, fraction: 0.2 },
     });
+    // A promote meanwhile is made, and says the experiment's arms go on being served.
+    const during = await admin(`/admin/v1/models/${MODEL}/versions/${control.version}/promote`, {
+      method: "POST",
+    });
+    expect(during.status).toBe(200);
+    expect(during.body.warnings).toContainEqual(
+      expect.stringMatching(/experiment to-promote is running .* until it stops/),
+    );
     const promoted = await admin(`${base}/to-promote/stop`, {
       method: "POST",
       body: { outcome: "promote" },
