@@ -430,9 +430,15 @@ function components(): Record<string, Schema> {
           enum: ["planning", "running", "finishing", "completed", "failed", "cancelled"],
         }),
         chunks: obj({ planned: int(), total: orNull(int()), done: int() }),
-        rows: int(),
-        written: int(),
-        skipped: int(),
+        rows: int({ description: "distinct inputs of the chunks finished so far" }),
+        written: int({
+          description:
+            "predictions this run added, counted as each write is made (chunks still going, or cut off by a cancel, included): on a cancelled run it can exceed what rows and skipped count",
+        }),
+        skipped: int({
+          description:
+            "inputs of finished chunks that were stored before (by another run or the live model)",
+        }),
         observedRefused: int({
           description:
             "observed inputs (traffic source, warm) left out because this version refuses them",
