@@ -139,7 +139,10 @@ export async function createService(
     });
     const metrics = processMetrics();
     const unwatch = [
-      ...[redis, background, subscriber, events].map((r) => metrics.watchRedis(r)),
+      // Pinged on the background connection: a scrape's PING waiting out a frozen Redis
+      // holds up no request's command.
+      metrics.watchRedis(background, () => background.ping()),
+      ...[redis, subscriber, events].map((r) => metrics.watchRedis(r)),
       metrics.watchQueue("live", live.queue),
       metrics.watchQueue("precompute", precompute.runQueue),
       metrics.watchQueue("precompute-chunks", precompute.chunkQueue),
@@ -313,7 +316,10 @@ export async function createLiveWorker(
     await Promise.allSettled([redis, blocking, subscriber].map(closeRedis));
     throw error;
   }
-  const unwatch = [redis, blocking].map((r) => processMetrics().watchRedis(r));
+  const unwatch = [
+    processMetrics().watchRedis(redis, () => redis.ping()),
+    processMetrics().watchRedis(blocking),
+  ];
   return {
     worker,
     async close() {
@@ -362,7 +368,10 @@ export async function createPrecomputeWorker(
     tables,
   );
   await worker.waitUntilReady();
-  const unwatch = [redis, blocking].map((r) => processMetrics().watchRedis(r));
+  const unwatch = [
+    processMetrics().watchRedis(redis, () => redis.ping()),
+    processMetrics().watchRedis(blocking),
+  ];
   return {
     worker,
     async close() {

@@ -36,6 +36,32 @@ const QUEUE_STATES = [
   "failed",
 ] as const;
 
+/**
+ * How long a scrape waits for Redis: a frozen Redis costs a scrape this long, not the
+ * connections' command timeout (PREDCACHE_REDIS_TIMEOUT_MS, up to 60 s).
+ */
+export const SCRAPE_REDIS_MS = 1_000;
+
+type Ping = () => Promise<unknown>;
+
+/** Whether `work` is fulfilled within `ms` (a rejection, then or later, is a no). */
+async function fulfilledWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((done) => {
+    timer = setTimeout(() => done(false), ms);
+    timer.unref();
+  });
+  const answered = work.then(
+    () => true,
+    () => false,
+  );
+  try {
+    return await Promise.race([answered, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The outcome label values of predcache_shadow_comparisons_total. */
 export const SHADOW_OUTCOMES = ["agreed", "disagreed", "dropped", "failed"] as const;
 export type ShadowOutcome = (typeof SHADOW_OUTCOMES)[number];
@@ -197,11 +223,18 @@ export class Metrics {
     series.inc();
   }
 
-  private readonly redisConnections = new Set<{ status: string }>();
+  /** Each watched connection, and how to ask it for an answer (absent: its status only). */
+  private readonly redisConnections = new Map<{ status: string }, Ping | undefined>();
 
-  /** A Redis connection whose state /metrics reports; returns the unregistration. */
-  watchRedis(redis: { status: string }): () => void {
-    this.redisConnections.add(redis);
+  /**
+   * A Redis connection whose state /metrics reports; returns the unregistration. `ping`
+   * is asked at scrape time: a frozen Redis (SIGSTOP, a hung host) leaves the sockets open
+   * and "ready", only an answer tells. Give it for a commands connection no request waits
+   * behind (ioredis runs one auto-pipeline at a time per connection); not for a blocking
+   * or subscriber one, whose PING would wait behind its blocking read.
+   */
+  watchRedis(redis: { status: string }, ping?: Ping): () => void {
+    this.redisConnections.set(redis, ping);
     return () => this.redisConnections.delete(redis);
   }
 
@@ -211,11 +244,19 @@ export class Metrics {
     const connections = this.redisConnections;
     new client.Gauge({
       name: "predcache_redis_connected",
-      help: "1 when every Redis connection of this process is ready, 0 while one is down or reconnecting.",
+      help: `1 when every Redis connection of this process is ready and Redis answers a PING within ${SCRAPE_REDIS_MS} ms of the scrape, 0 while one is down or reconnecting or Redis does not answer (frozen, overloaded).`,
       registers: [this.registry],
-      collect() {
+      async collect() {
         const all = [...connections];
-        this.set(all.length > 0 && all.every((r) => r.status === "ready") ? 1 : 0);
+        if (all.length === 0 || !all.every(([redis]) => redis.status === "ready")) {
+          this.set(0);
+          return;
+        }
+        const pings = all.flatMap(([, ping]) => (ping ? [ping] : []));
+        const answers = await Promise.all(
+          pings.map((ping) => fulfilledWithin(Promise.resolve().then(ping), SCRAPE_REDIS_MS)),
+        );
+        this.set(answers.every(Boolean) ? 1 : 0);
       },
     });
     const queues = this.queues;

@@ -168,6 +168,21 @@ export async function closeOrReport(name: string, closing: Promise<unknown>, ms 
   if (outcome === "late") console.warn(`teardown: ${name} did not finish within ${ms} ms`);
 }
 
+/** Sum of a Prometheus text series' samples whose labels include every given label. */
+export function metricSample(
+  text: string,
+  name: string,
+  labels: Record<string, string> = {},
+): number {
+  let total = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    total += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return total;
+}
+
 /** Polls `check` until it returns a value or `ms` pass. */
 export async function eventually<T>(
   check: () => Promise<T | undefined>,

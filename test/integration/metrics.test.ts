@@ -8,6 +8,7 @@ import {
   getJson,
   precomputeInputs,
   precomputeWorkerFor,
+  metricSample as sample,
   startTestService,
   type TestService,
   tempDataDir,
@@ -16,17 +17,6 @@ import {
 let t: TestService;
 let worker: PrecomputeWorkerProcess;
 const covered = { origin: "SFO", destination: "LAX", hour: "7", dayOfWeek: "1" };
-
-/** Sum of a series' samples whose labels include every given label. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number {
-  let total = 0;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
-    total += Number(line.slice(line.lastIndexOf(" ") + 1));
-  }
-  return total;
-}
 
 async function scrape(): Promise<string> {
   const response = await fetch(`${t.url}/metrics`);

@@ -4,6 +4,7 @@ import { type EmbeddedRedis, startRedisServer } from "../../src/redis/embedded.t
 import {
   eventually,
   getJson,
+  metricSample,
   postJson,
   startTestService,
   type TestService,
@@ -165,6 +166,26 @@ describe("Redis outage", () => {
     expect(
       (await getJson(`${t.url}/v1/models/flight-delay/predict?${warm}&wait=5000`)).status,
     ).toBe(200);
+  });
+
+  it("/metrics says Redis is not connected while it is frozen, and connected once it answers", async () => {
+    const scrape = async () => {
+      const response = await fetch(`${t.url}/metrics`);
+      expect(response.status).toBe(200);
+      return response.text();
+    };
+    const connected = (text: string) => metricSample(text, "predcache_redis_connected");
+    expect(connected(await scrape())).toBe(1);
+    redis.pause();
+    let frozen: string;
+    try {
+      frozen = await scrape();
+    } finally {
+      redis.resume();
+    }
+    // The sockets stay open while Redis is frozen: only its silence tells.
+    expect(connected(frozen)).toBe(0);
+    await eventually(async () => (connected(await scrape()) === 1 ? true : undefined));
   });
 
   it("under a steady load, a frozen and then a killed Redis leave no request unanswered", async () => {
