@@ -44,17 +44,19 @@ export const SCRAPE_REDIS_MS = 1_000;
 
 type Ping = () => Promise<unknown>;
 
-/** Whether `work` is fulfilled within `ms` (a rejection, then or later, is a no). */
-async function fulfilledWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+/** A queue's state as a scrape read it. */
+interface QueueState {
+  counts: Record<string, number>;
+}
+
+/** The value of `work` if it is fulfilled within `ms`, else undefined (a rejection too). */
+async function within<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((done) => {
-    timer = setTimeout(() => done(false), ms);
+  const late = new Promise<undefined>((done) => {
+    timer = setTimeout(() => done(undefined), ms);
     timer.unref();
   });
-  const answered = work.then(
-    () => true,
-    () => false,
-  );
+  const answered = work.catch(() => undefined);
   try {
     return await Promise.race([answered, late]);
   } finally {
@@ -254,26 +256,71 @@ export class Metrics {
         }
         const pings = all.flatMap(([, ping]) => (ping ? [ping] : []));
         const answers = await Promise.all(
-          pings.map((ping) => fulfilledWithin(Promise.resolve().then(ping), SCRAPE_REDIS_MS)),
+          pings.map((ping) =>
+            within(
+              Promise.resolve()
+                .then(ping)
+                .then(() => true),
+              SCRAPE_REDIS_MS,
+            ),
+          ),
         );
-        this.set(answers.every(Boolean) ? 1 : 0);
+        this.set(answers.every((answered) => answered === true) ? 1 : 0);
       },
     });
-    const queues = this.queues;
+    this.queueGauges();
+  }
+
+  /**
+   * One bounded read of every watched queue, shared by the gauges a scrape collects at
+   * once (prom-client asks them all before awaiting any): a queue not read within
+   * SCRAPE_REDIS_MS is undefined.
+   */
+  private queueRead: Promise<Map<string, QueueState | undefined>> | undefined;
+
+  private readQueues(): Promise<Map<string, QueueState | undefined>> {
+    this.queueRead ??= Promise.all(
+      [...this.queues].map(async ([name, queue]) => {
+        const counts = await within(queue.getJobCounts(...QUEUE_STATES), SCRAPE_REDIS_MS);
+        return [name, counts ? { counts } : undefined] as const;
+      }),
+    )
+      .then((read) => new Map(read))
+      .finally(() => {
+        this.queueRead = undefined;
+      });
+    return this.queueRead;
+  }
+
+  private queueGauges(): void {
+    const registers = [this.registry];
+    const read = () => this.readQueues();
     new client.Gauge({
       name: "predcache_queue_jobs",
-      help: "Jobs in each queue by state, read from Redis at scrape time.",
+      help: "Jobs in each queue by state, read from Redis at scrape time; absent for a queue predcache_queue_counts_read says was not read (not a last known value).",
       labelNames: ["queue", "state"] as const,
-      registers: [this.registry],
+      registers,
       async collect() {
+        const queues = await read();
         this.reset();
-        await Promise.all(
-          [...queues].map(async ([name, queue]) => {
-            const counts = await queue.getJobCounts(...QUEUE_STATES).catch(() => undefined);
-            for (const state of QUEUE_STATES)
-              if (counts) this.set({ queue: name, state }, counts[state] ?? 0);
-          }),
-        );
+        for (const [queue, state] of queues)
+          if (state)
+            for (const name of QUEUE_STATES)
+              this.set({ queue, state: name }, state.counts[name] ?? 0);
+      },
+    });
+    // Missing series alone say nothing (a process that watches no queue has none either).
+    // Last known values are not kept: repeated as current, they would hide a queue growing
+    // or draining behind the stall; Prometheus keeps the history.
+    new client.Gauge({
+      name: "predcache_queue_counts_read",
+      help: `1 when this scrape read the queue's state from Redis, 0 when it could not within ${SCRAPE_REDIS_MS} ms (Redis down or not answering): its predcache_queue_jobs series are then left out.`,
+      labelNames: ["queue"] as const,
+      registers,
+      async collect() {
+        const queues = await read();
+        this.reset();
+        for (const [queue, state] of queues) this.set({ queue }, state ? 1 : 0);
       },
     });
   }

@@ -102,6 +102,7 @@ describe("/metrics", () => {
     expect(latest).not.toMatch(/predcache_http_requests_total\{[^}]*nope-/);
     expect(sample(latest, "predcache_redis_connected")).toBe(1);
     expect(after).toMatch(/^predcache_queue_jobs\{queue="live",state="waiting"\} \d+$/m);
+    expect(after).toMatch(/^predcache_queue_counts_read\{queue="live"\} 1$/m);
     expect(after).toMatch(/^predcache_process_resident_memory_bytes \d+/m);
     expect(after).toMatch(/^predcache_nodejs_eventloop_lag_seconds /m);
   });
