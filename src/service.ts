@@ -137,15 +137,18 @@ export async function createService(
     const precompute = new Precompute(redis, keys, models, {
       queuePrefix: queuePrefix(config.prefix),
     });
+    const queues = {
+      live: live.queue,
+      precompute: precompute.runQueue,
+      "precompute-chunks": precompute.chunkQueue,
+    };
     const metrics = processMetrics();
     const unwatch = [
       // Pinged on the background connection: a scrape's PING waiting out a frozen Redis
       // holds up no request's command.
       metrics.watchRedis(background, () => background.ping()),
       ...[redis, subscriber, events].map((r) => metrics.watchRedis(r)),
-      metrics.watchQueue("live", live.queue),
-      metrics.watchQueue("precompute", precompute.runQueue),
-      metrics.watchQueue("precompute-chunks", precompute.chunkQueue),
+      ...Object.entries(queues).map(([name, queue]) => metrics.watchQueue(name, queue)),
       metrics.watchServing({
         activeVersions: () => active.entries(),
         memory: () => ({ entries: tiers.memory.size, bytes: tiers.memory.bytes }),
@@ -200,6 +203,7 @@ export async function createService(
       active,
       tiers,
       live,
+      queues,
       traffic,
       stats,
       tables,
@@ -221,11 +225,7 @@ export async function createService(
         keys,
         store,
         resident,
-        queues: {
-          live: live.queue,
-          precompute: precompute.runQueue,
-          "precompute-chunks": precompute.chunkQueue,
-        },
+        queues,
         keepVersions: config.keepVersions,
         bodyMaxBytes: config.adminBodyMaxBytes,
         announceModels: async () => {

@@ -1,4 +1,5 @@
 /** What the HTTP layer needs from the rest of the service. */
+import type { Queue } from "bullmq";
 import type { AdminDeps } from "../admin/deps.ts";
 import type { CacheAudit } from "../cache/audit.ts";
 import type { ServingStats } from "../cache/stats.ts";
@@ -41,6 +42,8 @@ export interface ApiDeps {
   active: ActiveVersions;
   tiers: Tiers;
   live: LiveClient;
+  /** The service's BullMQ queues by name (live, precompute…): /readyz says which are paused. */
+  queues: Record<string, Queue>;
   traffic: TrafficRecorder;
   stats: ServingStats;
   tables: TableStore;

@@ -364,7 +364,16 @@ function components(): Record<string, Schema> {
       liveWorkers: orNull(
         int({ description: "workers taking the live queue, in any process (null: unknown)" }),
       ),
-      warnings: arr(str(), { description: "e.g. no live worker: misses are never computed" }),
+      pausedQueues: orNull(
+        arr(str(), {
+          description:
+            "queues paused in Redis (BullMQ pause, e.g. from /admin/queues; it outlives restarts): live, precompute, precompute-chunks (null: unknown)",
+        }),
+      ),
+      warnings: arr(str(), {
+        description:
+          "e.g. no live worker, or the live queue paused: misses are never computed; not reasons to be unready",
+      }),
     }),
     ModelList: obj({
       models: arr(

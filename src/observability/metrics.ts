@@ -47,6 +47,7 @@ type Ping = () => Promise<unknown>;
 /** A queue's state as a scrape read it. */
 interface QueueState {
   counts: Record<string, number>;
+  paused: boolean;
 }
 
 /** The value of `work` if it is fulfilled within `ms`, else undefined (a rejection too). */
@@ -281,8 +282,13 @@ export class Metrics {
   private readQueues(): Promise<Map<string, QueueState | undefined>> {
     this.queueRead ??= Promise.all(
       [...this.queues].map(async ([name, queue]) => {
-        const counts = await within(queue.getJobCounts(...QUEUE_STATES), SCRAPE_REDIS_MS);
-        return [name, counts ? { counts } : undefined] as const;
+        const state = await within(
+          Promise.all([queue.getJobCounts(...QUEUE_STATES), queue.isPaused()]).then(
+            ([counts, paused]) => ({ counts, paused }),
+          ),
+          SCRAPE_REDIS_MS,
+        );
+        return [name, state] as const;
       }),
     )
       .then((read) => new Map(read))
@@ -314,13 +320,26 @@ export class Metrics {
     // or draining behind the stall; Prometheus keeps the history.
     new client.Gauge({
       name: "predcache_queue_counts_read",
-      help: `1 when this scrape read the queue's state from Redis, 0 when it could not within ${SCRAPE_REDIS_MS} ms (Redis down or not answering): its predcache_queue_jobs series are then left out.`,
+      help: `1 when this scrape read the queue's state from Redis, 0 when it could not within ${SCRAPE_REDIS_MS} ms (Redis down or not answering): its predcache_queue_jobs and predcache_queue_paused series are then left out.`,
       labelNames: ["queue"] as const,
       registers,
       async collect() {
         const queues = await read();
         this.reset();
         for (const [queue, state] of queues) this.set({ queue }, state ? 1 : 0);
+      },
+    });
+    // A pause (BullMQ's, e.g. from the queue dashboard) is kept in Redis, across restarts:
+    // jobs keep coming and wait, nothing else says why.
+    new client.Gauge({
+      name: "predcache_queue_paused",
+      help: "1 while the queue is paused (BullMQ pause, e.g. from /admin/queues; kept in Redis across restarts): its workers take no new job. Read at scrape time.",
+      labelNames: ["queue"] as const,
+      registers,
+      async collect() {
+        const queues = await read();
+        this.reset();
+        for (const [queue, state] of queues) if (state) this.set({ queue }, state.paused ? 1 : 0);
       },
     });
   }

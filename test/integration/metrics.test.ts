@@ -133,6 +133,20 @@ describe("/metrics", () => {
     expect(sample(text, "predcache_resident_table_bytes", table)).toBe(listing.bytes);
   });
 
+  it("shows a paused queue, read at each scrape", async () => {
+    const { queue } = t.service.live;
+    // As the queue dashboard's pause button does; BullMQ keeps it in Redis.
+    await queue.pause();
+    try {
+      const paused = await scrape();
+      expect(paused).toMatch(/^predcache_queue_paused\{queue="live"\} 1$/m);
+      expect(paused).toMatch(/^predcache_queue_paused\{queue="precompute"\} 0$/m);
+    } finally {
+      await queue.resume();
+    }
+    expect(await scrape()).toMatch(/^predcache_queue_paused\{queue="live"\} 0$/m);
+  });
+
   it("is served by worker-only processes on PREDCACHE_METRICS_PORT, with /healthz", async () => {
     const port = await new Promise<number>((done) => {
       const probe = createServer().listen(0, "127.0.0.1", () => {

@@ -40,6 +40,29 @@ describe("models API", () => {
     }
   });
 
+  it("stays ready with a paused queue, and says which and what it holds up", async () => {
+    const { live, precompute } = t.service;
+    // As the queue dashboard's pause button does; BullMQ keeps it in Redis.
+    await live.queue.pause();
+    await precompute.runQueue.pause();
+    try {
+      const { status, body } = await getJson(`${t.url}/readyz`);
+      expect(status).toBe(200);
+      expect(body.liveWorkers).toBeGreaterThanOrEqual(1);
+      expect(body.pausedQueues).toEqual(["live", "precompute"]);
+      expect(body.warnings).toEqual([
+        expect.stringMatching(/^the live queue is paused .*misses wait out their wait, then 202$/),
+        expect.stringMatching(/^the precompute queue is paused .*runs are not started$/),
+      ]);
+    } finally {
+      await live.queue.resume();
+      await precompute.runQueue.resume();
+    }
+    const { body } = await getJson(`${t.url}/readyz`);
+    expect(body.pausedQueues).toEqual([]);
+    expect(body.warnings).toEqual([]);
+  });
+
   it("lists the demo model with its active version", async () => {
     const { status, body } = await getJson(`${t.url}/v1/models`);
     expect(status).toBe(200);

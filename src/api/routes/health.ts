@@ -3,6 +3,13 @@ import type { Hono } from "hono";
 import { processMetrics } from "../../observability/metrics.ts";
 import type { ApiDeps } from "../deps.ts";
 
+/** What a paused queue holds up, by queue name. */
+const PAUSED: Record<string, string> = {
+  live: "misses wait out their wait, then 202",
+  precompute: "precompute runs are not started",
+  "precompute-chunks": "precompute runs make no progress",
+};
+
 export function registerHealth(app: Hono, deps: ApiDeps): void {
   app.get("/healthz", (c) => c.json({ status: "ok" }));
 
@@ -19,13 +26,23 @@ export function registerHealth(app: Hono, deps: ApiDeps): void {
   // infers nothing (live workers do), and would otherwise turn unready on every promote.
   app.get("/readyz", async (c) => {
     const started = performance.now();
-    const [redis, liveWorkers] = await Promise.all([
+    const [redis, liveWorkers, pausedQueues] = await Promise.all([
       deps.redis
         .ping()
         .then(() => true)
         .catch(() => false),
       // Workers taking live jobs (any process): with none, misses are never computed.
       deps.live.queue.getWorkersCount().catch(() => null),
+      // A BullMQ pause (the queue dashboard has the button) is kept in Redis, across
+      // restarts: workers are there, and take nothing.
+      Promise.all(
+        Object.entries(deps.queues).map(async ([name, queue]) =>
+          (await queue.isPaused()) ? [name] : [],
+        ),
+      ).then(
+        (paused) => paused.flat(),
+        () => null,
+      ),
     ]);
     const models = deps.registry.names().map((name) => {
       const version = deps.active.get(name);
@@ -44,12 +61,18 @@ export function registerHealth(app: Hono, deps: ApiDeps): void {
         status: ready ? "ready" : "not_ready",
         redis: { reachable: redis, ms: Math.round((performance.now() - started) * 10) / 10 },
         models,
-        // Said, not a reason to be unready: hits are still answered without one.
+        // Said, not reasons to be unready: hits are still answered without them.
         liveWorkers,
-        warnings:
-          liveWorkers === 0
+        pausedQueues,
+        warnings: [
+          ...(liveWorkers === 0
             ? ["no live worker takes the live queue: misses wait out their wait, then 202"]
-            : [],
+            : []),
+          ...(pausedQueues ?? []).map(
+            (name) =>
+              `the ${name} queue is paused (kept in Redis across restarts; resume it, e.g. at /admin/queues): ${PAUSED[name] ?? "its jobs wait"}`,
+          ),
+        ],
       },
       ready ? 200 : 503,
     );
