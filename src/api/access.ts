@@ -11,6 +11,7 @@ import type { AdminToken } from "../admin/tokens.ts";
 import { matchToken } from "../admin/tokens.ts";
 import type { Keys } from "../cache/keys.ts";
 import { PredcacheError } from "../errors.ts";
+import { processMetrics } from "../observability/metrics.ts";
 import type { Redis } from "../redis/connection.ts";
 import { setHeader } from "./headers.ts";
 
@@ -108,6 +109,7 @@ export class RateLimiter {
     // Redis away or slow: counted here, so a budget still holds per process and a hit is
     // not held up by a Redis that cannot answer.
     const shared = await this.countShared(client, budget, window);
+    if (!shared) processMetrics().rateCountedLocally.inc({ budget });
     const used = shared ? shared[0] : this.countLocally(client, budget, window);
     const reset = Math.max(1, shared ? Math.min(shared[1], left) : left);
     // The headers describe the budget that answered: the request budget on every request,

@@ -104,6 +104,12 @@ export class Metrics {
     ["model", "version"],
     this.registry,
   );
+  readonly rateCountedLocally = new client.Counter({
+    name: "predcache_rate_limit_counted_locally_total",
+    help: "API-key budget uses counted in this process alone because Redis did not answer in time (each API process then allows the whole budget).",
+    labelNames: ["budget"] as const,
+    registers: [this.registry],
+  });
   readonly coalesced = new client.Counter({
     name: "predcache_coalesced_waits_total",
     help: "Misses that joined a live computation already in flight in this process.",

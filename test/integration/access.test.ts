@@ -11,6 +11,8 @@ import {
 } from "../helpers/service.ts";
 
 const ALICE = "alice-key-0123456789abcdef";
+/** For another go at a shared-budget check whose first was counted per process. */
+const SPARE = ["erin-key-0123456789abcdefgh", "frank-key-0123456789abcdefg"];
 const BOB = "bob-key-0123456789abcdefgh";
 const CAROL = "carol-key-0123456789abcdef";
 const DAVE = "dave-key-0123456789abcdefgh";
@@ -20,7 +22,7 @@ let b: TestService;
 beforeAll(async () => {
   const env = {
     PREDCACHE_PREFIX: uniquePrefix("access"),
-    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL},dave:${DAVE}`,
+    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL},dave:${DAVE},erin:${SPARE[0]},frank:${SPARE[1]}`,
     PREDCACHE_RATE_LIMIT: "6",
     PREDCACHE_MISS_RATE_LIMIT: "2",
     PREDCACHE_RATE_WINDOW_SECONDS: "60",
@@ -42,6 +44,15 @@ const predict = (t: TestService, key: string | undefined, hour: number, header =
     },
   );
 
+/** Budget uses counted per process so far (both services share this process's metrics). */
+async function countedLocally(): Promise<number> {
+  const text = await (await fetch(`${a.url}/metrics`)).text();
+  return [...text.matchAll(/^predcache_rate_limit_counted_locally_total\{[^}]*\} (\S+)$/gm)].reduce(
+    (sum, m) => sum + Number(m[1]),
+    0,
+  );
+}
+
 /** Puts SFO→LAX at `hour` in a process's L1: a hit that spends only the request budget. */
 function rememberHit(t: TestService, hour: number): void {
   const model = t.registry.versions("flight-delay")[0];
@@ -62,11 +73,18 @@ describe("API keys and rate limits", () => {
   it("counts requests per key across API processes, then answers 429 with Retry-After", async () => {
     // A hit in both processes' L1, so only the request budget is spent.
     for (const t of [a, b]) rememberHit(t, 5);
-    const statuses: number[] = [];
+    let statuses: number[] = [];
     let last: Awaited<ReturnType<typeof predict>> | undefined;
-    for (let i = 0; i < 8; i++) {
-      last = await predict(i % 2 ? b : a, ALICE, 5, i % 3 ? "authorization" : "x-api-key");
-      statuses.push(last.status);
+    // A Redis slower than the limiter waits (a loaded test machine) has a use counted per
+    // process, as designed: that go proves nothing, and another key goes again.
+    for (const key of [ALICE, ...SPARE]) {
+      const before = await countedLocally();
+      statuses = [];
+      for (let i = 0; i < 8; i++) {
+        last = await predict(i % 2 ? b : a, key, 5, i % 3 ? "authorization" : "x-api-key");
+        statuses.push(last.status);
+      }
+      if ((await countedLocally()) === before) break;
     }
     expect(statuses.slice(0, 6)).toEqual([200, 200, 200, 200, 200, 200]);
     expect(statuses.slice(6)).toEqual([429, 429]);
