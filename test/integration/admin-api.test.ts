@@ -238,15 +238,18 @@ describe("admin API auth", () => {
       expect(r.body.error.message).toMatch(/PREDCACHE_ADMIN_TOKENS/);
       // Without credentials, an attempt is anonymous's (not an "unknown token").
       expect((await getJson(`${off.url}/admin/v1/runs`)).status).toBe(403);
-      const entries = await off.service.redis.xrevrange(
-        off.service.keys.auditRefused(),
-        "+",
-        "-",
-        "COUNT",
-        2,
-      );
-      const actors = entries.map(([, f]) => f[f.indexOf("actor") + 1]);
-      expect(actors).toEqual(["anonymous", "unknown-token"]);
+      // Refused attempts are recorded after the reply (in the background): both, in time.
+      const actors = await eventually(async () => {
+        const entries = await off.service.redis.xrevrange(
+          off.service.keys.auditRefused(),
+          "+",
+          "-",
+          "COUNT",
+          2,
+        );
+        return entries.length === 2 ? entries.map(([, f]) => f[f.indexOf("actor") + 1]) : undefined;
+      });
+      expect(actors.sort()).toEqual(["anonymous", "unknown-token"]);
     } finally {
       await off.close();
     }
