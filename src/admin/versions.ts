@@ -187,6 +187,51 @@ export interface GcOptions {
   batch?: number;
 }
 
+/** A gc's dry run: the version's keys a gc would delete now, counted by the same scan. */
+async function countVersion(
+  deps: Deps,
+  model: string,
+  version: string,
+  batch: number,
+): Promise<{ keysDeleted: number }> {
+  let keysDeleted = 0;
+  const pattern = deps.admin.keys.bucketPattern(model, version);
+  for await (const keys of scanKeys(deps.redis, pattern, batch)) keysDeleted += keys.length;
+  return { keysDeleted };
+}
+
+/**
+ * Deletes a version's keys, record and tables under a gc mark; undefined when it could not
+ * be marked (made active, or the rollback target, since gc chose it).
+ */
+async function deleteVersion(
+  deps: Deps,
+  model: string,
+  { version, tables }: VersionInfo,
+  batch: number,
+): Promise<{ keysDeleted: number } | undefined> {
+  const k = deps.admin.keys;
+  const mark = await markCollecting(deps.redis, k, model, version);
+  if (!mark) return undefined;
+  let keysDeleted = 0;
+  try {
+    for await (const keys of scanKeys(deps.redis, k.bucketPattern(model, version), batch)) {
+      // The claim lapsed (Redis lost it): the version could be promoted meanwhile.
+      if (!mark.held())
+        throw new PredcacheError(
+          "conflict",
+          `gc lost its claim on ${version} while deleting it: run gc again`,
+        );
+      keysDeleted += await unlinkKeys(deps.redis, keys);
+    }
+    await deps.redis.unlink(k.versionMeta(model, version));
+    for (const t of tables) await deps.tables.remove(model, t.generation);
+  } finally {
+    await mark.release();
+  }
+  return { keysDeleted };
+}
+
 /** Deletes the versions retention does not keep, in batches of `batch` keys per command. */
 export async function collectGarbage(
   deps: Deps,
@@ -233,51 +278,18 @@ export async function collectGarbage(
       }
       continue;
     }
-    const k = deps.admin.keys;
-    if (dryRun) {
-      let keysDeleted = 0;
-      for await (const keys of scanKeys(deps.redis, k.bucketPattern(model, v.version), batch))
-        keysDeleted += keys.length;
-      const tableBytes = v.tables.reduce((sum, t) => sum + t.bytes, 0);
-      report.collected.push({
-        version: v.version,
-        keysDeleted,
-        tablesDeleted: v.tables.length,
-        tableBytes,
-      });
-      report.bytesFreedOnDisk += tableBytes;
-      continue;
-    }
-    const mark = await markCollecting(deps.redis, k, model, v.version);
+    const gone = dryRun
+      ? await countVersion(deps, model, v.version, batch)
+      : await deleteVersion(deps, model, v, batch);
     // Promoted (or rolled back to) since gc chose it: kept after all.
-    if (!mark) {
+    if (!gone) {
       report.kept.push(v.version);
       continue;
     }
-    let keysDeleted = 0;
-    let tableBytes = 0;
-    try {
-      const pattern = k.bucketPattern(model, v.version);
-      for await (const keys of scanKeys(deps.redis, pattern, batch)) {
-        // The claim lapsed (Redis lost it): the version could be promoted meanwhile.
-        if (!mark.held())
-          throw new PredcacheError(
-            "conflict",
-            `gc lost its claim on ${v.version} while deleting it: run gc again`,
-          );
-        keysDeleted += await unlinkKeys(deps.redis, keys);
-      }
-      await deps.redis.unlink(k.versionMeta(model, v.version));
-      for (const t of v.tables) {
-        await deps.tables.remove(model, t.generation);
-        tableBytes += t.bytes;
-      }
-    } finally {
-      await mark.release();
-    }
+    const tableBytes = v.tables.reduce((sum, t) => sum + t.bytes, 0);
     report.collected.push({
       version: v.version,
-      keysDeleted,
+      keysDeleted: gone.keysDeleted,
       tablesDeleted: v.tables.length,
       tableBytes,
     });
