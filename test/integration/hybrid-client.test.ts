@@ -8,6 +8,7 @@ import {
   RequestTimeoutError,
 } from "../../src/client/hybrid-client.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
+import { promotedFetch } from "../helpers/client.ts";
 import {
   closeOrReport,
   precomputeInputs,
@@ -93,23 +94,13 @@ describe("HybridClient", () => {
   });
 
   it("without a table, remembers server answers as with one, until the version changes", async () => {
-    // A promote as the client sees it, once `promoted`: the listing names another version
-    // and no table, and the server answers with that version.
+    // A promote to a version with no table yet, as the client sees it, once `promoted`.
     let promoted = false;
     let next = "bbbbbbbbbbbb";
     const client = new HybridClient({
       baseUrl: t.url,
       model: "flight-delay",
-      fetch: async (input, init) => {
-        const url = String(input);
-        if (!promoted || !(url.includes("/predict?") || url.endsWith("/tables")))
-          return fetch(input, init);
-        const body = await (await fetch(input)).json();
-        const changed = url.endsWith("/tables")
-          ? { ...body, activeVersion: next, servedVersion: next, latest: null }
-          : { ...body, version: next };
-        return new Response(JSON.stringify(changed), { status: 200 });
-      },
+      fetch: promotedFetch(() => ({ promoted, next })),
     });
     const sources: string[] = [];
     for (let i = 0; i < 4; i++) sources.push((await client.predict(uncovered)).source);

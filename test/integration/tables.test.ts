@@ -10,6 +10,7 @@ import { buildTable } from "../../src/table/builder.ts";
 import { applyDelta } from "../../src/table/delta.ts";
 import { parseTable } from "../../src/table/format.ts";
 import { DirectoryTableStore } from "../../src/table/store.ts";
+import { promotedFetch } from "../helpers/client.ts";
 import { writeSeedCsv } from "../helpers/precompute.ts";
 import {
   closeOrReport,
@@ -364,24 +365,13 @@ describe("lookup tables", () => {
   });
 
   it("after a promote, forgets the older version's table and remembered server answers", async () => {
-    // A promote to a version with no table yet, as the client sees it: the listing names
-    // the new active version and no table, the server answers with that version.
+    // A promote to a version with no table yet, as the client sees it, once `promoted`.
     let promoted = false;
     const next = "aaaaaaaaaaaa";
     const client = new HybridClient({
       baseUrl: t.url,
       model: "flight-delay",
-      fetch: async (input, init) => {
-        const url = String(input);
-        if (!promoted || !(url.includes("/predict?") || url.endsWith("/tables")))
-          return fetch(input, init);
-        const response = await fetch(input); // unconditional: the listing's body is changed
-        const body = await response.json();
-        const changed = url.endsWith("/tables")
-          ? { ...body, activeVersion: next, servedVersion: next, latest: null }
-          : { ...body, version: next };
-        return new Response(JSON.stringify(changed), { status: response.status });
-      },
+      fetch: promotedFetch(() => ({ promoted, next })),
     });
     expect(await client.refresh()).toBe("full");
     const covered = rows[0] as Record<string, string>;
