@@ -22,9 +22,14 @@ import { registerTables } from "./routes/tables.ts";
  * CORS of the read routes: models, lookups, tables and the jobs a 202 points at. Apps in
  * browsers download tables and ask for fallbacks from their own origin, with their API
  * key, client id (experiments) and request id; they need the validators and the
- * versioned URL, so those headers are exposed too.
+ * versioned URL, so those headers are exposed too; the RateLimit ones only where API keys
+ * are on (nothing sends them otherwise, and every byte of this header is written and
+ * checked by node on every answer, hits included).
  */
-export function readRoutesCors(origins: string[], clientIdHeader = "x-client-id"): CorsOptions {
+export function readRoutesCors(
+  origins: string[],
+  { clientIdHeader = "x-client-id", rateLimited = false } = {},
+): CorsOptions {
   return {
     origins,
     paths: ["/v1/models", "/v1/jobs"],
@@ -44,9 +49,7 @@ export function readRoutesCors(origins: string[], clientIdHeader = "x-client-id"
       "Location",
       "Retry-After",
       "X-Request-Id",
-      "RateLimit-Limit",
-      "RateLimit-Remaining",
-      "RateLimit-Reset",
+      ...(rateLimited ? ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"] : []),
     ],
     alsoExposed: {
       segment: "/tables",
@@ -78,7 +81,13 @@ export function createApp(deps: ApiDeps): Hono {
   const origins = deps.settings.corsOrigins;
   if (origins.length > 0) {
     edge.push(
-      cors({ ...readRoutesCors(origins, deps.settings.clientIdHeader), methodsOf: allowed }),
+      cors({
+        ...readRoutesCors(origins, {
+          clientIdHeader: deps.settings.clientIdHeader,
+          rateLimited: deps.access !== undefined,
+        }),
+        methodsOf: allowed,
+      }),
     );
   }
   if (deps.access) {

@@ -95,6 +95,8 @@ describe("API keys and rate limits", () => {
     expect(Number(last?.headers.get("retry-after"))).toBeGreaterThan(0);
     expect(last?.headers.get("ratelimit-limit")).toBe("6");
     expect(last?.headers.get("ratelimit-remaining")).toBe("0");
+    // Browser apps may read them: with API keys on, CORS exposes them.
+    expect(last?.headers.get("access-control-expose-headers")).toContain("RateLimit-Remaining");
     // Another key has its own budget.
     expect((await predict(a, BOB, 5)).status).toBe(200);
   });

@@ -7,9 +7,9 @@ import { takeHeaders } from "../../src/api/headers.ts";
 
 const hook = cors(readRoutesCors(["*"]));
 
-function exposed(url: string): string | undefined {
+function exposed(url: string, through = hook): string | undefined {
   const incoming = { url, method: "GET", headers: { origin: "https://app.example" } };
-  const answer = hook(incoming as unknown as IncomingMessage, {} as ServerResponse);
+  const answer = through(incoming as unknown as IncomingMessage, {} as ServerResponse);
   expect(answer).toBeUndefined();
   return takeHeaders(incoming as unknown as IncomingMessage)?.["Access-Control-Expose-Headers"];
 }
@@ -20,8 +20,17 @@ describe("CORS exposed headers", () => {
       const list = exposed(url);
       expect(list).toContain("ETag");
       expect(list).toContain("Retry-After");
-      expect(list).toContain("RateLimit-Remaining");
+      expect(list).not.toContain("RateLimit");
       expect(list).not.toContain("Content-Range");
+    }
+  });
+
+  it("the RateLimit headers only where API keys are on (nothing sends them otherwise)", () => {
+    const keyed = cors(readRoutesCors(["*"], { rateLimited: true }));
+    for (const url of ["/v1/models/m/predict?a=1", "/v1/jobs/j1", "/v1/models/m/tables"]) {
+      const list = exposed(url, keyed);
+      for (const name of ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "ETag"])
+        expect(list).toContain(name);
     }
   });
 
