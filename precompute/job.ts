@@ -122,8 +122,9 @@ export class Precompute {
     const target = version ? this.registry.get(spec.model, version) : undefined;
     if (!target || !version)
       throw new PredcacheError(
-        "model_not_found",
-        `model "${spec.model}" has no version "${version}"`,
+        "version_not_found",
+        `model "${spec.model}" has no version "${String(version).slice(0, 64)}"`,
+        { versions: this.registry.versions(spec.model).map((v) => v.version) },
       );
     if (spec.source.kind === "grid") {
       let grid: ReturnType<typeof planGrid>;

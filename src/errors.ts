@@ -10,6 +10,7 @@ export type ErrorCode =
   | "unauthorized"
   | "forbidden"
   | "model_not_found"
+  | "version_not_found"
   | "not_found"
   | "method_not_allowed"
   | "conflict"
@@ -36,6 +37,7 @@ export function statusOf(
     case "forbidden":
       return 403;
     case "model_not_found":
+    case "version_not_found":
     case "not_found":
       return 404;
     case "method_not_allowed":

@@ -90,7 +90,7 @@ export async function loadedVersion(
   const found = await deps.registry.resolve(model, version);
   if (!found)
     throw new PredcacheError(
-      "not_found",
+      "version_not_found",
       `model ${model} has no loaded version ${version.slice(0, 64)}`,
       {
         versions: deps.registry.versions(model).map((v) => v.version),

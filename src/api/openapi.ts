@@ -37,6 +37,7 @@ const ERROR_CODES = Object.keys({
   unauthorized: 0,
   forbidden: 0,
   model_not_found: 0,
+  version_not_found: 0,
   not_found: 0,
   method_not_allowed: 0,
   conflict: 0,

@@ -387,6 +387,8 @@ describe("admin API runs and versions", () => {
       const r = await admin(path, { method: "POST", body });
       expect(r.status, JSON.stringify(body)).toBe(status);
       expect(r.body.error.message).toBeTruthy();
+      if ((body as { version?: string }).version)
+        expect(r.body.error.code).toBe("version_not_found");
     }
     const notJson = await getJson(`${t.url}/admin/v1/models/flight-delay/precompute`, {
       method: "POST",
@@ -459,13 +461,14 @@ describe("admin API runs and versions", () => {
       );
       return r.body.version === v1 ? true : undefined;
     }, 1_000);
-    expect(
-      (
-        await admin("/admin/v1/models/flight-delay/versions/ffffffffffff/promote", {
-          method: "POST",
-        })
-      ).status,
-    ).toBe(404);
+    const unknown = await admin("/admin/v1/models/flight-delay/versions/ffffffffffff/promote", {
+      method: "POST",
+    });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error).toMatchObject({
+      code: "version_not_found",
+      details: { versions: expect.arrayContaining([v1, v2]) },
+    });
     expect((await admin("/admin/v1/models/nope/rollback", { method: "POST" })).status).toBe(404);
   });
 

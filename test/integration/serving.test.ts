@@ -557,6 +557,16 @@ describe("errors", () => {
     expect(r.body.error.code).toBe("model_not_found");
   });
 
+  it("answers an unknown version with 404 naming the versions there are", async () => {
+    const r = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1&version=nope`,
+    );
+    expect(r.status).toBe(404);
+    expect(r.body.error.code).toBe("version_not_found");
+    expect(r.body.error.message).toMatch(/has no version "nope"/);
+    expect(r.body.error.details.versions).toContain(model.version);
+  });
+
   it("answers invalid input with 422 listing every offending field", async () => {
     const r = await getJson(
       `${t.url}/v1/models/flight-delay/predict?origin=SFO&hour=25&dayOfWeek=x&color=red`,

@@ -41,8 +41,9 @@ export function resolveVersion(
     // The log line of a refused lookup names its model (a found one is annotated by its route).
     annotate(c, { model: name });
     throw new PredcacheError(
-      "model_not_found",
+      "version_not_found",
       `model "${name}" has no version "${String(version).slice(0, 64)}"`,
+      { versions: versions.map((v) => v.version) },
     );
   }
   return found;
