@@ -66,7 +66,10 @@ export function setHeader(c: Context, name: string, value: string, append = fals
   else c.header(name, value, { append });
 }
 
-/** A response with the added headers and `headers`, as one plain record (the fast path). */
+/**
+ * A response with the added headers and `headers`, as one plain record (the fast path).
+ * To HEAD, Hono gives the GET's reply with its body dropped: the body's length is said.
+ */
 export function plainResponse(
   c: Context,
   status: number,
@@ -75,7 +78,10 @@ export function plainResponse(
 ): Response {
   const incoming = incomingOf(c);
   const added = incoming ? takeHeaders(incoming) : undefined;
-  return new Response(body, { status, headers: added ? Object.assign(added, headers) : headers });
+  const all = added ? Object.assign(added, headers) : headers;
+  if (body !== null && (incoming?.method ?? c.req.method) === "HEAD")
+    all["Content-Length"] = String(Buffer.byteLength(body));
+  return new Response(body, { status, headers: all });
 }
 
 /**

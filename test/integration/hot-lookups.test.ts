@@ -168,7 +168,7 @@ describe("hot lookups", () => {
     const url = `${main.url}${predict("origin=SEA&destination=DEN&hour=10&dayOfWeek=3")}`;
     await getJson(`${url}&wait=5000`);
     const hit = await fetch(url);
-    await hit.text();
+    const body = await hit.text();
     const calls = main.appCalls();
     const etag = hit.headers.get("etag") as string;
     const conditional = await fetch(url, { headers: { "if-none-match": etag } });
@@ -176,6 +176,9 @@ describe("hot lookups", () => {
     const head = await fetch(url, { method: "HEAD" });
     expect(head.status).toBe(200);
     expect(head.headers.get("etag")).toBe(etag);
+    // What a GET would carry, so a cache or a client can size it without the body.
+    expect(head.headers.get("content-length")).toBe(String(Buffer.byteLength(body)));
+    expect(await head.text()).toBe("");
     expect(main.appCalls()).toBe(calls + 2);
   });
 
