@@ -136,7 +136,15 @@ export function requireApiKey(limiter: RateLimiter, options: AccessOptions): Mid
     if (c.req.method === "OPTIONS") return next(); // preflights carry no credentials
     const header = c.req.header("authorization");
     const bearer = header ? /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] : undefined;
-    const secret = bearer ?? c.req.header("x-api-key");
+    const apiKey = c.req.header("x-api-key");
+    // Two different keys: which one the client meant is not for the server to guess (a
+    // valid one must not let a wrong one through unnoticed).
+    if (bearer !== undefined && apiKey !== undefined && bearer !== apiKey)
+      throw new PredcacheError(
+        "bad_request",
+        "Authorization and X-API-Key name two different API keys: send one",
+      );
+    const secret = bearer ?? apiKey;
     if (!secret) {
       c.header("WWW-Authenticate", 'Bearer realm="predcache"');
       throw new PredcacheError(

@@ -16,13 +16,14 @@ const SPARE = ["erin-key-0123456789abcdefgh", "frank-key-0123456789abcdefg"];
 const BOB = "bob-key-0123456789abcdefgh";
 const CAROL = "carol-key-0123456789abcdef";
 const DAVE = "dave-key-0123456789abcdefgh";
+const GRACE = "grace-key-0123456789abcdefg";
 let a: TestService;
 let b: TestService;
 
 beforeAll(async () => {
   const env = {
     PREDCACHE_PREFIX: uniquePrefix("access"),
-    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL},dave:${DAVE},erin:${SPARE[0]},frank:${SPARE[1]}`,
+    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL},dave:${DAVE},erin:${SPARE[0]},frank:${SPARE[1]},grace:${GRACE}`,
     PREDCACHE_RATE_LIMIT: "6",
     PREDCACHE_MISS_RATE_LIMIT: "2",
     PREDCACHE_RATE_WINDOW_SECONDS: "60",
@@ -68,6 +69,27 @@ describe("API keys and rate limits", () => {
     expect(none.body.error.code).toBe("unauthorized");
     expect((await predict(a, "not-a-key-not-a-key", 1)).status).toBe(403);
     expect((await getJson(`${a.url}/healthz`)).status).toBe(200);
+  });
+
+  it("refuses two different keys in one request (400), whichever is valid", async () => {
+    rememberHit(a, 2);
+    const url = `${a.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=2&dayOfWeek=1&wait=0`;
+    for (const [bearer, apiKey] of [
+      [GRACE, "not-a-key-not-a-key"],
+      ["not-a-key-not-a-key", GRACE],
+      [GRACE, DAVE],
+    ]) {
+      const r = await getJson(url, {
+        headers: { authorization: `Bearer ${bearer}`, "x-api-key": apiKey as string },
+      });
+      expect(r.status).toBe(400);
+      expect(r.body.error.code).toBe("bad_request");
+    }
+    // The same key both ways is one key.
+    const same = await getJson(url, {
+      headers: { authorization: `Bearer ${GRACE}`, "x-api-key": GRACE },
+    });
+    expect(same.status).toBe(200);
   });
 
   it("counts requests per key across API processes, then answers 429 with Retry-After", async () => {
