@@ -36,6 +36,7 @@ import {
   closeWithin,
   createRedis,
   type Redis,
+  settledWithin,
   subscribe,
   whenReady,
 } from "./redis/connection.ts";
@@ -269,7 +270,28 @@ export async function createService(
 
 export interface LiveWorkerProcess {
   worker: LiveWorker;
+  /** For a worker process's /readyz. */
+  readiness(): Promise<WorkerReadiness>;
   close(): Promise<void>;
+}
+
+/** One worker of a worker-only process, as its /readyz tells it. */
+export interface WorkerReadiness {
+  worker: "live" | "precompute";
+  /** Its BullMQ workers take jobs (not closed, not paused). */
+  running: boolean;
+  /** Its Redis answered a PING within a second. */
+  redis: boolean;
+}
+
+/** Whether `redis` answers a PING within a second (a frozen one must not hold a probe). */
+async function answersPing(redis: Redis): Promise<boolean> {
+  let answered = false;
+  const ping = redis.ping().then(() => {
+    answered = true;
+  });
+  await settledWithin(ping, 1_000);
+  return answered;
 }
 
 export async function createLiveWorker(
@@ -322,6 +344,13 @@ export async function createLiveWorker(
   ];
   return {
     worker,
+    async readiness() {
+      return {
+        worker: "live",
+        running: worker.worker.isRunning(),
+        redis: await answersPing(redis),
+      };
+    },
     async close() {
       for (const stop of unwatch) stop();
       stopWarming();
@@ -334,6 +363,8 @@ export async function createLiveWorker(
 
 export interface PrecomputeWorkerProcess {
   worker: PrecomputeWorker;
+  /** For a worker process's /readyz. */
+  readiness(): Promise<WorkerReadiness>;
   close(): Promise<void>;
 }
 
@@ -374,6 +405,10 @@ export async function createPrecomputeWorker(
   ];
   return {
     worker,
+    async readiness() {
+      const running = worker.runWorker.isRunning() && worker.chunkWorker.isRunning();
+      return { worker: "precompute", running, redis: await answersPing(redis) };
+    },
     async close() {
       for (const stop of unwatch) stop();
       await worker.close();

@@ -5,7 +5,13 @@
 import { loadConfigOrExit } from "../config.ts";
 import { createLogger } from "../log.ts";
 import { serveMetrics } from "../observability/metrics-server.ts";
-import { createLiveWorker, createPrecomputeWorker, loadRegistry } from "../service.ts";
+import {
+  createLiveWorker,
+  createPrecomputeWorker,
+  type LiveWorkerProcess,
+  loadRegistry,
+  type PrecomputeWorkerProcess,
+} from "../service.ts";
 import { liveWorkerWaitNotice } from "./renamed-settings.ts";
 import { failedStart, onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
@@ -28,11 +34,22 @@ onShutdown(log, steps);
 try {
   const registry = await loadRegistry(config);
   steps.push(() => registry.close());
-  if (kinds.has("live"))
-    steps.unshift((await createLiveWorker(config, redisUrl, log, registry)).close);
+  const workers: (LiveWorkerProcess | PrecomputeWorkerProcess)[] = [];
+  const started = (worker: LiveWorkerProcess | PrecomputeWorkerProcess) => {
+    workers.push(worker);
+    steps.unshift(worker.close);
+  };
+  if (kinds.has("live")) started(await createLiveWorker(config, redisUrl, log, registry));
   if (kinds.has("precompute"))
-    steps.unshift((await createPrecomputeWorker(config, redisUrl, log, registry)).close);
-  steps.unshift(serveMetrics(config.host, config.metricsPort, log));
+    started(await createPrecomputeWorker(config, redisUrl, log, registry));
+  steps.unshift(
+    serveMetrics(
+      config.host,
+      config.metricsPort,
+      log,
+      workers.map((worker) => worker.readiness),
+    ),
+  );
   log.info({ workers: [...kinds] }, "workers ready");
 } catch (error) {
   await failedStart(log, error, steps);

@@ -1,18 +1,46 @@
 /**
- * /metrics for processes without the API (worker-only), and /healthz for a container's
- * healthcheck: a bare node:http listener. A port already taken is logged and skipped —
- * metrics must never stop a worker.
+ * /metrics for processes without the API (worker-only), /healthz for a container's
+ * healthcheck (the process answers) and /readyz (its workers take jobs and reach Redis):
+ * a bare node:http listener. A port already taken is logged and skipped — metrics must
+ * never stop a worker.
  */
-import { createServer } from "node:http";
+import { createServer, type ServerResponse } from "node:http";
 import type { Logger } from "../log.ts";
 import { processMetrics } from "./metrics.ts";
 
-export function serveMetrics(host: string, port: number, log: Logger): () => Promise<void> {
+/** What /readyz asks of each worker of the process. */
+export type ReadinessCheck = () => Promise<{ running: boolean; redis: boolean }>;
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res
+    .writeHead(status, { "content-type": "application/json", "cache-control": "no-store" })
+    .end(JSON.stringify(body));
+}
+
+/** 200 when every worker runs and reaches Redis, else 503; each worker's state either way. */
+async function readyz(res: ServerResponse, checks: readonly ReadinessCheck[]): Promise<void> {
+  const workers = await Promise.all(
+    checks.map((check) => check().catch(() => ({ running: false, redis: false }))),
+  );
+  const ready = workers.length > 0 && workers.every((w) => w.running && w.redis);
+  json(res, ready ? 200 : 503, { status: ready ? "ready" : "not_ready", workers });
+}
+
+export function serveMetrics(
+  host: string,
+  port: number,
+  log: Logger,
+  readiness: readonly ReadinessCheck[] = [],
+): () => Promise<void> {
   if (port === 0) return async () => {};
   const metrics = processMetrics();
   const server = createServer((req, res) => {
     if (req.url === "/healthz") {
       res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
+      return;
+    }
+    if (req.url === "/readyz") {
+      void readyz(res, readiness);
       return;
     }
     if (req.url !== "/metrics") {

@@ -147,7 +147,7 @@ describe("/metrics", () => {
     expect(await scrape()).toMatch(/^predcache_queue_paused\{queue="live"\} 0$/m);
   });
 
-  it("is served by worker-only processes on PREDCACHE_METRICS_PORT, with /healthz", async () => {
+  it("is served by worker-only processes on PREDCACHE_METRICS_PORT, with /healthz and /readyz", async () => {
     const port = await new Promise<number>((done) => {
       const probe = createServer().listen(0, "127.0.0.1", () => {
         const { port } = probe.address() as { port: number };
@@ -175,6 +175,14 @@ describe("/metrics", () => {
       const health = await fetch(`http://127.0.0.1:${port}/healthz`);
       expect(health.status).toBe(200);
       expect(await health.json()).toEqual({ status: "ok" });
+      // And /readyz: its worker takes jobs and reaches Redis.
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(ready.headers.get("cache-control")).toBe("no-store");
+      expect(await ready.json()).toEqual({
+        status: "ready",
+        workers: [{ worker: "live", running: true, redis: true }],
+      });
     } finally {
       child.kill("SIGTERM");
       await new Promise((done) => child.once("exit", done));

@@ -1,0 +1,68 @@
+/** The worker-only process's probe server: /readyz says not ready unless every worker is. */
+import { createServer } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { createLogger } from "../../src/log.ts";
+import { type ReadinessCheck, serveMetrics } from "../../src/observability/metrics-server.ts";
+
+let stop: (() => Promise<void>) | undefined;
+afterEach(async () => {
+  await stop?.();
+  stop = undefined;
+});
+
+function freePort(): Promise<number> {
+  return new Promise((done) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => done(port));
+    });
+  });
+}
+
+async function readyz(checks: ReadinessCheck[]) {
+  const port = await freePort();
+  stop = serveMetrics("127.0.0.1", port, createLogger("silent"), checks);
+  for (let tries = 0; ; tries++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+      return { status: r.status, body: await r.json() };
+    } catch (error) {
+      if (tries > 50) throw error;
+      await new Promise((done) => setTimeout(done, 20));
+    }
+  }
+}
+
+const up: ReadinessCheck = async () => ({ running: true, redis: true });
+
+describe("worker /readyz", () => {
+  it("is 200 when every worker runs and reaches Redis", async () => {
+    const r = await readyz([up, up]);
+    expect(r).toEqual({
+      status: 200,
+      body: { status: "ready", workers: [up, up].map(() => ({ running: true, redis: true })) },
+    });
+  });
+
+  it("is 503 when a worker does not run, does not reach Redis, or cannot tell", async () => {
+    const cases: ReadinessCheck[] = [
+      async () => ({ running: false, redis: true }),
+      async () => ({ running: true, redis: false }),
+      async () => {
+        throw new Error("closed");
+      },
+    ];
+    for (const check of cases) {
+      const r = await readyz([up, check]);
+      expect(r.status).toBe(503);
+      expect(r.body.status).toBe("not_ready");
+      expect(r.body.workers[0]).toEqual({ running: true, redis: true });
+      await stop?.();
+      stop = undefined;
+    }
+  });
+
+  it("is 503 with no worker to speak for", async () => {
+    expect((await readyz([])).status).toBe(503);
+  });
+});
