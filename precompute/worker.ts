@@ -184,14 +184,14 @@ export class PrecomputeWorker {
     const parsed = runJobSchema.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError(`malformed run job: ${parsed.error.message}`);
     const run = parsed.data;
-    if (ENDED.has((await this.runs.state(run.runId)) ?? "")) return { ended: true };
+    if (await this.ended(run.runId)) return this.endedRun(run.runId);
     const target = await this.target(run.model, run.version);
     if (run.step === "plan") {
       // The inference thread loads the model while the chunks are being planned.
       this.inference(target).catch(() => {});
       const chunks = await this.plan(job, run, target);
       // Cancelled while planning: stop here (no table, no promotion).
-      if (await this.ended(run.runId)) return { ended: true };
+      if (await this.ended(run.runId)) return this.endedRun(run.runId);
       await this.runs.set(run.runId, { chunksTotal: chunks });
       await this.runs.transition(run.runId, "running");
       await job.updateData({ ...run, step: "finish" });
@@ -295,6 +295,18 @@ export class PrecomputeWorker {
 
   private async ended(runId: string): Promise<boolean> {
     return ENDED.has((await this.runs.state(runId)) ?? "");
+  }
+
+  /**
+   * The end of a run's job once its run has ended. A cancelled run's job is failed, not
+   * completed: chunks the cancel could not remove (running ones) are still its children,
+   * and BullMQ refuses to complete a parent with children pending (an error-level line
+   * each time the job came up again). The run's own state says it was cancelled.
+   */
+  private async endedRun(runId: string): Promise<{ ended: true }> {
+    if ((await this.runs.state(runId)) === "cancelled")
+      throw new UnrecoverableError(`run ${runId} was cancelled`);
+    return { ended: true };
   }
 
   private async finish(run: RunJob, target: ModelVersion): Promise<unknown> {
