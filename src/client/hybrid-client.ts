@@ -128,6 +128,10 @@ export class HybridClient {
   private current: LookupTable | undefined;
   /** The version the remembered server answers are of: a promote makes them stale. */
   private answersVersion: string | undefined;
+  /** Server exchanges (lookups, listings) begun, counted: which of two was asked later. */
+  private asked = 0;
+  /** The exchange that told answersVersion: one begun before it is older news. */
+  private answersToldBy = 0;
   /** The refresh running, if any: refreshes run one at a time, in the order asked. */
   private refreshing: Promise<unknown> = Promise.resolve();
   /** The listing's ETag when `current` was chosen from it: a 304 then means nothing changed. */
@@ -249,16 +253,28 @@ export class HybridClient {
     return run;
   }
 
-  /** Forgets remembered server answers of any other version. */
-  private answersOf(version: string): void {
-    if (version === this.answersVersion) return;
+  /**
+   * Forgets remembered server answers of any other version than `version`, which the
+   * exchange begun `told`-th says is served; unless an exchange begun later said another
+   * (a slow answer from before a promote must not bring the old version back): then
+   * false, and what it says is not to be remembered.
+   */
+  private answersOf(version: string, told: number): boolean {
+    if (version === this.answersVersion) {
+      this.answersToldBy = Math.max(this.answersToldBy, told);
+      return true;
+    }
+    if (told < this.answersToldBy) return false;
     this.fallback.clear();
     this.keysOfQueries.clear();
     this.answersVersion = version;
+    this.answersToldBy = told;
+    return true;
   }
 
   private async refreshNow(): Promise<RefreshOutcome> {
     this.requests.listing++;
+    const told = ++this.asked;
     const conditional = this.current && this.listingEtag;
     const listing = await this.send(
       "listing tables",
@@ -273,7 +289,7 @@ export class HybridClient {
       "listing tables",
     );
     const version = servedVersion ?? activeVersion;
-    if (version) this.answersOf(version);
+    if (version) this.answersOf(version, told);
     const held = this.current;
     if (!latest) {
       // No table listed, yet the held one is still of the version served (an API process
@@ -367,6 +383,7 @@ export class HybridClient {
     withTable: boolean,
   ): Promise<HybridAnswer> {
     this.requests.predict++;
+    const told = ++this.asked;
     query.set("wait", String(this.options.wait ?? 2_000));
     const response = await this.send(
       "asking the server",
@@ -398,8 +415,9 @@ export class HybridClient {
       outOfDistribution: body.outOfDistribution ?? false,
       lowConfidence: body.lowConfidence ?? false,
     };
-    // An answer of another version than those remembered: the server switched versions.
-    this.answersOf(body.version);
+    // An answer of another version than those remembered: the server switched versions
+    // (unless a lookup asked later already said so of another: this one is then stale).
+    if (!this.answersOf(body.version, told)) return answer;
     this.fallback.set(body.key, answer);
     if (!withTable) this.keysOfQueries.set(asked, body.key);
     return answer;

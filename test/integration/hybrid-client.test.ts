@@ -132,6 +132,40 @@ describe("HybridClient", () => {
     expect(client.requests.predict).toBe(4);
   });
 
+  it("keeps what a newer version answered when an older one's answer comes late", async () => {
+    // Two lookups around a promote: the first asked, answered by the old version after
+    // the second, asked later, was answered by the new one.
+    const [before, after] = ["aaaaaaaaaaaa", "bbbbbbbbbbbb"];
+    let release = () => {};
+    const held = new Promise<void>((done) => {
+      release = done;
+    });
+    const slow = { ...uncovered, hour: 5 };
+    const quick = { ...uncovered, hour: 6 };
+    const client = new HybridClient({
+      baseUrl: t.url,
+      model: "flight-delay",
+      fetch: async (input, init) => {
+        const response = await fetch(input, init);
+        const url = String(input);
+        if (!url.includes("/predict?")) return response;
+        const late = url.includes("hour=5");
+        if (late) await held;
+        const body = { ...(await response.json()), version: late ? before : after };
+        return new Response(JSON.stringify(body), { status: response.status });
+      },
+    });
+    const first = client.predict(slow);
+    expect((await client.predict(quick)).version).toBe(after);
+    release();
+    // The late answer is given as the server gave it…
+    expect((await first).version).toBe(before);
+    // …and neither forgets the newer version's answers nor is remembered in their place.
+    expect(await client.predict(quick)).toMatchObject({ source: "cache", version: after });
+    expect((await client.predict(slow)).source).toMatch(/^server:/);
+    expect(client.requests.predict).toBe(3);
+  });
+
   it("gives up on a server that accepts and never replies, and later refreshes still run", async () => {
     const hung = await serve(createServer(() => {}));
     try {
