@@ -46,13 +46,18 @@ async function storedTable(): Promise<LookupTable | undefined> {
   return bytes ? LookupTable.open(bytes, { model }) : undefined;
 }
 
-async function sync(): Promise<void> {
-  // A damaged file is what sync exists to repair: start as if there were none.
-  const stored = await storedTable().catch((error: unknown) => {
+/** The stored table; a damaged one is said on stderr (with what is done instead) and skipped. */
+async function verifiedTable(instead: string): Promise<LookupTable | undefined> {
+  return storedTable().catch((error: unknown) => {
     if (!(error instanceof TableFormatError)) throw error;
-    console.error(`${file} fails verification (${error.message}): downloading the full table`);
+    console.error(`${file} fails verification (${error.message}): ${instead}`);
     return undefined;
   });
+}
+
+async function sync(): Promise<void> {
+  // A damaged file is what sync exists to repair: start as if there were none.
+  const stored = await verifiedTable("downloading the full table");
   const client = new HybridClient({ baseUrl: server, model, table: stored });
   const outcome = await client.refresh();
   const table = client.table;
@@ -80,7 +85,9 @@ async function lookup(input: Record<string, string>): Promise<void> {
 }
 
 async function ask(input: Record<string, string>): Promise<void> {
-  const client = new HybridClient({ baseUrl: server, model, table: await storedTable() });
+  // A damaged table answers nothing: the server answers all (sync repairs the file).
+  const table = await verifiedTable('asking the server (run "sync" to repair it)');
+  const client = new HybridClient({ baseUrl: server, model, table });
   console.log(JSON.stringify(await client.predict(input)));
 }
 

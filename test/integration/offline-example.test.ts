@@ -64,13 +64,21 @@ describe("examples/offline-app", () => {
     expect(JSON.parse(asked.out)).toMatchObject({ source: expect.stringMatching(/^server:/) });
   });
 
-  it("sync replaces a stored table that fails verification with a fresh download", async () => {
+  it("with a stored table that fails verification, asks the server, and sync replaces it", async () => {
     const url = (t as TestService).url;
     const good = await readFile(file);
     const bytes = Buffer.from(good);
     const at = bytes.length >> 1;
     bytes[at] = bytes[at] === 0 ? 1 : 0;
     await writeFile(file, bytes);
+    // Not answered from the damaged table, nor refused: the server answers a covered input.
+    const asked = await app(["ask", "--server", url, "--file", file, ...pairs(covered)]);
+    expect(asked.code).toBe(0);
+    expect(asked.err).toMatch(/fails verification \(.*checksum.*\): asking the server/);
+    expect(JSON.parse(asked.out)).toMatchObject({
+      source: expect.stringMatching(/^server:/),
+      prediction: serverAnswer,
+    });
     const synced = await app(["sync", "--server", url, "--file", file]);
     expect(synced).toMatchObject({ code: 0 });
     expect(synced.err).toMatch(/fails verification \(.*checksum/);
