@@ -1,6 +1,7 @@
 /**
- * Claims: which batch computes a key. A key's claim is set when its batch is queued and
- * expires once the answer stops being pollable; an API process that misses a key already
+ * Claims: which batch computes a key. A key's claim is set when its batch is queued, lasts
+ * while the batch waits and runs, and expires once the answer stops being pollable (the
+ * worker sets that when the batch is done); an API process that misses a key already
  * claimed waits for that batch instead of computing the key again. Scripts, so a batch's
  * claims are taken (or released) in one step and in one slot (the queue's hash tag).
  *
@@ -39,6 +40,18 @@ for _, key in ipairs(KEYS) do
 end
 return released`;
 
+// KEYS: claim keys. ARGV: batch id, time to live (ms). The claims this batch still holds
+// expire in that time (its answers are pollable that long after it is done).
+const SETTLE = `
+local settled = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    settled = settled + 1
+  end
+end
+return settled`;
+
 // KEYS: claim keys, then their failure marks (as many). ARGV: batch id, the marks' time to
 // live (ms). Marks each key as failed by the batch, and gives up the claims it still holds.
 const FAIL = `
@@ -58,6 +71,7 @@ declare module "ioredis" {
       ...keysThenArgs: (string | number)[]
     ): Result<string[], Context>;
     predcacheRelease(numKeys: number, ...keysThenArgs: string[]): Result<number, Context>;
+    predcacheSettle(numKeys: number, ...keysThenArgs: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -72,6 +86,7 @@ export function defineClaimScripts(redis: Redis): void {
   if (isCluster(redis)) return;
   redis.defineCommand("predcacheClaim", { lua: CLAIM });
   redis.defineCommand("predcacheRelease", { lua: RELEASE });
+  redis.defineCommand("predcacheSettle", { lua: SETTLE });
 }
 
 /** For each claim key: undefined when this batch holds it now, else the holder's batch id. */
@@ -98,6 +113,23 @@ export async function release(
   return isCluster(redis)
     ? ((await redis.eval(RELEASE, claimKeys.length, ...claimKeys, batchId)) as number)
     : redis.predcacheRelease(claimKeys.length, ...claimKeys, batchId);
+}
+
+/**
+ * A batch is done: the claims it still holds expire `ttlMs` from now, so its keys' polls
+ * find it while its answers are kept, however long it was queued, and not for longer.
+ */
+export async function settleClaims(
+  redis: Redis,
+  batchId: string,
+  claimKeys: readonly string[],
+  ttlMs: number,
+): Promise<number> {
+  if (claimKeys.length === 0) return 0;
+  const args = [...claimKeys, batchId, Math.max(1, Math.round(ttlMs))];
+  return isCluster(redis)
+    ? ((await redis.eval(SETTLE, claimKeys.length, ...args)) as number)
+    : redis.predcacheSettle(claimKeys.length, ...args);
 }
 
 /**

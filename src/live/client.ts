@@ -99,6 +99,8 @@ const HOLD_FACTOR = 20;
  * before the job; past this, the holder gave up (or was stopped) before queuing it.
  */
 const UNQUEUED_CLAIM_MS = 2_000;
+/** How long a key stays claimed by a batch that is not done (ms): a day. */
+const QUEUED_CLAIM_MS = 86_400_000;
 /** Pauses between looks for a claimed batch that is not in the queue yet (ms, the last repeats). */
 const LOOK_AGAIN_MS = [10, 25, 50, 100, 250];
 
@@ -203,7 +205,7 @@ export class LiveClient {
     const claimed = await holderOf(
       this.commands,
       claimKey(this.options.prefix, keyId),
-      this.claimTtlMs(),
+      this.olderClaimTtlMs(),
     );
     const holder =
       claimed?.holder ?? (await this.commands.get(failedKey(this.options.prefix, keyId)));
@@ -473,8 +475,15 @@ export class LiveClient {
     for (const keyId of keys.keys()) this.settle(keyId, { error: new Error(reason) });
   }
 
-  /** Time to live of a claim (ms): a batch's keys stay claimed while its answer is pollable. */
   private claimTtlMs(): number {
+    return claimTtlMs(this.options);
+  }
+
+  /**
+   * The time to live a claim whose batch id names none was set with: a process of an older
+   * release, which claimed a key for as long as its answer would be pollable.
+   */
+  private olderClaimTtlMs(): number {
     return this.options.keepFinishedSeconds * 1000 + this.options.maxWaitMs;
   }
 
@@ -503,7 +512,7 @@ export class LiveClient {
         const claimed = await holderOf(
           this.commands,
           claimKey(this.options.prefix, first.keyId),
-          this.claimTtlMs(),
+          this.olderClaimTtlMs(),
         );
         if (claimed?.holder !== holder || claimed.ageMs >= UNQUEUED_CLAIM_MS)
           return await this.takeOver(holder, model, waiting);
@@ -587,6 +596,15 @@ export class LiveClient {
     for (const jobId of [...this.flying.keys()]) this.landed(jobId);
     await Promise.allSettled([closeWithin(this.events.close()), this.queue.close()]);
   }
+}
+
+/**
+ * Time to live a claim is set with (ms): long enough for its batch to wait in the queue
+ * (paused, or behind a backlog) and run; the worker shortens it to the keep time once the
+ * batch is done (claims.ts). A batch gone meanwhile is taken over (follow), not waited on.
+ */
+export function claimTtlMs(options: Pick<LiveClientOptions, "keepFinishedSeconds" | "maxWaitMs">) {
+  return Math.max(QUEUED_CLAIM_MS, options.keepFinishedSeconds * 1000 + options.maxWaitMs);
 }
 
 const unavailable = (error: unknown) =>

@@ -14,7 +14,7 @@ import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import { closeWorkers, type Redis } from "../redis/connection.ts";
 import { MicroBatcher, type MicroBatcherOptions } from "./batcher.ts";
-import { failClaims } from "./claims.ts";
+import { defineClaimScripts, failClaims, settleClaims } from "./claims.ts";
 import {
   claimKey,
   failedKey,
@@ -26,8 +26,13 @@ import {
   liveJobSchema,
 } from "./jobs.ts";
 
-/** How long a failure mark lasts when the job names no time it is kept (s). */
+/** How long a failure mark or a done batch's claims last when the job names no time it is kept (s). */
 const DEFAULT_KEEP_SECONDS = 300;
+
+/** The time (s) a job is kept once it is done (`kept`: its removeOnComplete or removeOnFail). */
+function keptSeconds(kept: Job["opts"]["removeOnComplete"]): number {
+  return typeof kept === "object" && "age" in kept && kept.age ? kept.age : DEFAULT_KEEP_SECONDS;
+}
 
 export interface LiveWorkerOptions {
   prefix: string;
@@ -71,13 +76,14 @@ export class LiveWorker {
 
   constructor(
     blocking: Redis,
-    /** For the claims of failed batches. */
+    /** For the claims of done and failed batches. */
     private readonly commands: Redis,
     private readonly registry: ModelRegistry,
     private readonly store: PredictionStore,
     log: Logger,
     private readonly options: LiveWorkerOptions,
   ) {
+    defineClaimScripts(commands);
     this.worker = new Worker<LiveJob, LiveResult>(LIVE_QUEUE, (job) => this.process(job), {
       connection: blocking,
       prefix: options.prefix,
@@ -101,7 +107,9 @@ export class LiveWorker {
 
   private async process(job: Job<LiveJob, LiveResult>): Promise<LiveResult> {
     try {
-      return await this.compute(job);
+      const result = await this.compute(job);
+      if (job.name === "predict" && job.id) await this.settleClaims(job, job.id);
+      return result;
     } catch (error) {
       const final =
         (error as Error).name === "UnrecoverableError" ||
@@ -113,20 +121,28 @@ export class LiveWorker {
     }
   }
 
+  /**
+   * A done batch's claims last as long as the job is kept from now (claims.ts), best
+   * effort: a claim left as it was set still expires, or is taken over once its job is gone.
+   */
+  private async settleClaims(job: Job<LiveJob, LiveResult>, batchId: string): Promise<void> {
+    const { model, version, keys } = job.data;
+    const claims = keys.map((key) => claimKey(this.options.prefix, liveJobId(model, version, key)));
+    const keepMs = keptSeconds(job.opts.removeOnComplete) * 1000;
+    await settleClaims(this.commands, batchId, claims, keepMs).catch(() => {});
+  }
+
   /** Marks a failed batch's keys and gives up their claims (claims.ts), best effort. */
   private async failClaims(job: Job<LiveJob, LiveResult>, batchId: string): Promise<void> {
     const { model, version, keys } = job.data ?? {};
     if (!Array.isArray(keys) || typeof model !== "string" || typeof version !== "string") return;
     const keyIds = keys.map((key) => liveJobId(model, version, key));
-    const kept = job.opts.removeOnFail;
-    const keepSeconds =
-      typeof kept === "object" && "age" in kept && kept.age ? kept.age : DEFAULT_KEEP_SECONDS;
     await failClaims(
       this.commands,
       batchId,
       keyIds.map((keyId) => claimKey(this.options.prefix, keyId)),
       keyIds.map((keyId) => failedKey(this.options.prefix, keyId)),
-      keepSeconds * 1000,
+      keptSeconds(job.opts.removeOnFail) * 1000,
     ).catch(() => {});
   }
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
+import { claimTtlMs } from "../../src/live/client.ts";
 import { batchJobId, claimKey, liveJobId, queuePrefix } from "../../src/live/jobs.ts";
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import type { ModelRuntime } from "../../src/model/runtime.ts";
@@ -297,7 +298,8 @@ describe("misses", () => {
   /**
    * How another process may have claimed: with a batch id naming the claims' time to live
    * (set by its own settings, shorter or longer than this one's), or with a bare batch id
-   * (a process from before that), which is aged by this process's settings.
+   * (a process from before that), which is aged as such a process set it: for as long as
+   * its answer would be pollable (keep + the longest wait).
    */
   const claimForms = [
     { form: "a claim of this process's settings", ttlMs: undefined },
@@ -318,8 +320,9 @@ describe("misses", () => {
     if (!encoded.ok) throw new Error("bad test input");
     const { key } = encoded.value;
     const config = loadConfig(env);
-    const ours = config.jobKeepSeconds * 1000 + config.waitMaxMs;
-    const ttl = typeof ttlMs === "number" ? ttlMs : ours;
+    const settings = { keepFinishedSeconds: config.jobKeepSeconds, maxWaitMs: config.waitMaxMs };
+    const older = config.jobKeepSeconds * 1000 + config.waitMaxMs;
+    const ttl = typeof ttlMs === "number" ? ttlMs : ttlMs === "bare" ? older : claimTtlMs(settings);
     const batch =
       ttlMs === "bare"
         ? batchJobId(model.name, model.version)
