@@ -180,6 +180,30 @@ describe("experiments", () => {
     );
     expect(pinned.body.version).toBe(candidate.version);
     expect(pinned.body.experiment).toBeUndefined();
+
+    // A miss answered by polling its job: the same arm and validator as the lookup's.
+    const client = Array.from({ length: 60 }, (_, i) => `client-${i}`).find(
+      (id) => armOf(experiment, id) === "candidate",
+    ) as string;
+    const headers = { "x-client-id": client };
+    const miss = `${t.url}/v1/models/${MODEL}/predict?origin=TYR&destination=SBP&hour=2&dayOfWeek=1`;
+    const queued = await getJson(`${miss}&wait=0`, { headers });
+    expect(queued.status).toBe(202);
+    const polled = await eventually(async () => {
+      const r = await getJson(`${t.url}${queued.headers.get("location")}`, { headers });
+      return r.status === 200 ? r : undefined;
+    });
+    expect(polled.body).toMatchObject({
+      version: candidate.version,
+      experiment: { id: "coarse-30", arm: "candidate" },
+    });
+    const looked = await getJson(miss, { headers });
+    expect(looked.body.experiment).toEqual(polled.body.experiment);
+    expect(polled.headers.get("etag")).toBe(looked.headers.get("etag"));
+    const revalidated = await fetch(miss, {
+      headers: { ...headers, "if-none-match": polled.headers.get("etag") as string },
+    });
+    expect(revalidated.status).toBe(304);
   });
 
   it("matches the split over 10,000 client ids through the API, each keeping its arm", async () => {

@@ -3,6 +3,7 @@ import type { Hono } from "hono";
 import { PredcacheError, redisUnavailable } from "../../errors.ts";
 import { parseLiveJobId } from "../../live/jobs.ts";
 import type { ApiDeps } from "../deps.ts";
+import { routeToArm } from "../experiment-routing.ts";
 import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
 import { jobLink } from "./predict.ts";
 
@@ -27,13 +28,16 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
     if (poll.state === "completed" && poll.prediction && key !== undefined) {
       const decoded = model.encoder.encode(model.encoder.decodeKey(key));
       const ood = decoded.ok ? decoded.value.outOfDistribution : [];
-      const etag = predictionEtag(model, key);
+      // In an experiment, the arm this client's lookup named, when the job is of its version.
+      const routed = routeToArm(c, deps, model);
+      const arm = routed.model === model ? routed.assignment?.label : undefined;
+      const etag = predictionEtag(model, key, arm);
       setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds, deps.settings.cacheScope);
       // The same validator as the lookup's answer: a client that has it gets no body again.
       if (notModified(c, etag)) return c.body(null, 304);
       return c.json({
         status: "completed",
-        ...predictionReply(model, key, "live", poll.prediction, ood),
+        ...predictionReply(model, key, "live", poll.prediction, ood, arm),
       });
     }
     if (poll.state === "completed") {
