@@ -744,6 +744,14 @@ describe("errors", () => {
     const param = await postJson(`${t.url}/v1/models/flight-delay/predict?wait=0`, { inputs });
     expect(param.status).toBe(400);
     expect(param.body.error.details.unknown).toEqual(["wait"]);
+    // A parameter with no name is one too.
+    for (const query of ["?=x", "?=", "?version=" + model.version + "&=1"]) {
+      const nameless = await postJson(`${t.url}/v1/models/flight-delay/predict${query}`, {
+        inputs,
+      });
+      expect(nameless.status, query).toBe(400);
+      expect(nameless.body.error.details.unknown).toEqual([""]);
+    }
     // Bytes that are not UTF-8: refused, as in a query string (not read as U+FFFD).
     const bytes = Buffer.concat([
       Buffer.from('{"inputs":[{"origin":"'),

@@ -339,9 +339,12 @@ function requireJsonBody(c: Context): void {
 
 /** A batch takes only ?version= in its URL; the rest goes in its body. */
 function onlyVersionParameter(c: Context): void {
-  const queries = c.req.queries();
-  const others = Object.keys(queries).filter((name) => name !== "version");
-  if ((queries.version?.length ?? 0) > 1)
+  // Read as sent: Hono's parsed query leaves out a parameter with an empty name ("?=x").
+  const url = c.req.url;
+  const at = url.indexOf("?");
+  const names = at === -1 ? [] : [...new URLSearchParams(url.slice(at + 1)).keys()];
+  const others = [...new Set(names.filter((name) => name !== "version"))];
+  if (names.filter((name) => name === "version").length > 1)
     throw new PredcacheError("bad_request", "version may be given once", {
       repeated: ["version"],
     });
