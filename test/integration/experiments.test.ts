@@ -181,6 +181,19 @@ describe("experiments", () => {
     expect(pinned.body.version).toBe(candidate.version);
     expect(pinned.body.experiment).toBeUndefined();
 
+    // A batch names the arm once, at the top, not on each item.
+    const batch = await getJson(`${t.url}/v1/models/${MODEL}/predict`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-client-id": "client-0" },
+      body: JSON.stringify({ inputs: [input, inputs[1]] }),
+    });
+    expect(batch.status).toBe(200);
+    expect(batch.body.experiment).toEqual({ id: "coarse-30", arm: armOf(experiment, "client-0") });
+    for (const item of batch.body.results) {
+      expect(item.status).toBe(200);
+      expect(item.experiment).toBeUndefined();
+    }
+
     // A miss answered by polling its job: the same arm and validator as the lookup's.
     const client = Array.from({ length: 60 }, (_, i) => `client-${i}`).find(
       (id) => armOf(experiment, id) === "candidate",

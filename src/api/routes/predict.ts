@@ -435,11 +435,11 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
       if (!hits[j])
         results[v.index] = { status: error.status, ...errorBody(error.code, error.message) };
     });
-    fill(results, valid, hits, model, arm);
+    fill(results, valid, hits, model);
     recordItems(deps, routed, valid, results);
     return batchResponse(c, model, arm, results);
   }
-  fill(results, valid, hits, model, arm);
+  fill(results, valid, hits, model);
 
   const misses = valid.filter((_, j) => !hits[j]);
   valid.forEach((v, j) => {
@@ -479,7 +479,6 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
           "live",
           outcome.prediction,
           m.value.outOfDistribution,
-          arm,
         ),
       };
     } else {
@@ -537,12 +536,12 @@ function recordItems(
   }
 }
 
+/** The items answered from the cache (the arm, if any, is named once, at the top). */
 function fill(
   results: ItemResult[],
   valid: { index: number; value: EncodedInput }[],
   hits: (Hit | undefined)[],
   model: ModelVersion,
-  arm: ArmLabel | undefined,
 ): void {
   valid.forEach((v, j) => {
     const hit = hits[j];
@@ -555,7 +554,6 @@ function fill(
           hit.source,
           hit.prediction,
           v.value.outOfDistribution,
-          arm,
         ),
       };
   });
