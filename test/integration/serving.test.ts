@@ -745,7 +745,7 @@ describe("errors", () => {
     expect(param.status).toBe(400);
     expect(param.body.error.details.unknown).toEqual(["wait"]);
     // A parameter with no name is one too.
-    for (const query of ["?=x", "?=", "?version=" + model.version + "&=1"]) {
+    for (const query of ["?=x", "?=", `?version=${model.version}&=1`]) {
       const nameless = await postJson(`${t.url}/v1/models/flight-delay/predict${query}`, {
         inputs,
       });
