@@ -39,8 +39,8 @@ export function recordHit(
 /**
  * The JSON of a hit's reply, kept with the cached prediction object it was made from (the
  * same object while the entry stays in L1 or the resident table): the hottest replies
- * are serialized once, not once per request. Keyed also by source and flagged fields,
- * since clamped and in-range inputs can share a key.
+ * are serialized once, not once per request. Keyed also by source and flagged fields
+ * (which a key of this release implies, but one an older API process sent need not).
  */
 const replies = new WeakMap<Prediction, Map<string, string>>();
 

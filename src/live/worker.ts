@@ -55,16 +55,28 @@ interface Row {
 }
 
 /**
- * A key an API process from before unknown categories were keyed as "*" sends during a
- * rolling deploy: the unknown value as asked. Its row is the canonical key's (the unknown
- * slot), so it is computed, and answered under the key it was asked by.
+ * A key an API process of an older release sends during a rolling deploy, from before
+ * flagged values were keyed as the model sees them: an unknown category as asked (now
+ * "*"), or a number past a bound as asked (now the bound ± 1). Its row is the canonical
+ * key's, so it is computed, and answered under the key it was asked by.
  */
-function keyedByOlderApi(key: string, canonical: string): boolean {
+function keyedByOlderApi(
+  key: string,
+  canonical: { key: string; outOfDistribution: readonly string[] },
+  featureNames: readonly string[],
+): boolean {
   const asked = JSON.parse(key) as unknown[];
-  const values = JSON.parse(canonical) as unknown[];
+  const values = JSON.parse(canonical.key) as unknown[];
   return (
     asked.length === values.length &&
-    values.every((v, i) => v === asked[i] || v === UNKNOWN_CATEGORY)
+    values.every(
+      (v, i) =>
+        v === asked[i] ||
+        v === UNKNOWN_CATEGORY ||
+        (typeof v === "number" &&
+          typeof asked[i] === "number" &&
+          canonical.outOfDistribution.includes(featureNames[i] as string)),
+    )
   );
 }
 
@@ -164,7 +176,11 @@ export class LiveWorker {
         throw new UnrecoverableError((error as Error).message);
       }
       const encoded = model.encoder.encode(input);
-      if (!encoded.ok || !(encoded.value.key === key || keyedByOlderApi(key, encoded.value.key)))
+      const canonical =
+        encoded.ok &&
+        (encoded.value.key === key ||
+          keyedByOlderApi(key, encoded.value, model.encoder.featureNames));
+      if (!canonical || !encoded.ok)
         throw new UnrecoverableError(`key is not canonical for ${modelName}@${version}`);
       return { key, row: encoded.value.row, store: name.data === "predict" };
     });

@@ -210,9 +210,13 @@ function ranged(
       `${feature.name} must be between ${feature.min} and ${feature.max}`,
     );
   }
-  // Flagged: the model sees the nearest value it was trained on; the reply says so.
-  const clamped = Math.min(Math.max(value, feature.min), feature.max);
-  return { ok: true, value, tensor: toTensor(clamped), ood: true };
+  // Flagged: the model sees the nearest value it was trained on; the reply says so. Every
+  // value past a bound is then one input to the model, so one key: the bound ± 1 (as every
+  // unknown category is "*"), not one key, cache entry and inference per value asked.
+  const above = value > feature.max;
+  const clamped = above ? feature.max : feature.min;
+  const keyed = above ? feature.max + 1 : feature.min - 1;
+  return { ok: true, value: keyed, tensor: toTensor(clamped), ood: true };
 }
 
 /** The parts of the definition that decide rows and keys (descriptions do not). */

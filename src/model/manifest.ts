@@ -101,6 +101,18 @@ export const encodingSchema = z
         if ((f.type === "integer" || f.type === "number") && f.min > f.max) {
           ctx.addIssue({ code: "custom", message: "min > max", path, input: f });
         }
+        // A flagged value past a bound is keyed as the bound ± 1: that must be another number.
+        if ((f.type === "integer" || f.type === "number") && f.outOfRange === "flag") {
+          const keys = [f.min - 1, f.max + 1];
+          const distinct = keys[0] !== f.min && keys[1] !== f.max;
+          if (!distinct || (f.type === "integer" && !keys.every(Number.isSafeInteger)))
+            ctx.addIssue({
+              code: "custom",
+              message: 'outOfRange "flag" needs min − 1 and max + 1 to be numbers of their own',
+              path,
+              input: f,
+            });
+        }
         if (f.type === "number" && encoding.input.dtype === "int64") {
           ctx.addIssue({
             code: "custom",

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { createEncoder, type EncodedInput } from "../../src/model/encoding.ts";
+import { encodingSchema } from "../../src/model/manifest.ts";
 import { fixtureEncoding } from "../fixtures/encoding.ts";
 
 const encoder = createEncoder(fixtureEncoding);
@@ -113,10 +114,40 @@ describe("shared encoding", () => {
     expect(value.outOfDistribution).toEqual(["airport", "bags"]);
     expect(value.row[0]).toBe(0); // the unknown slot
     expect(value.row[3]).toBe(5); // clamped into the trained range
-    // Every unknown category shares one key (the model sees them alike); a number keeps
-    // what was asked.
-    expect(value.key).toBe('["*","economy",3,12,1,""]');
-    expect(mustEncode({ airport: "qqq", hour: 3, bags: 12, distance: 1 }).key).toBe(value.key);
+    // Every unknown category shares one key (the model sees them alike), and so does every
+    // number past a bound: the bound ± 1, not one key (entry, inference) per value asked.
+    expect(value.key).toBe('["*","economy",3,6,1,""]');
+    expect(mustEncode({ airport: "qqq", hour: 3, bags: 99, distance: 1 }).key).toBe(value.key);
+    const below = mustEncode({ airport: "SFO", hour: 3, bags: -4, distance: 1 });
+    expect(below.key).toBe('["SFO","economy",3,-1,1,""]');
+    expect(below.row[3]).toBe(0);
+    // Neither is an in-range value's key, nor answered as one (its reply flags the field).
+    expect(mustEncode({ airport: "SFO", hour: 3, bags: 5, distance: 1 }).key).not.toBe(
+      '["SFO","economy",3,6,1,""]',
+    );
+  });
+
+  it("refuses a flagged range whose bound ± 1 is no number of its own", () => {
+    const withBags = (bags: Record<string, unknown>) =>
+      encodingSchema.safeParse({
+        input: { name: "x", dtype: "float32" },
+        features: [{ name: "bags", outOfRange: "flag", ...bags }],
+      }).success;
+    expect(withBags({ type: "integer", min: 0, max: 5 })).toBe(true);
+    expect(withBags({ type: "integer", min: 0, max: Number.MAX_SAFE_INTEGER })).toBe(false);
+    expect(withBags({ type: "number", min: -1e300, max: 1 })).toBe(false);
+    expect(withBags({ type: "number", min: 0, max: 2 ** 60, outOfRange: "reject" })).toBe(true);
+  });
+
+  it("keys flagged values past a bound so that the key decodes to an input of that key", () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.integer({ min: 6 }), fc.integer({ max: -1 })), (bags) => {
+        const a = mustEncode({ airport: "ORD", hour: 1, bags, distance: 2 });
+        expect(a.key).toBe(`["ORD","economy",1,${bags > 5 ? 6 : -1},2,""]`);
+        expect(mustEncode(encoder.decodeKey(a.key)).key).toBe(a.key);
+        expect(a.outOfDistribution).toEqual(["bags"]);
+      }),
+    );
   });
 
   const badInputs: [string, Record<string, unknown>, string[]][] = [
