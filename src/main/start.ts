@@ -1,6 +1,7 @@
 /**
  * `npm start`: the whole service in one process tree. Without REDIS_URL it runs its own
- * redis-server (loopback, free port, data under PREDCACHE_DATA_DIR/redis).
+ * redis-server (loopback, free port, data under PREDCACHE_DATA_DIR/redis), and starts it
+ * again if it dies (the service reconnects by itself meanwhile, answering 503s).
  */
 import { join } from "node:path";
 import { seedOnFirstStart } from "../../precompute/first-start.ts";
@@ -29,6 +30,17 @@ try {
     const redis = await startRedisServer({
       dataDir: join(config.dataDir, "redis"),
       binary: config.redisServer,
+      restart: {
+        onExit: ({ code, signal, restartInMs }) =>
+          log.error(
+            { code, signal, restartInMs },
+            "embedded redis-server exited; starting it again",
+          ),
+        onRestart: (pid) =>
+          log.info({ redisPid: pid }, "embedded redis-server started again (its data kept)"),
+        onFailedRestart: (error) =>
+          log.error({ err: error.message }, "embedded redis-server did not start again"),
+      },
     });
     redisUrl = redis.url;
     log.info(

@@ -10,7 +10,8 @@ import { resolve } from "node:path";
 export interface EmbeddedRedis {
   url: string;
   port: number;
-  pid: number;
+  /** The running server's (a new one after a restart). */
+  readonly pid: number;
   /** Stops the server (it saves first when persistent) and waits for it to exit. */
   stop(): Promise<void>;
   /** Freezes (SIGSTOP) or thaws (SIGCONT) the server: fault-injection tests. */
@@ -25,7 +26,20 @@ export interface EmbeddedRedisOptions {
   /** Listen on this port instead of a free one (restarts on the same address). */
   port?: number;
   extraArgs?: string[];
+  /**
+   * Start it again, on the same port and folder, whenever it exits by itself (killed, out
+   * of memory): npm start's Redis, which nothing else would bring back. Told of each exit
+   * and of each start after one.
+   */
+  restart?: {
+    onExit(exit: { code: number | null; signal: string | null; restartInMs: number }): void;
+    onRestart(pid: number): void;
+    onFailedRestart(error: Error): void;
+  };
 }
+
+/** Pauses before a restart (ms): the first at once-ish, then longer while restarts fail. */
+const RESTART_DELAYS_MS = [100, 500, 1_000, 2_000, 5_000];
 
 export class RedisNotInstalledError extends Error {
   override readonly name = "RedisNotInstalledError";
@@ -124,32 +138,80 @@ export async function startRedisServer(options: EmbeddedRedisOptions = {}): Prom
     args.push("--save", "", "--appendonly", "no");
   }
   args.push(...(options.extraArgs ?? []));
-  // Its own process group: a Ctrl-C in the terminal reaches this process, whose shutdown
-  // stops the server last, not the server while the workers still write to it.
-  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "inherit"], detached: true });
-  const exited = new Promise<void>((done) => child.once("exit", () => done()));
+  let stopping = false;
+  let failures = 0;
+  let restartTimer: NodeJS.Timeout | undefined;
+
+  /** Spawns a server and waits until it accepts connections. */
+  const launch = async (): Promise<ChildProcess> => {
+    // Its own process group: a Ctrl-C in the terminal reaches this process, whose shutdown
+    // stops the server last, not the server while the workers still write to it.
+    const spawned = spawn(binary, args, { stdio: ["ignore", "pipe", "inherit"], detached: true });
+    watchParent(spawned);
+    await waitForReady(spawned, binary).catch((error) => {
+      spawned.kill("SIGKILL");
+      throw error;
+    });
+    spawned.stdout?.resume(); // keep draining its log so the pipe never fills
+    if (options.restart) spawned.once("exit", (code, signal) => exitedByItself(code, signal));
+    return spawned;
+  };
+
+  const restartDelayMs = () =>
+    RESTART_DELAYS_MS[Math.min(failures, RESTART_DELAYS_MS.length - 1)] as number;
+
+  const exitedByItself = (code: number | null, signal: string | null) => {
+    if (stopping || !options.restart) return;
+    options.restart.onExit({ code, signal, restartInMs: restartDelayMs() });
+    restartLater();
+  };
+
+  const restartLater = () => {
+    const restart = options.restart;
+    if (!restart) return;
+    restartTimer = setTimeout(() => {
+      restartTimer = undefined;
+      if (stopping) return;
+      launch().then(
+        (started) => {
+          if (stopping) {
+            started.kill("SIGTERM");
+            return;
+          }
+          failures = 0;
+          child = started;
+          restart.onRestart(started.pid ?? -1);
+        },
+        (error: Error) => {
+          failures++;
+          restart.onFailedRestart(error);
+          restartLater();
+        },
+      );
+    }, restartDelayMs());
+  };
+
+  let child = await launch();
   // When this process exits without stop(): the server shuts down by itself (and saves).
   const stopOnExit = () => {
     child.kill("SIGCONT");
     child.kill("SIGTERM");
   };
   process.once("exit", stopOnExit);
-  watchParent(child);
-  await waitForReady(child, binary).catch((error) => {
-    child.kill("SIGKILL");
-    throw error;
-  });
-  child.stdout?.resume(); // keep draining its log so the pipe never fills
-  const pid = child.pid ?? -1;
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
-    pid,
+    get pid() {
+      return child.pid ?? -1;
+    },
     pause: () => child.kill("SIGSTOP"),
     resume: () => child.kill("SIGCONT"),
     async stop() {
+      stopping = true;
+      if (restartTimer) clearTimeout(restartTimer);
       process.removeListener("exit", stopOnExit);
       if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((done) => child.once("exit", () => done()));
       child.kill("SIGCONT");
       child.kill("SIGTERM");
       const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);

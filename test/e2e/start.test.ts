@@ -4,6 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 
 interface LogLine {
@@ -68,6 +69,17 @@ function exited(child: ChildProcess): Promise<number | string | null> {
   return new Promise((done) => child.once("close", (code, signal) => done(code ?? signal)));
 }
 
+/** Keys in a Redis, asked on a connection of its own. */
+async function dbsize(url: string): Promise<number> {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    return await redis.dbsize();
+  } finally {
+    redis.disconnect();
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -114,6 +126,38 @@ describe("npm start", () => {
     while (alive(redisLine.redisPid as number) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 50));
     expect(alive(redisLine.redisPid as number)).toBe(false);
+  });
+
+  it("starts its redis-server again when it dies, with its data, and serves again", async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "predcache-start-"));
+    const app = startNpm({ PREDCACHE_DATA_DIR: dataDir, PREDCACHE_SEED_ON_START: "false" });
+    const redisLine = await app.waitFor(/embedded redis-server/);
+    const listening = await app.waitFor(/listening on/);
+    const url = `${listening.url}/v1/models/flight-delay/predict?origin=SEA&destination=BOS&hour=9&dayOfWeek=2`;
+    const live = (await (await fetch(`${url}&wait=5000`)).json()) as { source: string };
+    expect(live.source).toBe("live");
+    await new Promise((r) => setTimeout(r, 1_500)); // the append-only file syncs every second
+    const keysBefore = await dbsize(redisLine.redis as string);
+    expect(keysBefore).toBeGreaterThan(0);
+    process.kill(redisLine.redisPid as number, "SIGKILL");
+    const again = await app.waitFor(/redis-server started again/);
+    expect(again.redisPid).toBeGreaterThan(0);
+    expect(again.redisPid).not.toBe(redisLine.redisPid);
+    expect(app.lines.some((l) => /redis-server exited/.test(l.msg))).toBe(true);
+    // The service reconnects by itself, and the answer written before is still there.
+    const ready = async () => (await fetch(`${listening.url}/readyz`)).status === 200;
+    for (let i = 0; i < 100 && !(await ready()); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await ready()).toBe(true);
+    expect(await dbsize(redisLine.redis as string)).toBeGreaterThanOrEqual(keysBefore);
+    const stored = (await (await fetch(url)).json()) as { source: string };
+    expect(stored.source).toBe("memory");
+
+    app.child.kill("SIGTERM");
+    expect([0, "SIGTERM"]).toContain(await exited(app.child));
+    const deadline = Date.now() + 5_000;
+    while (alive(again.redisPid as number) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(alive(again.redisPid as number)).toBe(false);
   });
 
   it("leaves no redis-server behind when the service is killed with SIGKILL", async () => {
