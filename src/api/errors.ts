@@ -4,7 +4,7 @@ import { HTTPException } from "hono/http-exception";
 import { type ErrorCode, PredcacheError, redisUnavailable, statusOf } from "../errors.ts";
 import { type Logger, repeatedErrors } from "../log.ts";
 import { isRedisOutage } from "../redis/outage.ts";
-import { incomingOf } from "./headers.ts";
+import { incomingOf, jsonReply } from "./headers.ts";
 
 export interface ErrorBody {
   error: { code: ErrorCode; message: string; details?: unknown };
@@ -18,7 +18,7 @@ export function errorReply(c: Context, error: PredcacheError): Response {
   if (error.retryAfter !== undefined)
     c.header("Retry-After", String(Math.max(1, Math.ceil(error.retryAfter))));
   c.header("Cache-Control", "no-store");
-  return c.json(errorBody(error.code, error.message, error.details), error.status);
+  return jsonReply(c, errorBody(error.code, error.message, error.details), error.status);
 }
 
 function fromHttpException(error: HTTPException): PredcacheError {

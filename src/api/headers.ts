@@ -11,6 +11,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 
 interface NodeBindings {
   incoming?: IncomingMessage;
@@ -82,6 +83,20 @@ export function plainResponse(
   if (body !== null && (incoming?.method ?? c.req.method) === "HEAD")
     all["Content-Length"] = String(Buffer.byteLength(body));
   return new Response(body, { status, headers: all });
+}
+
+/**
+ * c.json(), saying the body's length to HEAD too: Hono answers HEAD with the GET's reply,
+ * body dropped, and its length with it.
+ */
+export function jsonReply<S extends ContentfulStatusCode>(
+  c: Context,
+  value: unknown,
+  status: S,
+): Response {
+  if ((incomingOf(c)?.method ?? c.req.method) === "HEAD")
+    c.header("Content-Length", String(Buffer.byteLength(JSON.stringify(value))));
+  return c.json(value, status);
 }
 
 /**

@@ -560,6 +560,27 @@ describe("errors", () => {
     expect(r.body.error.code).toBe("model_not_found");
   });
 
+  it("says to HEAD the length of the body a GET gets, for errors and 202s too", async () => {
+    const predict = `${t.url}/v1/models/flight-delay/predict`;
+    // [HEAD, GET]: a 202's GET asks another new input (this one's would be a hit by then),
+    // whose reply has the same length (job ids have one length).
+    for (const [asked, got] of [
+      [`${predict}?origin=SFO&hour=99`, `${predict}?origin=SFO&hour=99`], // 422
+      [`${t.url}/v1/models/nope/predict?x=1`, `${t.url}/v1/models/nope/predict?x=1`], // 404
+      [
+        `${predict}?${query(input("MSP", "DTW"))}&wait=0`,
+        `${predict}?${query(input("EWR", "DTW"))}&wait=0`,
+      ], // 202
+    ] as const) {
+      const head = await fetch(asked, { method: "HEAD" });
+      expect(await head.text()).toBe("");
+      const get = await fetch(got);
+      expect(get.status, asked).toBe(head.status);
+      const length = Buffer.byteLength(await get.text());
+      expect(head.headers.get("content-length"), asked).toBe(String(length));
+    }
+  });
+
   it("answers an unknown version with 404 naming the versions there are", async () => {
     const r = await getJson(
       `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1&version=nope`,

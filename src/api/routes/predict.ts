@@ -17,7 +17,7 @@ import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { type Routed, recordArm, routeToArm } from "../experiment-routing.ts";
-import { incomingOf, isJsonType, plainResponse, requestHeader } from "../headers.ts";
+import { incomingOf, isJsonType, jsonReply, plainResponse, requestHeader } from "../headers.ts";
 import { type HotLookups, readByFront } from "../hot-lookups.ts";
 import { LookupQueries } from "../lookup-query.ts";
 import {
@@ -137,7 +137,7 @@ function pending(c: Context, jobId: string): Response {
   c.header("Location", job.url);
   c.header("Retry-After", "1");
   c.header("Cache-Control", "no-store");
-  return c.json({ status: "pending", job }, 202);
+  return jsonReply(c, { status: "pending", job }, 202);
 }
 
 /**
