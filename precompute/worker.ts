@@ -22,6 +22,7 @@ import { withLock } from "../src/redis/lock.ts";
 import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
 import { parseTable, TableFormatError, type TableView, verifyTable } from "../src/table/format.ts";
+import { keyHashInto } from "../src/table/key-hash.ts";
 import type { TableInfo, TableStore } from "../src/table/store.ts";
 import { describeSource, openSource, type RawInput, type SourceContext } from "./inputs/index.ts";
 import { checkInputs, describeInvalid, type InputCheck } from "./inputs/validate.ts";
@@ -90,6 +91,20 @@ class Gate {
 /** A job's failure that will not be retried. */
 function isFinalAttempt(job: Job, error: Error): boolean {
   return error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
+}
+
+/** The newest table of `target` (its version and encoding), but those passed over. */
+async function newestTable(
+  tables: TableStore,
+  target: ModelVersion,
+  passedOver: ReadonlySet<string>,
+): Promise<TableInfo | undefined> {
+  return (await tables.list(target.name)).find(
+    (t) =>
+      t.modelVersion === target.version &&
+      t.encodingHash === target.encoder.hash &&
+      !passedOver.has(t.generation),
+  );
 }
 
 export class PrecomputeWorker {
@@ -214,7 +229,7 @@ export class PrecomputeWorker {
       keys: this.keys,
       registry: this.registry,
       target,
-      store: this.store,
+      precomputed: this.precomputedIn(target),
     };
     // Observed inputs were asked of another version: those this one refuses (its ranges
     // or vocabulary differ) are left out and counted, not a reason to fail the run.
@@ -275,6 +290,29 @@ export class PrecomputeWorker {
       );
     }
     return index;
+  }
+
+  /**
+   * Which keys `target` has precomputed: those its newest intact table holds (Redis holds
+   * the live model's answers too, which no run has put in a table); without tables, those
+   * Redis holds. The table is read once per plan, when first asked.
+   */
+  private precomputedIn(target: ModelVersion): (keys: readonly string[]) => Promise<boolean[]> {
+    if (!this.tables) return (keys) => this.store.has(target, keys);
+    const tables = this.tables;
+    let table: Promise<TableView | undefined> | undefined;
+    const hash = new Uint32Array(2);
+    const passedOver = new Set<string>();
+    const newest = () => newestTable(tables, target, passedOver);
+    return async (keys) => {
+      table ??= this.intactBase(target, newest, passedOver).then(({ base }) => base);
+      const view = await table;
+      return keys.map((key) => {
+        if (!view) return false;
+        keyHashInto(key, hash);
+        return view.find(hash[0] as number, hash[1] as number) >= 0;
+      });
+    };
   }
 
   /**
@@ -400,13 +438,7 @@ export class PrecomputeWorker {
     // Tables found damaged (or gone) while choosing the base: passed over here, whether
     // or not they could be set aside.
     const passedOver = new Set<string>();
-    const newest = async () =>
-      (await tables.list(target.name)).find(
-        (t) =>
-          t.modelVersion === target.version &&
-          t.encodingHash === target.encoder.hash &&
-          !passedOver.has(t.generation),
-      );
+    const newest = () => newestTable(tables, target, passedOver);
     const { previous, base } = await this.intactBase(target, newest, passedOver);
     async function* chunkKeys(): AsyncGenerator<string[]> {
       const status = await runs.get(run.runId);

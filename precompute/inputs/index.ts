@@ -1,7 +1,6 @@
 /** Opens a run's input source as a stream of raw inputs. */
 import { basename } from "node:path";
 import type { Keys } from "../../src/cache/keys.ts";
-import type { PredictionStore } from "../../src/cache/store.ts";
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import type { Redis } from "../../src/redis/connection.ts";
 import type { SourceSpec } from "../spec.ts";
@@ -17,8 +16,11 @@ export interface SourceContext {
   registry: ModelRegistry;
   /** The version being precomputed. */
   target: ModelVersion;
-  /** Where its entries are (the traffic source passes over those it holds). */
-  store: PredictionStore;
+  /**
+   * Which of these keys it has precomputed (in its newest table; without tables, stored):
+   * the traffic source passes over those, not over live answers that Redis holds too.
+   */
+  precomputed(keys: readonly string[]): Promise<boolean[]>;
 }
 
 export function openSource(
@@ -42,7 +44,7 @@ export function openSource(
         keys: ctx.keys,
         observed: observed.encoder,
         target: ctx.target,
-        store: ctx.store,
+        precomputed: ctx.precomputed,
         top: spec.top,
       });
     }

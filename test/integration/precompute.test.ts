@@ -9,6 +9,7 @@ import { AuditLog } from "../../src/admin/audit.ts";
 import { Keys } from "../../src/cache/keys.ts";
 import { PredictionStore } from "../../src/cache/store.ts";
 import { topObserved } from "../../src/cache/traffic.ts";
+import { LookupTable } from "../../src/client/lookup-table.ts";
 import { loadConfig } from "../../src/config.ts";
 import { PredcacheError } from "../../src/errors.ts";
 import { queuePrefix } from "../../src/live/jobs.ts";
@@ -22,6 +23,7 @@ import {
   loadRegistry,
   type PrecomputeWorkerProcess,
 } from "../../src/service.ts";
+import { DirectoryTableStore } from "../../src/table/store.ts";
 import { snapshotVersion, spawnWorker, writeSeedCsv } from "../helpers/precompute.ts";
 import {
   capturedLog,
@@ -64,6 +66,7 @@ async function setup(
   return {
     prefix,
     keys,
+    config,
     precompute,
     worker,
     store: new PredictionStore(redis, keys, { bucketBits: config.bucketBits }),
@@ -701,6 +704,54 @@ describe("precompute run", () => {
       });
       const stored = await snapshotVersion(redis, p.prefix, "flight-delay", model.version);
       for (const input of [...hot, ...missed]) expect(stored.has(keyOf(input))).toBe(true);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("brings the most missed inputs into the table, though the live model stored them in Redis", async () => {
+    const p = await setup("trafficlive");
+    try {
+      const answered = [
+        { origin: "TUS", destination: "OAK", hour: 4, dayOfWeek: 5 },
+        { origin: "ABQ", destination: "ORD", hour: 3, dayOfWeek: 2 },
+      ];
+      const keys = answered.map((input) => {
+        const e = model.encoder.encode(input);
+        if (!e.ok) throw new Error("invalid");
+        return e.value.key;
+      });
+      // As the live worker leaves them: stored (no table has them), and asked for.
+      const prediction = { delayProbability: 0.5, expectedDelayMinutes: 9 };
+      await p.store.put(
+        model,
+        keys.map((key) => ({ key, prediction })),
+      );
+      const set = p.keys.traffic("flight-delay", model.encoder.hash);
+      for (const key of keys) await redis.zincrby(set, 5, key);
+
+      const { runId } = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "traffic", top: 2 },
+      });
+      const done = await p.precompute.waitUntilDone(runId, 60_000);
+      // Not inferred again (stored), but in the table the run publishes.
+      expect(done).toMatchObject({ state: "completed", rows: 2, written: 0, skipped: 2 });
+      const tables = new DirectoryTableStore(p.config.tablesDir);
+      const generation = done?.table as string;
+      const table = await LookupTable.open(await tables.read("flight-delay", generation));
+      for (const [i, key] of keys.entries()) {
+        expect(table.getByKey(key), JSON.stringify(answered[i])).toEqual(prediction);
+      }
+      // Once in the table, they are precomputed: the next traffic run passes them over.
+      const again = await p.precompute.enqueue({
+        model: "flight-delay",
+        source: { kind: "traffic", top: 2 },
+      });
+      expect(await p.precompute.waitUntilDone(again.runId, 60_000)).toMatchObject({
+        state: "completed",
+        rows: 0,
+      });
     } finally {
       await p.close();
     }
