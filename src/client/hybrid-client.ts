@@ -17,12 +17,12 @@ export interface HybridClientOptions {
   table?: LookupTable | undefined;
   /**
    * Server answers remembered for inputs the table lacks, or for any input while there is
-   * no table (default 1,000); forgotten when the version served changes.
+   * no table (default 1,000; 0: none); forgotten when the version served changes.
    */
   fallbackCacheSize?: number;
   /** fetch to use (default globalThis.fetch). */
   fetch?: typeof fetch;
-  /** Longest wait (ms) the server may take for a live answer (default 2,000). */
+  /** Longest wait (ms, a whole number) the server may take for a live answer (default 2,000). */
   wait?: number;
   /**
    * Longest the client waits on the server (ms), for a reply or for more of one, before
@@ -75,6 +75,22 @@ export class RequestTimeoutError extends Error {
     readonly timeoutMs: number,
   ) {
     super(`${what}: the server sent nothing within ${timeoutMs} ms`);
+  }
+}
+
+/**
+ * The server could not be reached (refused, reset, no route, name not found): `cause` is
+ * what fetch threw. Inputs the table covers are still answered locally.
+ */
+export class ServerUnreachableError extends Error {
+  override readonly name = "ServerUnreachableError";
+  constructor(
+    readonly what: string,
+    readonly url: string,
+    cause: unknown,
+  ) {
+    const detail = (cause as { cause?: { code?: string } })?.cause?.code ?? String(cause);
+    super(`${what}: cannot reach the server at ${url} (${detail})`, { cause });
   }
 }
 
@@ -143,6 +159,8 @@ export class HybridClient {
    * for it: the key depends on the version's encoding, so it is forgotten with the answers.
    */
   private readonly keysOfQueries: LRUCache<string, string>;
+  /** Whether server answers are remembered at all (fallbackCacheSize > 0). */
+  private readonly remembers: boolean;
   /** Server requests under way, by query: concurrent lookups of one input share one. */
   private readonly asking = new Map<string, Promise<HybridAnswer>>();
   private readonly fetch: typeof fetch;
@@ -152,12 +170,20 @@ export class HybridClient {
   constructor(private readonly options: HybridClientOptions) {
     if (options.table && options.table.header.model !== options.model)
       throw new Error(`the table is of model ${options.table.header.model}, not ${options.model}`);
-    const { timeoutMs } = options;
+    const { timeoutMs, wait, fallbackCacheSize = 1_000 } = options;
     if (timeoutMs !== undefined && !(timeoutMs > 0 && timeoutMs < 2 ** 31))
       throw new Error(`timeoutMs must be a positive number of ms, not ${timeoutMs}`);
+    // Checked here, not refused by the server on every lookup the table does not cover.
+    if (wait !== undefined && !(Number.isSafeInteger(wait) && wait >= 0))
+      throw new Error(`wait must be a whole number of ms, 0 or more, not ${wait}`);
+    if (!(Number.isSafeInteger(fallbackCacheSize) && fallbackCacheSize >= 0))
+      throw new Error(
+        `fallbackCacheSize must be a whole number, 0 or more, not ${fallbackCacheSize}`,
+      );
     this.current = options.table;
-    this.fallback = new LRUCache({ max: options.fallbackCacheSize ?? 1_000 });
-    this.keysOfQueries = new LRUCache({ max: options.fallbackCacheSize ?? 1_000 });
+    this.remembers = fallbackCacheSize > 0;
+    this.fallback = new LRUCache({ max: Math.max(1, fallbackCacheSize) });
+    this.keysOfQueries = new LRUCache({ max: Math.max(1, fallbackCacheSize) });
     const send = options.fetch ?? globalThis.fetch.bind(globalThis);
     const headers = options.headers ?? {};
     // Every request carries the app's headers (the request's own, if any, win).
@@ -206,7 +232,14 @@ export class HybridClient {
       }, ms);
     };
     const read = async (): Promise<Reply> => {
-      const response = await this.fetch(url, { headers, signal: controller.signal });
+      let response: Response;
+      try {
+        response = await this.fetch(url, { headers, signal: controller.signal });
+      } catch (error) {
+        // Our own timeout aborted it: that error wins the race below.
+        if (controller.signal.aborted) throw error;
+        throw new ServerUnreachableError(what, url, error);
+      }
       const parts: Uint8Array[] = [];
       let size = 0;
       reader = response.body?.getReader();
@@ -417,7 +450,7 @@ export class HybridClient {
     };
     // An answer of another version than those remembered: the server switched versions
     // (unless a lookup asked later already said so of another: this one is then stale).
-    if (!this.answersOf(body.version, told)) return answer;
+    if (!this.answersOf(body.version, told) || !this.remembers) return answer;
     this.fallback.set(body.key, answer);
     if (!withTable) this.keysOfQueries.set(asked, body.key);
     return answer;

@@ -13,6 +13,7 @@ export {
   PendingAnswerError,
   type RefreshOutcome,
   RequestTimeoutError,
+  ServerUnreachableError,
 } from "./hybrid-client.ts";
 export {
   InvalidInputError,

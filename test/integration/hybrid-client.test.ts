@@ -6,6 +6,7 @@ import {
   HybridClient,
   PendingAnswerError,
   RequestTimeoutError,
+  ServerUnreachableError,
 } from "../../src/client/hybrid-client.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import { promotedFetch } from "../helpers/client.ts";
@@ -164,6 +165,46 @@ describe("HybridClient", () => {
     expect(await client.predict(quick)).toMatchObject({ source: "cache", version: after });
     expect((await client.predict(slow)).source).toMatch(/^server:/);
     expect(client.requests.predict).toBe(3);
+  });
+
+  it("says the server is unreachable, while the table still answers what it covers", async () => {
+    const held = new HybridClient({ baseUrl: t.url, model: "flight-delay" });
+    expect(await held.refresh()).toBe("full");
+    // A port nothing listens on.
+    const gone = await serve(createHttpServer());
+    await gone.close();
+    const client = new HybridClient({
+      baseUrl: gone.url,
+      model: "flight-delay",
+      table: held.table,
+    });
+    expect((await client.predict(covered)).source).toBe("table");
+    for (const attempt of [client.predict(uncovered), client.refresh()]) {
+      const error = await attempt.catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ServerUnreachableError);
+      expect((error as Error).message).toMatch(/cannot reach the server at .*ECONNREFUSED/);
+    }
+  });
+
+  it("refuses options the server would refuse on every lookup", () => {
+    const base = { baseUrl: t.url, model: "flight-delay" };
+    for (const wait of [-5, 1.5, Number.NaN])
+      expect(() => new HybridClient({ ...base, wait })).toThrow(/wait must be a whole number/);
+    for (const fallbackCacheSize of [-1, 1.5])
+      expect(() => new HybridClient({ ...base, fallbackCacheSize })).toThrow(/fallbackCacheSize/);
+    expect(() => new HybridClient({ ...base, wait: 0 })).not.toThrow();
+  });
+
+  it("remembers no server answer with fallbackCacheSize 0", async () => {
+    const client = new HybridClient({
+      baseUrl: t.url,
+      model: "flight-delay",
+      fallbackCacheSize: 0,
+    });
+    const other = { ...uncovered, hour: 7 };
+    expect((await client.predict(other)).source).toMatch(/^server:/);
+    expect((await client.predict(other)).source).toMatch(/^server:/);
+    expect(client.requests.predict).toBe(2);
   });
 
   it("gives up on a server that accepts and never replies, and later refreshes still run", async () => {
