@@ -13,7 +13,7 @@
  * Options: --server <url> (default http://127.0.0.1:8787), --file <path> (default
  * ./flight-delay.pctable), --model <name> (default flight-delay).
  */
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { readFile, rename, rm, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { HybridClient, InvalidInputError, LookupTable, TableFormatError } from "predcache/client";
 
@@ -61,6 +61,12 @@ async function sync(): Promise<void> {
   const client = new HybridClient({ baseUrl: server, model, table: stored });
   const outcome = await client.refresh();
   const table = client.table;
+  if (!table && stored) {
+    // The version served now has no table yet: the stored one answers for an older one.
+    await rm(file, { force: true });
+    console.log(`none: ${model} is served by a version with no table yet; removed ${file}`);
+    return;
+  }
   if (!table) throw new Error(`the server has no table for ${model} yet: run a precompute`);
   if (outcome !== "unchanged") {
     // Write then rename: a crash mid-write never leaves a half table where the app looks.

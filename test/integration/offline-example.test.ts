@@ -5,9 +5,13 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildClient } from "../../scripts/build-client.ts";
+import { Keys } from "../../src/cache/keys.ts";
+import { switchActiveVersion } from "../../src/model/active.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import {
+  eventually,
   getJson,
+  modelsDirWithVersions,
   precomputeInputs,
   precomputeWorkerFor,
   startTestService,
@@ -41,7 +45,11 @@ beforeAll(async () => {
   await buildClient(fileURLToPath(new URL("../../dist/client", import.meta.url)));
   const dataDir = await tempDataDir();
   file = join(dataDir, "app.pctable");
-  t = await startTestService({ env: { PREDCACHE_DATA_DIR: dataDir } });
+  // A second version, with no table: what a promote made before its precompute looks like.
+  const models = await modelsDirWithVersions(["untabled"]);
+  t = await startTestService({
+    env: { PREDCACHE_DATA_DIR: dataDir, PREDCACHE_MODELS_DIR: models },
+  });
   worker = await precomputeWorkerFor(t);
   await precomputeInputs(t, [covered, { ...covered, hour: "17" }]);
   serverAnswer = (
@@ -84,6 +92,41 @@ describe("examples/offline-app", () => {
     expect(synced.err).toMatch(/fails verification \(.*checksum/);
     expect(synced.out).toMatch(/^full: /);
     expect(Buffer.compare(await readFile(file), good)).toBe(0);
+  });
+
+  it("sync removes a table the server no longer serves answers of, and a later sync brings one", async () => {
+    const service = t as TestService;
+    const url = service.url;
+    const active = service.service.active.get("flight-delay") as string;
+    const untabled = service.registry.versions("flight-delay").find((v) => v.version !== active)
+      ?.version as string;
+    const switchTo = async (version: string) => {
+      await switchActiveVersion(
+        service.service.redis,
+        new Keys(service.config.prefix),
+        "flight-delay",
+        version,
+      );
+      await eventually(async () =>
+        service.service.active.get("flight-delay") === version ? true : undefined,
+      );
+    };
+    await switchTo(untabled);
+    try {
+      const synced = await app(["sync", "--server", url, "--file", file]);
+      expect(synced).toMatchObject({ code: 0 });
+      expect(synced.out).toMatch(/^none: .*no table yet; removed/);
+      await expect(readFile(file)).rejects.toThrow(/ENOENT/);
+      const asked = await app(["ask", "--server", url, "--file", file, ...pairs(covered)]);
+      expect(JSON.parse(asked.out)).toMatchObject({
+        source: expect.stringMatching(/^server:/),
+        version: untabled,
+      });
+    } finally {
+      await switchTo(active);
+    }
+    const back = await app(["sync", "--server", url, "--file", file]);
+    expect(back.out).toMatch(/^full: /);
   });
 
   it("answers covered inputs from the stored table with the server gone", async () => {
