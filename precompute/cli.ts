@@ -4,7 +4,8 @@
  * Exit codes: 0 ok, 1 a failed or cancelled run (or a server failure), 2 usage or a
  * refused request, 3 server unreachable or token refused.
  */
-import { rename, stat, writeFile } from "node:fs/promises";
+import { rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { LookupTable } from "../src/client/lookup-table.ts";
 import type { Experiment } from "../src/experiment/experiment.ts";
@@ -390,7 +391,10 @@ program
 program
   .command("download <model>")
   .description("download the active version's newest table (verified)")
-  .option("--out <file>", "where to write it (default <model>.pctable)")
+  .option(
+    "--out <file>",
+    "where to write it (default <model>.pctable; a folder: <model>.pctable in it)",
+  )
   .action(async (model: string, o: { out?: string }) => {
     const api = client();
     const path = `/v1/models/${encodeURIComponent(model)}/tables/latest`;
@@ -403,11 +407,21 @@ program
     const table = await LookupTable.open(bytes, { model }).catch((error: Error) => {
       throw new CliError(`the downloaded table is not valid: ${error.message}`, 1);
     });
-    const out = o.out ?? `${model}.pctable`;
+    const named = `${model}.pctable`;
+    const given = o.out ?? named;
+    // A folder (named with a trailing slash, or one that exists): the file goes in it.
+    const isFolder =
+      /[\\/]$/.test(given) ||
+      (await stat(given).then(
+        (s) => s.isDirectory(),
+        () => false,
+      ));
+    const out = isFolder ? join(given, named) : given;
     try {
       await writeFile(`${out}.tmp`, bytes);
       await rename(`${out}.tmp`, out);
     } catch (error) {
+      await rm(`${out}.tmp`, { force: true }).catch(() => {});
       throw new CliError(`cannot write ${out}: ${(error as Error).message}`, 1);
     }
     const h = table.header;

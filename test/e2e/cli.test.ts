@@ -1,6 +1,6 @@
 /** `npx predcache` as an operator runs it: a subprocess against a real server. */
 import { execFile } from "node:child_process";
-import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -289,6 +289,13 @@ describe("npx predcache", () => {
       new Uint8Array(await import("node:fs/promises").then((fs) => fs.readFile(out))),
     );
     expect(table.size).toBeGreaterThan(0);
+    // Into a folder: <model>.pctable there, and no temporary file left anywhere.
+    const folder = await mkdtemp(join(dataDir, "downloads-"));
+    for (const into of [folder, `${folder}/`]) {
+      const again = await cli(["download", "flight-delay", "--out", into]);
+      expect(again.code, again.err).toBe(0);
+      expect(await readdir(folder)).toEqual(["flight-delay.pctable"]);
+    }
     expect((await cli(["tables", "flight-delay"])).out).toContain(table.header.generation);
     const stats = await cli(["--json", "stats"]);
     expect(JSON.parse(stats.out).models["flight-delay"]).toHaveProperty("hitRatio");

@@ -198,6 +198,11 @@ describe("lookup tables", () => {
     expect(headPart.status).toBe(206);
     expect(headPart.headers.get("content-range")).toBe(`bytes 0-99/${full.length}`);
     expect(headPart.headers.get("content-length")).toBe("100");
+    // The listing's HEAD says its length too.
+    const listingUrl = `${t.url}/v1/models/flight-delay/tables`;
+    const listingHead = await fetch(listingUrl, { method: "HEAD" });
+    const listingBody = await (await fetch(listingUrl)).text();
+    expect(listingHead.headers.get("content-length")).toBe(String(Buffer.byteLength(listingBody)));
 
     // If-Match: this table's tag or * go on; another tag, or a weak one, is 412.
     for (const ifMatch of [etag, `"other", ${etag}`, "*"])

@@ -211,6 +211,8 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
     c.header("Cache-Control", revalidated(deps));
     if (notModified(c, etag)) return c.body(null, 304);
     c.header("Content-Type", "application/json");
+    // Said to HEAD too, which Hono answers with this reply's body dropped.
+    c.header("Content-Length", String(Buffer.byteLength(text)));
     return c.body(text, 200);
   });
 
