@@ -59,7 +59,7 @@ export async function listVersions(deps: Deps, model: string): Promise<VersionIn
         version: id,
         label: v?.manifest.label ?? null,
         loaded: Boolean(v),
-        loadedAt: v ? v.modifiedAt.toISOString() : null,
+        loadedAt: v ? v.installedAt.toISOString() : null,
         active: id === active,
         rollbackTarget: id === back,
         entries: Number(meta.entries ?? 0),

@@ -30,8 +30,12 @@ export interface ModelVersion {
   /** Folder the version was loaded from. */
   directory: string;
   modelBytes: number;
-  /** When the ONNX file was written; the newest version is the default active one. */
-  modifiedAt: Date;
+  /**
+   * When the ONNX file came to this installation: its status-change time, which copying
+   * (cp -a, tar, rsync) cannot carry over, unlike the modification time they keep. The
+   * newest version is the default active one, and gc keeps the newest.
+   */
+  installedAt: Date;
   /** The manifest's common-input set, resolved against its folder. */
   commonInputs: string | undefined;
 }
@@ -86,7 +90,7 @@ export async function loadModelVersion(
       encoder,
       directory: resolve(directory),
       modelBytes: bytes.length,
-      modifiedAt: (await stat(modelPath)).mtime,
+      installedAt: (await stat(modelPath)).ctime,
       commonInputs:
         manifest.commonInputs === undefined ? undefined : resolve(directory, manifest.commonInputs),
     },
@@ -187,7 +191,7 @@ export class ModelRegistry {
     versions.push(model);
     versions.sort(
       (a, b) =>
-        a.modifiedAt.getTime() - b.modifiedAt.getTime() || (a.directory < b.directory ? -1 : 1),
+        a.installedAt.getTime() - b.installedAt.getTime() || (a.directory < b.directory ? -1 : 1),
     );
     this.byName.set(model.name, versions);
     this.bytes.set(`${model.name}@${model.version}`, bytes);
