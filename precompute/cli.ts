@@ -519,7 +519,7 @@ program
       "GET",
       `/admin/v1/audit?limit=${positive(o.limit, "--limit")}&refused=${o.refused}`,
     );
-    print(entries, () => table(entries, ["at", "actor", "action", "target", "status"]));
+    print(entries, () => table(entries, ["at", "actor", "action", "target", "status", "detail"]));
   });
 
 /** A share given on the command line: a number in 0..1 (the server checks again). */

@@ -693,6 +693,15 @@ describe("admin API runs and versions", () => {
     expect(collected.body.dryRun).toBe(false);
     expect(collected.body.collected[0]?.keysDeleted).toBe(dry.body.collected[0].keysDeleted);
     expect(collected.body.runKeyListsDeleted).toBe(1);
+    // The audit log tells the dry run from the gc, and what each collected.
+    type Entry = { action: string; detail?: string };
+    const gcs = await eventually(async () => {
+      const { entries } = (await admin("/admin/v1/audit?limit=5&refused=false")).body;
+      const found = (entries as Entry[]).filter((e) => e.action === "POST /models/:model/gc");
+      return found[0]?.detail?.startsWith("collected ") ? found : undefined;
+    });
+    expect(gcs[0]?.detail).toMatch(new RegExp(`^collected ${v1} \\(\\d+ keys, \\d+ bytes`));
+    expect(gcs[1]?.detail).toMatch(new RegExp(`^dry run: would collect ${v1} `));
     // Marked done: the next gc reads one field of that run and deletes nothing.
     expect(
       (await admin("/admin/v1/models/flight-delay/gc", { method: "POST" })).body.runKeyListsDeleted,

@@ -187,7 +187,9 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
       throw new PredcacheError("conflict", `run ${id} already ${status.state}`, {
         state: status.state,
       });
-    return c.json(await deps.admin.precompute.cancel(id));
+    const cancelled = await deps.admin.precompute.cancel(id);
+    c.set("auditDetail", `${id}: ${status.state} → ${cancelled.state}`);
+    return c.json(cancelled);
   });
 
   admin.get("/models/:model/versions", async (c) => {
@@ -222,11 +224,14 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
           failed,
         },
       );
+    const ours = added.filter((v) => v.name === model);
+    c.set(
+      "auditDetail",
+      `added ${ours.map((v) => v.version).join(", ") || "none"}${failed.length > 0 ? `; ${failed.length} failed` : ""}`,
+    );
     return c.json({
       model,
-      added: added
-        .filter((v) => v.name === model)
-        .map((v) => ({ version: v.version, directory: v.directory })),
+      added: ours.map((v) => ({ version: v.version, directory: v.directory })),
       failed,
       versions: deps.registry.versions(model).map((v) => v.version),
     });
@@ -234,7 +239,14 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
 
   admin.post("/models/:model/gc", async (c) => {
     const { dryRun } = await actionBody(c, { dryRun: z.boolean().optional() });
-    return c.json(await collectGarbage(deps, c.req.param("model"), { dryRun: dryRun === true }));
+    const report = await collectGarbage(deps, c.req.param("model"), { dryRun: dryRun === true });
+    const versions = report.collected.map((v) => v.version).join(", ") || "none";
+    const keys = report.collected.reduce((sum, v) => sum + v.keysDeleted, 0);
+    c.set(
+      "auditDetail",
+      `${report.dryRun ? "dry run: would collect" : "collected"} ${versions} (${keys} keys, ${report.bytesFreedOnDisk} bytes of tables)`,
+    );
+    return c.json(report);
   });
 
   admin.get("/models/:model/experiments", async (c) => {
