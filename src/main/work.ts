@@ -43,7 +43,7 @@ try {
   if (kinds.has("precompute"))
     started(await createPrecomputeWorker(config, redisUrl, log, registry));
   steps.unshift(
-    serveMetrics(
+    await serveMetrics(
       config.host,
       config.metricsPort,
       log,

@@ -1,8 +1,8 @@
 /**
  * /metrics for processes without the API (worker-only), /healthz for a container's
  * healthcheck (the process answers) and /readyz (its workers take jobs and reach Redis):
- * a bare node:http listener. A port already taken is logged and skipped — metrics must
- * never stop a worker.
+ * a bare node:http listener. A port already taken refuses the start (resolves to an
+ * error): health checks sent there would be answered by another process.
  */
 import { createServer, type ServerResponse } from "node:http";
 import type { Logger } from "../log.ts";
@@ -26,12 +26,12 @@ async function readyz(res: ServerResponse, checks: readonly ReadinessCheck[]): P
   json(res, ready ? 200 : 503, { status: ready ? "ready" : "not_ready", workers });
 }
 
-export function serveMetrics(
+export async function serveMetrics(
   host: string,
   port: number,
   log: Logger,
   readiness: readonly ReadinessCheck[] = [],
-): () => Promise<void> {
+): Promise<() => Promise<void>> {
   if (port === 0) return async () => {};
   const metrics = processMetrics();
   const server = createServer((req, res) => {
@@ -52,14 +52,17 @@ export function serveMetrics(
       () => res.writeHead(500).end(),
     );
   });
-  server.on("error", (error) =>
-    log.error(
-      { err: error.message, port },
-      "worker metrics not served (set PREDCACHE_METRICS_PORT)",
-    ),
-  );
-  server.listen(port, host, () =>
-    log.info({ port }, `worker metrics on http://${host}:${port}/metrics`),
-  );
+  await new Promise<void>((done, fail) => {
+    server.once("error", (error: NodeJS.ErrnoException) =>
+      fail(
+        new Error(
+          `cannot serve /metrics, /healthz and /readyz on ${host}:${port} (${error.code ?? error.message}): set PREDCACHE_METRICS_PORT to a free port, or 0 for none`,
+        ),
+      ),
+    );
+    server.listen(port, host, () => done());
+  });
+  server.on("error", (error) => log.error({ err: error.message, port }, "worker metrics server"));
+  log.info({ port }, `worker metrics on http://${host}:${port}/metrics`);
   return () => new Promise((done) => server.close(() => done()));
 }

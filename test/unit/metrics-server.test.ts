@@ -1,4 +1,7 @@
-/** The worker-only process's probe server: /readyz says not ready unless every worker is. */
+/**
+ * The worker-only process's probe server: /readyz says not ready unless every worker is,
+ * and a port another process answers on refuses the start.
+ */
 import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/log.ts";
@@ -21,16 +24,9 @@ function freePort(): Promise<number> {
 
 async function readyz(checks: ReadinessCheck[]) {
   const port = await freePort();
-  stop = serveMetrics("127.0.0.1", port, createLogger("silent"), checks);
-  for (let tries = 0; ; tries++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/readyz`);
-      return { status: r.status, body: await r.json() };
-    } catch (error) {
-      if (tries > 50) throw error;
-      await new Promise((done) => setTimeout(done, 20));
-    }
-  }
+  stop = await serveMetrics("127.0.0.1", port, createLogger("silent"), checks);
+  const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+  return { status: r.status, body: await r.json() };
 }
 
 const up: ReadinessCheck = async () => ({ running: true, redis: true });
@@ -64,5 +60,13 @@ describe("worker /readyz", () => {
 
   it("is 503 with no worker to speak for", async () => {
     expect((await readyz([])).status).toBe(503);
+  });
+
+  it("refuses to start on a port another process answers on", async () => {
+    const port = await freePort();
+    stop = await serveMetrics("127.0.0.1", port, createLogger("silent"), [up]);
+    await expect(serveMetrics("127.0.0.1", port, createLogger("silent"), [up])).rejects.toThrow(
+      /cannot serve .* \(EADDRINUSE\): set PREDCACHE_METRICS_PORT/,
+    );
   });
 });
