@@ -282,16 +282,29 @@ export interface WorkerReadiness {
   running: boolean;
   /** Its Redis answered a PING within a second. */
   redis: boolean;
+  /** A queue it takes jobs from is paused (the dashboard's button; kept across restarts). */
+  paused: boolean;
 }
 
-/** Whether `redis` answers a PING within a second (a frozen one must not hold a probe). */
-async function answersPing(redis: Redis): Promise<boolean> {
+/**
+ * Whether `redis` answers a PING within a second (a frozen one must not hold a probe),
+ * and whether any of these workers' queues is paused (unknown: not said to be).
+ */
+async function probe(
+  redis: Redis,
+  workers: readonly { toKey(type: string): string }[],
+): Promise<{ redis: boolean; paused: boolean }> {
   let answered = false;
-  const ping = redis.ping().then(() => {
+  let paused = false;
+  const asked = Promise.all([
+    redis.ping(),
+    ...workers.map((w) => redis.hexists(w.toKey("meta"), "paused")),
+  ]).then(([, ...flags]) => {
     answered = true;
+    paused = flags.some((flag) => flag === 1);
   });
-  await settledWithin(ping, 1_000);
-  return answered;
+  await settledWithin(asked, 1_000);
+  return { redis: answered, paused };
 }
 
 export async function createLiveWorker(
@@ -345,11 +358,8 @@ export async function createLiveWorker(
   return {
     worker,
     async readiness() {
-      return {
-        worker: "live",
-        running: worker.worker.isRunning(),
-        redis: await answersPing(redis),
-      };
+      const running = worker.worker.isRunning();
+      return { worker: "live", running, ...(await probe(redis, [worker.worker])) };
     },
     async close() {
       for (const stop of unwatch) stop();
@@ -407,7 +417,8 @@ export async function createPrecomputeWorker(
     worker,
     async readiness() {
       const running = worker.runWorker.isRunning() && worker.chunkWorker.isRunning();
-      return { worker: "precompute", running, redis: await answersPing(redis) };
+      const probed = await probe(redis, [worker.runWorker, worker.chunkWorker]);
+      return { worker: "precompute", running, ...probed };
     },
     async close() {
       for (const stop of unwatch) stop();

@@ -8,8 +8,15 @@ import { createServer, type ServerResponse } from "node:http";
 import type { Logger } from "../log.ts";
 import { processMetrics } from "./metrics.ts";
 
+/** One worker's state, as /readyz tells it (paused: a queue it takes jobs from is). */
+export interface Readiness {
+  running: boolean;
+  redis: boolean;
+  paused?: boolean;
+}
+
 /** What /readyz asks of each worker of the process. */
-export type ReadinessCheck = () => Promise<{ running: boolean; redis: boolean }>;
+export type ReadinessCheck = () => Promise<Readiness>;
 
 function json(res: ServerResponse, status: number, body: unknown): void {
   res
@@ -17,12 +24,15 @@ function json(res: ServerResponse, status: number, body: unknown): void {
     .end(JSON.stringify(body));
 }
 
-/** 200 when every worker runs and reaches Redis, else 503; each worker's state either way. */
+/**
+ * 200 when every worker runs, reaches Redis and has no queue paused (it takes jobs), else
+ * 503; each worker's state either way.
+ */
 async function readyz(res: ServerResponse, checks: readonly ReadinessCheck[]): Promise<void> {
   const workers = await Promise.all(
-    checks.map((check) => check().catch(() => ({ running: false, redis: false }))),
+    checks.map((check) => check().catch((): Readiness => ({ running: false, redis: false }))),
   );
-  const ready = workers.length > 0 && workers.every((w) => w.running && w.redis);
+  const ready = workers.length > 0 && workers.every((w) => w.running && w.redis && !w.paused);
   json(res, ready ? 200 : 503, { status: ready ? "ready" : "not_ready", workers });
 }
 

@@ -181,8 +181,17 @@ describe("/metrics", () => {
       expect(ready.headers.get("cache-control")).toBe("no-store");
       expect(await ready.json()).toEqual({
         status: "ready",
-        workers: [{ worker: "live", running: true, redis: true }],
+        workers: [{ worker: "live", running: true, redis: true, paused: false }],
       });
+      // A paused live queue: the worker takes no jobs, so it is not ready (and says why).
+      await t.service.live.queue.pause();
+      try {
+        const paused = await fetch(`http://127.0.0.1:${port}/readyz`);
+        expect(paused.status).toBe(503);
+        expect((await paused.json()).workers[0]).toMatchObject({ running: true, paused: true });
+      } finally {
+        await t.service.live.queue.resume();
+      }
     } finally {
       child.kill("SIGTERM");
       await new Promise((done) => child.once("exit", done));

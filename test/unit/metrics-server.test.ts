@@ -44,6 +44,7 @@ describe("worker /readyz", () => {
     const cases: ReadinessCheck[] = [
       async () => ({ running: false, redis: true }),
       async () => ({ running: true, redis: false }),
+      async () => ({ running: true, redis: true, paused: true }),
       async () => {
         throw new Error("closed");
       },
