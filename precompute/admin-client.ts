@@ -129,6 +129,9 @@ export class AdminClient {
     if (status === 403)
       return new CliError(`${message} (check ${option} / ${variable})`, 3, status, code);
     if (status >= 400 && status < 500) return new CliError(message, 2, status, code);
+    // Not a failure of what was asked: the server cannot serve it for now (Redis away).
+    if (status === 503)
+      return new CliError(`the server is unavailable for now: ${message}`, 3, status, code);
     return new CliError(`the server failed: ${message}`, 1, status, code);
   }
 }

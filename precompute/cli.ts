@@ -2,7 +2,7 @@
  * `npx predcache <command>`: the operator's admin script, over the admin API.
  * Server and token from --server/--token or PREDCACHE_SERVER/PREDCACHE_TOKEN.
  * Exit codes: 0 ok, 1 a failed or cancelled run (or a server failure), 2 usage or a
- * refused request, 3 server unreachable or token refused.
+ * refused request, 3 server unreachable or unavailable for now (503), or token refused.
  */
 import { rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -47,6 +47,10 @@ const program = new Command("predcache")
     ).env("PREDCACHE_API_KEY"),
   )
   .option("--json", "print JSON instead of text")
+  .addHelpText(
+    "after",
+    "\nExit codes: 0 ok; 1 a failed or cancelled run, a server or local failure; 2 usage or a\nrefused request; 3 server unreachable or unavailable for now (503), or token refused.",
+  )
   .showHelpAfterError()
   .exitOverride()
   // Under --json a usage error is written as JSON below, not as commander's text.

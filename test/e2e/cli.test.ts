@@ -194,6 +194,20 @@ describe("npx predcache", () => {
     const away = await cli(["runs", "--server", "http://127.0.0.1:9"]);
     expect(away.code).toBe(3);
     expect(away.err).toMatch(/cannot reach/);
+    // A server that cannot serve for now (its Redis away): try again, not a failed run.
+    const unavailable = createServer((_req, res) => {
+      res.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
+      res.end(JSON.stringify({ error: { code: "redis_unavailable", message: "Redis is away" } }));
+    });
+    await new Promise<void>((done) => unavailable.listen(0, "127.0.0.1", done));
+    try {
+      const { port } = unavailable.address() as AddressInfo;
+      const busy = await cli(["runs", "--server", `http://127.0.0.1:${port}`]);
+      expect(busy.code).toBe(3);
+      expect(busy.err).toMatch(/unavailable for now: Redis is away/);
+    } finally {
+      await new Promise((done) => unavailable.close(done));
+    }
   });
 
   it("exits 2 for usage errors and unknown models, with a clear message", async () => {
