@@ -1,5 +1,6 @@
 /** Runs the cleanup steps once on SIGTERM/SIGINT, bounded in time, then exits. */
 import type { Logger } from "../log.ts";
+import { InferenceThread } from "../model/inference-thread.ts";
 
 let stopping = false;
 
@@ -11,6 +12,18 @@ export function shuttingDown(): boolean {
 /** Marks the process as stopping without a signal (a failed start closing what it opened). */
 export function markStopping(): void {
   stopping = true;
+}
+
+/** Longest a hurried exit waits for the inference threads' batches in progress (ms). */
+const HURRIED_EXIT_WAIT_MS = 2_000;
+
+/**
+ * Exits without the shutdown steps, but not mid-inference: a thread's batch in progress is
+ * let finish first (bounded), or the process aborts (134) instead of exiting with `code`.
+ */
+export async function exitNow(code: number): Promise<never> {
+  await InferenceThread.closeAll(HURRIED_EXIT_WAIT_MS);
+  process.exit(code);
 }
 
 /**
@@ -39,7 +52,7 @@ export function onShutdown(log: Logger, steps: (() => Promise<void>)[], timeoutM
     if (firstSignalAt !== undefined) {
       if (performance.now() - firstSignalAt < SECOND_SIGNAL_AFTER_MS) return;
       log.warn({ signal }, "second signal: exiting without waiting for the shutdown");
-      process.exit(1);
+      await exitNow(1);
     }
     firstSignalAt = performance.now();
     if (stopping) return;
@@ -47,7 +60,7 @@ export function onShutdown(log: Logger, steps: (() => Promise<void>)[], timeoutM
     log.info({ signal }, "shutting down");
     const timer = setTimeout(() => {
       log.error("shutdown took too long; exiting");
-      process.exit(1);
+      void exitNow(1);
     }, timeoutMs);
     timer.unref();
     for (const step of steps) {

@@ -47,7 +47,25 @@ parentPort.on("message", async ({ id, buffer, rows, width, close }) => {
 
 type Reply = { id: number; tensors: OutputTensors } | { id: number; error: string };
 
+/** Threads not yet exited, for closeAll(). */
+const running = new Set<InferenceThread>();
+
 export class InferenceThread {
+  /**
+   * Ends every thread once its current batch is done, waiting at most `ms`: what a process
+   * must do before it exits in a hurry. A thread stopped mid-run (process.exit, terminate)
+   * takes the whole process down with it: onnxruntime's finished run calls back into a
+   * thread that is gone, which aborts (exit 134, not the code asked for).
+   */
+  static async closeAll(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((done) => {
+      timer = setTimeout(done, ms);
+    });
+    await Promise.race([Promise.allSettled([...running].map((t) => t.close())), bound]);
+    clearTimeout(timer);
+  }
+
   private readonly pending = new Map<
     number,
     { resolve: (t: OutputTensors) => void; reject: (e: Error) => void }
@@ -75,10 +93,12 @@ export class InferenceThread {
     worker.on("error", fail);
     this.exited = new Promise((done) =>
       worker.once("exit", (code) => {
+        running.delete(this);
         fail(new Error(`inference thread exited (code ${code})`));
         done();
       }),
     );
+    running.add(this);
   }
 
   /**

@@ -3,8 +3,14 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
+import { Redis } from "ioredis";
 import { describe, expect, inject, it } from "vitest";
+import { Precompute } from "../../precompute/job.ts";
+import { Keys } from "../../src/cache/keys.ts";
+import { loadConfig } from "../../src/config.ts";
+import { queuePrefix } from "../../src/live/jobs.ts";
 import { startRedisServer } from "../../src/redis/embedded.ts";
+import { loadRegistry } from "../../src/service.ts";
 import { uniquePrefix } from "../helpers/service.ts";
 
 /** An entry point as its own process, with a fresh data folder (the checkout's may hold tables). */
@@ -150,4 +156,52 @@ describe("graceful shutdown", () => {
       taken.close();
     }
   }, 30_000);
+});
+
+describe("a second signal", () => {
+  it("exits 1 at once even while a precompute run infers (not an abort)", async () => {
+    const prefix = uniquePrefix("second-signal");
+    const redis = new Redis(inject("redisUrl"));
+    const registry = await loadRegistry(loadConfig({}));
+    const precompute = new Precompute(redis, new Keys(prefix), registry, {
+      queuePrefix: queuePrefix(prefix),
+    });
+    const child = spawnEntry("work.ts", {
+      REDIS_URL: inject("redisUrl"),
+      PREDCACHE_PREFIX: prefix,
+      PREDCACHE_WORKERS: "precompute",
+      PREDCACHE_METRICS_PORT: "0",
+    });
+    let err = "";
+    child.stderr?.on("data", (chunk) => {
+      err += chunk;
+    });
+    try {
+      const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)));
+      const { runId } = await precompute.enqueue({
+        model: "flight-delay",
+        source: {
+          kind: "grid",
+          axes: { origin: "all", destination: "all", hour: "all", dayOfWeek: [3] },
+        },
+        chunkSize: 100_000,
+      });
+      // Rows are being inferred: the run has begun writing.
+      for (let i = 0; i < 300; i++) {
+        const status = await precompute.status(runId);
+        if ((status?.written ?? 0) > 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      child.kill("SIGTERM");
+      await new Promise((r) => setTimeout(r, 1_300)); // past the pause a terminal's echo has
+      child.kill("SIGTERM");
+      expect(await exited).toBe(1);
+      expect(err).not.toMatch(/terminate called|Napi::Error/);
+    } finally {
+      child.kill("SIGKILL");
+      await precompute.close();
+      await registry.close();
+      redis.disconnect();
+    }
+  }, 60_000);
 });
