@@ -359,7 +359,9 @@ export class PrecomputeWorker {
       "promotedFrom",
     );
     const versionMeta = this.keys.versionMeta(target.name, target.version);
-    if (this.tables && !built) {
+    // A run that planned no chunk (traffic:K with nothing new) adds nothing to publish.
+    const planned = (await this.runs.get(run.runId))?.chunks.total ?? 0;
+    if (this.tables && !built && planned > 0) {
       // One build per model at a time, each on the newest table: runs finishing together
       // would each publish the same base plus their own keys, the later without the other's.
       // The lock can pass on (a holder stalled past its time to live) and workers of an

@@ -748,10 +748,11 @@ describe("precompute run", () => {
         model: "flight-delay",
         source: { kind: "traffic", top: 2 },
       });
-      expect(await p.precompute.waitUntilDone(again.runId, 60_000)).toMatchObject({
-        state: "completed",
-        rows: 0,
-      });
+      const nothing = await p.precompute.waitUntilDone(again.runId, 60_000);
+      expect(nothing).toMatchObject({ state: "completed", rows: 0 });
+      // Nothing added, nothing published: the table stays the one above.
+      expect(nothing?.table ?? null).toBeNull();
+      expect((await tables.list("flight-delay")).map((t) => t.generation)).toEqual([generation]);
     } finally {
       await p.close();
     }
