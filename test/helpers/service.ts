@@ -1,15 +1,17 @@
 /** Starts the real API service (and a live worker) on a free port against a real Redis, with its own key prefix. */
 import { randomBytes } from "node:crypto";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { inject } from "vitest";
 import { type Listening, listen } from "../../src/api/listen.ts";
 import { Keys } from "../../src/cache/keys.ts";
 import { type Config, loadConfig } from "../../src/config.ts";
+import { batchJobId } from "../../src/live/jobs.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
 import { ActiveVersions } from "../../src/model/active.ts";
-import type { ModelRegistry } from "../../src/model/registry.ts";
+import type { Prediction } from "../../src/model/decoding.ts";
+import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import { createRedis, type Redis, whenReady } from "../../src/redis/connection.ts";
 import {
   createLiveWorker,
@@ -26,6 +28,50 @@ import { modelsDirWithVersions as modelsDirIn } from "./models.ts";
 /** A models folder with the demo model and more versions of it, in the run's scratch folder. */
 export function modelsDirWithVersions(extra: string[]): Promise<string> {
   return modelsDirIn(extra, inject("scratchDir"));
+}
+
+/**
+ * A models folder with the demo model and one more version, labelled `label`, whose
+ * encoding's `hour` feature `edit` changes (its range, its out-of-range policy…).
+ */
+export async function modelsDirWithHourEdited(
+  label: string,
+  edit: (hour: Record<string, unknown>) => void,
+): Promise<string> {
+  const models = await modelsDirWithVersions([label]);
+  const file = join(models, `flight-delay-${label}`, "manifest.json");
+  const manifest = JSON.parse(await readFile(file, "utf8"));
+  for (const feature of manifest.encoding.features) if (feature.name === "hour") edit(feature);
+  await writeFile(file, JSON.stringify(manifest));
+  return models;
+}
+
+/** The version of the demo model labelled `label` (see modelsDirWithVersions). */
+export function labelled(registry: ModelRegistry, label: string): ModelVersion {
+  const found = registry.versions("flight-delay").find((v) => v.manifest.label === label);
+  if (!found) throw new Error(`the ${label} version did not load`);
+  return found;
+}
+
+/**
+ * Queues `key` as an API process of an older release would have keyed it, and returns
+ * the worker's answer for it (a rolling deploy: that key must still be computed).
+ */
+export async function computedAsOlderApi(
+  t: TestService,
+  model: ModelVersion,
+  key: string,
+): Promise<Prediction | undefined> {
+  const jobId = batchJobId(model.name, model.version);
+  await t.service.live.queue.add(
+    "predict",
+    { model: model.name, version: model.version, keys: [key] },
+    { jobId, removeOnComplete: { age: 60 } },
+  );
+  const done = await eventually(
+    async () => (await t.service.live.queue.getJob(jobId))?.returnvalue ?? undefined,
+  );
+  return done[key];
 }
 
 export interface TestService {

@@ -3,16 +3,14 @@
  * sees the nearest trained hour, so every hour past a bound is one input to it, one key,
  * one cache entry and one inference, not one per value asked.
  */
-import { readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { batchJobId } from "../../src/live/jobs.ts";
 import type { ModelVersion } from "../../src/model/registry.ts";
 import type { ModelRuntime } from "../../src/model/runtime.ts";
 import {
-  eventually,
+  computedAsOlderApi,
   getJson,
-  modelsDirWithVersions,
+  labelled,
+  modelsDirWithHourEdited,
   startTestService,
   type TestService,
   uniquePrefix,
@@ -23,22 +21,13 @@ let flagged: ModelVersion;
 let runtime: ModelRuntime;
 
 beforeAll(async () => {
-  const models = await modelsDirWithVersions(["flag-hours"]);
-  const file = join(models, "flight-delay-flag-hours", "manifest.json");
-  const manifest = JSON.parse(await readFile(file, "utf8"));
-  for (const feature of manifest.encoding.features)
-    if (feature.name === "hour") feature.outOfRange = "flag";
-  await writeFile(file, JSON.stringify(manifest));
+  const models = await modelsDirWithHourEdited("flag-hours", (hour) => {
+    hour.outOfRange = "flag";
+  });
   t = await startTestService({
     env: { PREDCACHE_PREFIX: uniquePrefix("flagrange"), PREDCACHE_MODELS_DIR: models },
   });
-  const found = t.registry
-    .versions("flight-delay")
-    .find((v) =>
-      v.manifest.encoding.features.some((f) => f.type === "integer" && f.outOfRange === "flag"),
-    );
-  if (!found) throw new Error("the flag-hours version did not load");
-  flagged = found;
+  flagged = labelled(t.registry, "flag-hours");
   runtime = await t.registry.runtime(flagged);
 });
 afterAll(async () => {
@@ -79,16 +68,7 @@ describe("hours past the range, flagged", () => {
   it("computes a key an older API process sends with the hour as asked", async () => {
     // A rolling deploy: an older API process keys the value as asked; same row, so the
     // worker computes it and answers under that key.
-    const older = '["SFO","LAX",1000,3]';
-    const jobId = batchJobId(flagged.name, flagged.version);
-    await t.service.live.queue.add(
-      "predict",
-      { model: flagged.name, version: flagged.version, keys: [older] },
-      { jobId, removeOnComplete: { age: 60 } },
-    );
-    const done = await eventually(
-      async () => (await t.service.live.queue.getJob(jobId))?.returnvalue ?? undefined,
-    );
-    expect(done[older]).toEqual((await lookup(24)).body.prediction);
+    const older = await computedAsOlderApi(t, flagged, '["SFO","LAX",1000,3]');
+    expect(older).toEqual((await lookup(24)).body.prediction);
   });
 });

@@ -4,13 +4,12 @@
  * real one: a version whose manifest lets `hour` run to 1000 feeds the demo model's
  * embedding an index past its end, which onnxruntime refuses at run time.
  */
-import { readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ModelVersion } from "../../src/model/registry.ts";
 import {
   getJson,
-  modelsDirWithVersions,
+  labelled,
+  modelsDirWithHourEdited,
   startTestService,
   type TestService,
   uniquePrefix,
@@ -20,11 +19,9 @@ let t: TestService;
 let broken: ModelVersion;
 
 beforeAll(async () => {
-  const models = await modelsDirWithVersions(["wide-hours"]);
-  const file = join(models, "flight-delay-wide-hours", "manifest.json");
-  const manifest = JSON.parse(await readFile(file, "utf8"));
-  for (const feature of manifest.encoding.features) if (feature.name === "hour") feature.max = 1000;
-  await writeFile(file, JSON.stringify(manifest));
+  const models = await modelsDirWithHourEdited("wide-hours", (hour) => {
+    hour.max = 1000;
+  });
   t = await startTestService({
     env: {
       PREDCACHE_PREFIX: uniquePrefix("livefail"),
@@ -32,11 +29,7 @@ beforeAll(async () => {
       PREDCACHE_JOB_KEEP_SECONDS: "60",
     },
   });
-  const found = t.registry
-    .versions("flight-delay")
-    .find((v) => v.manifest.encoding.features.some((f) => f.type === "integer" && f.max === 1000));
-  if (!found) throw new Error("the wide-hours version did not load");
-  broken = found;
+  broken = labelled(t.registry, "wide-hours");
 });
 afterAll(async () => {
   await t.close();

@@ -6,6 +6,7 @@ import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import type { ModelRuntime } from "../../src/model/runtime.ts";
 import { loadRegistry } from "../../src/service.ts";
 import {
+  computedAsOlderApi,
   eventually,
   getJson,
   postJson,
@@ -138,17 +139,7 @@ describe("lookup", () => {
     expect(runtime.stats.rows - before).toBe(0);
     // A rolling deploy: an older API process still keys the unknown value as asked. The
     // worker computes it (same row) and answers under that key.
-    const older = '["QQY","LAX",9,2]';
-    const jobId = batchJobId(model.name, model.version);
-    await t.service.live.queue.add(
-      "predict",
-      { model: model.name, version: model.version, keys: [older] },
-      { jobId, removeOnComplete: { age: 60 } },
-    );
-    const done = await eventually(
-      async () => (await t.service.live.queue.getJob(jobId))?.returnvalue ?? undefined,
-    );
-    expect(done[older]).toEqual(r.body.prediction);
+    expect(await computedAsOlderApi(t, model, '["QQY","LAX",9,2]')).toEqual(r.body.prediction);
   });
 
   it("carries a strong ETag and Cache-Control on hits and answers If-None-Match with 304", async () => {
