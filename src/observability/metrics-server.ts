@@ -1,8 +1,8 @@
 /**
  * /metrics for processes without the API (worker-only), /healthz for a container's
  * healthcheck (the process answers) and /readyz (its workers take jobs and reach Redis):
- * a bare node:http listener. A port already taken refuses the start (resolves to an
- * error): health checks sent there would be answered by another process.
+ * a bare node:http listener. A port already taken fails the start (serveMetrics
+ * rejects): health checks sent there would be answered by another process.
  */
 import { createServer, type ServerResponse } from "node:http";
 import type { Logger } from "../log.ts";
