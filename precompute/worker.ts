@@ -307,8 +307,8 @@ export class PrecomputeWorker {
     return async (keys) => {
       table ??= this.intactBase(target, newest, passedOver).then(({ base }) => base);
       const view = await table;
+      if (!view) return keys.map(() => false);
       return keys.map((key) => {
-        if (!view) return false;
         keyHashInto(key, hash);
         return view.find(hash[0] as number, hash[1] as number) >= 0;
       });

@@ -278,7 +278,7 @@ export interface LiveWorkerProcess {
 /** One worker of a worker-only process, as its /readyz tells it. */
 export interface WorkerReadiness {
   worker: "live" | "precompute";
-  /** Its BullMQ workers take jobs (not closed, not paused). */
+  /** Its BullMQ workers run (not closed; a paused queue is `paused`). */
   running: boolean;
   /** Its Redis answered a PING within a second. */
   redis: boolean;
