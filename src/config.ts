@@ -73,6 +73,8 @@ export const settingsSchema = z.object({
   PREDCACHE_KEEP_VERSIONS: int(3, 1, 1_000),
   // Worker-only processes (npm run work) serve /metrics here; 0: not at all.
   PREDCACHE_METRICS_PORT: int(9464, 0, 65535),
+  // Bearer tokens a /metrics scrape must send (same forms as admin tokens); unset: open.
+  PREDCACHE_METRICS_TOKENS: z.string().optional(),
   PREDCACHE_WORKERS: z
     .string()
     .regex(/^(live|precompute)(,(live|precompute))*$/, "a comma-separated list of live, precompute")
@@ -144,6 +146,8 @@ export interface Config {
   keepVersions: number;
   /** Port of a worker process's /metrics (0: none). */
   metricsPort: number;
+  /** Tokens a /metrics scrape must send (digests only); empty: /metrics is open. */
+  metricsTokens: AdminToken[];
   /** Origins allowed to read the model routes from a browser ("*": any; empty: none). */
   corsOrigins: string[];
   /** Header naming the client for experiment arms (lower case). */
@@ -156,6 +160,15 @@ export interface Config {
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
+}
+
+/** Tokens of one setting; the error never quotes the value (it holds secrets). */
+function tokensOf(setting: string, text: string | undefined, what: string): AdminToken[] {
+  try {
+    return parseAdminTokens(text, what);
+  } catch (error) {
+    throw new ConfigError(`invalid configuration:\n  ${setting}: ${(error as Error).message}`);
+  }
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
@@ -171,23 +184,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
   const e = parsed.data;
-  let adminTokens: AdminToken[];
-  try {
-    adminTokens = parseAdminTokens(e.PREDCACHE_ADMIN_TOKENS);
-  } catch (error) {
-    // The message never quotes the value: it holds secrets.
-    throw new ConfigError(
-      `invalid configuration:\n  PREDCACHE_ADMIN_TOKENS: ${(error as Error).message}`,
-    );
-  }
-  let apiKeys: AdminToken[];
-  try {
-    apiKeys = parseAdminTokens(e.PREDCACHE_API_KEYS, "API key");
-  } catch (error) {
-    throw new ConfigError(
-      `invalid configuration:\n  PREDCACHE_API_KEYS: ${(error as Error).message}`,
-    );
-  }
+  const adminTokens = tokensOf("PREDCACHE_ADMIN_TOKENS", e.PREDCACHE_ADMIN_TOKENS, "admin token");
+  const apiKeys = tokensOf("PREDCACHE_API_KEYS", e.PREDCACHE_API_KEYS, "API key");
+  const metricsTokens = tokensOf(
+    "PREDCACHE_METRICS_TOKENS",
+    e.PREDCACHE_METRICS_TOKENS,
+    "metrics token",
+  );
   return {
     port: e.PORT,
     host: e.HOST,
@@ -231,6 +234,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     rateWindowSeconds: e.PREDCACHE_RATE_WINDOW_SECONDS,
     keepVersions: e.PREDCACHE_KEEP_VERSIONS,
     metricsPort: e.PREDCACHE_METRICS_PORT,
+    metricsTokens,
     corsOrigins: e.PREDCACHE_CORS_ORIGINS.split(",")
       .map((o) => o.trim())
       .filter((o) => o && o !== "none"),

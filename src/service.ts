@@ -179,6 +179,8 @@ export async function createService(
         { keys: config.apiKeys.map((k) => k.id) },
         "read API requires API keys, with rate limits",
       );
+    if (access && config.metricsTokens.length === 0)
+      log.warn("GET /metrics stays open: set PREDCACHE_METRICS_TOKENS=<id>:<secret> to guard it");
     // Written without holding up answers (src/admin/audit.ts): with the pollers, not
     // ahead of the next request's command on a frozen Redis.
     const audit = new AuditLog(background, keys, log);
@@ -233,6 +235,7 @@ export async function createService(
           await redis.publish(keys.modelsChannel(), "reload");
         },
       },
+      metricsTokens: config.metricsTokens,
       seedRoots: [resolve("seeds"), resolve(config.modelsDir), resolve(config.dataDir)],
       ...(access ? { access } : {}),
       ...(cacheAudit ? { audit: cacheAudit } : {}),

@@ -1,6 +1,7 @@
 /** What the HTTP layer needs from the rest of the service. */
 import type { Queue } from "bullmq";
 import type { AdminDeps } from "../admin/deps.ts";
+import type { AdminToken } from "../admin/tokens.ts";
 import type { CacheAudit } from "../cache/audit.ts";
 import type { ServingStats } from "../cache/stats.ts";
 import type { Tiers } from "../cache/tiers.ts";
@@ -59,6 +60,8 @@ export interface ApiDeps {
     tally: ArmTally;
     shadow: ShadowComparer;
   };
+  /** Tokens a /metrics scrape must send; none: /metrics is open. */
+  metricsTokens?: AdminToken[];
   /** Folders seed files named through the admin API may come from. */
   seedRoots?: string[];
   /** Recomputes a sample of redis and table hits off the request path (absent: off). */

@@ -1219,6 +1219,14 @@ function guardReadRoutes(paths: Paths): void {
   }
 }
 
+/** With PREDCACHE_METRICS_TOKENS set: the scrape takes one of those tokens. */
+function guardMetrics(paths: Paths): void {
+  const scrape = paths["/metrics"]?.get;
+  if (!scrape) return;
+  scrape.security = [{ metricsBearer: [] }];
+  scrape.responses = { ...(scrape.responses as object), ...errors(401, 403) };
+}
+
 /** A Hono route path as an OpenAPI path: `:name` → `{name}`, a trailing `*` → `{path}`. */
 function openApiPath(path: string): string {
   return path.replace(/:(\w+)(?:\{[^}]*\})?\??/g, "{$1}").replace(/\/\*$/, "/{path}");
@@ -1234,6 +1242,7 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
   if (served.assets?.length) docsAssetRoute(paths, served.assets);
   if (served.dashboard) dashboardRoutes(paths, served.dashboard);
   if (deps.access) guardReadRoutes(paths);
+  if (deps.metricsTokens?.length) guardMetrics(paths);
   return {
     openapi: "3.1.0",
     info: {
@@ -1280,6 +1289,11 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
           in: "header",
           name: "X-API-Key",
           description: "a read-API key from PREDCACHE_API_KEYS (when set)",
+        },
+        metricsBearer: {
+          type: "http",
+          scheme: "bearer",
+          description: "a metrics token from PREDCACHE_METRICS_TOKENS (when set)",
         },
         basicAuth: {
           type: "http",

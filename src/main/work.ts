@@ -48,6 +48,7 @@ try {
       config.metricsPort,
       log,
       workers.map((worker) => worker.readiness),
+      config.metricsTokens,
     ),
   );
   log.info({ workers: [...kinds] }, "workers ready");

@@ -5,8 +5,10 @@
  * rejects): health checks sent there would be answered by another process.
  */
 import { createServer, type ServerResponse } from "node:http";
+import type { AdminToken } from "../admin/tokens.ts";
 import type { Logger } from "../log.ts";
 import { processMetrics } from "./metrics.ts";
+import { refuseScrape } from "./metrics-guard.ts";
 
 /** One worker's state, as /readyz tells it (paused: a queue it takes jobs from is). */
 export interface Readiness {
@@ -18,9 +20,18 @@ export interface Readiness {
 /** What /readyz asks of each worker of the process. */
 export type ReadinessCheck = () => Promise<Readiness>;
 
-function json(res: ServerResponse, status: number, body: unknown): void {
+function json(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   res
-    .writeHead(status, { "content-type": "application/json", "cache-control": "no-store" })
+    .writeHead(status, {
+      "content-type": "application/json",
+      "cache-control": "no-store",
+      ...headers,
+    })
     .end(JSON.stringify(body));
 }
 
@@ -41,6 +52,8 @@ export async function serveMetrics(
   port: number,
   log: Logger,
   readiness: readonly ReadinessCheck[] = [],
+  /** Tokens a /metrics scrape must send (/healthz and /readyz stay open); none: open. */
+  tokens: readonly AdminToken[] = [],
 ): Promise<() => Promise<void>> {
   if (port === 0) return async () => {};
   const metrics = processMetrics();
@@ -55,6 +68,19 @@ export async function serveMetrics(
     }
     if (req.url !== "/metrics") {
       res.writeHead(404).end();
+      return;
+    }
+    const refused = refuseScrape(tokens, req.headers.authorization);
+    if (refused) {
+      const { code, message } = refused.error;
+      json(
+        res,
+        refused.error.status,
+        { error: { code, message } },
+        {
+          "www-authenticate": refused.challenge,
+        },
+      );
       return;
     }
     metrics.text().then(

@@ -147,7 +147,8 @@ describe("/metrics", () => {
     expect(await scrape()).toMatch(/^predcache_queue_paused\{queue="live"\} 0$/m);
   });
 
-  it("is served by worker-only processes on PREDCACHE_METRICS_PORT, with /healthz and /readyz", async () => {
+  it("is served by worker-only processes on PREDCACHE_METRICS_PORT (to its token), with /healthz and /readyz", async () => {
+    const secret = "worker-scraper-0123456789";
     const port = await new Promise<number>((done) => {
       const probe = createServer().listen(0, "127.0.0.1", () => {
         const { port } = probe.address() as { port: number };
@@ -159,16 +160,20 @@ describe("/metrics", () => {
       PREDCACHE_PREFIX: t.config.prefix,
       PREDCACHE_WORKERS: "live",
       PREDCACHE_METRICS_PORT: String(port),
+      PREDCACHE_METRICS_TOKENS: `prometheus:${secret}`,
     });
     try {
       const text = await eventually(
         async () => {
-          const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+          const r = await fetch(`http://127.0.0.1:${port}/metrics`, {
+            headers: { authorization: `Bearer ${secret}` },
+          });
           return r.ok ? r.text() : undefined;
         },
         30_000,
         200,
       );
+      expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(401);
       expect(text).toMatch(/^# TYPE predcache_live_batch_rows histogram$/m);
       expect(text).toMatch(/^predcache_process_resident_memory_bytes \d+/m);
       // And /healthz, which a container's healthcheck asks.
@@ -195,6 +200,42 @@ describe("/metrics", () => {
     } finally {
       child.kill("SIGTERM");
       await new Promise((done) => child.once("exit", done));
+    }
+  });
+});
+
+describe("/metrics with PREDCACHE_METRICS_TOKENS", () => {
+  it("needs a metrics token, which opens nothing else; an API key does not open /metrics", async () => {
+    const secret = "scraper-secret-0123456789";
+    const apiKey = "reader-key-0123456789abcdef";
+    const guarded = await startTestService({
+      env: {
+        PREDCACHE_METRICS_TOKENS: `prometheus:${secret}`,
+        PREDCACHE_API_KEYS: `reader:${apiKey}`,
+      },
+      liveWorker: false,
+    });
+    try {
+      const scrape = (authorization?: string) =>
+        fetch(`${guarded.url}/metrics`, { headers: authorization ? { authorization } : {} });
+      const none = await scrape();
+      expect(none.status).toBe(401);
+      expect(none.headers.get("www-authenticate")).toBe('Bearer realm="predcache-metrics"');
+      expect((await none.json()).error.code).toBe("unauthorized");
+      const withApiKey = await scrape(`Bearer ${apiKey}`);
+      expect(withApiKey.status).toBe(403);
+      expect((await withApiKey.json()).error.code).toBe("forbidden");
+      const ok = await scrape(`Bearer ${secret}`);
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toMatch(/^# TYPE predcache_lookups_total counter$/m);
+      // The metrics token is not an API key.
+      const lookup = await fetch(`${guarded.url}/v1/models`, {
+        headers: { authorization: `Bearer ${secret}` },
+      });
+      expect(lookup.status).toBe(403);
+      expect((await fetch(`${guarded.url}/healthz`)).status).toBe(200);
+    } finally {
+      await guarded.close();
     }
   });
 });

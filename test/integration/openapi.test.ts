@@ -97,9 +97,12 @@ describe("/openapi.json", () => {
     }
   });
 
-  it("documents API keys on the read routes when the service requires them", async () => {
+  it("documents API keys on the read routes, and metrics tokens, when the service requires them", async () => {
     const keyed = await startTestService({
-      env: { PREDCACHE_API_KEYS: "app:openapi-read-key-0123456789" },
+      env: {
+        PREDCACHE_API_KEYS: "app:openapi-read-key-0123456789",
+        PREDCACHE_METRICS_TOKENS: "prom:openapi-metrics-0123456789",
+      },
       liveWorker: false,
     });
     try {
@@ -120,8 +123,12 @@ describe("/openapi.json", () => {
           );
         }
       }
+      const scrape = keyedDoc.paths["/metrics"].get;
+      expect(scrape.security).toEqual([{ metricsBearer: [] }]);
+      expect(Object.keys(scrape.responses)).toEqual(expect.arrayContaining(["401", "403"]));
       // Open by default: no such requirement.
       expect(doc.paths["/v1/models"].get.security).toBeUndefined();
+      expect(doc.paths["/metrics"].get.security).toBeUndefined();
     } finally {
       await keyed.close();
     }

@@ -4,6 +4,7 @@
  */
 import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
+import { parseAdminTokens } from "../../src/admin/tokens.ts";
 import { createLogger } from "../../src/log.ts";
 import { type ReadinessCheck, serveMetrics } from "../../src/observability/metrics-server.ts";
 
@@ -69,5 +70,36 @@ describe("worker /readyz", () => {
     await expect(serveMetrics("127.0.0.1", port, createLogger("silent"), [up])).rejects.toThrow(
       /cannot serve .* \(EADDRINUSE\): set PREDCACHE_METRICS_PORT/,
     );
+  });
+});
+
+describe("worker /metrics with PREDCACHE_METRICS_TOKENS", () => {
+  const SECRET = "scraper-secret-0123456789";
+
+  it("asks for a token (401), refuses a wrong one (403), answers the right one; probes stay open", async () => {
+    const port = await freePort();
+    const tokens = parseAdminTokens(`prometheus:${SECRET}`, "metrics token");
+    stop = await serveMetrics("127.0.0.1", port, createLogger("silent"), [up], tokens);
+    const scrape = (authorization?: string) =>
+      fetch(`http://127.0.0.1:${port}/metrics`, {
+        headers: authorization ? { authorization } : {},
+      });
+
+    const none = await scrape();
+    expect(none.status).toBe(401);
+    expect(none.headers.get("www-authenticate")).toBe('Bearer realm="predcache-metrics"');
+    expect(await none.json()).toEqual({
+      error: { code: "unauthorized", message: expect.stringContaining("Bearer") },
+    });
+    for (const wrong of ["Bearer not-the-secret-at-all", `Basic ${btoa(`x:${SECRET}`)}`]) {
+      const refused = await scrape(wrong);
+      expect(refused.status, wrong).toBe(wrong.startsWith("Bearer") ? 403 : 401);
+      expect((await refused.json()).error.code).not.toBe(undefined);
+    }
+    const ok = await scrape(`Bearer ${SECRET}`);
+    expect(ok.status).toBe(200);
+    expect(await ok.text()).toMatch(/^# TYPE /m);
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
   });
 });

@@ -1,6 +1,7 @@
 /** Liveness, readiness and the Prometheus scrape. */
 import type { Hono } from "hono";
 import { processMetrics } from "../../observability/metrics.ts";
+import { refuseScrape } from "../../observability/metrics-guard.ts";
 import type { ApiDeps } from "../deps.ts";
 
 /** What a paused queue holds up, by queue name. */
@@ -15,6 +16,11 @@ export function registerHealth(app: Hono, deps: ApiDeps): void {
 
   // Prometheus scrape: every series this process records (API, and workers run in it).
   app.get("/metrics", async (c) => {
+    const refused = refuseScrape(deps.metricsTokens ?? [], c.req.header("authorization"));
+    if (refused) {
+      c.header("WWW-Authenticate", refused.challenge);
+      throw refused.error;
+    }
     const metrics = processMetrics();
     c.header("Content-Type", metrics.contentType);
     c.header("Cache-Control", "no-store");
