@@ -1,11 +1,17 @@
 /**
  * Micro-batching: items submitted close together run as one batch — up to maxItems, or
  * whatever has arrived maxWaitMs after the first item, whichever comes first. Each caller
- * gets its own result (or the batch's error).
+ * gets its own result: the batch's answer for its item, an ItemFailed of its own, or the
+ * batch's error.
  */
 export interface MicroBatcherOptions {
   maxItems: number;
   maxWaitMs: number;
+}
+
+/** A batch's answer for one item that failed (the others' answers stand). */
+export class ItemFailed {
+  constructor(readonly error: unknown) {}
 }
 
 interface Pending<I, O> {
@@ -21,7 +27,7 @@ export class MicroBatcher<I, O> {
   readonly batchSizes: number[] = [];
 
   constructor(
-    private readonly runBatch: (items: I[]) => Promise<O[]>,
+    private readonly runBatch: (items: I[]) => Promise<(O | ItemFailed)[]>,
     private readonly options: MicroBatcherOptions,
   ) {}
 
@@ -41,11 +47,13 @@ export class MicroBatcher<I, O> {
     if (this.queue.length > 0) this.timer = setTimeout(() => this.flush(), this.options.maxWaitMs);
     if (batch.length === 0) return;
     this.batchSizes.push(batch.length);
-    const settle = (results: O[]) => {
+    const settle = (results: (O | ItemFailed)[]) => {
       if (results.length !== batch.length)
         throw new Error(`batch returned ${results.length} results for ${batch.length} items`);
       batch.forEach((p, i) => {
-        p.resolve(results[i] as O);
+        const result = results[i] as O | ItemFailed;
+        if (result instanceof ItemFailed) p.reject(result.error);
+        else p.resolve(result);
       });
     };
     Promise.resolve()

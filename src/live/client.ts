@@ -454,7 +454,8 @@ export class LiveClient {
     for (const [keyId, key] of this.unwatch(jobId)) {
       const prediction = result?.[key];
       if (prediction) this.settle(keyId, { value: prediction });
-      else this.settle(keyId, { error: new Error(`job ${jobId} returned nothing for a key`) });
+      // The worker answered the job's other keys: the model failed on this one alone.
+      else this.settle(keyId, { error: new Error(`job ${jobId} failed this key alone`) });
     }
   }
 

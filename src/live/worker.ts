@@ -13,7 +13,7 @@ import { InferenceThread } from "../model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import { closeWorkers, type Redis } from "../redis/connection.ts";
-import { MicroBatcher, type MicroBatcherOptions } from "./batcher.ts";
+import { ItemFailed, MicroBatcher, type MicroBatcherOptions } from "./batcher.ts";
 import { defineClaimScripts, failClaims, settleClaims } from "./claims.ts";
 import {
   claimKey,
@@ -92,7 +92,7 @@ export class LiveWorker {
     private readonly commands: Redis,
     private readonly registry: ModelRegistry,
     private readonly store: PredictionStore,
-    log: Logger,
+    private readonly log: Logger,
     private readonly options: LiveWorkerOptions,
   ) {
     defineClaimScripts(commands);
@@ -119,8 +119,14 @@ export class LiveWorker {
 
   private async process(job: Job<LiveJob, LiveResult>): Promise<LiveResult> {
     try {
-      const result = await this.compute(job);
-      if (job.name === "predict" && job.id) await this.settleClaims(job, job.id);
+      const { result, failed } = await this.compute(job);
+      if (job.name === "predict" && job.id) {
+        // Keys the model failed on alone: marked failed and unclaimed before the job
+        // completes without them, so their polls and waits tell of it and asking again
+        // tries again; the job's other keys are answered.
+        if (failed.length > 0) await this.failClaims(job, job.id, failed);
+        await this.settleClaims(job, job.id);
+      }
       return result;
     } catch (error) {
       const final =
@@ -144,11 +150,18 @@ export class LiveWorker {
     await settleClaims(this.commands, batchId, claims, keepMs).catch(() => {});
   }
 
-  /** Marks a failed batch's keys and gives up their claims (claims.ts), best effort. */
-  private async failClaims(job: Job<LiveJob, LiveResult>, batchId: string): Promise<void> {
+  /**
+   * Marks a failed batch's keys (`only` those, when given) and gives up their claims
+   * (claims.ts), best effort.
+   */
+  private async failClaims(
+    job: Job<LiveJob, LiveResult>,
+    batchId: string,
+    only?: readonly string[],
+  ): Promise<void> {
     const { model, version, keys } = job.data ?? {};
     if (!Array.isArray(keys) || typeof model !== "string" || typeof version !== "string") return;
-    const keyIds = keys.map((key) => liveJobId(model, version, key));
+    const keyIds = (only ?? keys).map((key) => liveJobId(model, version, key));
     await failClaims(
       this.commands,
       batchId,
@@ -158,7 +171,15 @@ export class LiveWorker {
     ).catch(() => {});
   }
 
-  private async compute(job: Job<LiveJob, LiveResult>): Promise<LiveResult> {
+  /**
+   * The job's answers, and the keys that failed on their own: a key the worker cannot
+   * decode, or a row the model fails on when run alone. They fail alone, not the job's
+   * other keys (other clients' misses, gathered with them). When no key is answered the
+   * job fails (and is tried again unless the failures can only repeat).
+   */
+  private async compute(
+    job: Job<LiveJob, LiveResult>,
+  ): Promise<{ result: LiveResult; failed: string[] }> {
     const name = liveJobNameSchema.safeParse(job.name);
     if (!name.success) throw new UnrecoverableError(`unknown live job name ${job.name}`);
     const parsed = liveJobSchema.safeParse(job.data);
@@ -167,31 +188,62 @@ export class LiveWorker {
     const { model: modelName, version, keys } = parsed.data;
     const model = await this.registry.resolve(modelName, version);
     if (!model) throw new UnrecoverableError(`unknown model version ${modelName}@${version}`);
-    // Re-derive each row from its key with the shared encoding: the worker trusts no row it is sent.
-    const rows = keys.map((key): Row => {
-      let input: Record<string, unknown>;
-      try {
-        input = model.encoder.decodeKey(key);
-      } catch (error) {
-        throw new UnrecoverableError((error as Error).message);
-      }
-      const encoded = model.encoder.encode(input);
-      const canonical =
-        encoded.ok &&
-        (encoded.value.key === key ||
-          keyedByOlderApi(key, encoded.value, model.encoder.featureNames));
-      if (!canonical || !encoded.ok)
-        throw new UnrecoverableError(`key is not canonical for ${modelName}@${version}`);
-      return { key, row: encoded.value.row, store: name.data === "predict" };
-    });
     // The batcher joins this job's rows with other jobs' held at the same time.
     const batcher = this.batcherFor(model);
-    const predictions = await Promise.all(rows.map((row) => batcher.submit(row)));
+    const answers = await Promise.allSettled(
+      keys.map((key) => {
+        const row = this.rowOf(model, key, name.data === "predict");
+        return row instanceof UnrecoverableError ? Promise.reject(row) : batcher.submit(row);
+      }),
+    );
     const result: LiveResult = {};
+    const failed: string[] = [];
+    const errors: unknown[] = [];
     keys.forEach((key, i) => {
-      result[key] = predictions[i] as Prediction;
+      const answer = answers[i] as PromiseSettledResult<Prediction>;
+      if (answer.status === "fulfilled") result[key] = answer.value;
+      else {
+        failed.push(key);
+        errors.push(answer.reason);
+      }
     });
-    return result;
+    // Nothing answered: the job fails, tried again if any failure may not repeat.
+    if (failed.length === keys.length)
+      throw errors.find((e) => !(e instanceof UnrecoverableError)) ?? errors[0];
+    if (failed.length > 0)
+      this.log.warn(
+        {
+          job: job.id,
+          model: modelName,
+          version,
+          failedKeys: failed.length,
+          of: keys.length,
+          err: (errors[0] as Error).message,
+        },
+        "live job answered without the keys that failed alone",
+      );
+    return { result, failed };
+  }
+
+  /**
+   * A key's row, re-derived with the shared encoding (the worker trusts no row it is
+   * sent); an UnrecoverableError for a key it cannot take.
+   */
+  private rowOf(model: ModelVersion, key: string, store: boolean): Row | UnrecoverableError {
+    let input: Record<string, unknown>;
+    try {
+      input = model.encoder.decodeKey(key);
+    } catch (error) {
+      return new UnrecoverableError((error as Error).message);
+    }
+    const encoded = model.encoder.encode(input);
+    const canonical =
+      encoded.ok &&
+      (encoded.value.key === key ||
+        keyedByOlderApi(key, encoded.value, model.encoder.featureNames));
+    if (!canonical || !encoded.ok)
+      return new UnrecoverableError(`key is not canonical for ${model.name}@${model.version}`);
+    return { key, row: encoded.value.row, store };
   }
 
   private batcherFor(model: ModelVersion): MicroBatcher<Row, Prediction> {
@@ -200,15 +252,18 @@ export class LiveWorker {
     if (!batcher) {
       batcher = new MicroBatcher<Row, Prediction>(async (rows) => {
         const started = performance.now();
-        const predictions = await this.infer(
+        const answers = await this.inferApart(
           model,
           rows.map((r) => r.row),
         );
         await this.store.put(
           model,
-          rows.flatMap((r, i) =>
-            r.store ? [{ key: r.key, prediction: predictions[i] as Prediction }] : [],
-          ),
+          rows.flatMap((r, i) => {
+            const answer = answers[i];
+            return r.store && !(answer instanceof ItemFailed)
+              ? [{ key: r.key, prediction: answer as Prediction }]
+              : [];
+          }),
         );
         const metrics = processMetrics();
         metrics.liveBatchRows.observe({ model: model.name }, rows.length);
@@ -216,7 +271,7 @@ export class LiveWorker {
           { model: model.name },
           (performance.now() - started) / 1000,
         );
-        return predictions;
+        return answers;
       }, this.options.batch);
       this.batchers.set(id, batcher);
     }
@@ -224,6 +279,28 @@ export class LiveWorker {
   }
 
   private readonly threads = new Map<string, Promise<InferenceThread | undefined>>();
+
+  /**
+   * Runs rows as one batch; if the run fails, each half again, down to single rows, so a
+   * row the model fails on fails alone (an ItemFailed), not the rows of other misses run
+   * with it. A run that fails whatever it is given fails every row (2n − 1 runs).
+   */
+  private async inferApart(
+    model: ModelVersion,
+    rows: number[][],
+  ): Promise<(Prediction | ItemFailed)[]> {
+    try {
+      return await this.infer(model, rows);
+    } catch (error) {
+      if (rows.length === 1) return [new ItemFailed(error)];
+      const half = Math.ceil(rows.length / 2);
+      const [first, second] = await Promise.all([
+        this.inferApart(model, rows.slice(0, half)),
+        this.inferApart(model, rows.slice(half)),
+      ]);
+      return [...first, ...second];
+    }
+  }
 
   /**
    * Runs rows in the version's inference thread, off the event loop (onnxruntime-node runs

@@ -5,7 +5,7 @@ import { parseLiveJobId } from "../../live/jobs.ts";
 import type { ApiDeps } from "../deps.ts";
 import { routeToArm } from "../experiment-routing.ts";
 import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
-import { jobLink } from "./predict.ts";
+import { jobLink, liveFailure } from "./predict.ts";
 
 export function registerJobs(app: Hono, deps: ApiDeps): void {
   app.get("/v1/jobs/:id", async (c) => {
@@ -40,15 +40,8 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
         ...predictionReply(model, key, "live", poll.prediction, ood, arm),
       });
     }
-    if (poll.state === "completed") {
-      throw new PredcacheError(
-        "inference_failed",
-        "the live job finished without this key's answer",
-      );
-    }
-    if (poll.state === "failed") {
-      throw new PredcacheError("inference_failed", `live inference failed: ${poll.failedReason}`);
-    }
+    // Finished without this key's answer: the job failed, or the model failed on it alone.
+    if (poll.state === "completed" || poll.state === "failed") throw liveFailure();
     c.header("Retry-After", "1");
     c.header("Cache-Control", "no-store");
     return c.json({ status: "pending", state: pendingState(poll.state), job: jobLink(id) }, 202);

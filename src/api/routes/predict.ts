@@ -94,6 +94,17 @@ function invalid(issues: readonly InputIssue[]): PredcacheError {
   );
 }
 
+/**
+ * The live model failed on an input. Why stays in the live worker's log: the model's own
+ * message names its internals (nodes, tensor bounds), which replies do not show.
+ */
+export function liveFailure(): PredcacheError {
+  return new PredcacheError(
+    "inference_failed",
+    "live inference failed for this input (the live worker's log says why); asking again tries again",
+  );
+}
+
 export type LiveOutcome = { done: true; prediction: Prediction } | { done: false; jobId: string };
 
 /** Queues a miss and waits up to `wait` ms (counted from now) for the live answer. */
@@ -118,7 +129,7 @@ export async function awaitLive(
     if (error instanceof PredcacheError) throw error;
     const message = (error as Error).message;
     if (/timed out/i.test(message)) return { done: false, jobId };
-    throw new PredcacheError("inference_failed", `live inference failed: ${message}`);
+    throw liveFailure();
   }
 }
 
