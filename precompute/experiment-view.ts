@@ -107,6 +107,20 @@ function histogramLines(named: { name: string; histogram: Histogram }[], zero?: 
   return columns(rows).map((line) => `  ${line}`);
 }
 
+/** Shadow samples not compared, per arm, when there were any. */
+function notComparedLines(r: ExperimentReport): string[] {
+  return (["control", "candidate"] as const).flatMap((arm) => {
+    const { dropped, refused, failed } = r.arms[arm].agreement.notCompared;
+    if (dropped + refused + failed === 0) return [];
+    const parts = [
+      refused ? `${refused} refused by the other version` : "",
+      failed ? `${failed} failed` : "",
+      dropped ? `${dropped} dropped (too many pending)` : "",
+    ].filter(Boolean);
+    return [`not compared on ${arm} lookups: ${parts.join(", ")}`];
+  });
+}
+
 export function reportText(r: ExperimentReport): string {
   const { control, candidate } = r.arms;
   const output = control.main.output;
@@ -125,7 +139,7 @@ export function reportText(r: ExperimentReport): string {
         return [
           arm,
           a.version,
-          String(a.lookups),
+          a.failed > 0 ? `${a.lookups} (${a.failed} failed)` : String(a.lookups),
           percent(a.hitRatio),
           num(a.main.mean),
           num(a.main.stddev),
@@ -134,6 +148,7 @@ export function reportText(r: ExperimentReport): string {
       }),
     ]),
     `agreement: ${r.agreementRule}`,
+    ...notComparedLines(r),
     "",
     `${output}, share of each arm's answers:`,
     ...histogramLines([

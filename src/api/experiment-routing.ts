@@ -64,11 +64,19 @@ export function recordArm(
   if (!assignment || !deps.experiments) return;
   const value = prediction ? mainValueOf(model.manifest, prediction) : undefined;
   const hit = source === "memory" || source === "table" || source === "redis";
-  deps.experiments.tally.answer(assignment.experiment, assignment.arm, model.manifest, hit, value);
+  deps.experiments.tally.answer(
+    assignment.experiment,
+    assignment.arm,
+    model.manifest,
+    hit,
+    value,
+    source === "failed",
+  );
   if (prediction && assignment.other)
     deps.experiments.shadow.consider(
       assignment.experiment,
       assignment.arm,
+      model,
       assignment.other,
       key,
       prediction,

@@ -291,7 +291,8 @@ function experimentComponents(): Record<string, Schema> {
     Histogram: HISTOGRAM,
     ArmReport: obj({
       version: str(),
-      lookups: int(),
+      lookups: int({ description: "failed ones included" }),
+      failed: int({ description: "lookups answered with an error (5xx)" }),
       hits: int(),
       hitRatio: orNull(num()),
       main: extend(HISTOGRAM, {
@@ -301,7 +302,16 @@ function experimentComponents(): Record<string, Schema> {
         stddev: orNull(num()),
       }),
       agreement: obj(
-        { compared: int(), agreed: int(), rate: orNull(num()), meanAbsDiff: orNull(num()) },
+        {
+          compared: int(),
+          agreed: int(),
+          rate: orNull(num()),
+          meanAbsDiff: orNull(num()),
+          notCompared: obj({ dropped: int(), refused: int(), failed: int() }, [], {
+            description:
+              "samples not compared: dropped (too many pending), refused by the other version (an input it does not take), failed",
+          }),
+        },
         [],
         { description: "shadow comparisons with the other arm's version" },
       ),

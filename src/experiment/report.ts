@@ -29,11 +29,21 @@ export interface Histogram {
 
 export interface ArmReport {
   version: string;
+  /** Lookups of the arm, failed ones included. */
   lookups: number;
+  /** Lookups answered with an error (the live model failed, Redis away). */
+  failed: number;
   hits: number;
   hitRatio: number | null;
   main: { output: string; count: number; mean: number | null; stddev: number | null } & Histogram;
-  agreement: { compared: number; agreed: number; rate: number | null; meanAbsDiff: number | null };
+  agreement: {
+    compared: number;
+    agreed: number;
+    rate: number | null;
+    meanAbsDiff: number | null;
+    /** Sampled and not compared: dropped (too many pending), refused by the other version, failed. */
+    notCompared: { dropped: number; refused: number; failed: number };
+  };
 }
 
 export interface TableComparison {
@@ -81,6 +91,7 @@ function armReport(version: string, manifest: Manifest, c: ArmCounts): ArmReport
   return {
     version,
     lookups: c.lookups,
+    failed: c.failed,
     hits: c.hits,
     hitRatio: ratio(c.hits, c.lookups),
     main: {
@@ -95,6 +106,11 @@ function armReport(version: string, manifest: Manifest, c: ArmCounts): ArmReport
       agreed: c.agreed,
       rate: ratio(c.agreed, c.compared),
       meanAbsDiff: ratio(c.absDiffSum, c.compared),
+      notCompared: {
+        dropped: c.shadowDropped,
+        refused: c.shadowRefused,
+        failed: c.shadowFailed,
+      },
     },
   };
 }

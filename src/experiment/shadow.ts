@@ -3,7 +3,9 @@
  * answers the same input too — from its cache, or from the live queue (which also warms
  * that version's keyspace) — after the reply has gone, and the two are compared. The
  * request never waits for it; past maxInFlight pending comparisons, samples are dropped
- * (and counted) rather than queued without bound.
+ * (and counted) rather than queued without bound. The other version is asked for the
+ * same input under its own key (its encoding may differ); an input it refuses is counted
+ * as refused, and nothing is asked of it.
  */
 import type { Tiers } from "../cache/tiers.ts";
 import type { LiveClient } from "../live/client.ts";
@@ -25,10 +27,21 @@ export interface ShadowOptions {
   isRunning?: (experiment: Experiment) => boolean;
 }
 
+/** `other`'s key for the input `model` keys as `key`; undefined when `other` refuses it. */
+function keyIn(other: ModelVersion, model: ModelVersion, key: string): string | undefined {
+  if (other.encoder.hash === model.encoder.hash) return key;
+  try {
+    const encoded = other.encoder.encode(model.encoder.decodeKey(key));
+    return encoded.ok ? encoded.value.key : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class ShadowComparer {
   private inFlight = 0;
   private readonly pending = new Set<Promise<void>>();
-  readonly counts = { sampled: 0, compared: 0, dropped: 0, failed: 0 };
+  readonly counts = { sampled: 0, compared: 0, dropped: 0, refused: 0, failed: 0 };
 
   constructor(
     private readonly tiers: Tiers,
@@ -38,10 +51,14 @@ export class ShadowComparer {
     private readonly options: ShadowOptions,
   ) {}
 
-  /** Maybe (at the experiment's shadow rate) compares `served` with `other`'s answer. */
+  /**
+   * Maybe (at the experiment's shadow rate) compares `served`, the answer of `model` for
+   * `key`, with `other`'s answer for the same input.
+   */
   consider(
     experiment: Experiment,
     arm: Arm,
+    model: ModelVersion,
     other: ModelVersion,
     key: string,
     served: Prediction,
@@ -57,11 +74,19 @@ export class ShadowComparer {
     if (this.inFlight >= this.options.maxInFlight) {
       this.counts.dropped++;
       count("dropped");
+      this.tally.missed(experiment, arm, other.manifest, "dropped");
+      return;
+    }
+    const theirKey = keyIn(other, model, key);
+    if (theirKey === undefined) {
+      this.counts.refused++;
+      count("refused");
+      this.tally.missed(experiment, arm, other.manifest, "refused");
       return;
     }
     this.inFlight++;
     const work = new Promise<void>((done) => setImmediate(done))
-      .then(() => this.answerOf(other, key))
+      .then(() => this.answerOf(other, theirKey))
       .then((theirs) => {
         const { agreed, absDiff } = agreementOf(other.manifest, served, theirs);
         this.tally.compare(experiment, arm, other.manifest, agreed, absDiff);
@@ -71,6 +96,7 @@ export class ShadowComparer {
       .catch((error: Error) => {
         this.counts.failed++;
         count("failed");
+        this.tally.missed(experiment, arm, other.manifest, "failed");
         this.log.debug({ err: error.message, model: other.name, key }, "shadow comparison failed");
       })
       .finally(() => {

@@ -1,6 +1,7 @@
 /**
- * What each arm of an experiment answered: lookups, hits, the main output's sum, sum of
- * squares and histogram, and the comparisons with the other arm's version. Counted in
+ * What each arm of an experiment answered: lookups (failed ones too), hits, the main
+ * output's sum, sum of squares and histogram, and the comparisons with the other arm's
+ * version (made, or not made: dropped, refused by the other version, failed). Counted in
  * process and added to Redis about once a second (one HINCRBY batch per arm, all in the
  * model's slot), so every API process contributes and the request path never waits.
  */
@@ -27,6 +28,8 @@ export function binOf(edges: readonly number[], value: number): number {
 /** Counters of one arm; also the shape read back from Redis for the report. */
 export interface ArmCounts {
   lookups: number;
+  /** Lookups answered with an error (5xx: the live model failed, Redis away). */
+  failed: number;
   hits: number;
   /** Answers with a main value (the mean's denominator). */
   valued: number;
@@ -36,11 +39,19 @@ export interface ArmCounts {
   compared: number;
   agreed: number;
   absDiffSum: number;
+  /** Shadow comparisons sampled and not made. */
+  shadowDropped: number;
+  shadowRefused: number;
+  shadowFailed: number;
 }
+
+/** A sampled shadow comparison that was not made. */
+export type ShadowMissed = "dropped" | "refused" | "failed";
 
 export function emptyCounts(binCount: number): ArmCounts {
   return {
     lookups: 0,
+    failed: 0,
     hits: 0,
     valued: 0,
     sum: 0,
@@ -49,11 +60,15 @@ export function emptyCounts(binCount: number): ArmCounts {
     compared: 0,
     agreed: 0,
     absDiffSum: 0,
+    shadowDropped: 0,
+    shadowRefused: 0,
+    shadowFailed: 0,
   };
 }
 
 const SCALARS = [
   "lookups",
+  "failed",
   "hits",
   "valued",
   "sum",
@@ -61,6 +76,9 @@ const SCALARS = [
   "compared",
   "agreed",
   "absDiffSum",
+  "shadowDropped",
+  "shadowRefused",
+  "shadowFailed",
 ] as const;
 
 export function countsFromHash(hash: Record<string, string>, binCount: number): ArmCounts {
@@ -108,16 +126,21 @@ export class ArmTally {
     return entry.counts;
   }
 
-  /** One answered lookup of the arm; `value` is the main output (undefined: not answered). */
+  /**
+   * One lookup of the arm; `value` is the main output (undefined: not answered yet, or
+   * `failed`: answered with an error).
+   */
   answer(
     experiment: Experiment,
     arm: Arm,
     manifest: Manifest,
     hit: boolean,
     value: number | undefined,
+    failed = false,
   ): void {
     const counts = this.countsOf(experiment, arm, manifest);
     counts.lookups++;
+    if (failed) counts.failed++;
     if (hit) counts.hits++;
     if (value === undefined) return;
     counts.valued++;
@@ -133,6 +156,14 @@ export class ArmTally {
     counts.compared++;
     if (agreed) counts.agreed++;
     counts.absDiffSum += absDiff;
+  }
+
+  /** One shadow comparison sampled on the arm's traffic and not made. */
+  missed(experiment: Experiment, arm: Arm, manifest: Manifest, why: ShadowMissed): void {
+    const counts = this.countsOf(experiment, arm, manifest);
+    if (why === "dropped") counts.shadowDropped++;
+    else if (why === "refused") counts.shadowRefused++;
+    else counts.shadowFailed++;
   }
 
   /** Adds what was counted since the last flush to Redis; kept for the next try on failure. */

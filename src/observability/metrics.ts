@@ -66,7 +66,7 @@ async function within<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
 }
 
 /** The outcome label values of predcache_shadow_comparisons_total. */
-export const SHADOW_OUTCOMES = ["agreed", "disagreed", "dropped", "failed"] as const;
+export const SHADOW_OUTCOMES = ["agreed", "disagreed", "dropped", "refused", "failed"] as const;
 export type ShadowOutcome = (typeof SHADOW_OUTCOMES)[number];
 
 /** What an API process serves right now, read at scrape time (./metrics.ts watchServing). */

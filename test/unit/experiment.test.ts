@@ -131,10 +131,18 @@ describe("histogram bins", () => {
 });
 
 describe("shadow comparison metrics", () => {
+  /** Keys the other version was asked for. */
+  let asked: string[] = [];
   /** A comparer whose other version answers every key from its cache with `y: 0.4`. */
   function comparer(isRunning: (x: Experiment) => boolean) {
-    const tiers = { lookup: async () => ({ source: "memory", prediction: { y: 0.4 } }) };
-    const tally = { compare: () => {} };
+    asked = [];
+    const tiers = {
+      lookup: async (_model: ModelVersion, key: string) => {
+        asked.push(key);
+        return { source: "memory", prediction: { y: 0.4 } };
+      },
+    };
+    const tally = { compare: () => {}, missed: () => {} };
     return new ShadowComparer(
       tiers as unknown as Tiers,
       {} as LiveClient,
@@ -143,7 +151,10 @@ describe("shadow comparison metrics", () => {
       { maxInFlight: 10, random: () => 0, isRunning },
     );
   }
-  const other = { name: "m", version: "v2", manifest: manifestOf("probability") } as ModelVersion;
+  const version = (id: string, encoder: object) =>
+    ({ name: "m", version: id, manifest: manifestOf("probability"), encoder }) as ModelVersion;
+  const served = version("v1", { hash: "h1", decodeKey: () => ({ hour: 22 }) });
+  const other = version("v2", { hash: "h1" });
   const seriesOf = async (id: string) =>
     (await processMetrics().shadowComparisons.get()).values.filter(
       (v) => v.labels.experiment === id,
@@ -152,7 +163,7 @@ describe("shadow comparison metrics", () => {
   it("counts a comparison while its experiment runs, not one that ends after the stop", async () => {
     const running = { ...experiment(0.5, "shadow-running"), shadowRate: 1 };
     const live = comparer(() => true);
-    live.consider(running, "control", other, "k", { y: 0.3 });
+    live.consider(running, "control", served, other, "k", { y: 0.3 });
     await live.drain();
     expect(await seriesOf("shadow-running")).toEqual([
       expect.objectContaining({ value: 1, labels: expect.objectContaining({ outcome: "agreed" }) }),
@@ -162,9 +173,34 @@ describe("shadow comparison metrics", () => {
 
     const stopped = { ...experiment(0.5, "shadow-stopped"), shadowRate: 1 };
     const late = comparer(() => false);
-    late.consider(stopped, "control", other, "k", { y: 0.3 });
+    late.consider(stopped, "control", served, other, "k", { y: 0.3 });
     await late.drain();
     expect(late.counts.compared).toBe(1);
     expect(await seriesOf("shadow-stopped")).toEqual([]);
+  });
+
+  it("asks the other version under its own key for the input, and counts an input it refuses", async () => {
+    const running = { ...experiment(0.5, "shadow-encodings"), shadowRate: 1 };
+    const c = comparer(() => true);
+    // Another encoding: the input is keyed as the other version keys it.
+    const rekeyed = version("v3", {
+      hash: "h2",
+      encode: () => ({ ok: true, value: { key: "k-in-v3" } }),
+    });
+    c.consider(running, "control", served, rekeyed, "k", { y: 0.3 });
+    // One that refuses the input (hour 22 past its range): nothing asked, counted as refused.
+    const narrower = version("v4", { hash: "h3", encode: () => ({ ok: false, errors: [] }) });
+    c.consider(running, "control", served, narrower, "k", { y: 0.3 });
+    await c.drain();
+    expect(asked).toEqual(["k-in-v3"]);
+    expect(c.counts).toMatchObject({ sampled: 2, compared: 1, refused: 1, failed: 0 });
+    expect(await seriesOf("shadow-encodings")).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          value: 1,
+          labels: expect.objectContaining({ outcome: "refused" }),
+        }),
+      ]),
+    );
   });
 });

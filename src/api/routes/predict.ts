@@ -295,8 +295,10 @@ async function answerMiss(
     );
   } catch (error) {
     // A refusal (past the key's miss budget) is not a failed lookup, as a 422 is not.
-    if (!(error instanceof PredcacheError && error.code === "rate_limited"))
+    if (!(error instanceof PredcacheError && error.code === "rate_limited")) {
       deps.stats.record(model, key, "failed", { seconds: secondsSince(started) });
+      recordArm(deps, routed, key, "failed", undefined);
+    }
     throw error;
   }
 }
@@ -543,7 +545,7 @@ function recordItems(
       ...(prediction ? { prediction } : {}),
       outOfDistribution: v.value.outOfDistribution.length > 0,
     });
-    if (outcome !== "failed") recordArm(deps, routed, v.value.key, outcome, prediction);
+    recordArm(deps, routed, v.value.key, outcome, prediction);
   }
 }
 

@@ -1,0 +1,146 @@
+/**
+ * Experiments whose versions take different inputs, or whose candidate fails: no reply
+ * fails because of the other arm's shadow comparisons, and the report counts the lookups
+ * that failed and the comparisons that could not be made.
+ */
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ModelVersion } from "../../src/model/registry.ts";
+import { modelsDirWithVersions } from "../helpers/models.ts";
+import {
+  eventually,
+  getJson,
+  labelled,
+  startTestService,
+  type TestService,
+  uniquePrefix,
+} from "../helpers/service.ts";
+
+const SECRET = "experiment-failures-token-0123456789";
+const base = "/admin/v1/models/flight-delay/experiments";
+let t: TestService;
+/** Refuses hours past 20, which the control takes. */
+let narrow: ModelVersion;
+/** Takes hours up to 1000, which the model fails on past 23. */
+let wide: ModelVersion;
+
+async function withHourMax(models: string, label: string, max: number): Promise<void> {
+  const file = join(models, `flight-delay-${label}`, "manifest.json");
+  const manifest = JSON.parse(await readFile(file, "utf8"));
+  for (const feature of manifest.encoding.features) if (feature.name === "hour") feature.max = max;
+  await writeFile(file, JSON.stringify(manifest));
+}
+
+beforeAll(async () => {
+  const models = await modelsDirWithVersions(["narrow", "wide"]);
+  await withHourMax(models, "narrow", 20);
+  await withHourMax(models, "wide", 1000);
+  t = await startTestService({
+    env: {
+      PREDCACHE_PREFIX: uniquePrefix("expfail"),
+      PREDCACHE_MODELS_DIR: models,
+      PREDCACHE_ADMIN_TOKENS: `ops:${SECRET}`,
+      PREDCACHE_AUDIT_RATE: "0",
+    },
+  });
+  narrow = labelled(t.registry, "narrow");
+  wide = labelled(t.registry, "wide");
+});
+afterAll(async () => {
+  await t.close();
+});
+
+function admin(path: string, body?: unknown) {
+  return getJson(`${t.url}${path}`, {
+    method: body ? "POST" : "GET",
+    headers: {
+      authorization: `Bearer ${SECRET}`,
+      ...(body ? { "content-type": "application/json" } : {}),
+    },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
+}
+
+function lookup(client: string, hour: number, dayOfWeek = 2) {
+  const query = new URLSearchParams({
+    origin: "SEA",
+    destination: "DEN",
+    hour: String(hour),
+    dayOfWeek: String(dayOfWeek),
+    wait: "5000",
+  });
+  return getJson(`${t.url}/v1/models/flight-delay/predict?${query}`, {
+    headers: { "x-client-id": client },
+  });
+}
+
+describe("experiments with failures", () => {
+  it("counts shadow samples the other version refuses, and fails no reply for them", async () => {
+    const started = await admin(base, {
+      id: "narrow",
+      candidate: narrow.version,
+      fraction: 0.5,
+      shadowRate: 1,
+    });
+    expect(started.status).toBe(201);
+    const clients = Array.from({ length: 24 }, (_, i) => `client-${i}`);
+    // At once: control clients ask hour 22 (the candidate refuses it: their shadow
+    // comparisons cannot be made), candidate clients ask valid misses of their version.
+    const replies = await Promise.all(
+      clients.flatMap((client, i) => [
+        lookup(client, 22, 1 + (i % 7)),
+        lookup(client, 5, 1 + (i % 7)),
+      ]),
+    );
+    const byArm = { control: [] as number[], candidate: [] as number[] };
+    for (const r of replies) {
+      const arm = r.body.experiment?.arm ?? (r.status === 422 ? "candidate" : undefined);
+      expect(arm, JSON.stringify(r.body)).toBeDefined();
+      byArm[arm as "control" | "candidate"].push(r.status);
+    }
+    // Control clients: every reply 200. Candidate clients: 422 for hour 22, 200 for hour 5.
+    expect(byArm.control.every((s) => s === 200)).toBe(true);
+    expect(byArm.candidate.filter((s) => s !== 422).every((s) => s === 200)).toBe(true);
+    const controlHour22 = byArm.control.length / 2;
+    expect(controlHour22).toBeGreaterThan(0);
+    await t.service.experiments?.shadow.drain();
+    const report = await eventually(async () => {
+      const r = (await admin(`${base}/narrow`)).body;
+      return r.arms.control.agreement.notCompared.refused === controlHour22 ? r : undefined;
+    });
+    expect(report.arms.control.agreement.notCompared).toEqual({
+      dropped: 0,
+      refused: controlHour22,
+      failed: 0,
+    });
+    expect(report.arms.candidate.agreement.notCompared.failed).toBe(0);
+    expect((await admin(`${base}/narrow/stop`, { outcome: "revert" })).status).toBe(200);
+  });
+
+  it("counts an arm's failed lookups in its lookups, and says how many failed", async () => {
+    // The original version serves the control arm (the newest folder loaded, wide, may be active).
+    const original = t.registry
+      .versions("flight-delay")
+      .find((v) => v !== narrow && v !== wide) as ModelVersion;
+    const promoted = await admin(
+      `/admin/v1/models/flight-delay/versions/${original.version}/promote`,
+      {},
+    );
+    expect([200, 409]).toContain(promoted.status);
+    const started = await admin(base, { id: "wide", candidate: wide.version, fraction: 1 });
+    expect(started.status, JSON.stringify(started.body)).toBe(201);
+    const ok = await lookup("anyone", 7, 3);
+    expect(ok.status).toBe(200);
+    expect(ok.body.experiment).toEqual({ id: "wide", arm: "candidate" });
+    const failed = await lookup("anyone", 900, 3);
+    expect(failed.status).toBe(500);
+    const report = await eventually(async () => {
+      const r = (await admin(`${base}/wide`)).body;
+      return r.arms.candidate.lookups === 2 ? r : undefined;
+    });
+    expect(report.arms.candidate).toMatchObject({ lookups: 2, failed: 1, hits: 0 });
+    expect(report.arms.candidate.main.count).toBe(1);
+    expect((await admin(`${base}/wide/stop`, { outcome: "revert" })).status).toBe(200);
+  });
+});
