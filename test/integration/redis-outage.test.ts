@@ -67,8 +67,19 @@ describe("Redis outage", () => {
     });
     expect(batch.status).toBe(200);
     expect(batch.body.results.map((r: { status: number }) => r.status)).toEqual([200, 503]);
+    expect(batch.body.results[1].error.details).toEqual({ reason: "unreachable" });
     expect(batch.headers.get("retry-after")).toBe("1");
     expect(batch.headers.get("cache-control")).toBe("no-store");
+    // With no item answered from memory, the batch itself is the 503, as a lookup is.
+    const none = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs: [Object.fromEntries(new URLSearchParams(cold)), { origin: "SFO" }],
+    });
+    expect(none.status).toBe(503);
+    expect(none.body.error).toMatchObject({
+      code: "redis_unavailable",
+      details: { reason: "unreachable" },
+    });
+    expect(none.headers.get("retry-after")).toBe("1");
 
     // A lookup URL answered before (so answered ahead of the app) that L1 no longer holds.
     t.service.tiers.memory.clear();

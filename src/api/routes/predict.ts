@@ -442,12 +442,20 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
     );
   } catch (error) {
     if (!(error instanceof PredcacheError)) throw error;
-    // Redis is away: answer what L1 holds, the rest item by item with the error.
+    // Redis is away: answer what L1 holds, the rest item by item with the error; with
+    // nothing to answer, the batch is the error (503 and Retry-After, as a lookup's).
     hits = valid.map((v) => deps.tiers.withoutRedis(model, v.value.key));
     valid.forEach((v, j) => {
       if (!hits[j])
-        results[v.index] = { status: error.status, ...errorBody(error.code, error.message) };
+        results[v.index] = {
+          status: error.status,
+          ...errorBody(error.code, error.message, error.details),
+        };
     });
+    if (valid.length > 0 && hits.every((hit) => !hit)) {
+      recordItems(deps, routed, valid, results);
+      throw error;
+    }
     fill(results, valid, hits, model);
     recordItems(deps, routed, valid, results);
     return batchResponse(c, model, arm, results);
