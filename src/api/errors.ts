@@ -1,4 +1,5 @@
 /** The one place errors become HTTP replies: `{ error: { code, message, details?, requestId? } }`. */
+import type { IncomingMessage } from "node:http";
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { type ErrorCode, PredcacheError, redisUnavailable, statusOf } from "../errors.ts";
@@ -14,7 +15,19 @@ export function errorBody(code: ErrorCode, message: string, details?: unknown): 
   return { error: details === undefined ? { code, message } : { code, message, details } };
 }
 
+/** Whether a request says it has a body (a GET's message is complete only after the handler starts). */
+function hasBody(incoming: IncomingMessage): boolean {
+  const length = incoming.headers["content-length"];
+  return length !== undefined
+    ? length !== "0"
+    : incoming.headers["transfer-encoding"] !== undefined;
+}
+
 export function errorReply(c: Context, error: PredcacheError): Response {
+  // Refused before its body was all read (too large): the rest of it ends the connection,
+  // which the reply says, so a client does not send its next request on it.
+  const incoming = incomingOf(c);
+  if (incoming && !incoming.complete && hasBody(incoming)) c.header("Connection", "close");
   if (error.retryAfter !== undefined)
     c.header("Retry-After", String(Math.max(1, Math.ceil(error.retryAfter))));
   c.header("Cache-Control", "no-store");

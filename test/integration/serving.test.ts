@@ -1,3 +1,4 @@
+import { Agent, request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
 import { claimTtlMs } from "../../src/live/client.ts";
@@ -570,6 +571,19 @@ describe("errors", () => {
       const length = Buffer.byteLength(await get.text());
       expect(head.headers.get("content-length"), asked).toBe(String(length));
     }
+    // A job's poll, pending and done: its HEAD says the length its GET's body has.
+    const pending = await getJson(`${predict}?${query(input("MSP", "SEA"))}&wait=0`);
+    const job = `${t.url}${pending.body.job.url}`;
+    for (let i = 0; i < 2; i++) {
+      const get = await fetch(job);
+      const text = await get.text();
+      const head = await fetch(job, { method: "HEAD" });
+      if (head.status !== get.status) continue; // done in between: the next round compares
+      expect(head.headers.get("content-length"), `${get.status}`).toBe(
+        String(Buffer.byteLength(text)),
+      );
+      await getJson(`${predict}?${query(input("MSP", "SEA"))}&wait=5000`);
+    }
   });
 
   it("answers an unknown version with 404 naming the versions there are", async () => {
@@ -726,6 +740,42 @@ describe("errors", () => {
     });
     expect(big.status).toBe(413);
     expect(big.body.error.code).toBe("payload_too_large");
+    // The unread rest of that body ends the connection: the 413 says so, so a client
+    // keeping connections alive sends its next request on another one, not into a closed one.
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const send = (method: string, path: string, body?: string) =>
+      new Promise<{ status: number; connection: string | undefined }>((done, fail) => {
+        const { port } = new URL(t.url);
+        const req = request(
+          {
+            host: "127.0.0.1",
+            port,
+            method,
+            path,
+            agent,
+            headers: { "content-type": "application/json" },
+          },
+          (res) => {
+            res.resume();
+            res.on("end", () =>
+              done({ status: res.statusCode ?? 0, connection: res.headers.connection }),
+            );
+          },
+        );
+        req.on("error", fail);
+        req.end(body);
+      });
+    try {
+      const refused = await send(
+        "POST",
+        "/v1/models/flight-delay/predict",
+        JSON.stringify({ inputs: [{ origin: "x".repeat(200_000) }] }),
+      );
+      expect(refused).toEqual({ status: 413, connection: "close" });
+      expect((await send("GET", "/healthz")).status).toBe(200);
+    } finally {
+      agent.destroy();
+    }
     // A URL over node's 16 KiB header limit: a JSON 431, not cached.
     const long = await getJson(
       `${t.url}/v1/models/flight-delay/predict?origin=SFO&x=${"a".repeat(17_000)}`,

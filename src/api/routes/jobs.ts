@@ -4,6 +4,7 @@ import { PredcacheError, redisUnavailable } from "../../errors.ts";
 import { parseLiveJobId } from "../../live/jobs.ts";
 import type { ApiDeps } from "../deps.ts";
 import { routeToArm } from "../experiment-routing.ts";
+import { jsonReply } from "../headers.ts";
 import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
 import { jobLink, liveFailure } from "./predict.ts";
 
@@ -35,16 +36,21 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
       setHitHeaders(c, etag, deps.settings.hitMaxAgeSeconds, deps.settings.cacheScope);
       // The same validator as the lookup's answer: a client that has it gets no body again.
       if (notModified(c, etag)) return c.body(null, 304);
-      return c.json({
-        status: "completed",
-        ...predictionReply(model, key, "live", poll.prediction, ood, arm),
-      });
+      return jsonReply(
+        c,
+        { status: "completed", ...predictionReply(model, key, "live", poll.prediction, ood, arm) },
+        200,
+      );
     }
     // Finished without this key's answer: the job failed, or the model failed on it alone.
     if (poll.state === "completed" || poll.state === "failed") throw liveFailure();
     c.header("Retry-After", "1");
     c.header("Cache-Control", "no-store");
-    return c.json({ status: "pending", state: pendingState(poll.state), job: jobLink(id) }, 202);
+    return jsonReply(
+      c,
+      { status: "pending", state: pendingState(poll.state), job: jobLink(id) },
+      202,
+    );
   });
 }
 
