@@ -17,13 +17,14 @@ const BOB = "bob-key-0123456789abcdefgh";
 const CAROL = "carol-key-0123456789abcdef";
 const DAVE = "dave-key-0123456789abcdefgh";
 const GRACE = "grace-key-0123456789abcdefg";
+const HENRY = "henry-key-0123456789abcdefg";
 let a: TestService;
 let b: TestService;
 
 beforeAll(async () => {
   const env = {
     PREDCACHE_PREFIX: uniquePrefix("access"),
-    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL},dave:${DAVE},erin:${SPARE[0]},frank:${SPARE[1]},grace:${GRACE}`,
+    PREDCACHE_API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL},dave:${DAVE},erin:${SPARE[0]},frank:${SPARE[1]},grace:${GRACE},henry:${HENRY}`,
     PREDCACHE_RATE_LIMIT: "6",
     PREDCACHE_MISS_RATE_LIMIT: "2",
     PREDCACHE_RATE_WINDOW_SECONDS: "60",
@@ -212,6 +213,23 @@ describe("API keys and rate limits", () => {
       .catch((error: unknown) => error);
     expect(asked).toBeInstanceOf(PendingAnswerError);
     expect((asked as PendingAnswerError).jobUrl).toMatch(new RegExp(`^${a.url}/v1/jobs/`));
+  });
+
+  it("charges copies of one input in a batch once, and answers them alike", async () => {
+    const input = { origin: "BOS", destination: "SEA", hour: 3, dayOfWeek: 6 };
+    const r = await getJson(`${a.url}/v1/models/flight-delay/predict`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${HENRY}`, "content-type": "application/json" },
+      body: JSON.stringify({ inputs: Array.from({ length: 5 }, () => input), wait: 5000 }),
+    });
+    expect(r.status).toBe(200);
+    // A miss budget of 2: five copies are one miss (no live worker here: one job for all).
+    expect(r.body.results.map((item: { status: number }) => item.status)).toEqual([
+      202, 202, 202, 202, 202,
+    ]);
+    expect(new Set(r.body.results.map((item: { job: { url: string } }) => item.job.url)).size).toBe(
+      1,
+    );
   });
 
   it("refuses short API keys at start", () => {

@@ -462,11 +462,20 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   }
   fill(results, valid, hits, model);
 
-  const misses = valid.filter((_, j) => !hits[j]);
   valid.forEach((v, j) => {
     if (hits[j]) deps.audit?.consider(model, v.value.key, hits[j] as Hit);
     if (hits[j]) deps.traffic.recordHit(model, v.value.key);
   });
+  // Each distinct input missed once: charged to the miss budget once and asked once (the
+  // model computes it once), every copy of it answered alike.
+  const missed = new Map<string, (typeof valid)[number][]>();
+  valid.forEach((v, j) => {
+    if (hits[j]) return;
+    const copies = missed.get(v.value.key);
+    if (copies) copies.push(v);
+    else missed.set(v.value.key, [v]);
+  });
+  const misses = [...missed.values()].map((copies) => copies[0] as (typeof valid)[number]);
   const outcomes = await Promise.all(
     misses.map((m) =>
       takeMiss(c, deps)
@@ -481,8 +490,9 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   misses.forEach((m, j) => {
     const outcome = outcomes[j];
     if (!outcome) return;
+    let result: ItemResult;
     if ("error" in outcome) {
-      results[m.index] = {
+      result = {
         status: outcome.error.status ?? 500,
         // With its details: a miss refused past the budget says when it comes back.
         ...errorBody(
@@ -492,7 +502,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
         ),
       };
     } else if (outcome.done) {
-      results[m.index] = {
+      result = {
         status: 200,
         ...predictionReply(
           model,
@@ -503,8 +513,9 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
         ),
       };
     } else {
-      results[m.index] = { status: 202, job: jobLink(outcome.jobId) };
+      result = { status: 202, job: jobLink(outcome.jobId) };
     }
+    for (const copy of missed.get(m.value.key) ?? []) results[copy.index] = result;
   });
   recordItems(deps, routed, valid, results);
   return batchResponse(c, model, arm, results);
