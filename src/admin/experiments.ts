@@ -13,6 +13,7 @@ import {
   updateSchema,
 } from "../experiment/experiment.ts";
 import { type ExperimentReport, experimentReport } from "../experiment/report.ts";
+import { mainOutputOf } from "../model/manifest.ts";
 import type { AdminDeps } from "./deps.ts";
 import { knownModel, loadedVersion } from "./versions.ts";
 
@@ -59,11 +60,20 @@ export async function startExperiment(
   const request = parsed(startSchema.safeParse(body));
   const control = deps.active.get(model);
   if (!control) throw new PredcacheError("conflict", `model ${model} has no active version yet`);
-  await loadedVersion(deps, model, request.candidate);
+  const candidate = await loadedVersion(deps, model, request.candidate);
   if (request.candidate === control)
     throw new PredcacheError(
       "bad_request",
       `${request.candidate} is the active version already: name another version as candidate`,
+    );
+  // The report compares the arms' main outputs: a probability and a count of minutes do
+  // not compare (their means, histograms and agreement rules differ).
+  const controlModel = deps.registry.get(model, control);
+  const [ours, theirs] = [controlModel, candidate].map((v) => v && mainOutputOf(v.manifest));
+  if (ours && theirs && (ours.name !== theirs.name || ours.kind !== theirs.kind))
+    throw new PredcacheError(
+      "bad_request",
+      `the versions' main outputs differ (control ${ours.name}, a ${ours.kind}; candidate ${theirs.name}, a ${theirs.kind}): their answers cannot be compared`,
     );
   const experiment: Experiment = {
     id: request.id ?? newExperimentId(),
@@ -77,6 +87,9 @@ export async function startExperiment(
   };
   await experimentsOf(deps).store.start(experiment);
   await experimentsOf(deps).running.refresh();
+  // The candidate may have been found in the models folder by this process only (dropped
+  // there, no reload): every process loads it, or it would serve control in its place.
+  await deps.admin.announceModels();
   return experiment;
 }
 

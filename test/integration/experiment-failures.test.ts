@@ -3,7 +3,7 @@
  * fails because of the other arm's shadow comparisons, and the report counts the lookups
  * that failed and the comparisons that could not be made.
  */
-import { readFile, writeFile } from "node:fs/promises";
+import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ModelVersion } from "../../src/model/registry.ts";
@@ -20,6 +20,9 @@ import {
 const SECRET = "experiment-failures-token-0123456789";
 const base = "/admin/v1/models/flight-delay/experiments";
 let t: TestService;
+/** A second API process on the same Redis. */
+let other: TestService;
+let models: string;
 /** Refuses hours past 20, which the control takes. */
 let narrow: ModelVersion;
 /** Takes hours up to 1000, which the model fails on past 23. */
@@ -33,21 +36,34 @@ async function withHourMax(models: string, label: string, max: number): Promise<
 }
 
 beforeAll(async () => {
-  const models = await modelsDirWithVersions(["narrow", "wide"]);
+  models = await modelsDirWithVersions(["narrow", "wide", "minutes"]);
   await withHourMax(models, "narrow", 20);
   await withHourMax(models, "wide", 1000);
-  t = await startTestService({
-    env: {
-      PREDCACHE_PREFIX: uniquePrefix("expfail"),
-      PREDCACHE_MODELS_DIR: models,
-      PREDCACHE_ADMIN_TOKENS: `ops:${SECRET}`,
-      PREDCACHE_AUDIT_RATE: "0",
-    },
-  });
+  const minutes = join(models, "flight-delay-minutes", "manifest.json");
+  const manifest = JSON.parse(await readFile(minutes, "utf8"));
+  await writeFile(minutes, JSON.stringify({ ...manifest, mainOutput: "expectedDelayMinutes" }));
+  const env = {
+    PREDCACHE_PREFIX: uniquePrefix("expfail"),
+    PREDCACHE_MODELS_DIR: models,
+    PREDCACHE_ADMIN_TOKENS: `ops:${SECRET}`,
+    PREDCACHE_AUDIT_RATE: "0",
+  };
+  t = await startTestService({ env });
+  other = await startTestService({ env, liveWorker: false });
   narrow = labelled(t.registry, "narrow");
   wide = labelled(t.registry, "wide");
+  // The original version serves the control arm (the newest folder loaded may be active).
+  const original = t.registry
+    .versions("flight-delay")
+    .find((v) => ![narrow, wide].includes(v) && v.manifest.mainOutput !== "expectedDelayMinutes");
+  const promoted = await admin(
+    `/admin/v1/models/flight-delay/versions/${original?.version}/promote`,
+    {},
+  );
+  expect(promoted.status).toBe(200);
 });
 afterAll(async () => {
+  await other.close();
   await t.close();
 });
 
@@ -119,15 +135,6 @@ describe("experiments with failures", () => {
   });
 
   it("counts an arm's failed lookups in its lookups, and says how many failed", async () => {
-    // The original version serves the control arm (the newest folder loaded, wide, may be active).
-    const original = t.registry
-      .versions("flight-delay")
-      .find((v) => v !== narrow && v !== wide) as ModelVersion;
-    const promoted = await admin(
-      `/admin/v1/models/flight-delay/versions/${original.version}/promote`,
-      {},
-    );
-    expect([200, 409]).toContain(promoted.status);
     const started = await admin(base, { id: "wide", candidate: wide.version, fraction: 1 });
     expect(started.status, JSON.stringify(started.body)).toBe(201);
     const ok = await lookup("anyone", 7, 3);
@@ -142,5 +149,48 @@ describe("experiments with failures", () => {
     expect(report.arms.candidate).toMatchObject({ lookups: 2, failed: 1, hits: 0 });
     expect(report.arms.candidate.main.count).toBe(1);
     expect((await admin(`${base}/wide/stop`, { outcome: "revert" })).status).toBe(200);
+  });
+
+  it("refuses a candidate whose main output differs from the control's", async () => {
+    const minutes = labelled(t.registry, "minutes");
+    const r = await admin(base, { id: "minutes", candidate: minutes.version, fraction: 0.5 });
+    expect(r.status).toBe(400);
+    expect(r.body.error.message).toMatch(/main outputs differ/);
+    expect((await admin(`${base}/minutes`)).status).toBe(404);
+  });
+
+  it("starts on a version only this process found, and every process serves it", async () => {
+    // Dropped into the models folder, found by this process alone (no reload announced).
+    const source = join(models, "flight-delay-narrow");
+    const dir = join(models, "flight-delay-late");
+    await cp(source, dir, { recursive: true });
+    const file = join(dir, "manifest.json");
+    const manifest = JSON.parse(await readFile(file, "utf8"));
+    const outputs = manifest.outputs.map((o: { digits: number }) => ({ ...o, digits: 6 }));
+    await writeFile(file, JSON.stringify({ ...manifest, label: "late", outputs }));
+    await t.registry.reload();
+    const late = labelled(t.registry, "late");
+    expect(other.registry.get("flight-delay", late.version)).toBeUndefined();
+    const started = await admin(base, { id: "late", candidate: late.version, fraction: 1 });
+    expect(started.status).toBe(201);
+    const served = await eventually(async () => {
+      const r = await getJson(
+        `${other.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1&wait=5000`,
+        { headers: { "x-client-id": "someone" } },
+      );
+      return r.body.experiment?.arm === "candidate" ? r : undefined;
+    }, 3_000);
+    expect(served.body.version).toBe(late.version);
+    const stopped = await admin(`${base}/late/stop`, { outcome: "revert" });
+    expect(stopped.status).toBe(200);
+    // The audit says what each action did.
+    const audit = await eventually(async () => {
+      const entries = (await admin("/admin/v1/audit?limit=2&refused=false")).body.entries;
+      return entries?.length === 2 ? entries : undefined;
+    });
+    expect(audit.map((e: { detail?: string }) => e.detail)).toEqual([
+      `late: reverted, active ${stopped.body.active}`,
+      `late: ${stopped.body.control} vs ${late.version}, fraction 1, shadow 0`,
+    ]);
   });
 });

@@ -257,20 +257,39 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
   admin.post("/models/:model/experiments", async (c) => {
     const model = c.req.param("model");
     const experiment = await startExperiment(deps, model, await jsonBody(c));
+    c.set(
+      "auditDetail",
+      `${experiment.id}: ${experiment.control} vs ${experiment.candidate}, fraction ${experiment.fraction}, shadow ${experiment.shadowRate}`,
+    );
     const url = `/admin/v1/models/${model}/experiments/${experiment.id}`;
     c.header("Location", url);
     return c.json({ ...experiment, url }, 201);
   });
 
-  admin.patch("/models/:model/experiments/:id", async (c) =>
-    c.json(
-      await updateExperiment(deps, c.req.param("model"), c.req.param("id"), await jsonBody(c)),
-    ),
-  );
+  admin.patch("/models/:model/experiments/:id", async (c) => {
+    const changed = await updateExperiment(
+      deps,
+      c.req.param("model"),
+      c.req.param("id"),
+      await jsonBody(c),
+    );
+    c.set(
+      "auditDetail",
+      `${changed.id}: fraction ${changed.fraction}, shadow ${changed.shadowRate}`,
+    );
+    return c.json(changed);
+  });
 
-  admin.post("/models/:model/experiments/:id/stop", async (c) =>
-    c.json(await stopExperiment(deps, c.req.param("model"), c.req.param("id"), await jsonBody(c))),
-  );
+  admin.post("/models/:model/experiments/:id/stop", async (c) => {
+    const stopped = await stopExperiment(
+      deps,
+      c.req.param("model"),
+      c.req.param("id"),
+      await jsonBody(c),
+    );
+    c.set("auditDetail", `${stopped.id}: ${stopped.state}, active ${stopped.active}`);
+    return c.json(stopped);
+  });
 
   admin.get("/models/:model/experiments/:id", async (c) =>
     c.json(await reportExperiment(deps, c.req.param("model"), c.req.param("id"))),
