@@ -579,7 +579,9 @@ experiment
 
 experiment
   .command("stop <model> <id>")
-  .description("end an experiment: --promote the candidate or --revert everyone to the active version (the control, unless it was promoted or rolled back meanwhile)")
+  .description(
+    "end an experiment: --promote the candidate or --revert everyone to the active version (the control, unless it was promoted or rolled back meanwhile)",
+  )
   .option("--promote", "make the candidate the active version")
   .option("--revert", "serve everyone the active version again")
   .action(async (model: string, id: string, o: { promote?: boolean; revert?: boolean }) => {

@@ -12,6 +12,7 @@ import { switchCount } from "../src/model/active.ts";
 import { canonicalJson } from "../src/model/canonical-json.ts";
 import type { ModelRegistry } from "../src/model/registry.ts";
 import type { Redis } from "../src/redis/connection.ts";
+import { isRedisOutage } from "../src/redis/outage.ts";
 import { producerQueue } from "../src/redis/queue.ts";
 import { planGrid } from "./inputs/grid.ts";
 import { describeSource, type RawInput } from "./inputs/index.ts";
@@ -219,10 +220,20 @@ export class Precompute {
     runId: string,
     timeoutMs = 600_000,
     onProgress?: (status: RunStatus) => void,
+    /** Redis did not answer: the wait goes on (the run does too, its workers retrying). */
+    onOutage?: (error: unknown) => void,
   ): Promise<RunStatus> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const status = await this.runs.get(runId);
+      let status: RunStatus | undefined;
+      try {
+        status = await this.runs.get(runId);
+      } catch (error) {
+        if (!isRedisOutage(error) || Date.now() > deadline) throw error;
+        onOutage?.(error);
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
+      }
       if (!status) throw new PredcacheError("not_found", `no run ${runId}`);
       onProgress?.(status);
       if (status.state === "completed" || status.state === "failed" || status.state === "cancelled")

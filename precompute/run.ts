@@ -124,13 +124,26 @@ try {
       process.exit(130);
     });
     let last = "";
-    const done = await precompute.waitUntilDone(runId, 24 * 3_600_000, (s) => {
-      // A line when the run moves on, not each time only its rate or ETA is re-estimated.
-      const progress = `${s.state} chunks ${s.chunks.done}/${s.chunks.total ?? "?"} rows ${s.rows} written ${s.written}`;
-      if (progress !== last)
-        process.stdout.write(`${progress} ${s.rate}/s eta ${s.etaSeconds ?? "?"}s\n`);
-      last = progress;
-    });
+    let away = false;
+    const done = await precompute.waitUntilDone(
+      runId,
+      24 * 3_600_000,
+      (s) => {
+        if (away) process.stderr.write("Redis answers again\n");
+        away = false;
+        // A line when the run moves on, not each time only its rate or ETA is re-estimated.
+        const progress = `${s.state} chunks ${s.chunks.done}/${s.chunks.total ?? "?"} rows ${s.rows} written ${s.written}`;
+        if (progress !== last)
+          process.stdout.write(`${progress} ${s.rate}/s eta ${s.etaSeconds ?? "?"}s\n`);
+        last = progress;
+      },
+      // The run goes on without us: wait for Redis, as the workers do.
+      () => {
+        if (!away)
+          process.stderr.write(`Redis is unavailable; run ${runId} goes on, waiting for Redis\n`);
+        away = true;
+      },
+    );
     if (done.state !== "completed") {
       process.stderr.write(`run ${done.state}: ${done.error ?? ""}\n`);
       code = 1;
@@ -140,8 +153,9 @@ try {
   process.stderr.write(`${(error as Error).message}\n`);
   code = error instanceof PredcacheError && error.status < 500 ? 2 : 1;
 } finally {
-  await precompute.close();
-  await redis.quit();
+  // Redis may be away: what is left to close is closed anyway, without a trace.
+  await precompute.close().catch(() => {});
+  await redis.quit().catch(() => redis.disconnect());
   await registry.close();
 }
 process.exit(code);
