@@ -161,7 +161,10 @@ function encodeFeature(
       if (value === undefined) return fail(name, "wrong_type", `${name} must be an integer`);
       if (!Number.isInteger(value) && Number.isFinite(value))
         return fail(name, "not_integer", `${name} must be an integer`);
-      // Whole (digits only, however many), but past what a double holds exactly (2^53).
+      // Whole (digits only, however many), but past what a double holds exactly (2^53):
+      // past a bound, so flagged as any value past it is; refused otherwise.
+      if (!Number.isSafeInteger(value) && feature.outOfRange === "flag")
+        return ranged(feature, value, (v) => (feature.encodeAs === "index" ? v - feature.min : v));
       if (!Number.isSafeInteger(value))
         return fail(
           name,
