@@ -142,11 +142,29 @@ describe("experiments with failures", () => {
     expect(ok.body.experiment).toEqual({ id: "wide", arm: "candidate" });
     const failed = await lookup("anyone", 900, 3);
     expect(failed.status).toBe(500);
+    // A 202 names what is computed for whom, as its poll does.
+    const asked = await getJson(
+      `${t.url}/v1/models/flight-delay/predict?origin=BOS&destination=ORD&hour=4&dayOfWeek=3&wait=0`,
+      { headers: { "x-client-id": "anyone" } },
+    );
+    expect(asked.status).toBe(202);
+    const named = {
+      model: "flight-delay",
+      version: wide.version,
+      key: '["BOS","ORD",4,3]',
+      experiment: { id: "wide", arm: "candidate" },
+    };
+    expect(asked.body).toMatchObject({ status: "pending", ...named });
+    const poll = await getJson(`${t.url}${asked.body.job.url}`, {
+      headers: { "x-client-id": "anyone" },
+    });
+    if (poll.status === 202) expect(poll.body).toMatchObject(named);
+    else expect(poll.body).toMatchObject({ status: "completed", ...named });
     const report = await eventually(async () => {
       const r = (await admin(`${base}/wide`)).body;
-      return r.arms.candidate.lookups === 2 ? r : undefined;
+      return r.arms.candidate.lookups === 3 ? r : undefined;
     });
-    expect(report.arms.candidate).toMatchObject({ lookups: 2, failed: 1, hits: 0 });
+    expect(report.arms.candidate).toMatchObject({ lookups: 3, failed: 1, hits: 0 });
     expect(report.arms.candidate.main.count).toBe(1);
     expect((await admin(`${base}/wide/stop`, { outcome: "revert" })).status).toBe(200);
   });

@@ -6,7 +6,7 @@ import type { ApiDeps } from "../deps.ts";
 import { routeToArm } from "../experiment-routing.ts";
 import { jsonReply } from "../headers.ts";
 import { notModified, predictionEtag, predictionReply, setHitHeaders } from "../reply.ts";
-import { jobLink, liveFailure } from "./predict.ts";
+import { jobLink, liveFailure, pendingOf } from "./predict.ts";
 
 export function registerJobs(app: Hono, deps: ApiDeps): void {
   app.get("/v1/jobs/:id", async (c) => {
@@ -46,9 +46,16 @@ export function registerJobs(app: Hono, deps: ApiDeps): void {
     if (poll.state === "completed" || poll.state === "failed") throw liveFailure();
     c.header("Retry-After", "1");
     c.header("Cache-Control", "no-store");
+    const routed = key === undefined ? undefined : routeToArm(c, deps, model);
+    const arm = routed?.model === model ? routed.assignment?.label : undefined;
     return jsonReply(
       c,
-      { status: "pending", state: pendingState(poll.state), job: jobLink(id) },
+      {
+        status: "pending",
+        state: pendingState(poll.state),
+        ...(key === undefined ? {} : pendingOf(model, key, arm)),
+        job: jobLink(id),
+      },
       202,
     );
   });

@@ -143,12 +143,29 @@ export function jobLink(jobId: string): { id: string; url: string } {
   return { id: jobId, url: `/v1/jobs/${jobId}` };
 }
 
-function pending(c: Context, jobId: string): Response {
+/** A 202: what is being computed (model, version, key, the experiment arm) and where to poll. */
+function pending(
+  c: Context,
+  jobId: string,
+  model: ModelVersion,
+  key: string,
+  arm: ArmLabel | undefined,
+): Response {
   const job = jobLink(jobId);
   c.header("Location", job.url);
   c.header("Retry-After", "1");
   c.header("Cache-Control", "no-store");
-  return jsonReply(c, { status: "pending", job }, 202);
+  return jsonReply(c, { status: "pending", ...pendingOf(model, key, arm), job }, 202);
+}
+
+/** What a pending answer is of, as a 202 and a job's poll say it. */
+export function pendingOf(model: ModelVersion, key: string, arm: ArmLabel | undefined) {
+  return {
+    model: model.name,
+    version: model.version,
+    key,
+    ...(arm ? { experiment: arm } : {}),
+  };
 }
 
 /**
@@ -277,7 +294,7 @@ async function answerMiss(
     if (!live.done) {
       deps.stats.record(model, key, "pending", { seconds: secondsSince(started) });
       recordArm(deps, routed, key, "pending", undefined);
-      return pending(c, live.jobId);
+      return pending(c, live.jobId, model, key, arm);
     }
     deps.stats.record(model, key, "live", {
       seconds: secondsSince(started),
