@@ -353,11 +353,13 @@ program
   .command("rollback <model>")
   .description("go back to the previous active version")
   .action(async (model: string) => {
-    const r = await client().request<{ active: string; previous: string | null }>(
-      "POST",
-      `/admin/v1/models/${encodeURIComponent(model)}/rollback`,
-    );
+    const r = await client().request<{
+      active: string;
+      previous: string | null;
+      warnings?: string[];
+    }>("POST", `/admin/v1/models/${encodeURIComponent(model)}/rollback`);
     print(r, () => `${model}: ${r.previous ?? "(none)"} → ${r.active} (rolled back)`);
+    for (const warning of r.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
   });
 
 program

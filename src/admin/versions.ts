@@ -147,7 +147,7 @@ async function cold(deps: Deps, model: string, version: string): Promise<string[
 export async function rollback(
   deps: Deps,
   model: string,
-): Promise<{ model: string; active: string; previous: string | null }> {
+): Promise<{ model: string; active: string; previous: string | null; warnings: string[] }> {
   knownModel(deps, model);
   const target = await rollbackTarget(deps.redis, deps.admin.keys, model);
   if (!target)
@@ -160,7 +160,13 @@ export async function rollback(
   if (!switched)
     throw new PredcacheError("conflict", "the version history changed meanwhile: retry");
   await deps.active.refresh();
-  return { model, active: target, previous: switched.previous ?? null };
+  return {
+    model,
+    active: target,
+    previous: switched.previous ?? null,
+    // As a promote's: made either way, a failure to say more is not an error.
+    warnings: await underExperiment(deps, model).catch(() => []),
+  };
 }
 
 export interface GcReport {

@@ -23,6 +23,8 @@ let t: TestService;
 /** A second API process on the same Redis. */
 let other: TestService;
 let models: string;
+/** The demo model as shipped: the control of every experiment here. */
+let original: ModelVersion;
 /** Refuses hours past 20, which the control takes. */
 let narrow: ModelVersion;
 /** Takes hours up to 1000, which the model fails on past 23. */
@@ -53,11 +55,13 @@ beforeAll(async () => {
   narrow = labelled(t.registry, "narrow");
   wide = labelled(t.registry, "wide");
   // The original version serves the control arm (the newest folder loaded may be active).
-  const original = t.registry
+  original = t.registry
     .versions("flight-delay")
-    .find((v) => ![narrow, wide].includes(v) && v.manifest.mainOutput !== "expectedDelayMinutes");
+    .find(
+      (v) => ![narrow, wide].includes(v) && v.manifest.mainOutput !== "expectedDelayMinutes",
+    ) as ModelVersion;
   const promoted = await admin(
-    `/admin/v1/models/flight-delay/versions/${original?.version}/promote`,
+    `/admin/v1/models/flight-delay/versions/${original.version}/promote`,
     {},
   );
   expect(promoted.status).toBe(200);
@@ -131,6 +135,11 @@ describe("experiments with failures", () => {
       failed: 0,
     });
     expect(report.arms.candidate.agreement.notCompared.failed).toBe(0);
+    // A rollback meanwhile says, as a promote does, that the arms keep their versions.
+    const rolled = await admin("/admin/v1/models/flight-delay/rollback", {});
+    expect(rolled.status).toBe(200);
+    expect(rolled.body.warnings).toEqual([expect.stringMatching(/^experiment narrow is running/)]);
+    await admin(`/admin/v1/models/flight-delay/versions/${original.version}/promote`, {});
     expect((await admin(`${base}/narrow/stop`, { outcome: "revert" })).status).toBe(200);
   });
 

@@ -846,6 +846,10 @@ describe("errors", () => {
       const r = await getJson(url, { method: "POST", headers, body });
       expect(r.status, JSON.stringify(headers)).toBe(415);
       expect(r.body.error.code).toBe("unsupported_media_type");
+      // An encoded body is told which coding is taken instead (none).
+      expect(r.headers.get("accept-encoding")).toBe(
+        "content-encoding" in headers ? "identity" : null,
+      );
     }
     for (const type of ["application/json; charset=utf-8", "application/vnd.api+json"]) {
       const r = await getJson(url, { method: "POST", headers: { "content-type": type }, body });

@@ -17,7 +17,14 @@ import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
 import { errorBody } from "../errors.ts";
 import { type Routed, recordArm, routeToArm } from "../experiment-routing.ts";
-import { incomingOf, isJsonType, jsonReply, plainResponse, requestHeader } from "../headers.ts";
+import {
+  incomingOf,
+  isJsonType,
+  jsonReply,
+  plainResponse,
+  requestHeader,
+  setHeader,
+} from "../headers.ts";
 import { type HotLookups, readByFront } from "../hot-lookups.ts";
 import { LookupQueries } from "../lookup-query.ts";
 import {
@@ -356,7 +363,10 @@ function encodeItem(model: ModelVersion, input: unknown): EncodeOutcome {
 function requireJsonBody(c: Context): void {
   const type = requestHeader(c, "content-type");
   const encoding = requestHeader(c, "content-encoding");
-  if ((type && !isJsonType(type)) || (encoding && encoding !== "identity"))
+  const encoded = encoding !== undefined && encoding !== "identity";
+  // What it takes instead (RFC 9110 §15.5.16): no content coding.
+  if (encoded) setHeader(c, "Accept-Encoding", "identity");
+  if ((type && !isJsonType(type)) || encoded)
     throw new PredcacheError(
       "unsupported_media_type",
       "the body must be JSON (Content-Type: application/json), not encoded",
