@@ -454,7 +454,7 @@ describe("admin API runs and versions", () => {
     expect(byId[v1].entries).toBeGreaterThanOrEqual(3);
     expect(byId[v1].tables.length).toBeGreaterThan(0);
     const back = await admin("/admin/v1/models/flight-delay/rollback", { method: "POST" });
-    expect(back.body).toEqual({ model: "flight-delay", active: v1, previous: v2 });
+    expect(back.body).toEqual({ model: "flight-delay", active: v1, previous: v2, warnings: [] });
     await eventually(async () => {
       const r = await getJson(
         `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1`,
