@@ -2,7 +2,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import { createAdaptorServer } from "@hono/node-server";
+import { getRequestListener } from "@hono/node-server";
 import type { Hono } from "hono";
 import type { Logger } from "../log.ts";
 import { processMetrics } from "../observability/metrics.ts";
@@ -24,25 +24,53 @@ type HttpSocket = Socket & { _httpMessage?: ServerResponse | null };
 /** node:http's server for an app, its front (./edge.ts) first if it has one; not listening. */
 export function nodeServer(app: Hono, hostname?: string, log?: Logger): Server {
   const front = frontOf(app);
+  const adapter: NodeListener = getRequestListener(app.fetch, {
+    ...(hostname === undefined ? {} : { hostname }),
+    // A request the adapter cannot make a Request of (a Host or target it refuses): a JSON
+    // error like every other refusal, not its empty 400.
+    errorHandler: (error) => refusalOf(error, log),
+  });
   // The front is node's listener; what it does not answer it hands to Hono's.
-  const serve = (listener: NodeListener): NodeListener =>
-    front ? (incoming, outgoing) => front(incoming, outgoing, listener) : listener;
-  const named = hostname === undefined ? {} : { hostname };
-  return createAdaptorServer({
-    fetch: app.fetch,
-    ...named,
-    // node answers an HTTP/1.1 request without Host with a bare 400; refused here, it
-    // gets a JSON error like every other refusal.
-    serverOptions: { requireHostHeader: false },
-    createServer: ((options: object, listener: NodeListener) => {
-      const next = serve(listener);
-      return createServer(options, (incoming, outgoing) => {
-        if (incoming.httpVersion === "1.1" && incoming.headers.host === undefined)
-          refuse(outgoing, 400, "bad_request", "an HTTP/1.1 request needs a Host header", log);
-        else next(incoming, outgoing);
-      });
-    }) as unknown as typeof createServer,
-  }) as Server;
+  const next: NodeListener = front
+    ? (incoming, outgoing) => front(incoming, outgoing, adapter)
+    : adapter;
+  // node answers an HTTP/1.1 request without Host with a bare 400; refused here, it gets
+  // a JSON error like every other refusal.
+  const server = createServer({ requireHostHeader: false }, (incoming, outgoing) => {
+    if (incoming.httpVersion === "1.1" && incoming.headers.host === undefined)
+      refuse(outgoing, 400, "bad_request", "an HTTP/1.1 request needs a Host header", log);
+    else next(incoming, outgoing);
+  });
+  // CONNECT (a proxy's method): node would close the connection without a word.
+  server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
+    processMetrics().countHttp("other", 405);
+    const body = JSON.stringify({
+      error: { code: "method_not_allowed", message: "CONNECT is not served here" },
+    });
+    socket.end(
+      `HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
+  return server;
+}
+
+/**
+ * The adapter's refusal of a request it cannot make a Request of (its RequestError: a Host
+ * or target it does not take), or of an app that threw outside Hono's error handling.
+ */
+function refusalOf(error: unknown, log: Logger | undefined): Response {
+  const refused = error instanceof Error && error.name === "RequestError";
+  const status = refused ? 400 : 500;
+  if (refused) log?.info({ status, reason: (error as Error).message }, "request refused");
+  else log?.error({ err: error }, "request failed outside the app");
+  processMetrics().countHttp("other", status);
+  const body = refused
+    ? { code: "bad_request", message: `the request is not valid: ${(error as Error).message}` }
+    : { code: "internal", message: "internal error" };
+  return new Response(JSON.stringify({ error: body }), {
+    status,
+    headers: { "Content-Type": "application/json", "Cache-Control": "no-store" },
+  });
 }
 
 /** A refusal made before the app sees the request: logged and counted as the app's are. */

@@ -144,8 +144,15 @@ describe("hot lookups", () => {
     await getJson(`${main.url}${path}`);
     // node's adapter refuses a Host it cannot make a URL of (400, before the app): so for
     // a hot URL. The front would have answered 200.
-    for (const host of ["bad host!", "a/b", "x@y", "a.b:99999"])
-      expect((await rawGet(main.url, path, { host })).status).toBe(400);
+    for (const host of ["bad host!", "a/b", "x@y", "a.b:99999"]) {
+      const refused = await rawGet(main.url, path, { host });
+      expect(refused.status).toBe(400);
+      // A JSON error, as every refusal is (not the adapter's empty 400).
+      expect(JSON.parse(refused.body).error).toMatchObject({
+        code: "bad_request",
+        message: expect.stringMatching(/^the request is not valid: /),
+      });
+    }
     // Upper case and a port its fast path leaves out: valid, answered by the app.
     const calls = main.appCalls();
     const upper = await rawGet(main.url, path, { host: "LOCALHOST:80" });

@@ -1,4 +1,5 @@
 import { Agent, request } from "node:http";
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
 import { claimTtlMs } from "../../src/live/client.ts";
@@ -783,6 +784,34 @@ describe("errors", () => {
     expect(long.status).toBe(431);
     expect(long.body.error.code).toBe("headers_too_large");
     expect(long.headers.get("cache-control")).toBe("no-store");
+  });
+
+  it("answers requests node:http or its adapter refuse with a JSON error too", async () => {
+    const raw = (text: string) =>
+      new Promise<string>((done, fail) => {
+        const { port } = new URL(t.url);
+        const socket = connect(Number(port), "127.0.0.1", () => socket.end(text));
+        let got = "";
+        socket.setEncoding("utf8");
+        socket.on("data", (chunk: string) => {
+          got += chunk;
+        });
+        socket.on("end", () => done(got));
+        socket.on("error", fail);
+      });
+    for (const [text, status, code] of [
+      ["OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "bad_request"],
+      [
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        405,
+        "method_not_allowed",
+      ],
+    ] as const) {
+      const reply = await raw(text);
+      expect(reply.startsWith(`HTTP/1.1 ${status} `), reply).toBe(true);
+      const body = reply.slice(reply.indexOf("\r\n\r\n") + 4);
+      expect(JSON.parse(body.replace(/^[0-9a-f]+\r\n|\r\n0\r\n\r\n$/g, "")).error.code).toBe(code);
+    }
   });
 
   it("answers malformed JSON and wrong body shapes with 400", async () => {
