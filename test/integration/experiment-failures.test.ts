@@ -164,6 +164,18 @@ describe("experiments with failures", () => {
       experiment: { id: "wide", arm: "candidate" },
     };
     expect(asked.body).toMatchObject({ status: "pending", ...named });
+    // The model's description is the one of the version this client is served.
+    const described = await getJson(`${t.url}/v1/models/flight-delay`, {
+      headers: { "x-client-id": "anyone" },
+    });
+    expect(described.body).toMatchObject({
+      version: wide.version,
+      experiment: { id: "wide", arm: "candidate" },
+    });
+    expect(
+      described.body.inputSchema.features.find((f: { name: string }) => f.name === "hour").max,
+    ).toBe(1000);
+    expect(described.headers.get("vary")).toMatch(/x-client-id/i);
     const poll = await getJson(`${t.url}${asked.body.job.url}`, {
       headers: { "x-client-id": "anyone" },
     });

@@ -3,6 +3,7 @@ import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import type { ApiDeps } from "../deps.ts";
+import { routeToArm } from "../experiment-routing.ts";
 import { annotate } from "../request-log.ts";
 
 function versionSummary(v: ModelVersion, active: string | undefined) {
@@ -80,12 +81,15 @@ export function registerModels(app: Hono, deps: ApiDeps): void {
   });
 
   app.get("/v1/models/:model", (c) => {
-    const model = resolveModel(c, deps);
+    // In an experiment, the version this client is served (its schema may differ).
+    const routed = routeToArm(c, deps, resolveModel(c, deps));
+    const model = routed.model;
     const activeVersion = deps.active.get(model.name);
     const { manifest } = model;
     return c.json({
       name: model.name,
       version: model.version,
+      ...(routed.assignment ? { experiment: routed.assignment.label } : {}),
       activeVersion: activeVersion ?? null,
       label: manifest.label ?? null,
       encodingHash: model.encoder.hash,
