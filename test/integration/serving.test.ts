@@ -741,6 +741,12 @@ describe("errors", () => {
     });
     expect(big.status).toBe(413);
     expect(big.body.error.code).toBe("payload_too_large");
+    // To a model that does not exist: that is said first.
+    const nowhere = await postJson(`${t.url}/v1/models/nope/predict`, {
+      inputs: [{ origin: "x".repeat(70_000) }],
+    });
+    expect(nowhere.status).toBe(404);
+    expect(nowhere.body.error.code).toBe("model_not_found");
     // The unread rest of that body ends the connection: the 413 says so, so a client
     // keeping connections alive sends its next request on another one, not into a closed one.
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });

@@ -626,7 +626,9 @@ export function registerPredict(app: Hono, deps: ApiDeps, hot?: HotLookups): voi
     "/v1/models/:model/predict",
     bodyLimit({
       maxSize: deps.settings.bodyMaxBytes,
-      onError: () => {
+      onError: (c) => {
+        // An unknown model is the first thing wrong with the request: said first.
+        resolveModel(c, deps);
         throw new PredcacheError(
           "payload_too_large",
           `the body is larger than ${deps.settings.bodyMaxBytes} bytes`,
