@@ -7,6 +7,7 @@
 import type { Context } from "hono";
 import type { Source } from "../cache/tiers.ts";
 import { type Arm, armOf, type Experiment, otherArm, versionOf } from "../experiment/experiment.ts";
+import { keyFor } from "../experiment/shadow.ts";
 import { mainValueOf, type Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { clientOf } from "./access.ts";
@@ -25,6 +26,8 @@ export interface Assignment {
 export interface Routed {
   model: ModelVersion;
   assignment?: Assignment;
+  /** The lookup's input as the client sent it (for the other arm's shadow comparison). */
+  input?: Record<string, unknown>;
 }
 
 export function routeToArm(c: Context, deps: ApiDeps, resolved: ModelVersion): Routed {
@@ -72,13 +75,13 @@ export function recordArm(
     value,
     source === "failed",
   );
-  if (prediction && assignment.other)
+  const other = assignment.other;
+  if (prediction && other)
     deps.experiments.shadow.consider(
       assignment.experiment,
       assignment.arm,
-      model,
-      assignment.other,
-      key,
+      other,
+      () => keyFor(other, model, key, routed.input),
       prediction,
     );
 }

@@ -27,11 +27,20 @@ export interface ShadowOptions {
   isRunning?: (experiment: Experiment) => boolean;
 }
 
-/** `other`'s key for the input `model` keys as `key`; undefined when `other` refuses it. */
-function keyIn(other: ModelVersion, model: ModelVersion, key: string): string | undefined {
+/**
+ * `other`'s key for the input `model` keys as `key`, asked as `input` (the client's own
+ * values: a key holds a flagged value as its bound ± 1 and an unknown category as "*",
+ * which another encoding may take differently); undefined when `other` refuses it.
+ */
+export function keyFor(
+  other: ModelVersion,
+  model: ModelVersion,
+  key: string,
+  input?: Record<string, unknown>,
+): string | undefined {
   if (other.encoder.hash === model.encoder.hash) return key;
   try {
-    const encoded = other.encoder.encode(model.encoder.decodeKey(key));
+    const encoded = other.encoder.encode(input ?? model.encoder.decodeKey(key));
     return encoded.ok ? encoded.value.key : undefined;
   } catch {
     return undefined;
@@ -52,15 +61,14 @@ export class ShadowComparer {
   ) {}
 
   /**
-   * Maybe (at the experiment's shadow rate) compares `served`, the answer of `model` for
-   * `key`, with `other`'s answer for the same input.
+   * Maybe (at the experiment's shadow rate) compares `served` with `other`'s answer for
+   * the same input, which `otherKey` keys for it (made only for a sampled lookup).
    */
   consider(
     experiment: Experiment,
     arm: Arm,
-    model: ModelVersion,
     other: ModelVersion,
-    key: string,
+    otherKey: () => string | undefined,
     served: Prediction,
   ): void {
     if (experiment.shadowRate <= 0) return;
@@ -77,7 +85,7 @@ export class ShadowComparer {
       this.tally.missed(experiment, arm, other.manifest, "dropped");
       return;
     }
-    const theirKey = keyIn(other, model, key);
+    const theirKey = otherKey();
     if (theirKey === undefined) {
       this.counts.refused++;
       count("refused");
@@ -97,7 +105,10 @@ export class ShadowComparer {
         this.counts.failed++;
         count("failed");
         this.tally.missed(experiment, arm, other.manifest, "failed");
-        this.log.debug({ err: error.message, model: other.name, key }, "shadow comparison failed");
+        this.log.debug(
+          { err: error.message, model: other.name, key: theirKey },
+          "shadow comparison failed",
+        );
       })
       .finally(() => {
         this.inFlight--;

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { Tiers } from "../../src/cache/tiers.ts";
 import { agreementOf } from "../../src/experiment/agreement.ts";
 import { armOf, cohortPoint, type Experiment } from "../../src/experiment/experiment.ts";
-import { ShadowComparer } from "../../src/experiment/shadow.ts";
+import { keyFor, ShadowComparer } from "../../src/experiment/shadow.ts";
 import { type ArmTally, binOf } from "../../src/experiment/tally.ts";
 import type { LiveClient } from "../../src/live/client.ts";
 import { createLogger } from "../../src/log.ts";
@@ -163,7 +163,7 @@ describe("shadow comparison metrics", () => {
   it("counts a comparison while its experiment runs, not one that ends after the stop", async () => {
     const running = { ...experiment(0.5, "shadow-running"), shadowRate: 1 };
     const live = comparer(() => true);
-    live.consider(running, "control", served, other, "k", { y: 0.3 });
+    live.consider(running, "control", other, () => keyFor(other, served, "k"), { y: 0.3 });
     await live.drain();
     expect(await seriesOf("shadow-running")).toEqual([
       expect.objectContaining({ value: 1, labels: expect.objectContaining({ outcome: "agreed" }) }),
@@ -173,7 +173,7 @@ describe("shadow comparison metrics", () => {
 
     const stopped = { ...experiment(0.5, "shadow-stopped"), shadowRate: 1 };
     const late = comparer(() => false);
-    late.consider(stopped, "control", served, other, "k", { y: 0.3 });
+    late.consider(stopped, "control", other, () => keyFor(other, served, "k"), { y: 0.3 });
     await late.drain();
     expect(late.counts.compared).toBe(1);
     expect(await seriesOf("shadow-stopped")).toEqual([]);
@@ -185,15 +185,20 @@ describe("shadow comparison metrics", () => {
     // Another encoding: the input is keyed as the other version keys it.
     const rekeyed = version("v3", {
       hash: "h2",
-      encode: () => ({ ok: true, value: { key: "k-in-v3" } }),
+      encode: (input: { hour: number }) => ({ ok: true, value: { key: `v3-hour-${input.hour}` } }),
     });
-    c.consider(running, "control", served, rekeyed, "k", { y: 0.3 });
+    // The client's own input when there is one (its key holds a flagged 500 as 24, say),
+    // else the input the key decodes to.
+    c.consider(running, "control", rekeyed, () => keyFor(rekeyed, served, "k", { hour: 500 }), {
+      y: 0.3,
+    });
+    c.consider(running, "control", rekeyed, () => keyFor(rekeyed, served, "k"), { y: 0.3 });
     // One that refuses the input (hour 22 past its range): nothing asked, counted as refused.
     const narrower = version("v4", { hash: "h3", encode: () => ({ ok: false, errors: [] }) });
-    c.consider(running, "control", served, narrower, "k", { y: 0.3 });
+    c.consider(running, "control", narrower, () => keyFor(narrower, served, "k"), { y: 0.3 });
     await c.drain();
-    expect(asked).toEqual(["k-in-v3"]);
-    expect(c.counts).toMatchObject({ sampled: 2, compared: 1, refused: 1, failed: 0 });
+    expect(asked).toEqual(["v3-hour-500", "v3-hour-22"]);
+    expect(c.counts).toMatchObject({ sampled: 3, compared: 2, refused: 1, failed: 0 });
     expect(await seriesOf("shadow-encodings")).toEqual(
       expect.arrayContaining([
         expect.objectContaining({

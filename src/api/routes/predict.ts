@@ -192,7 +192,8 @@ function predictOne(
     throw new PredcacheError("bad_request", `${query.repeated.join(" and ")} may be given once`, {
       repeated: query.repeated,
     });
-  const routed = routeToArm(c, deps, resolveVersion(c, deps, query.version));
+  const arrived = routeToArm(c, deps, resolveVersion(c, deps, query.version));
+  const routed = arrived.assignment ? { ...arrived, input: query.features } : arrived;
   const { model } = routed;
   const arm = routed.assignment?.label;
   // Before the input is checked: a refused lookup's log line names its model too.
@@ -480,11 +481,11 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
         };
     });
     if (valid.length > 0 && hits.every((hit) => !hit)) {
-      recordItems(deps, routed, valid, results);
+      recordItems(deps, routed, inputs, valid, results);
       throw error;
     }
     fill(results, valid, hits, model);
-    recordItems(deps, routed, valid, results);
+    recordItems(deps, routed, inputs, valid, results);
     return batchResponse(c, model, arm, results);
   }
   fill(results, valid, hits, model);
@@ -544,7 +545,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
     }
     for (const copy of missed.get(m.value.key) ?? []) results[copy.index] = result;
   });
-  recordItems(deps, routed, valid, results);
+  recordItems(deps, routed, inputs, valid, results);
   return batchResponse(c, model, arm, results);
 }
 
@@ -572,6 +573,7 @@ function batchReply(model: ModelVersion, arm: ArmLabel | undefined, results: Ite
 function recordItems(
   deps: ApiDeps,
   routed: Routed,
+  inputs: readonly unknown[],
   valid: { index: number; value: EncodedInput }[],
   results: ItemResult[],
 ): void {
@@ -591,7 +593,14 @@ function recordItems(
       ...(prediction ? { prediction } : {}),
       outOfDistribution: v.value.outOfDistribution.length > 0,
     });
-    recordArm(deps, routed, v.value.key, outcome, prediction);
+    const input = inputs[v.index] as Record<string, unknown>;
+    recordArm(
+      deps,
+      routed.assignment ? { ...routed, input } : routed,
+      v.value.key,
+      outcome,
+      prediction,
+    );
   }
 }
 
