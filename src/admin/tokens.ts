@@ -44,6 +44,9 @@ export function parseAdminTokens(text: string | undefined, what = "admin token")
       throw new TokenConfigError(
         `${what} ${id}: sha256: takes the secret's SHA-256 as 64 hex digits (got ${secret.length - 7} characters)`,
       );
+    } else if (/\s/.test(secret)) {
+      // Sent as "Bearer <secret>", a secret with a space in it could never be matched.
+      throw new TokenConfigError(`${what} ${id}: a secret has no spaces or other whitespace`);
     } else if (secret.length < 16) {
       throw new TokenConfigError(`${what} ${id}: use a secret of at least 16 characters`);
     } else {

@@ -265,6 +265,15 @@ describe("admin API auth", () => {
       /64 hex digits/,
     );
     expect(() => loadConfig({ PREDCACHE_ADMIN_TOKENS: "ops:short" })).not.toThrow(/short/);
+    // A secret with a space could never be sent as "Bearer <secret>": refused, for every kind.
+    for (const setting of [
+      "PREDCACHE_ADMIN_TOKENS",
+      "PREDCACHE_API_KEYS",
+      "PREDCACHE_METRICS_TOKENS",
+    ])
+      expect(() => loadConfig({ [setting]: "x:abc def ghi jkl mno" })).toThrow(
+        new RegExp(`${setting}: .* no spaces`),
+      );
   });
 });
 

@@ -364,7 +364,7 @@ function encodeItem(model: ModelVersion, input: unknown): EncodeOutcome {
 function requireJsonBody(c: Context): void {
   const type = requestHeader(c, "content-type");
   const encoding = requestHeader(c, "content-encoding");
-  const encoded = encoding !== undefined && encoding !== "identity";
+  const encoded = encoding !== undefined && encoding.trim().toLowerCase() !== "identity";
   // What it takes instead (RFC 9110 §15.5.16): no content coding.
   if (encoded) setHeader(c, "Accept-Encoding", "identity");
   if ((type && !isJsonType(type)) || encoded)
@@ -480,7 +480,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
           ...errorBody(error.code, error.message, error.details),
         };
     });
-    if (valid.length > 0 && hits.every((hit) => !hit)) {
+    if (valid.length === inputs.length && hits.every((hit) => !hit)) {
       recordItems(deps, routed, inputs, valid, results);
       throw error;
     }
