@@ -70,9 +70,15 @@ describe("Redis outage", () => {
     expect(batch.body.results[1].error.details).toEqual({ reason: "unreachable" });
     expect(batch.headers.get("retry-after")).toBe("1");
     expect(batch.headers.get("cache-control")).toBe("no-store");
-    // With no item answered from memory, the batch itself is the 503, as a lookup is.
-    const none = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+    // With no item answered from memory, the batch itself is the 503, as a lookup is;
+    // with an invalid item too, that item's 422 is said (item by item).
+    const mixed = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
       inputs: [Object.fromEntries(new URLSearchParams(cold)), { origin: "SFO" }],
+    });
+    expect(mixed.status).toBe(200);
+    expect(mixed.body.results.map((r: { status: number }) => r.status)).toEqual([503, 422]);
+    const none = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs: [Object.fromEntries(new URLSearchParams(cold))],
     });
     expect(none.status).toBe(503);
     expect(none.body.error).toMatchObject({
