@@ -560,6 +560,7 @@ describe("errors", () => {
     for (const [asked, got] of [
       [`${predict}?origin=SFO&hour=99`, `${predict}?origin=SFO&hour=99`], // 422
       [`${t.url}/v1/models/nope/predict?x=1`, `${t.url}/v1/models/nope/predict?x=1`], // 404
+      [`${t.url}/v1/models/flight-delay`, `${t.url}/v1/models/flight-delay`], // the model
       [
         `${predict}?${query(input("MSP", "DTW"))}&wait=0`,
         `${predict}?${query(input("EWR", "DTW"))}&wait=0`,

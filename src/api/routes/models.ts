@@ -4,6 +4,7 @@ import { PredcacheError } from "../../errors.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import type { ApiDeps } from "../deps.ts";
 import { routeToArm } from "../experiment-routing.ts";
+import { jsonReply } from "../headers.ts";
 import { annotate } from "../request-log.ts";
 
 function versionSummary(v: ModelVersion, active: string | undefined) {
@@ -86,19 +87,23 @@ export function registerModels(app: Hono, deps: ApiDeps): void {
     const model = routed.model;
     const activeVersion = deps.active.get(model.name);
     const { manifest } = model;
-    return c.json({
-      name: model.name,
-      version: model.version,
-      ...(routed.assignment ? { experiment: routed.assignment.label } : {}),
-      activeVersion: activeVersion ?? null,
-      label: manifest.label ?? null,
-      encodingHash: model.encoder.hash,
-      inputSchema: manifest.encoding,
-      outputs: manifest.outputs,
-      mainOutput: manifest.mainOutput ?? manifest.outputs[0]?.name,
-      confidenceThreshold: manifest.confidenceThreshold ?? null,
-      card: manifest.card,
-      versions: deps.registry.versions(model.name).map((v) => versionSummary(v, activeVersion)),
-    });
+    return jsonReply(
+      c,
+      {
+        name: model.name,
+        version: model.version,
+        ...(routed.assignment ? { experiment: routed.assignment.label } : {}),
+        activeVersion: activeVersion ?? null,
+        label: manifest.label ?? null,
+        encodingHash: model.encoder.hash,
+        inputSchema: manifest.encoding,
+        outputs: manifest.outputs,
+        mainOutput: manifest.mainOutput ?? manifest.outputs[0]?.name,
+        confidenceThreshold: manifest.confidenceThreshold ?? null,
+        card: manifest.card,
+        versions: deps.registry.versions(model.name).map((v) => versionSummary(v, activeVersion)),
+      },
+      200,
+    );
   });
 }
