@@ -18,7 +18,8 @@ export interface AdminGuardOptions {
   basic?: boolean;
 }
 
-function secretOf(header: string | undefined, basic: boolean): string | undefined {
+/** The token an Authorization header carries (Bearer; also Basic's password when `basic`). */
+export function secretOf(header: string | undefined, basic: boolean): string | undefined {
   if (!header) return undefined;
   const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header);
   if (bearer) return bearer[1];

@@ -4,8 +4,8 @@
  * volumes, which a deployment guarding its API with keys may not want public. One check
  * for the API's route and a worker process's bare metrics server.
  */
-import type { AdminToken } from "../admin/tokens.ts";
-import { matchToken } from "../admin/tokens.ts";
+import { secretOf } from "../admin/auth.ts";
+import { type AdminToken, matchToken } from "../admin/tokens.ts";
 import { PredcacheError } from "../errors.ts";
 
 const CHALLENGE = 'Bearer realm="predcache-metrics"';
@@ -22,7 +22,7 @@ export function refuseScrape(
   authorization: string | undefined,
 ): ScrapeRefusal | undefined {
   if (tokens.length === 0) return undefined;
-  const secret = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "")?.[1];
+  const secret = secretOf(authorization, false);
   if (secret === undefined)
     return {
       error: new PredcacheError(

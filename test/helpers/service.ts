@@ -39,11 +39,20 @@ export async function modelsDirWithHourEdited(
   edit: (hour: Record<string, unknown>) => void,
 ): Promise<string> {
   const models = await modelsDirWithVersions([label]);
+  await editHour(models, label, edit);
+  return models;
+}
+
+/** Changes the `hour` feature of the version labelled `label` in a models folder. */
+export async function editHour(
+  models: string,
+  label: string,
+  edit: (hour: Record<string, unknown>) => void,
+): Promise<void> {
   const file = join(models, `flight-delay-${label}`, "manifest.json");
   const manifest = JSON.parse(await readFile(file, "utf8"));
   for (const feature of manifest.encoding.features) if (feature.name === "hour") edit(feature);
   await writeFile(file, JSON.stringify(manifest));
-  return models;
 }
 
 /** The version of the demo model labelled `label` (see modelsDirWithVersions). */

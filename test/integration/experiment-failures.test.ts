@@ -7,11 +7,12 @@ import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ModelVersion } from "../../src/model/registry.ts";
-import { modelsDirWithVersions } from "../helpers/models.ts";
 import {
+  editHour,
   eventually,
   getJson,
   labelled,
+  modelsDirWithVersions,
   startTestService,
   type TestService,
   uniquePrefix,
@@ -30,17 +31,14 @@ let narrow: ModelVersion;
 /** Takes hours up to 1000, which the model fails on past 23. */
 let wide: ModelVersion;
 
-async function withHourMax(models: string, label: string, max: number): Promise<void> {
-  const file = join(models, `flight-delay-${label}`, "manifest.json");
-  const manifest = JSON.parse(await readFile(file, "utf8"));
-  for (const feature of manifest.encoding.features) if (feature.name === "hour") feature.max = max;
-  await writeFile(file, JSON.stringify(manifest));
-}
-
 beforeAll(async () => {
   models = await modelsDirWithVersions(["narrow", "wide", "minutes"]);
-  await withHourMax(models, "narrow", 20);
-  await withHourMax(models, "wide", 1000);
+  await editHour(models, "narrow", (hour) => {
+    hour.max = 20;
+  });
+  await editHour(models, "wide", (hour) => {
+    hour.max = 1000;
+  });
   const minutes = join(models, "flight-delay-minutes", "manifest.json");
   const manifest = JSON.parse(await readFile(minutes, "utf8"));
   await writeFile(minutes, JSON.stringify({ ...manifest, mainOutput: "expectedDelayMinutes" }));
