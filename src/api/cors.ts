@@ -41,8 +41,10 @@ function isUnder(paths: readonly string[], url: string): boolean {
   if (path === undefined) return false;
   const next = url.charCodeAt(path.length);
   if (!(Number.isNaN(next) || next === 47 || next === 63)) return false;
+  // A "/." before the query, if any (found without cutting the path out).
+  const dots = url.indexOf("/.");
   const query = url.indexOf("?");
-  return !(query === -1 ? url : url.slice(0, query)).includes("/.");
+  return dots === -1 || (query !== -1 && dots > query);
 }
 
 /** Whether the path (not the query) of `url` has `segment` ("/tables": "/…/tables[/…]"). */

@@ -4,7 +4,7 @@
  * those objects cost more than the lookup. So on node:http:
  * - request headers are read from node's already parsed object;
  * - headers added outside a handler's own reply (request id, CORS, Vary…) are kept in a
- *   plain record on the request. A hit's plain-record Response takes them in (and
+ *   flat name/value list on the request. A hit's plain-record Response takes them in (and
  *   @hono/node-server writes it straight out); any other reply gets them from the edge
  *   (./edge.ts) once the app has answered, through node's setHeader. Not setHeader for
  *   all: once it has been used, node merges every header of the reply through it.
@@ -37,23 +37,38 @@ export function headerOf(incoming: IncomingMessage, name: string): string | unde
 }
 
 const PENDING = Symbol("pending response headers");
-type WithPending = IncomingMessage & { [PENDING]?: Record<string, string> | undefined };
+/** As node's flat name/value list: a hit's reply takes it as it is, no record to walk. */
+type WithPending = IncomingMessage & { [PENDING]?: string[] | undefined };
 
 /** Adds a header to the reply this request will get (`append`: to a list such as Vary). */
 export function addHeader(incoming: IncomingMessage, name: string, value: string, append = false) {
-  let record = (incoming as WithPending)[PENDING];
-  if (!record) {
-    record = {};
-    (incoming as WithPending)[PENDING] = record;
+  const list = (incoming as WithPending)[PENDING];
+  if (!list) {
+    (incoming as WithPending)[PENDING] = [name, value];
+    return;
   }
-  const before = record[name];
-  record[name] = append && before ? `${before}, ${value}` : value;
+  for (let at = 0; at < list.length; at += 2)
+    if (list[at] === name) {
+      const before = list[at + 1];
+      list[at + 1] = append && before ? `${before}, ${value}` : value;
+      return;
+    }
+  list.push(name, value);
+}
+
+/** The headers added and not yet given to a reply, as a flat list; taking them clears them. */
+function takeHeaderList(incoming: IncomingMessage): string[] | undefined {
+  const list = (incoming as WithPending)[PENDING];
+  if (list) (incoming as WithPending)[PENDING] = undefined;
+  return list;
 }
 
 /** The headers added and not yet given to a reply; taking them clears them. */
 export function takeHeaders(incoming: IncomingMessage): Record<string, string> | undefined {
-  const record = (incoming as WithPending)[PENDING];
-  if (record) (incoming as WithPending)[PENDING] = undefined;
+  const list = takeHeaderList(incoming);
+  if (!list) return undefined;
+  const record: Record<string, string> = {};
+  for (let at = 0; at < list.length; at += 2) record[list[at] as string] = list[at + 1] as string;
   return record;
 }
 
@@ -110,13 +125,11 @@ export function writeReply(
   head: readonly string[],
   body: string,
 ): void {
-  const added = takeHeaders(incoming);
+  const added = takeHeaderList(incoming);
   let all = head;
   if (added) {
-    const merged: string[] = [];
-    for (const name in added) merged.push(name, added[name] as string);
-    merged.push(...head);
-    all = merged;
+    for (let at = 0; at < head.length; at++) added.push(head[at] as string);
+    all = added;
   }
   outgoing.writeHead(status, all as string[]);
   outgoing.end(body);
@@ -128,9 +141,10 @@ export function writeReply(
  * added with setHeader(…, append) by whoever adds to it, never set on the reply itself.
  */
 export function flushHeaders(incoming: IncomingMessage, outgoing: ServerResponse): void {
-  const record = takeHeaders(incoming);
-  if (!record || outgoing.headersSent) return;
-  for (const name in record) outgoing.setHeader(name, record[name] as string);
+  const list = takeHeaderList(incoming);
+  if (!list || outgoing.headersSent) return;
+  for (let at = 0; at < list.length; at += 2)
+    outgoing.setHeader(list[at] as string, list[at + 1] as string);
 }
 
 /** application/json or a +json type, with any parameters (charset…). */

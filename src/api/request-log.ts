@@ -4,7 +4,7 @@
  * path carries no query string, so inputs never reach the logs; headers are not logged.
  * An edge hook (./edge.ts): it runs on node's request before the app sees it.
  */
-import { randomFillSync } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context } from "hono";
 import type { Logger } from "../log.ts";
@@ -33,20 +33,22 @@ export function noteOf(incoming: IncomingMessage): Record<string, unknown> | und
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /**
- * A new request id: 64 random bits as 16 hex digits, cut from a pool refilled 4 KiB at a
- * time. As unguessable as a UUID's 122 bits need be for telling requests apart (no count
- * a client could read the process's traffic from), at half a UUID's cost and length.
+ * A new request id: 64 random bits as 16 hex digits, cut from a pool of 4 KiB of random
+ * bytes made hex at once. As unguessable as a UUID's 122 bits need be for telling requests
+ * apart (no count a client could read the process's traffic from), at half a UUID's
+ * length; a cut of a ready string costs less than hex-encoding 8 bytes per request.
  */
-const ID_POOL = Buffer.allocUnsafe(4096);
-let idPoolAt = ID_POOL.length;
+const ID_DIGITS = 16;
+let idPool = "";
+let idPoolAt = 0;
 
 function newRequestId(): string {
-  if (idPoolAt === ID_POOL.length) {
-    randomFillSync(ID_POOL);
+  if (idPoolAt === idPool.length) {
+    idPool = randomBytes(4096).toString("hex");
     idPoolAt = 0;
   }
-  const id = ID_POOL.toString("hex", idPoolAt, idPoolAt + 8);
-  idPoolAt += 8;
+  const id = idPool.slice(idPoolAt, idPoolAt + ID_DIGITS);
+  idPoolAt += ID_DIGITS;
   return id;
 }
 

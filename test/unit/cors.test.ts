@@ -50,3 +50,12 @@ describe("CORS exposed headers", () => {
     expect(exposed("/v1/models/tables-eu/predict")).not.toContain("Content-Range");
   });
 });
+
+describe("CORS paths", () => {
+  it("applies under /v1/models, a dot segment in the path leaves it out, one in the query does not", () => {
+    expect(exposed("/v1/models/m/predict?next=/../x")).toContain("ETag");
+    expect(exposed("/v1/models?a=/.")).toContain("ETag");
+    for (const url of ["/v1/models/../admin/v1/versions", "/v1/models/./m?x=1", "/v1/modelsx"])
+      expect(exposed(url)).toBeUndefined();
+  });
+});
