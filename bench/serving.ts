@@ -7,7 +7,6 @@ import {
 import type { AddressInfo } from "node:net";
 import { arch, availableParallelism, cpus, platform } from "node:os";
 import { performance } from "node:perf_hooks";
-import autocannon from "autocannon";
 import { Hono } from "hono";
 import { readRoutesCors } from "../src/api/app.ts";
 import { cors } from "../src/api/cors.ts";
@@ -22,9 +21,11 @@ import type { ModelVersion } from "../src/model/registry.ts";
 import type { RuntimeStats } from "../src/model/runtime.ts";
 import { startRedisServer } from "../src/redis/embedded.ts";
 import { loadRegistry, type Service } from "../src/service.ts";
+import type { AutocannonJob, AutocannonResult } from "./lib/autocannon-client.ts";
 import { ForkedLoad } from "./lib/forked-load.ts";
 import { cpuPerRequest } from "./lib/in-memory-http.ts";
 import type { LiveClientOutcome, LiveClientResult } from "./lib/live-client.ts";
+import { placeApart } from "./lib/placement.ts";
 import {
   freshPrefix,
   type Predcache,
@@ -38,8 +39,12 @@ const HOST = "127.0.0.1";
 const MODEL = "flight-delay";
 const PREDICT = `/v1/models/${MODEL}/predict`;
 const HOT_PATH = `${PREDICT}?origin=SFO&destination=LAX&hour=7&dayOfWeek=1`;
-/** Per HTTP scenario: a discarded warm-up, then `seconds` measured in `slices` slices. */
-const LOAD = { connections: 50, warmupSeconds: 1, seconds: 10, slices: 10 };
+/**
+ * Per HTTP scenario: a discarded warm-up, then `seconds` measured in `slices` slices, the
+ * scenarios' slices interleaved (short ones: a stall of this shared machine hits one slice
+ * of one scenario, and the paired ratio's median leaves it out).
+ */
+const LOAD = { connections: 50, warmupSeconds: 1, seconds: 10, slices: 20 };
 /**
  * Live misses: `inputs` distinct inputs per config, sent in `slices` interleaved chunks,
  * after `warmupInputs` each. The warm-up is long enough for V8 to have compiled the miss
@@ -226,52 +231,51 @@ interface Load {
   /** req/s of each slice, in round order: round r's slices of all scenarios ran back to back. */
   sliceRates: number[];
   /**
-   * Main-thread time spent per request (µs): event-loop utilization over the slices
-   * divided by the requests. Every server here runs on that thread, so this is the
-   * server's own cost, steadier than req/s when the load generator and the server
-   * compete for this machine's cores.
+   * This process's CPU time per request (µs), over the slices: every server here runs in
+   * it and the load generator does not, so this is the server's own cost over loopback
+   * (its share of the kernel's work included).
    */
-  busyMicros: number;
+  cpuMicros: number;
 }
 
-/**
- * autocannon in one worker thread, so the load generator does not share the server's
- * event loop (every server here runs on this process's main thread).
- */
-function fire(url: string, seconds: number): Promise<autocannon.Result> {
-  return autocannon({ url, connections: LOAD.connections, duration: seconds, workers: 1 });
+/** autocannon in a process of its own (lib/autocannon-client.ts), placed apart from the servers. */
+type HttpLoad = ForkedLoad<AutocannonJob, AutocannonResult>;
+
+function fire(load: HttpLoad, url: string, seconds: number): Promise<AutocannonResult> {
+  return load.run({ url, connections: LOAD.connections, seconds });
 }
 
 /** Warms every target, then measures them round-robin in slices. */
-async function hammerAll(targets: readonly Target[]): Promise<Load[]> {
-  const warmups = new Map<Target, autocannon.Result>();
-  for (const target of targets) warmups.set(target, await fire(target.url, LOAD.warmupSeconds));
-  const slices = new Map<Target, autocannon.Result[]>(targets.map((t) => [t, []]));
-  const busyMs = new Map<Target, number>(targets.map((t) => [t, 0]));
+async function hammerAll(load: HttpLoad, targets: readonly Target[]): Promise<Load[]> {
+  const warmups = new Map<Target, AutocannonResult>();
+  for (const target of targets)
+    warmups.set(target, await fire(load, target.url, LOAD.warmupSeconds));
+  const slices = new Map<Target, AutocannonResult[]>(targets.map((t) => [t, []]));
+  const cpuMicros = new Map<Target, number>(targets.map((t) => [t, 0]));
   for (let round = 0; round < LOAD.slices; round++) {
     for (const target of rotated(targets, round)) {
-      const before = performance.eventLoopUtilization();
-      slices.get(target)?.push(await fire(target.url, LOAD.seconds / LOAD.slices));
-      const used = performance.eventLoopUtilization(before);
-      busyMs.set(target, (busyMs.get(target) ?? 0) + used.active);
+      const before = process.cpuUsage();
+      slices.get(target)?.push(await fire(load, target.url, LOAD.seconds / LOAD.slices));
+      const used = process.cpuUsage(before);
+      cpuMicros.set(target, (cpuMicros.get(target) ?? 0) + used.user + used.system);
     }
-    process.stdout.write(".");
+    if (round % 2 === 1) process.stdout.write(".");
   }
   console.log();
   return targets.map((target) => {
     const results = slices.get(target) ?? [];
-    const sum = (f: (r: autocannon.Result) => number) => results.reduce((s, r) => s + f(r), 0);
-    const requests = sum((r) => r.requests.total);
+    const sum = (f: (r: AutocannonResult) => number) => results.reduce((s, r) => s + f(r), 0);
+    const requests = sum((r) => r.requests);
     return {
       name: target.name,
       reqPerSec: requests / sum((r) => r.duration),
-      p50: sum((r) => r.latency.p50) / results.length,
-      p99: sum((r) => r.latency.p99) / results.length,
+      p50: sum((r) => r.p50) / results.length,
+      p99: sum((r) => r.p99) / results.length,
       requests,
-      failures: sum((r) => r.errors + r.timeouts + r.non2xx),
-      sentInAll: requests + (warmups.get(target)?.requests.total ?? 0),
-      sliceRates: results.map((r) => r.requests.total / r.duration),
-      busyMicros: ((busyMs.get(target) ?? 0) * 1000) / requests,
+      failures: sum((r) => r.failures),
+      sentInAll: requests + (warmups.get(target)?.requests ?? 0),
+      sliceRates: results.map((r) => r.requests / r.duration),
+      cpuMicros: (cpuMicros.get(target) ?? 0) / requests,
     };
   });
 }
@@ -519,9 +523,9 @@ async function main(): Promise<void> {
   console.log(`predcache serving bench — Node ${process.version}, ${platform()}/${arch()}`);
   console.log(`CPUs: ${availableParallelism()} (${cpu})`);
   console.log(
-    "Note: figures are from ONE noisy run. The services (this process's main thread), the load\n" +
-      "generators (autocannon's worker thread; a child process for live misses) and redis-server\n" +
-      "share this machine's cores: compare the ratios, not the absolute numbers.",
+    "Note: figures are from ONE noisy run. The services run in this process, the load generators\n" +
+      "(autocannon; a node:http client for live misses) each in a child process, redis-server in its\n" +
+      "own: compare the ratios, not the absolute numbers.",
   );
   console.log(
     `HTTP: autocannon, ${LOAD.connections} connections; per scenario ${LOAD.warmupSeconds} s warm-up, then ` +
@@ -579,10 +583,19 @@ async function main(): Promise<void> {
     expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "again  (Redis service)");
 
     console.log("\nHTTP scenarios");
+    const httpLoad: HttpLoad = new ForkedLoad(
+      new URL("./lib/autocannon-client.ts", import.meta.url),
+    );
+    cleanup.unshift(() => httpLoad.close());
+    // The services on a core of their own for the HTTP scenarios (lib/placement.ts).
+    const placement = placeApart(process.pid, [httpLoad.pid, redis.pid]);
+    cleanup.unshift(async () => placement.undo());
+    const placementNote = placement.description;
+    console.log(`  placement: ${placementNote}`);
     // Only the Redis-hit service reads Redis here; one hot key means the service shares
     // one read among concurrent lookups of it, so count the reads Redis really served.
     const hgetsBefore = await hgetCalls(l2.service);
-    const loads = await hammerAll([
+    const loads = await hammerAll(httpLoad, [
       { name: "1 raw node:http", url: `${raw.url}${HOT_PATH}` },
       { name: "2 Hono hello-world", url: `${hello.url}${HOT_PATH}` },
       { name: "3 Hono hello-world + a hit's headers", url: `${headed.url}${HOT_PATH}` },
@@ -590,6 +603,7 @@ async function main(): Promise<void> {
       { name: "5 predcache L1 hit", url: `${l1.url}${HOT_PATH}` },
       { name: "6 predcache Redis hit", url: `${l2.url}${HOT_PATH}` },
     ]);
+    placement.undo();
     const hgets = (await hgetCalls(l2.service)) - hgetsBefore;
     expectSource(await get(`${l1.url}${HOT_PATH}`), "memory", "after load (L1 service)");
     expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "after load (Redis service)");
@@ -651,7 +665,7 @@ async function main(): Promise<void> {
           "failed",
           "× raw",
           "× row above",
-          "busy µs/req",
+          "CPU µs/req",
         ],
         loads.map((l, i) => [
           l.name,
@@ -662,7 +676,7 @@ async function main(): Promise<void> {
           String(l.failures),
           ratio(l.reqPerSec, rawLoad.reqPerSec),
           i === 0 ? "" : ratio(l.reqPerSec, reference[i]?.reqPerSec ?? Number.NaN),
-          l.busyMicros.toFixed(1),
+          l.cpuMicros.toFixed(1),
         ]),
       ),
     );
@@ -670,7 +684,8 @@ async function main(): Promise<void> {
       `  (3: hello-world sending the ${Object.keys(sample.headers).length} headers of a hit, at constant values.)\n` +
         `  (4: predcache's request id/log and CORS hooks, a hit's headers, a constant reply, ahead of\n` +
         `   Hono as a hit is answered: from 4 to 5 is the lookup's own work.)\n` +
-        `  (6: ${(hgets / l2Load.sentInAll).toFixed(3)} Redis HGETs per request: concurrent lookups of one key share a read)`,
+        `  (6: ${(hgets / l2Load.sentInAll).toFixed(3)} Redis HGETs per request: concurrent lookups of one key share a read)\n` +
+        `  (CPU µs/req: the servers' process, kernel time included; placement: ${placementNote})`,
     );
     const [rawCpu, helloCpu, , , l1Cpu, l2Cpu] = cpuCosts as [
       CpuCost,
@@ -697,8 +712,8 @@ async function main(): Promise<void> {
       ),
     );
     console.log(
-      "  (Over loopback each request also costs the kernel's read and write, the same for every\n" +
-        "   scenario, and the load generator's share of the cores: the HTTP ratios above are closer to 1.)",
+      "  (Over loopback each request also costs the kernel's read and write, about the same for\n" +
+        "   every scenario: the HTTP ratios above are closer to 1.)",
     );
     console.log(
       `\nResults: live misses, ${fmtInt(LIVE.inputs)} distinct inputs per config, ${LIVE.inFlight} in flight, wait=${LIVE.waitMs}\n`,
@@ -754,10 +769,10 @@ async function main(): Promise<void> {
       `  (no target: hello-world + a hit's headers vs hello-world ${ratio(headedLoad.reqPerSec, helloLoad.reqPerSec)}, ` +
         `edge hooks vs hello-world ${ratio(framedLoad.reqPerSec, helloLoad.reqPerSec)}, ` +
         `L1 hit vs edge hooks ${ratio(l1Load.reqPerSec, framedLoad.reqPerSec)};\n` +
-        `   main-thread µs per request: hello-world ${helloLoad.busyMicros.toFixed(1)}, + headers ` +
-        `${headedLoad.busyMicros.toFixed(1)}, + edge ${framedLoad.busyMicros.toFixed(1)}, ` +
-        `L1 hit ${l1Load.busyMicros.toFixed(1)}, as a req/s ratio ` +
-        `L1 vs hello ${ratio(helloLoad.busyMicros, l1Load.busyMicros)})`,
+        `   server CPU µs per request over loopback: hello-world ${helloLoad.cpuMicros.toFixed(1)}, + headers ` +
+        `${headedLoad.cpuMicros.toFixed(1)}, + edge ${framedLoad.cpuMicros.toFixed(1)}, ` +
+        `L1 hit ${l1Load.cpuMicros.toFixed(1)}, as a req/s ratio ` +
+        `L1 vs hello ${ratio(helloLoad.cpuMicros, l1Load.cpuMicros)})`,
     );
   } finally {
     await runAll(servers);

@@ -1,0 +1,68 @@
+/**
+ * Where a bench's processes run. On a machine of few cores, a load generator sharing the
+ * measured service's cores measures their contention as much as the service: autocannon
+ * parses each answer in JavaScript, so a reply with more headers costs the generator more,
+ * and on shared cores that comes off the service's throughput. With `taskset` (util-linux)
+ * and two CPUs or more, the process whose servers are measured gets the first CPU it may
+ * use, alone, and the processes it talks to (load generator, redis-server) get the rest:
+ * the service is then the bottleneck, as it is in production, where clients are elsewhere.
+ */
+import { execFileSync } from "node:child_process";
+
+export interface Placement {
+  /** What was done, for the report. */
+  description: string;
+  /** Gives every process its CPUs back (before parts that need all of them). */
+  undo(): void;
+}
+
+/** The CPUs `pid` may run on ("0,1" or "0-3,6"), or undefined without taskset. */
+function cpusOf(pid: number): string | undefined {
+  try {
+    const out = execFileSync("taskset", ["-c", "-p", String(pid)], { encoding: "utf8" });
+    return /:\s*(\S+)\s*$/.exec(out)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** "0-2,5" → [0, 1, 2, 5]. */
+function expand(list: string): number[] {
+  return list.split(",").flatMap((part) => {
+    const [from, to] = part.split("-").map(Number) as [number, number | undefined];
+    return Array.from({ length: (to ?? from) - from + 1 }, (_, i) => from + i);
+  });
+}
+
+function pin(pid: number, cpus: string): void {
+  // -a: every thread the process already has (V8's, libuv's); new ones inherit it.
+  execFileSync("taskset", ["-a", "-c", "-p", cpus, String(pid)], { stdio: "ignore" });
+}
+
+/** Puts `service` on a CPU of its own and `others` on the rest, when this machine allows. */
+export function placeApart(service: number, others: readonly (number | undefined)[]): Placement {
+  const all = cpusOf(service);
+  const cpus = all ? expand(all) : [];
+  const first = cpus[0];
+  if (all === undefined || first === undefined || cpus.length < 2)
+    return {
+      description: all === undefined ? "not placed (no taskset)" : "not placed (one CPU)",
+      undo: () => {},
+    };
+  const rest = cpus.slice(1).join(",");
+  const placed = [service, ...others].filter((pid): pid is number => pid !== undefined);
+  pin(service, String(first));
+  for (const pid of placed.slice(1)) pin(pid, rest);
+  return {
+    description: `servers on CPU ${first} alone; load generator and redis-server on CPU ${rest}`,
+    undo: () => {
+      for (const pid of placed) {
+        try {
+          pin(pid, all);
+        } catch {
+          // gone already (a stopped redis-server): nothing to give back
+        }
+      }
+    },
+  };
+}
