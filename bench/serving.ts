@@ -34,6 +34,7 @@ import {
   startPredcache,
 } from "./lib/predcache.ts";
 import { median, percentile, ratio, table } from "./lib/report.ts";
+import { startWorkerProcess } from "./lib/worker-process.ts";
 
 const HOST = "127.0.0.1";
 const MODEL = "flight-delay";
@@ -541,15 +542,19 @@ async function main(): Promise<void> {
     cleanup.unshift(() => redis.stop());
     console.log(`redis-server ${redis.url} (pid ${redis.pid}, no persistence)`);
 
-    // 5 (set up first): the real service, whose reply body the baselines will serve.
+    // 5 (set up first): the real service, whose reply body the baselines will serve; its
+    // live worker in a process of its own, as deployed (it also does the audits that a
+    // share of Redis hits asks for: worker work, not the measured API's).
     const config = loadConfig({ LOG_LEVEL: "silent" });
     const registry = await loadRegistry(config);
     cleanup.unshift(() => registry.close());
     const prefix = freshPrefix();
+    const worker = await startWorkerProcess(redis.url, { PREDCACHE_PREFIX: prefix });
+    servers.unshift(() => worker.close());
     const l1 = await startPredcache(
       redis.url,
       { PREDCACHE_PREFIX: prefix },
-      { registry, liveWorker: true },
+      { registry, liveWorker: false },
     );
     servers.unshift(() => l1.close());
     expectSource(await get(`${l1.url}${HOT_PATH}&wait=5000`), "live", "warm-up (L1 service)");
@@ -588,7 +593,11 @@ async function main(): Promise<void> {
     );
     cleanup.unshift(() => httpLoad.close());
     // The services on a core of their own for the HTTP scenarios (lib/placement.ts).
-    const placement = placeApart(process.pid, [httpLoad.pid, redis.pid]);
+    const placement = placeApart(process.pid, [
+      { name: "load generator", pid: httpLoad.pid },
+      { name: "redis-server", pid: redis.pid },
+      { name: "live worker", pid: worker.pid },
+    ]);
     cleanup.unshift(async () => placement.undo());
     const placementNote = placement.description;
     console.log(`  placement: ${placementNote}`);

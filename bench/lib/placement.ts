@@ -4,8 +4,9 @@
  * parses each answer in JavaScript, so a reply with more headers costs the generator more,
  * and on shared cores that comes off the service's throughput. With `taskset` (util-linux)
  * and two CPUs or more, the process whose servers are measured gets the first CPU it may
- * use, alone, and the processes it talks to (load generator, redis-server) get the rest:
- * the service is then the bottleneck, as it is in production, where clients are elsewhere.
+ * use, alone, and the processes it talks to (load generator, redis-server, live worker) get
+ * the rest: the service is then the bottleneck, as it is in production, where clients,
+ * Redis and workers are elsewhere.
  */
 import { execFileSync } from "node:child_process";
 
@@ -39,8 +40,14 @@ function pin(pid: number, cpus: string): void {
   execFileSync("taskset", ["-a", "-c", "-p", cpus, String(pid)], { stdio: "ignore" });
 }
 
+/** A process to place, by what it is (for the report). */
+export interface Placed {
+  name: string;
+  pid: number | undefined;
+}
+
 /** Puts `service` on a CPU of its own and `others` on the rest, when this machine allows. */
-export function placeApart(service: number, others: readonly (number | undefined)[]): Placement {
+export function placeApart(service: number, others: readonly Placed[]): Placement {
   const all = cpusOf(service);
   const cpus = all ? expand(all) : [];
   const first = cpus[0];
@@ -50,11 +57,14 @@ export function placeApart(service: number, others: readonly (number | undefined
       undo: () => {},
     };
   const rest = cpus.slice(1).join(",");
-  const placed = [service, ...others].filter((pid): pid is number => pid !== undefined);
+  const placed = [service, ...others.map((other) => other.pid)].filter(
+    (pid): pid is number => pid !== undefined,
+  );
   pin(service, String(first));
   for (const pid of placed.slice(1)) pin(pid, rest);
+  const names = others.map((other) => other.name).join(", ");
   return {
-    description: `servers on CPU ${first} alone; load generator and redis-server on CPU ${rest}`,
+    description: `servers on CPU ${first} alone; ${names} on CPU ${rest}`,
     undo: () => {
       for (const pid of placed) {
         try {
