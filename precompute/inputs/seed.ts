@@ -10,8 +10,17 @@ export type RawInput = Record<string, unknown>;
 
 const FREQUENCY = "frequency";
 
-function withoutFrequency(row: RawInput): RawInput {
-  const { [FREQUENCY]: _, ...input } = row;
+/** The row without its frequency, which, when given, must be a count (a number ≥ 0). */
+function withoutFrequency(row: RawInput, where: string): RawInput {
+  const { [FREQUENCY]: frequency, ...input } = row;
+  if (frequency !== undefined && frequency !== null && frequency !== "") {
+    const count =
+      typeof frequency === "number" || typeof frequency === "string" ? Number(frequency) : NaN;
+    if (!(Number.isFinite(count) && count >= 0))
+      throw new Error(
+        `${where}: ${FREQUENCY} must be a number ≥ 0 (how common the input is), not ${JSON.stringify(frequency)}`,
+      );
+  }
   return input;
 }
 
@@ -32,7 +41,7 @@ async function* jsonLines(file: string): AsyncGenerator<RawInput> {
     }
     if (!row || typeof row !== "object" || Array.isArray(row))
       throw new Error(`${file}:${n}: not a JSON object`);
-    yield withoutFrequency(row as RawInput);
+    yield withoutFrequency(row as RawInput, `${file}:${n}`);
   }
 }
 
@@ -40,7 +49,9 @@ async function* csvRows(file: string): AsyncGenerator<RawInput> {
   const parser = createReadStream(file).pipe(
     parse({ columns: true, skip_empty_lines: true, trim: true, bom: true }),
   );
-  for await (const row of parser) yield withoutFrequency(row as RawInput);
+  let n = 0;
+  // Rows counted as a run's checks count them: 1 = the first input, the header not counted.
+  for await (const row of parser) yield withoutFrequency(row as RawInput, `${file}: row ${++n}`);
 }
 
 export async function* seedInputs(file: string, limit?: number): AsyncGenerator<RawInput> {
