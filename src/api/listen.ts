@@ -41,6 +41,15 @@ export function nodeServer(app: Hono, hostname?: string, log?: Logger): Server {
       refuse(outgoing, 400, "bad_request", "an HTTP/1.1 request needs a Host header", log);
     else next(incoming, outgoing);
   });
+  // Expect: 100-continue: node would say 100 at once. Said once the app starts reading the
+  // body instead, a request refused on its headers alone (a body over the limit, an unknown
+  // model, no token) gets its answer before the client sends a byte of the body.
+  server.on("checkContinue", (incoming: IncomingMessage, outgoing: ServerResponse) => {
+    incoming.once("resume", () => {
+      if (!outgoing.headersSent && !outgoing.writableEnded) outgoing.writeContinue();
+    });
+    server.emit("request", incoming, outgoing);
+  });
   // CONNECT (a proxy's method): node would close the connection without a word.
   server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
     processMetrics().countHttp("other", 405);

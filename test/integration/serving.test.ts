@@ -793,6 +793,50 @@ describe("errors", () => {
     expect(long.headers.get("cache-control")).toBe("no-store");
   });
 
+  it("with Expect: 100-continue, a body refused on its headers is refused before it is sent", async () => {
+    const expecting = (path: string, body: string) =>
+      new Promise<{ status: number; continued: boolean }>((done, fail) => {
+        const { port } = new URL(t.url);
+        let continued = false;
+        const req = request(
+          {
+            host: "127.0.0.1",
+            port,
+            method: "POST",
+            path,
+            headers: {
+              "content-type": "application/json",
+              "content-length": Buffer.byteLength(body),
+              expect: "100-continue",
+            },
+          },
+          (res) => {
+            res.resume();
+            res.on("end", () => {
+              req.destroy();
+              done({ status: res.statusCode ?? 0, continued });
+            });
+          },
+        );
+        // The body goes only once the server asks for it.
+        req.on("continue", () => {
+          continued = true;
+          req.end(body);
+        });
+        req.on("error", fail);
+        req.flushHeaders();
+      });
+    const predict = "/v1/models/flight-delay/predict";
+    const big = JSON.stringify({ inputs: [{ origin: "x".repeat(200_000) }] });
+    expect(await expecting(predict, big)).toEqual({ status: 413, continued: false });
+    expect(await expecting("/v1/models/nope/predict", big)).toEqual({
+      status: 404,
+      continued: false,
+    });
+    const fine = JSON.stringify({ inputs: [input()], wait: 3000 });
+    expect(await expecting(predict, fine)).toEqual({ status: 200, continued: true });
+  });
+
   it("answers requests node:http or its adapter refuse with a JSON error too", async () => {
     const raw = (text: string) =>
       new Promise<string>((done, fail) => {
