@@ -6,6 +6,7 @@ import { getRequestListener } from "@hono/node-server";
 import type { Hono } from "hono";
 import type { Logger } from "../log.ts";
 import { processMetrics } from "../observability/metrics.ts";
+import { refuseConnect } from "./connect-refusal.ts";
 import { frontOf, type NodeListener } from "./edge.ts";
 
 export interface Listening {
@@ -53,12 +54,7 @@ export function nodeServer(app: Hono, hostname?: string, log?: Logger): Server {
   // CONNECT (a proxy's method): node would close the connection without a word.
   server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
     processMetrics().countHttp("other", 405);
-    const body = JSON.stringify({
-      error: { code: "method_not_allowed", message: "CONNECT is not served here" },
-    });
-    socket.end(
-      `HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
-    );
+    refuseConnect(socket);
   });
   return server;
 }

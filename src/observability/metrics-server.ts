@@ -4,8 +4,10 @@
  * a bare node:http listener. A port already taken fails the start (serveMetrics
  * rejects): health checks sent there would be answered by another process.
  */
-import { createServer, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import type { AdminToken } from "../admin/tokens.ts";
+import { refuseConnect } from "../api/connect-refusal.ts";
 import type { Logger } from "../log.ts";
 import { processMetrics } from "./metrics.ts";
 import { refuseScrape } from "./metrics-guard.ts";
@@ -35,6 +37,17 @@ function json(
     .end(JSON.stringify(body));
 }
 
+/** A JSON error, as the API's: { error: { code, message } }. */
+function refuse(
+  res: ServerResponse,
+  status: number,
+  code: string,
+  message: string,
+  headers: Record<string, string> = {},
+): void {
+  json(res, status, { error: { code, message } }, headers);
+}
+
 /**
  * 200 when every worker runs, reaches Redis and has no queue paused (it takes jobs), else
  * 503; each worker's state either way.
@@ -58,36 +71,49 @@ export async function serveMetrics(
   if (port === 0) return async () => {};
   const metrics = processMetrics();
   const server = createServer((req, res) => {
-    if (req.url === "/healthz") {
-      res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
+    // The path only: a scraper or probe adding a query string is still answered.
+    const url = req.url ?? "/";
+    const query = url.indexOf("?");
+    const path = query === -1 ? url : url.slice(0, query);
+    if (path !== "/healthz" && path !== "/readyz" && path !== "/metrics") {
+      refuse(
+        res,
+        404,
+        "not_found",
+        `${path.slice(0, 200)} is not served here (/metrics, /healthz, /readyz)`,
+      );
       return;
     }
-    if (req.url === "/readyz") {
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      refuse(res, 405, "method_not_allowed", `${path} answers GET and HEAD`, {
+        allow: "GET, HEAD",
+      });
+      return;
+    }
+    if (path === "/healthz") {
+      json(res, 200, { status: "ok" });
+      return;
+    }
+    if (path === "/readyz") {
       void readyz(res, readiness);
-      return;
-    }
-    if (req.url !== "/metrics") {
-      res.writeHead(404).end();
       return;
     }
     const refused = refuseScrape(tokens, req.headers.authorization);
     if (refused) {
       const { code, message } = refused.error;
-      json(
-        res,
-        refused.error.status,
-        { error: { code, message } },
-        {
-          "www-authenticate": refused.challenge,
-        },
-      );
+      refuse(res, refused.error.status, code, message, { "www-authenticate": refused.challenge });
       return;
     }
     metrics.text().then(
       (text) => res.writeHead(200, { "content-type": metrics.contentType }).end(text),
-      () => res.writeHead(500).end(),
+      (error: unknown) => {
+        log.error({ err: error }, "metrics could not be rendered");
+        refuse(res, 500, "internal", "metrics could not be rendered");
+      },
     );
   });
+  // CONNECT (a proxy's method): node would close the connection without a word.
+  server.on("connect", (_req: IncomingMessage, socket: Duplex) => refuseConnect(socket));
   await new Promise<void>((done, fail) => {
     server.once("error", (error: NodeJS.ErrnoException) =>
       fail(

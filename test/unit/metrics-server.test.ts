@@ -2,7 +2,7 @@
  * The worker-only process's probe server: /readyz says not ready unless every worker is,
  * and a port another process answers on refuses the start.
  */
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseAdminTokens } from "../../src/admin/tokens.ts";
 import { createLogger } from "../../src/log.ts";
@@ -101,5 +101,39 @@ describe("worker /metrics with PREDCACHE_METRICS_TOKENS", () => {
     expect(await ok.text()).toMatch(/^# TYPE /m);
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+  });
+});
+
+describe("worker probe server refusals", () => {
+  it("answers other paths 404, other methods 405 and CONNECT 405, as JSON; a query is ignored", async () => {
+    const port = await freePort();
+    stop = await serveMetrics("127.0.0.1", port, createLogger("silent"), [up]);
+    const base = `http://127.0.0.1:${port}`;
+
+    const missing = await fetch(`${base}/nope`);
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toEqual({
+      error: { code: "not_found", message: expect.stringContaining("/metrics") },
+    });
+    const posted = await fetch(`${base}/metrics`, { method: "POST", body: "x" });
+    expect(posted.status).toBe(405);
+    expect(posted.headers.get("allow")).toBe("GET, HEAD");
+    expect((await posted.json()).error.code).toBe("method_not_allowed");
+    expect((await fetch(`${base}/metrics?name[]=x`)).status).toBe(200);
+    expect(await (await fetch(`${base}/healthz?probe=1`)).json()).toEqual({ status: "ok" });
+
+    const answer = await new Promise<string>((done, fail) => {
+      const socket = connect(port, "127.0.0.1", () =>
+        socket.write("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+      );
+      let text = "";
+      socket.on("data", (chunk) => {
+        text += chunk.toString();
+      });
+      socket.on("end", () => done(text));
+      socket.on("error", fail);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 405 /);
+    expect(answer).toContain('"code":"method_not_allowed"');
   });
 });

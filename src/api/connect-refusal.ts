@@ -1,0 +1,16 @@
+/**
+ * CONNECT (a proxy's method) refused with a JSON 405. node:http hands CONNECT to a
+ * "connect" listener with the raw socket, and without one closes the connection without
+ * a word; the API and the worker's probe server both answer it like any other refusal.
+ */
+import type { Duplex } from "node:stream";
+
+const BODY = JSON.stringify({
+  error: { code: "method_not_allowed", message: "CONNECT is not served here" },
+});
+
+export function refuseConnect(socket: Duplex): void {
+  socket.end(
+    `HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(BODY)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${BODY}`,
+  );
+}
