@@ -27,7 +27,12 @@ export class ForkedLoad<Job = LiveClientJob, Result = LiveClientResult> {
         this.child.off("exit", exited);
         done(result as Result);
       });
-      this.child.send(job as object);
+      try {
+        this.child.send(job as object);
+      } catch (error) {
+        this.child.off("exit", exited);
+        fail(error);
+      }
     });
   }
 

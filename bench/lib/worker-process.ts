@@ -38,7 +38,15 @@ export async function startWorkerProcess(
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
-  const exited = new Promise<void>((done) => child.once("exit", () => done()));
+  // A bench that dies without its cleanup does not leave the worker running.
+  const orphaned = () => child.kill("SIGKILL");
+  process.once("exit", orphaned);
+  const exited = new Promise<void>((done) =>
+    child.once("exit", () => {
+      process.off("exit", orphaned);
+      done();
+    }),
+  );
   const close = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGTERM");

@@ -62,10 +62,11 @@ export async function* seedInputs(file: string, limit?: number): AsyncGenerator<
       `${file}: seed files are CSV (with a header row) or JSON lines named .jsonl or .ndjson (one object per line), not .json`,
     );
   const rows = /\.(jsonl|ndjson)$/i.test(file) ? jsonLines(file) : csvRows(file);
+  if (limit !== undefined && limit <= 0) return;
   let n = 0;
   for await (const row of rows) {
-    if (limit !== undefined && n >= limit) return;
-    n++;
     yield row;
+    // Stop at the limit without reading (and checking) a row past it.
+    if (limit !== undefined && ++n >= limit) return;
   }
 }

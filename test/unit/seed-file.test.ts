@@ -47,3 +47,12 @@ describe("seed files", () => {
     await expect(rows(object)).rejects.toThrow(/obj\.jsonl:1: frequency/);
   });
 });
+
+describe("seed file limits", () => {
+  it("a row past the limit is not read, so not checked", async () => {
+    const csv = file("limited.csv", "origin,frequency\nSFO,3\nLAX,often\n");
+    expect(await rows(csv, 1)).toEqual([{ origin: "SFO" }]);
+    const lines = file("limited.jsonl", '{"origin":"SFO"}\n{"origin":"LAX","frequency":-2}\n');
+    expect(await rows(lines, 1)).toEqual([{ origin: "SFO" }]);
+  });
+});
