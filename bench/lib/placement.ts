@@ -66,7 +66,8 @@ export function placeApart(service: number, others: readonly Placed[]): Placemen
   return {
     description: `servers on CPU ${first} alone; ${names} on CPU ${rest}`,
     undo: () => {
-      for (const pid of placed) {
+      // Once: a second call (the bench's cleanup) could pin a new process given a freed pid.
+      for (const pid of placed.splice(0)) {
         try {
           pin(pid, all);
         } catch {
