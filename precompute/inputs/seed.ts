@@ -9,13 +9,20 @@ import { parse } from "csv-parse";
 export type RawInput = Record<string, unknown>;
 
 const FREQUENCY = "frequency";
+/** A count as a CSV cell spells it: decimal, maybe with a fraction or exponent (not 0x1F). */
+const DECIMAL = /^\s*\+?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?\s*$/i;
+
+function countOf(frequency: unknown): number {
+  if (typeof frequency === "number") return frequency;
+  if (typeof frequency === "string" && DECIMAL.test(frequency)) return Number(frequency);
+  return Number.NaN;
+}
 
 /** The row without its frequency, which, when given, must be a count (a number ≥ 0). */
 function withoutFrequency(row: RawInput, where: string): RawInput {
   const { [FREQUENCY]: frequency, ...input } = row;
   if (frequency !== undefined && frequency !== null && frequency !== "") {
-    const count =
-      typeof frequency === "number" || typeof frequency === "string" ? Number(frequency) : NaN;
+    const count = countOf(frequency);
     if (!(Number.isFinite(count) && count >= 0))
       throw new Error(
         `${where}: ${FREQUENCY} must be a number ≥ 0 (how common the input is), not ${JSON.stringify(frequency)}`,

@@ -43,6 +43,12 @@ describe("seed files", () => {
       '{"origin":"SFO","frequency":1}\n{"origin":"LAX","frequency":"x"}\n',
     );
     await expect(rows(lines)).rejects.toThrow(/bad\.jsonl:2: frequency must be/);
+    for (const odd of ["0x1F", "1e", "Infinity", "  ", "1,000"]) {
+      const cell = file("odd.jsonl", `${JSON.stringify({ origin: "SFO", frequency: odd })}\n`);
+      await expect(rows(cell), odd).rejects.toThrow(/odd\.jsonl:1: frequency/);
+    }
+    const fine = file("fine.csv", "origin,frequency\nSFO, 12 \nLAX,2.5e3\nJFK,.5\n");
+    expect(await rows(fine)).toHaveLength(3);
     const object = file("obj.jsonl", '{"origin":"SFO","frequency":{"n":1}}\n');
     await expect(rows(object)).rejects.toThrow(/obj\.jsonl:1: frequency/);
   });
