@@ -206,7 +206,13 @@ function batchItemSchema(reply: Schema): Schema {
   return {
     anyOf: [
       extend(reply, { status: int({ const: 200 }) }),
-      obj({ status: int({ const: 202 }), job: ref("JobLink") }),
+      obj({
+        status: int({ const: 202 }),
+        model: str(),
+        version: str(),
+        key: str({ description: "the canonical key being computed" }),
+        job: ref("JobLink"),
+      }),
       extend(ref("Error"), { status: int({ description: "the HTTP status of this item" }) }),
     ],
   };

@@ -541,8 +541,12 @@ describe("batch lookup", () => {
       inputs: [input("EWR", "MSP")],
       wait: 0,
     });
-    expect(r.body.results[0].status).toBe(202);
-    expect(r.body.results[0].job.url).toMatch(/^\/v1\/jobs\//);
+    const item = r.body.results[0];
+    expect(item).toMatchObject({ status: 202, model: "flight-delay", version: r.body.version });
+    expect(item.key).toMatch(/\S/);
+    expect(item.job.url).toMatch(/^\/v1\/jobs\//);
+    // The same lookup, polled as a single one's 202 would be, names the same key.
+    expect((await getJson(`${t.url}${item.job.url}`)).body.key).toBe(item.key);
   });
 });
 

@@ -541,7 +541,12 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
         ),
       };
     } else {
-      result = { status: 202, job: jobLink(outcome.jobId) };
+      // Which lookup it is, as a single lookup's 202 says (the arm is the batch's).
+      result = {
+        status: 202,
+        ...pendingOf(model, m.value.key, undefined),
+        job: jobLink(outcome.jobId),
+      };
     }
     for (const copy of missed.get(m.value.key) ?? []) results[copy.index] = result;
   });
