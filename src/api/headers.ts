@@ -149,8 +149,16 @@ export function flushHeaders(incoming: IncomingMessage, outgoing: ServerResponse
 
 /** application/json or a +json type, with any parameters (charset…). */
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
+/** A charset parameter, quoted or not. */
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i;
 
-/** Whether a Content-Type names JSON. */
+/**
+ * Whether a Content-Type names JSON as this service reads it: UTF-8, the only charset
+ * JSON has (RFC 8259 §8.1), so a body said to be in another one is refused (415), not
+ * misread.
+ */
 export function isJsonType(type: string): boolean {
-  return JSON_TYPE.test(type);
+  if (!JSON_TYPE.test(type)) return false;
+  const charset = CHARSET.exec(type)?.[1]?.toLowerCase();
+  return charset === undefined || charset === "utf-8" || charset === "utf8";
 }

@@ -926,6 +926,9 @@ describe("errors", () => {
       { "content-type": "text/plain" },
       { "content-type": "application/x-www-form-urlencoded" },
       { "content-type": "application/json", "content-encoding": "gzip" },
+      // JSON is UTF-8: a body said to be in another charset would be misread.
+      { "content-type": "application/json; charset=iso-8859-1" },
+      { "content-type": 'application/json;charset="UTF-16"' },
     ]) {
       const r = await getJson(url, { method: "POST", headers, body });
       expect(r.status, JSON.stringify(headers)).toBe(415);
@@ -935,7 +938,11 @@ describe("errors", () => {
         "content-encoding" in headers ? "identity" : null,
       );
     }
-    for (const type of ["application/json; charset=utf-8", "application/vnd.api+json"]) {
+    for (const type of [
+      "application/json; charset=utf-8",
+      'application/json;CHARSET="UTF-8"',
+      "application/vnd.api+json",
+    ]) {
       const r = await getJson(url, { method: "POST", headers: { "content-type": type }, body });
       expect(r.status, type).toBe(200);
     }

@@ -48,7 +48,7 @@ async function jsonBody(c: Context): Promise<Record<string, unknown>> {
   if (type && !isJsonType(type))
     throw new PredcacheError(
       "unsupported_media_type",
-      "the body must be JSON (Content-Type: application/json)",
+      "the body must be JSON in UTF-8 (Content-Type: application/json)",
       { contentType: type.slice(0, 100) },
     );
   let body: unknown;

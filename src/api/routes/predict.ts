@@ -370,7 +370,7 @@ function requireJsonBody(c: Context): void {
   if ((type && !isJsonType(type)) || encoded)
     throw new PredcacheError(
       "unsupported_media_type",
-      "the body must be JSON (Content-Type: application/json), not encoded",
+      "the body must be JSON in UTF-8 (Content-Type: application/json), not encoded",
       {
         contentType: type?.slice(0, 100) ?? null,
         contentEncoding: encoding?.slice(0, 100) ?? null,
