@@ -51,6 +51,11 @@ export function nodeServer(app: Hono, hostname?: string, log?: Logger): Server {
     });
     server.emit("request", incoming, outgoing);
   });
+  // An expectation other than 100-continue (RFC 9110 §10.1.1): node would send a bare 417.
+  server.on("checkExpectation", (incoming: IncomingMessage, outgoing: ServerResponse) => {
+    const expect = String(incoming.headers.expect).slice(0, 100);
+    refuse(outgoing, 417, "expectation_failed", `Expect: ${expect} is not supported`, log);
+  });
   // CONNECT (a proxy's method): node would close the connection without a word.
   server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
     processMetrics().countHttp("other", 405);

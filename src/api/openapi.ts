@@ -345,8 +345,9 @@ function components(): Record<string, Schema> {
     Error: obj({
       error: obj(
         {
-          // headers_too_large: node:http's own refusal (431), before any route.
-          code: str({ enum: [...ERROR_CODES, "headers_too_large"] }),
+          // node:http's own refusals, before any route: headers_too_large (431) and
+          // expectation_failed (417, an Expect other than 100-continue).
+          code: str({ enum: [...ERROR_CODES, "headers_too_large", "expectation_failed"] }),
           message: str(),
           details: { description: "more about the error, e.g. issues: every offending field" },
         },
@@ -1279,7 +1280,8 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
         "and lookup tables for apps. Errors are `{ error: { code, message, details? } }`. " +
         "On any path, a method it does not serve is 405 with `Allow`, and OPTIONS is 204 " +
         "with `Allow` (a CORS preflight gets its Access-Control headers); a request line and " +
-        "headers over 16 KiB are 431 `headers_too_large`. Every answer carries `X-Request-Id`: " +
+        "headers over 16 KiB are 431 `headers_too_large`, an `Expect` other than `100-continue` " +
+        "is 417 `expectation_failed`. Every answer carries `X-Request-Id`: " +
         "the request's own when it is 1–64 characters of `A-Za-z0-9._:-`, else a new id (64 random bits, 16 hex digits); " +
         "the request's log line has it too.",
     },

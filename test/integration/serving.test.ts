@@ -861,6 +861,12 @@ describe("errors", () => {
         405,
         "method_not_allowed",
       ],
+      // An expectation the server cannot meet (only 100-continue is one it knows).
+      [
+        "POST /v1/models/flight-delay/predict HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
+        417,
+        "expectation_failed",
+      ],
     ] as const) {
       const reply = await raw(text);
       expect(reply.startsWith(`HTTP/1.1 ${status} `), reply).toBe(true);
