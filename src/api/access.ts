@@ -153,7 +153,11 @@ export function requireApiKey(limiter: RateLimiter, options: AccessOptions): Mid
       );
     }
     const client = matchToken(options.keys, secret);
-    if (!client) throw new PredcacheError("forbidden", "the API key is not valid");
+    if (!client) {
+      // Which key was wrong, as a Bearer challenge says it (RFC 6750 §3.1), as admin's does.
+      c.header("WWW-Authenticate", 'Bearer realm="predcache", error="invalid_token"');
+      throw new PredcacheError("forbidden", "the API key is not valid");
+    }
     clients.set(c.req.raw, client);
     await limiter.take(c, client, "requests");
     await next();

@@ -68,7 +68,10 @@ describe("API keys and rate limits", () => {
     const none = await predict(a, undefined, 1);
     expect(none.status).toBe(401);
     expect(none.body.error.code).toBe("unauthorized");
-    expect((await predict(a, "not-a-key-not-a-key", 1)).status).toBe(403);
+    expect(none.headers.get("www-authenticate")).toBe('Bearer realm="predcache"');
+    const wrong = await predict(a, "not-a-key-not-a-key", 1);
+    expect(wrong.status).toBe(403);
+    expect(wrong.headers.get("www-authenticate")).toMatch(/error="invalid_token"/);
     expect((await getJson(`${a.url}/healthz`)).status).toBe(200);
   });
 
