@@ -759,13 +759,27 @@ function modelRoutes(paths: Paths, schemas: Record<string, Schema>, deps: ApiDep
   add(paths, "/v1/models", "get", {
     tag: "models",
     summary: "The models, their versions and inputs",
-    responses: { 200: reply("the models", ref("ModelList")) },
+    parameters: [shared("IfNoneMatch")],
+    responses: {
+      200: reply("the models (revalidate: versions change)", ref("ModelList"), [
+        "ETag",
+        "Cache-Control",
+      ]),
+      304: notModified(),
+    },
   });
   add(paths, "/v1/models/{model}", "get", {
     tag: "models",
     summary: "A model's input schema, outputs and model card",
-    parameters: [modelParam, versionParam],
-    responses: { 200: reply("the model", ref("ModelDetail")), ...errors(404) },
+    parameters: [modelParam, versionParam, shared("IfNoneMatch")],
+    responses: {
+      200: reply("the model (revalidate: versions change)", ref("ModelDetail"), [
+        "ETag",
+        "Cache-Control",
+      ]),
+      304: notModified(),
+      ...errors(404),
+    },
   });
 
   const wait = param(

@@ -1,4 +1,5 @@
 /** The body and cache headers of a prediction answer, shared by every route that gives one. */
+import { createHash } from "node:crypto";
 import type { Context } from "hono";
 import type { Source } from "../cache/tiers.ts";
 import type { Arm } from "../experiment/experiment.ts";
@@ -120,6 +121,33 @@ export function cacheControl(maxAge: MaxAge, scope: CacheScope = "public"): stri
     cachedCacheControl = `public, max-age=${maxAge}`;
   }
   return cachedCacheControl;
+}
+
+/** Kept, but asked about again before each use (state that may change at any time). */
+export function revalidatedCacheControl(scope: CacheScope): string {
+  return scope === "private" ? "private, no-cache" : "no-cache";
+}
+
+/**
+ * A JSON answer about what may change at any time (the models, a listing, the API's
+ * description): an ETag of its bytes and no-cache, so a client revalidates it each time
+ * and gets a 304 while it has not changed.
+ */
+export function revalidatedJson(
+  c: Context,
+  value: unknown,
+  scope: CacheScope,
+  contentType = "application/json",
+): Response {
+  const text = JSON.stringify(value);
+  const etag = `"${createHash("sha256").update(text).digest("hex").slice(0, 32)}"`;
+  c.header("ETag", etag);
+  c.header("Cache-Control", revalidatedCacheControl(scope));
+  if (notModified(c, etag)) return c.body(null, 304);
+  c.header("Content-Type", contentType);
+  // HEAD too: Hono answers it with the GET's reply, body (and so its length) dropped.
+  c.header("Content-Length", String(Buffer.byteLength(text)));
+  return c.body(text, 200);
 }
 
 export function setHitHeaders(

@@ -91,6 +91,22 @@ describe("models API", () => {
     expect(body.version).toBe(body.activeVersion);
   });
 
+  it("says the models may change: revalidated each time, 304 while they have not", async () => {
+    for (const path of ["/v1/models", "/v1/models/flight-delay"]) {
+      const first = await getJson(`${t.url}${path}`);
+      expect(first.headers.get("cache-control"), path).toBe("no-cache");
+      const etag = first.headers.get("etag") as string;
+      expect(etag, path).toMatch(/^"[0-9a-f]{32}"$/);
+      const again = await fetch(`${t.url}${path}`, { headers: { "if-none-match": etag } });
+      expect(again.status, path).toBe(304);
+      expect(await again.text()).toBe("");
+      const head = await fetch(`${t.url}${path}`, { method: "HEAD" });
+      expect(head.headers.get("content-length"), path).toBe(
+        String(Buffer.byteLength(JSON.stringify(first.body))),
+      );
+    }
+  });
+
   it("answers an unknown model with a 404 JSON error", async () => {
     const { status, body } = await getJson(`${t.url}/v1/models/nope`);
     expect(status).toBe(404);

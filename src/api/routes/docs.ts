@@ -16,7 +16,7 @@ import type { Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
 import type { ApiDeps } from "../deps.ts";
 import { buildOpenApi } from "../openapi.ts";
-import { notModified } from "../reply.ts";
+import { notModified, revalidatedJson } from "../reply.ts";
 import { QUEUE_BOARD_PATH, queueBoardRoutes } from "./queue-board.ts";
 
 const require = createRequire(import.meta.url);
@@ -92,13 +92,8 @@ export function registerDocs(app: Hono, deps: ApiDeps): void {
   app.get("/openapi.json", (c) => {
     // Read per request: the dashboard registers after this route, on an app of its own.
     const dashboard = { base: QUEUE_BOARD_PATH, routes: deps.admin ? queueBoardRoutes(app) : [] };
-    const text = JSON.stringify(buildOpenApi(deps, { assets, dashboard }));
-    const etag = `"${createHash("sha256").update(text).digest("hex").slice(0, 32)}"`;
-    c.header("ETag", etag);
-    c.header("Cache-Control", "no-cache");
-    if (notModified(c, etag)) return c.body(null, 304);
-    c.header("Content-Type", "application/json; charset=utf-8");
-    return c.body(text, 200);
+    const description = buildOpenApi(deps, { assets, dashboard });
+    return revalidatedJson(c, description, "public", "application/json; charset=utf-8");
   });
 
   app.get("/docs", (c) => {

@@ -4,7 +4,7 @@ import { PredcacheError } from "../../errors.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import type { ApiDeps } from "../deps.ts";
 import { routeToArm } from "../experiment-routing.ts";
-import { jsonReply } from "../headers.ts";
+import { revalidatedJson } from "../reply.ts";
 import { annotate } from "../request-log.ts";
 
 function versionSummary(v: ModelVersion, active: string | undefined) {
@@ -78,7 +78,7 @@ export function registerModels(app: Hono, deps: ApiDeps): void {
         links: { self: `/v1/models/${name}`, predict: `/v1/models/${name}/predict` },
       };
     });
-    return c.json({ models });
+    return revalidatedJson(c, { models }, deps.settings.cacheScope);
   });
 
   app.get("/v1/models/:model", (c) => {
@@ -87,7 +87,7 @@ export function registerModels(app: Hono, deps: ApiDeps): void {
     const model = routed.model;
     const activeVersion = deps.active.get(model.name);
     const { manifest } = model;
-    return jsonReply(
+    return revalidatedJson(
       c,
       {
         name: model.name,
@@ -103,7 +103,7 @@ export function registerModels(app: Hono, deps: ApiDeps): void {
         card: manifest.card,
         versions: deps.registry.versions(model.name).map((v) => versionSummary(v, activeVersion)),
       },
-      200,
+      deps.settings.cacheScope,
     );
   });
 }

@@ -6,7 +6,6 @@
  *   GET /v1/models/:model/tables/:generation/delta?from= what changed since another generation
  * Versioned URLs are immutable; `latest` names its versioned URL in Content-Location.
  */
-import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import type { Context, Hono } from "hono";
 import { PredcacheError } from "../../errors.ts";
@@ -18,7 +17,7 @@ import { DeltaThread } from "../../table/delta-thread.ts";
 import { isGeneration, type TableInfo } from "../../table/store.ts";
 import type { ApiDeps } from "../deps.ts";
 import { routeToArm } from "../experiment-routing.ts";
-import { cacheControl, notModified } from "../reply.ts";
+import { cacheControl, notModified, revalidatedCacheControl, revalidatedJson } from "../reply.ts";
 
 /** Deltas kept for the clients that will ask for the same one (./delta-cache.ts). */
 const DELTA_CACHE_BYTES = 64 * 1024 * 1024;
@@ -101,11 +100,6 @@ function servedVersion(c: Context, deps: ApiDeps, model: string): string | undef
   const active = deps.active.get(model);
   const resolved = active === undefined ? undefined : deps.registry.get(model, active);
   return resolved ? routeToArm(c, deps, resolved).model.version : active;
-}
-
-/** How long a listing or the latest alias may be kept: revalidated each time; keyed: privately. */
-function revalidated(deps: ApiDeps): string {
-  return deps.settings.cacheScope === "private" ? "private, no-cache" : "no-cache";
 }
 
 /** Parses a single `bytes=a-b` range (RFC 9110 §14.1.2); undefined: serve the whole file. */
@@ -198,22 +192,18 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
     const served = servedVersion(c, deps, model);
     const tables = await deps.tables.list(model);
     const latest = newestOf(tables, served);
-    const text = JSON.stringify({
-      model,
-      activeVersion: active ?? null,
-      servedVersion: served ?? null,
-      latest: latest ? { ...latest, url: tableUrl(latest) } : null,
-      tables: tables.map((t) => ({ ...t, url: tableUrl(t) })),
-    });
     // Clients poll this to learn of new tables: a 304 costs them no body.
-    const etag = `"${createHash("sha256").update(text).digest("hex").slice(0, 32)}"`;
-    c.header("ETag", etag);
-    c.header("Cache-Control", revalidated(deps));
-    if (notModified(c, etag)) return c.body(null, 304);
-    c.header("Content-Type", "application/json");
-    // Said to HEAD too, which Hono answers with this reply's body dropped.
-    c.header("Content-Length", String(Buffer.byteLength(text)));
-    return c.body(text, 200);
+    return revalidatedJson(
+      c,
+      {
+        model,
+        activeVersion: active ?? null,
+        servedVersion: served ?? null,
+        latest: latest ? { ...latest, url: tableUrl(latest) } : null,
+        tables: tables.map((t) => ({ ...t, url: tableUrl(t) })),
+      },
+      deps.settings.cacheScope,
+    );
   });
 
   app.get("/v1/models/:model/tables/:generation", async (c) => {
@@ -236,7 +226,7 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
         `${model}'s version ${served ?? "(none active)"} has no table yet (run a precompute)`,
       );
     // The alias moves with every publish and promote: caches must revalidate it.
-    return serveTable(c, deps, latest, revalidated(deps));
+    return serveTable(c, deps, latest, revalidatedCacheControl(deps.settings.cacheScope));
   });
 
   const deltas = new DeltaCache(DELTA_CACHE_BYTES);
