@@ -40,6 +40,10 @@ export function nodeServer(app: Hono, hostname?: string, log?: Logger): Server {
   const server = createServer({ requireHostHeader: false }, (incoming, outgoing) => {
     if (incoming.httpVersion === "1.1" && incoming.headers.host === undefined)
       refuse(outgoing, 400, "bad_request", "an HTTP/1.1 request needs a Host header", log);
+    // node keeps the first of two; which one a proxy before it read is anyone's guess
+    // (RFC 9112 §3.2: a 400).
+    else if (hostCount(incoming.rawHeaders) > 1)
+      refuse(outgoing, 400, "bad_request", "a request has one Host header", log);
     else next(incoming, outgoing);
   });
   // Expect: 100-continue: node would say 100 at once. Said once the app starts reading the
@@ -84,6 +88,16 @@ function refusalOf(error: unknown, log: Logger | undefined): Response {
 }
 
 /** A refusal made before the app sees the request: logged and counted as the app's are. */
+/** How many Host headers a request has (rawHeaders: name, value, name, value…). */
+function hostCount(raw: readonly string[]): number {
+  let count = 0;
+  for (let at = 0; at < raw.length; at += 2) {
+    const name = raw[at] as string;
+    if (name.length === 4 && name.toLowerCase() === "host") count++;
+  }
+  return count;
+}
+
 function refuse(
   outgoing: ServerResponse,
   status: number,

@@ -861,6 +861,12 @@ describe("errors", () => {
         405,
         "method_not_allowed",
       ],
+      // Two Hosts: which one a proxy in front read cannot be known.
+      [
+        "GET /v1/models HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        400,
+        "bad_request",
+      ],
       // An expectation the server cannot meet (only 100-continue is one it knows).
       [
         "POST /v1/models/flight-delay/predict HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
