@@ -57,19 +57,20 @@ export function placeApart(service: number, others: readonly Placed[]): Placemen
       undo: () => {},
     };
   const rest = cpus.slice(1).join(",");
-  const placed = [service, ...others.map((other) => other.pid)].filter(
-    (pid): pid is number => pid !== undefined,
-  );
+  // Each with the CPUs it had, to give back (another may have been started on fewer).
+  const placed = [service, ...others.map((other) => other.pid)]
+    .filter((pid): pid is number => pid !== undefined)
+    .map((pid) => ({ pid, had: pid === service ? all : cpusOf(pid) }));
   pin(service, String(first));
-  for (const pid of placed.slice(1)) pin(pid, rest);
+  for (const { pid } of placed.slice(1)) pin(pid, rest);
   const names = others.map((other) => other.name).join(", ");
   return {
     description: `servers on CPU ${first} alone; ${names} on CPU ${rest}`,
     undo: () => {
       // Once: a second call (the bench's cleanup) could pin a new process given a freed pid.
-      for (const pid of placed.splice(0)) {
+      for (const { pid, had } of placed.splice(0)) {
         try {
-          pin(pid, all);
+          if (had !== undefined) pin(pid, had);
         } catch {
           // gone already (a stopped redis-server): nothing to give back
         }

@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
 import { requireApiKey } from "./access.ts";
 import { allowedMethods } from "./allowed-methods.ts";
+import { COMPRESSED_PATHS, compression } from "./compression.ts";
 import { type CorsOptions, cors } from "./cors.ts";
 import type { ApiDeps } from "./deps.ts";
 import { type EdgeHook, withEdge } from "./edge.ts";
@@ -96,12 +97,15 @@ export function createApp(deps: ApiDeps): Hono {
     app.use("/v1/models/*", guard);
     app.use("/v1/jobs/*", guard);
   }
+  // Before the routes: Hono runs a path's handlers in the order they were added.
+  const compressed = compression();
+  for (const path of COMPRESSED_PATHS) app.use(path, compressed);
   registerHealth(app, deps);
   registerModels(app, deps);
   // The front answers repeated lookups before Hono (not with API keys: each is checked).
   // Middleware added to lookups must be mirrored there, or keep the front off for them.
   const hot = deps.access ? undefined : new HotLookups(deps);
-  registerPredict(app, deps, hot);
+  registerPredict(app, deps, hot, compressed);
   registerJobs(app, deps);
   registerTables(app, deps);
   registerDocs(app, deps);

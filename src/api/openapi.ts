@@ -1295,7 +1295,8 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
         "On any path, a method it does not serve is 405 with `Allow`, and OPTIONS is 204 " +
         "with `Allow` (a CORS preflight gets its Access-Control headers); a request line and " +
         "headers over 16 KiB are 431 `headers_too_large`, an `Expect` other than `100-continue` " +
-        "is 417 `expectation_failed`. Every answer carries `X-Request-Id`: " +
+        "is 417 `expectation_failed`. Answers of 1 KiB or more, but for single lookups and " +
+        "table files, are gzipped when `Accept-Encoding` allows (ETag then weak). Every answer carries `X-Request-Id`: " +
         "the request's own when it is 1–64 characters of `A-Za-z0-9._:-`, else a new id (64 random bits, 16 hex digits); " +
         "the request's log line has it too.",
     },

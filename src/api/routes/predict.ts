@@ -5,7 +5,7 @@
  * L1 → L2 → live queue. A miss waits up to `wait` ms for the live model and otherwise
  * answers 202 with the job to poll.
  */
-import type { Context, Hono } from "hono";
+import type { Context, Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { z } from "zod";
 import type { Hit, Source } from "../../cache/tiers.ts";
@@ -632,12 +632,21 @@ function fill(
   });
 }
 
-/** `hot`: where lookups answered from the cache are remembered for the front, if any. */
-export function registerPredict(app: Hono, deps: ApiDeps, hot?: HotLookups): void {
+/**
+ * `hot`: where lookups answered from the cache are remembered for the front, if any;
+ * `compressed`: the batch's reply compression (../compression.ts).
+ */
+export function registerPredict(
+  app: Hono,
+  deps: ApiDeps,
+  hot: HotLookups | undefined,
+  compressed: MiddlewareHandler,
+): void {
   const queries = new LookupQueries();
   app.get("/v1/models/:model/predict", (c) => predictOne(c, deps, queries, hot));
   app.post(
     "/v1/models/:model/predict",
+    compressed,
     bodyLimit({
       maxSize: deps.settings.bodyMaxBytes,
       onError: (c) => {
