@@ -9,8 +9,10 @@ const BODY = JSON.stringify({
   error: { code: "method_not_allowed", message: "CONNECT is not served here" },
 });
 
-export function refuseConnect(socket: Duplex): void {
+/** `requestId`: the X-Request-Id to answer with (the API's answers all carry one). */
+export function refuseConnect(socket: Duplex, requestId?: string): void {
+  const id = requestId === undefined ? "" : `X-Request-Id: ${requestId}\r\n`;
   socket.end(
-    `HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(BODY)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${BODY}`,
+    `HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(BODY)}\r\nCache-Control: no-store\r\n${id}Connection: close\r\n\r\n${BODY}`,
   );
 }

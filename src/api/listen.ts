@@ -8,6 +8,7 @@ import type { Logger } from "../log.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import { refuseConnect } from "./connect-refusal.ts";
 import { frontOf, type NodeListener } from "./edge.ts";
+import { requestIdOf } from "./request-log.ts";
 
 export interface Listening {
   url: string;
@@ -61,9 +62,9 @@ export function nodeServer(app: Hono, hostname?: string, log?: Logger): Server {
     refuse(outgoing, 417, "expectation_failed", `Expect: ${expect} is not supported`, log);
   });
   // CONNECT (a proxy's method): node would close the connection without a word.
-  server.on("connect", (_request: IncomingMessage, socket: Duplex) => {
+  server.on("connect", (request: IncomingMessage, socket: Duplex) => {
     processMetrics().countHttp("other", 405);
-    refuseConnect(socket);
+    refuseConnect(socket, requestIdOf(request));
   });
   return server;
 }
@@ -75,19 +76,24 @@ export function nodeServer(app: Hono, hostname?: string, log?: Logger): Server {
 function refusalOf(error: unknown, log: Logger | undefined): Response {
   const refused = error instanceof Error && error.name === "RequestError";
   const status = refused ? 400 : 500;
-  if (refused) log?.info({ status, reason: (error as Error).message }, "request refused");
-  else log?.error({ err: error }, "request failed outside the app");
+  // The adapter gives the error alone, not the request: an id of its own.
+  const id = requestIdOf(undefined);
+  if (refused) log?.info({ id, status, reason: (error as Error).message }, "request refused");
+  else log?.error({ id, err: error }, "request failed outside the app");
   processMetrics().countHttp("other", status);
   const body = refused
     ? { code: "bad_request", message: `the request is not valid: ${(error as Error).message}` }
     : { code: "internal", message: "internal error" };
   return new Response(JSON.stringify({ error: body }), {
     status,
-    headers: { "Content-Type": "application/json", "Cache-Control": "no-store" },
+    headers: {
+      "Content-Type": "application/json",
+      "Cache-Control": "no-store",
+      "X-Request-Id": id,
+    },
   });
 }
 
-/** A refusal made before the app sees the request: logged and counted as the app's are. */
 /** How many Host headers a request has (rawHeaders: name, value, name, value…). */
 function hostCount(raw: readonly string[]): number {
   let count = 0;
@@ -98,6 +104,7 @@ function hostCount(raw: readonly string[]): number {
   return count;
 }
 
+/** A refusal made before the app sees the request: logged and counted as the app's are. */
 function refuse(
   outgoing: ServerResponse,
   status: number,
@@ -105,7 +112,8 @@ function refuse(
   message: string,
   log: Logger | undefined,
 ): void {
-  log?.info({ status, reason: message }, "request refused by node:http");
+  const id = requestIdOf(outgoing.req);
+  log?.info({ id, status, reason: message }, "request refused by node:http");
   processMetrics().countHttp("other", status);
   const body = JSON.stringify({ error: { code, message } });
   outgoing.shouldKeepAlive = false;
@@ -113,6 +121,7 @@ function refuse(
     "Content-Type": "application/json",
     "Content-Length": Buffer.byteLength(body),
     "Cache-Control": "no-store",
+    "X-Request-Id": id,
   });
   outgoing.end(body);
 }
@@ -184,9 +193,11 @@ export function listen(
         return;
       }
       const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+      // Its headers were not read: an id of its own, not one it may have sent.
+      const id = requestIdOf(undefined);
       // One line like the request log's, and counted like its requests: these never reach it.
       log?.info(
-        { status: tooLarge ? 431 : 400, reason: error.code ?? error.message },
+        { id, status: tooLarge ? 431 : 400, reason: error.code ?? error.message },
         "request refused by node:http",
       );
       processMetrics().countHttp("other", tooLarge ? 431 : 400);
@@ -197,7 +208,7 @@ export function listen(
       });
       socket.end(
         `HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\n` +
-          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`,
       );
     });
     server.once("error", fail);

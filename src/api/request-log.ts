@@ -52,6 +52,12 @@ function newRequestId(): string {
   return id;
 }
 
+/** The request's id: its own X-Request-Id when that is a safe one, else a new one. */
+export function requestIdOf(incoming: IncomingMessage | undefined): string {
+  const given = incoming && headerOf(incoming, "x-request-id");
+  return given && SAFE_ID.test(given) ? given : newRequestId();
+}
+
 function pathOf(url: string | undefined): string {
   let path = url ?? "/";
   // An absolute-form target ("http://user:secret@host/path"): its path only.
@@ -134,8 +140,7 @@ function onClose(this: Logged): void {
 export function requestLog(log: Logger): EdgeHook {
   const logging = log.isLevelEnabled("info");
   return (incoming: IncomingMessage, outgoing: ServerResponse) => {
-    const given = headerOf(incoming, "x-request-id");
-    const id = given && SAFE_ID.test(given) ? given : newRequestId();
+    const id = requestIdOf(incoming);
     addHeader(incoming, "X-Request-Id", id);
     let note: Record<string, unknown> | undefined;
     if (logging) {

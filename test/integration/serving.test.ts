@@ -867,6 +867,9 @@ describe("errors", () => {
         400,
         "bad_request",
       ],
+      // No Host, and malformed HTTP.
+      ["GET /v1/models HTTP/1.1\r\nConnection: close\r\n\r\n", 400, "bad_request"],
+      ["GET /v1/models HTTP/1.1\r\nHost x\r\n\r\n", 400, "bad_request"],
       // An expectation the server cannot meet (only 100-continue is one it knows).
       [
         "POST /v1/models/flight-delay/predict HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
@@ -876,6 +879,8 @@ describe("errors", () => {
     ] as const) {
       const reply = await raw(text);
       expect(reply.startsWith(`HTTP/1.1 ${status} `), reply).toBe(true);
+      // Every answer has an id, to find its log line by.
+      expect(reply, text).toMatch(/\r\nX-Request-Id: [0-9a-f]{16}\r\n/i);
       const body = reply.slice(reply.indexOf("\r\n\r\n") + 4);
       expect(JSON.parse(body.replace(/^[0-9a-f]+\r\n|\r\n0\r\n\r\n$/g, "")).error.code).toBe(code);
     }
