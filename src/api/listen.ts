@@ -94,6 +94,31 @@ function refusalOf(error: unknown, log: Logger | undefined): Response {
   });
 }
 
+/** What node:http's parser error (llhttp's code) is to the client. */
+function clientRefusal(code: string | undefined) {
+  if (code === "HPE_HEADER_OVERFLOW")
+    return {
+      status: 431,
+      reason: "Request Header Fields Too Large",
+      code: "headers_too_large",
+      message: "the request line and headers exceed 16 KiB",
+    };
+  // A method node:http does not know at all (RFC 9110 §9.1: 501, not a malformed request).
+  if (code === "HPE_INVALID_METHOD")
+    return {
+      status: 501,
+      reason: "Not Implemented",
+      code: "not_implemented",
+      message: "the method is not one this server knows",
+    };
+  return {
+    status: 400,
+    reason: "Bad Request",
+    code: "bad_request",
+    message: "malformed HTTP request",
+  };
+}
+
 /** How many Host headers a request has (rawHeaders: name, value, name, value…). */
 function hostCount(raw: readonly string[]): number {
   let count = 0;
@@ -192,22 +217,18 @@ export function listen(
         socket.destroy();
         return;
       }
-      const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+      const refusal = clientRefusal(error.code);
       // Its headers were not read: an id of its own, not one it may have sent.
       const id = requestIdOf(undefined);
       // One line like the request log's, and counted like its requests: these never reach it.
       log?.info(
-        { id, status: tooLarge ? 431 : 400, reason: error.code ?? error.message },
+        { id, status: refusal.status, reason: error.code ?? error.message },
         "request refused by node:http",
       );
-      processMetrics().countHttp("other", tooLarge ? 431 : 400);
-      const body = JSON.stringify({
-        error: tooLarge
-          ? { code: "headers_too_large", message: "the request line and headers exceed 16 KiB" }
-          : { code: "bad_request", message: "malformed HTTP request" },
-      });
+      processMetrics().countHttp("other", refusal.status);
+      const body = JSON.stringify({ error: { code: refusal.code, message: refusal.message } });
       socket.end(
-        `HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\n` +
+        `HTTP/1.1 ${refusal.status} ${refusal.reason}\r\n` +
           `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`,
       );
     });

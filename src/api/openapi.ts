@@ -345,9 +345,12 @@ function components(): Record<string, Schema> {
     Error: obj({
       error: obj(
         {
-          // node:http's own refusals, before any route: headers_too_large (431) and
-          // expectation_failed (417, an Expect other than 100-continue).
-          code: str({ enum: [...ERROR_CODES, "headers_too_large", "expectation_failed"] }),
+          // node:http's own refusals, before any route: headers_too_large (431),
+          // expectation_failed (417, an Expect other than 100-continue), not_implemented
+          // (501, a method node does not know).
+          code: str({
+            enum: [...ERROR_CODES, "headers_too_large", "expectation_failed", "not_implemented"],
+          }),
           message: str(),
           details: { description: "more about the error, e.g. issues: every offending field" },
         },
@@ -1295,7 +1298,8 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
         "On any path, a method it does not serve is 405 with `Allow`, and OPTIONS is 204 " +
         "with `Allow` (a CORS preflight gets its Access-Control headers); a request line and " +
         "headers over 16 KiB are 431 `headers_too_large`, an `Expect` other than `100-continue` " +
-        "is 417 `expectation_failed`. Answers of 1 KiB or more, but for single lookups and " +
+        "is 417 `expectation_failed`, a method the server does not know at all 501 " +
+        "`not_implemented`. Answers of 1 KiB or more, but for single lookups and " +
         "table files, are gzipped when `Accept-Encoding` allows (ETag then weak). Every answer carries `X-Request-Id`: " +
         "the request's own when it is 1–64 characters of `A-Za-z0-9._:-`, else a new id (64 random bits, 16 hex digits); " +
         "the request's log line has it too.",

@@ -870,6 +870,8 @@ describe("errors", () => {
       // No Host, and malformed HTTP.
       ["GET /v1/models HTTP/1.1\r\nConnection: close\r\n\r\n", 400, "bad_request"],
       ["GET /v1/models HTTP/1.1\r\nHost x\r\n\r\n", 400, "bad_request"],
+      // A method no one knows: not implemented, rather than malformed.
+      ["BREW /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 501, "not_implemented"],
       // An expectation the server cannot meet (only 100-continue is one it knows).
       [
         "POST /v1/models/flight-delay/predict HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
