@@ -51,9 +51,12 @@ export function nodeServer(app: Hono, hostname?: string, log?: Logger): Server {
   // body instead, a request refused on its headers alone (a body over the limit, an unknown
   // model, no token) gets its answer before the client sends a byte of the body.
   server.on("checkContinue", (incoming: IncomingMessage, outgoing: ServerResponse) => {
-    incoming.once("resume", () => {
-      if (!outgoing.headersSent && !outgoing.writableEnded) outgoing.writeContinue();
-    });
+    // No body to hold back: said at once (node closes a connection whose 100 went unsaid).
+    if (!hasBody(incoming)) outgoing.writeContinue();
+    else
+      incoming.once("resume", () => {
+        if (!outgoing.headersSent && !outgoing.writableEnded) outgoing.writeContinue();
+      });
     server.emit("request", incoming, outgoing);
   });
   // An expectation other than 100-continue (RFC 9110 §10.1.1): node would send a bare 417.
@@ -117,6 +120,11 @@ function clientRefusal(code: string | undefined) {
     code: "bad_request",
     message: "malformed HTTP request",
   };
+}
+
+function hasBody(incoming: IncomingMessage): boolean {
+  const length = incoming.headers["content-length"];
+  return incoming.headers["transfer-encoding"] !== undefined || (!!length && length !== "0");
 }
 
 /** How many Host headers a request has (rawHeaders: name, value, name, value…). */

@@ -839,6 +839,20 @@ describe("errors", () => {
     });
     const fine = JSON.stringify({ inputs: [input()], wait: 3000 });
     expect(await expecting(predict, fine)).toEqual({ status: 200, continued: true });
+    // Nothing to hold back: the connection stays open after the answer.
+    const { port } = new URL(t.url);
+    const bodiless = await new Promise<string | undefined>((done, fail) => {
+      const req = request(
+        { host: "127.0.0.1", port, path: "/v1/models", headers: { expect: "100-continue" } },
+        (res) => {
+          res.resume();
+          res.on("end", () => done(res.headers.connection));
+        },
+      );
+      req.on("error", fail);
+      req.end();
+    });
+    expect(bodiless).toBe("keep-alive");
   });
 
   it("answers requests node:http or its adapter refuse with a JSON error too", async () => {
