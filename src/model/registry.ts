@@ -44,11 +44,20 @@ export class ManifestError extends Error {
   override readonly name = "ManifestError";
 }
 
-/** Content hash: ONNX bytes + encoding hash + output decoding. */
+/**
+ * Content hash: ONNX bytes + encoding hash + output decoding, with what an answer's flags
+ * are read by (the main output and its confidence threshold: `lowConfidence`, which a
+ * table carries as it was built, so a changed threshold is another version, not a table
+ * and a server that disagree).
+ */
 export function versionOf(model: Uint8Array, manifest: Manifest, encoder: Encoder): string {
   const outputs = canonicalJson(manifest.outputs.map(({ description: _, ...o }) => o));
+  const flags = canonicalJson({
+    mainOutput: manifest.mainOutput ?? null,
+    confidenceThreshold: manifest.confidenceThreshold ?? null,
+  });
   const modelHash = sha256Hex(model);
-  return sha256Hex(`${modelHash}\n${encoder.hash}\n${outputs}`).slice(0, 12);
+  return sha256Hex(`${modelHash}\n${encoder.hash}\n${outputs}\n${flags}`).slice(0, 12);
 }
 
 export async function loadModelVersion(
