@@ -91,7 +91,7 @@ export async function createService(
       log.info({ model: name, version: version ?? null, known: Boolean(model) }, "model ready");
     }
     const store = new PredictionStore(redis, keys, { bucketBits: config.bucketBits });
-    const tables = new DirectoryTableStore(config.tablesDir);
+    const tables = new DirectoryTableStore(config.tablesDir, { onDamaged: tableDamaged(log) });
     const resident = new ResidentTables(tables, models, active, log, {
       maxBytes: config.residentMaxBytes,
     });
@@ -381,13 +381,24 @@ export interface PrecomputeWorkerProcess {
   close(): Promise<void>;
 }
 
+/** A table found damaged on disk, as the log says it. */
+function tableDamaged(log: Logger) {
+  return (damage: { model: string; generation: string; reason: string }) =>
+    log.error(
+      { model: damage.model, table: damage.generation, err: damage.reason },
+      "a stored table is damaged: the one before it is served instead",
+    );
+}
+
 export async function createPrecomputeWorker(
   config: Config,
   redisUrl: string,
   log: Logger,
   registry: ModelRegistry,
   /** Where tables go (default: the config's tables folder). */
-  tables: TableStore = new DirectoryTableStore(config.tablesDir),
+  tables: TableStore = new DirectoryTableStore(config.tablesDir, {
+    onDamaged: tableDamaged(log),
+  }),
 ): Promise<PrecomputeWorkerProcess> {
   const redis = createRedis(redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
   const blocking = createRedis(redisUrl, { role: "blocking" });

@@ -4,6 +4,7 @@
  * rename of a verified temporary file, so readers see the old table or the new one,
  * never a partial one.
  */
+import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
@@ -59,10 +60,30 @@ function infoOf(model: string, header: AnyTableHeader, bytes: number, checksum: 
   };
 }
 
-export class DirectoryTableStore implements TableStore {
-  private readonly cache = new Map<string, { mtimeMs: number; info: TableInfo }>();
+export interface DirectoryTableStoreOptions {
+  /** Told of a table found damaged on disk (it is then set aside, or at least not listed). */
+  onDamaged?: (damage: { model: string; generation: string; reason: string }) => void;
+}
 
-  constructor(private readonly root: string) {}
+/** The SHA-256 of a file's bytes before its 32-byte trailer, streamed (tables may be large). */
+async function bodyChecksum(file: string, size: number): Promise<string> {
+  const hash = createHash("sha256");
+  if (size > 32)
+    for await (const chunk of createReadStream(file, { end: size - 33 })) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+export class DirectoryTableStore implements TableStore {
+  /** What each file was found to be, at its modification time and size (undefined: damaged). */
+  private readonly cache = new Map<
+    string,
+    { mtimeMs: number; size: number; info: TableInfo | undefined }
+  >();
+
+  constructor(
+    private readonly root: string,
+    private readonly options: DirectoryTableStoreOptions = {},
+  ) {}
 
   private path(model: string, generation: string): string {
     if (!isGeneration(generation) || !/^[a-z0-9][a-z0-9-]{0,62}$/.test(model))
@@ -70,13 +91,21 @@ export class DirectoryTableStore implements TableStore {
     return join(this.root, model, `${generation}${SUFFIX}`);
   }
 
-  /** Reads only the header and the trailing checksum of a table file. */
+  /**
+   * The header and trailing checksum of a table file, once its bytes are checked against
+   * that checksum (once per version of the file): a table damaged on disk is not listed
+   * nor served, whose every download a client would refuse. It is set aside, as the
+   * precompute worker sets aside one it finds damaged, and the one before it is the latest.
+   */
   private async describe(model: string, file: string): Promise<TableInfo | undefined> {
     const stats = await stat(file).catch(() => undefined);
     if (!stats) return undefined;
     const cached = this.cache.get(file);
-    if (cached && cached.mtimeMs === stats.mtimeMs) return cached.info;
-    const handle = await open(file, "r");
+    if (cached && cached.mtimeMs === stats.mtimeMs && cached.size === stats.size)
+      return cached.info;
+    const handle = await open(file, "r").catch(() => undefined);
+    if (!handle) return undefined; // replaced or set aside since the stat
+    let info: TableInfo;
     try {
       const preamble = Buffer.alloc(16);
       await handle.read(preamble, 0, 16, 0);
@@ -90,14 +119,29 @@ export class DirectoryTableStore implements TableStore {
       // that does not serve it (e.g. copied by hand): not listed.
       if (`${header.generation}${SUFFIX}` !== basename(file) || header.model !== model)
         return undefined;
-      const info = infoOf(model, header, stats.size, storedChecksum(trailer));
-      this.cache.set(file, { mtimeMs: stats.mtimeMs, info });
-      return info;
+      info = infoOf(model, header, stats.size, storedChecksum(trailer));
     } catch {
       return undefined; // not a table (or being replaced): not listed
     } finally {
       await handle.close();
     }
+    const actual = await bodyChecksum(file, stats.size).catch(() => undefined);
+    if (actual === undefined) return undefined; // gone since (set aside by another)
+    if (actual === info.checksum) {
+      this.cache.set(file, { mtimeMs: stats.mtimeMs, size: stats.size, info });
+      return info;
+    }
+    this.cache.set(file, { mtimeMs: stats.mtimeMs, size: stats.size, info: undefined });
+    const setAside = await this.setAside(model, info.generation).then(
+      () => "set aside (as .damaged)",
+      (failure: Error) => `not listed; could not be set aside (${failure.message})`,
+    );
+    this.options.onDamaged?.({
+      model,
+      generation: info.generation,
+      reason: `checksum mismatch: ${setAside}`,
+    });
+    return undefined;
   }
 
   async list(model: string): Promise<TableInfo[]> {

@@ -682,6 +682,29 @@ describe("lookup tables", () => {
     expect(lookup.status).toBe(200);
   });
 
+  it("stops listing and serving a table damaged on disk: the one before it is the latest", async () => {
+    const before = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
+    const added = { origin: "ABQ", destination: "BZN", hour: 10, dayOfWeek: 5 };
+    const published = await runInline([added]);
+    expect((await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest.generation).toBe(
+      published,
+    );
+    // A flipped byte: its header still reads, its checksum no longer matches.
+    const file = await damage(published, 1);
+    const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
+    expect(listing.latest.generation).toBe(before.generation);
+    expect(listing.tables.map((x: { generation: string }) => x.generation)).not.toContain(
+      published,
+    );
+    expect((await getJson(`${t.url}/v1/models/flight-delay/tables/${published}`)).status).toBe(404);
+    // Set aside beside it, for a look, as a worker would.
+    await expect(stat(`${file}.damaged`)).resolves.toBeDefined();
+    const latest = await fetch(`${t.url}/v1/models/flight-delay/tables/latest`);
+    await expect(
+      LookupTable.open(new Uint8Array(await latest.arrayBuffer())),
+    ).resolves.toBeDefined();
+  });
+
   it("builds past a damaged table it cannot set aside", async () => {
     const before = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
     await damage(before.generation, 1);
