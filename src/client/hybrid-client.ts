@@ -46,6 +46,8 @@ export interface HybridAnswer {
   /** The model version that answered. */
   version: string;
   outOfDistribution: boolean;
+  /** The fields whose values the model has not seen (the API's outOfDistributionFields). */
+  outOfDistributionFields: string[];
   /** Below the model's confidence bar (the API's lowConfidence). */
   lowConfidence: boolean;
 }
@@ -65,6 +67,50 @@ export class PendingAnswerError extends Error {
   constructor(readonly jobUrl: string | undefined) {
     super("the server is still computing this answer");
   }
+}
+
+/**
+ * The server refused or failed (an HTTP error other than invalid input): its status, and
+ * its error's `code` and `details` when it sent them (e.g. `redis_unavailable`,
+ * `unauthorized`, `model_not_found`), with `retryAfter` (seconds) when it said when to come
+ * back: what an app tells "retry later" from "wrong key" or "wrong model" by.
+ */
+export class ServerError extends Error {
+  override readonly name = "ServerError";
+  constructor(
+    readonly what: string,
+    readonly status: number,
+    readonly code: string | undefined,
+    serverMessage: string | undefined,
+    readonly details: unknown,
+    readonly retryAfter: number | undefined,
+    readonly requestId: string | undefined,
+  ) {
+    super(
+      `${what}: HTTP ${status}${code ? ` ${code}` : ""}${serverMessage ? `: ${serverMessage}` : ""}`,
+    );
+  }
+}
+
+/** The error of a reply that is not the answer asked for, read from its JSON if it has one. */
+function serverError(what: string, reply: Reply): ServerError {
+  let error: { code?: unknown; message?: unknown; details?: unknown } | undefined;
+  try {
+    error = JSON.parse(new TextDecoder().decode(reply.bytes))?.error;
+  } catch {
+    // not JSON (a proxy's page): the status alone
+  }
+  const retry = reply.headers.get("retry-after");
+  const seconds = retry !== null && /^\d+$/.test(retry.trim()) ? Number(retry) : undefined;
+  return new ServerError(
+    what,
+    reply.status,
+    typeof error?.code === "string" ? error.code : undefined,
+    typeof error?.message === "string" ? error.message : undefined,
+    error?.details,
+    seconds,
+    reply.headers.get("x-request-id") ?? undefined,
+  );
 }
 
 /** The server went silent for longer than the client's `timeoutMs`. */
@@ -315,7 +361,7 @@ export class HybridClient {
       conditional ? { "If-None-Match": conditional } : {},
     );
     if (listing.status === 304 && conditional) return "unchanged";
-    if (!ok(listing)) throw new Error(`listing tables failed: HTTP ${listing.status}`);
+    if (!ok(listing)) throw serverError("listing tables", listing);
     const etag = listing.headers.get("etag") ?? undefined;
     const { activeVersion, servedVersion, latest } = replyJson<TableListing>(
       listing,
@@ -362,7 +408,7 @@ export class HybridClient {
     }
     this.requests.table++;
     const response = await this.send("downloading the table", this.url(latest.url));
-    if (!ok(response)) throw new Error(`downloading the table failed: HTTP ${response.status}`);
+    if (!ok(response)) throw serverError("downloading the table", response);
     const table = await LookupTable.open(response.bytes, {
       model: this.options.model,
     });
@@ -384,6 +430,7 @@ export class HybridClient {
         key: local.key,
         version: (this.current as LookupTable).header.modelVersion,
         outOfDistribution: local.outOfDistribution.length > 0,
+        outOfDistributionFields: local.outOfDistribution,
         lowConfidence: local.lowConfidence,
       };
     }
@@ -422,12 +469,16 @@ export class HybridClient {
       "asking the server",
       this.url(`/v1/models/${this.options.model}/predict?${query}`),
     );
+    // An error other than invalid input or pending: whatever its body (a proxy's page too).
+    if (![200, 202, 422].includes(response.status))
+      throw serverError("asking the server", response);
     const body = replyJson<{
       prediction?: Prediction;
       source?: string;
       key?: string;
       version?: string;
       outOfDistribution?: boolean;
+      outOfDistributionFields?: string[];
       lowConfidence?: boolean;
       job?: { url?: string };
       error?: { code: string; message: string; details?: { issues?: InputIssue[] } };
@@ -435,17 +486,15 @@ export class HybridClient {
     if (response.status === 422) throw new InvalidInputError(body.error?.details?.issues ?? []);
     if (response.status === 202)
       throw new PendingAnswerError(body.job?.url ? this.url(body.job.url) : undefined);
-    if (response.status !== 200 || !body.prediction || !body.key || !body.version) {
-      throw new Error(
-        `the server did not answer (HTTP ${response.status}): ${body.error?.message ?? "no prediction"}`,
-      );
-    }
+    if (!body.prediction || !body.key || !body.version)
+      throw new Error("asking the server: HTTP 200 without a prediction, key and version");
     const answer: HybridAnswer = {
       prediction: body.prediction,
       source: `server:${body.source}`,
       key: body.key,
       version: body.version,
       outOfDistribution: body.outOfDistribution ?? false,
+      outOfDistributionFields: body.outOfDistributionFields ?? [],
       lowConfidence: body.lowConfidence ?? false,
     };
     // An answer of another version than those remembered: the server switched versions

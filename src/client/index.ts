@@ -13,6 +13,7 @@ export {
   PendingAnswerError,
   type RefreshOutcome,
   RequestTimeoutError,
+  ServerError,
   ServerUnreachableError,
 } from "./hybrid-client.ts";
 export {

@@ -6,6 +6,7 @@ import {
   HybridClient,
   PendingAnswerError,
   RequestTimeoutError,
+  ServerError,
   ServerUnreachableError,
 } from "../../src/client/hybrid-client.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
@@ -184,6 +185,56 @@ describe("HybridClient", () => {
       expect(error).toBeInstanceOf(ServerUnreachableError);
       expect((error as Error).message).toMatch(/cannot reach the server at .*ECONNREFUSED/);
     }
+  });
+
+  it("gives the server's refusals as ServerError: status, code, Retry-After", async () => {
+    // The real service, asked about a model it does not have.
+    const unknown = new HybridClient({ baseUrl: t.url, model: "no-such-model" });
+    for (const attempt of [() => unknown.refresh(), () => unknown.predict(uncovered)]) {
+      const error = await attempt().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ServerError);
+      expect(error).toMatchObject({ status: 404, code: "model_not_found" });
+      expect((error as ServerError).requestId).toMatch(/^[0-9a-f]{16}$/);
+      expect((error as Error).message).toMatch(/HTTP 404 model_not_found: no model named/);
+    }
+    // An outage as the service says it (503, its error code, when to come back), and a
+    // proxy's page that is not JSON: the status either way.
+    const replies = [
+      {
+        type: "application/json",
+        body: JSON.stringify({
+          error: { code: "redis_unavailable", message: "Redis is unavailable", details: {} },
+        }),
+      },
+      { type: "text/html", body: "<html>bad gateway</html>" },
+    ];
+    let next = 0;
+    const outage = await serve(
+      createHttpServer((_req, res) => {
+        const reply = replies[next++ % replies.length] as { type: string; body: string };
+        res.writeHead(503, { "content-type": reply.type, "retry-after": "7" });
+        res.end(reply.body);
+      }),
+    );
+    try {
+      const client = new HybridClient({ baseUrl: outage.url, model: "flight-delay" });
+      const said = await client.predict(uncovered).catch((e: unknown) => e);
+      expect(said).toMatchObject({ status: 503, code: "redis_unavailable", retryAfter: 7 });
+      const page = await client.predict({ ...uncovered, hour: 9 }).catch((e: unknown) => e);
+      expect(page).toBeInstanceOf(ServerError);
+      expect(page).toMatchObject({ status: 503, code: undefined, retryAfter: 7 });
+    } finally {
+      await outage.close();
+    }
+  });
+
+  it("names the out-of-distribution fields, from the table and from the server alike", async () => {
+    const odd = { origin: "ZZZ", destination: "LAX", hour: 7, dayOfWeek: 1 };
+    const server = new HybridClient({ baseUrl: t.url, model: "flight-delay" });
+    const asked = await server.predict(odd);
+    expect(asked.source).toMatch(/^server:/);
+    expect(asked.outOfDistributionFields).toEqual(["origin"]);
+    expect((await server.predict(covered)).outOfDistributionFields).toEqual([]);
   });
 
   it("refuses options the server would refuse on every lookup", () => {
