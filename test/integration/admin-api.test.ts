@@ -619,6 +619,21 @@ describe("admin API runs and versions", () => {
       expect(r.status, path).toBe(400);
       expect(r.body.error.code).toBe("bad_request");
     }
+    // Options in the URL instead of the body: refused, not ignored (a gc meant as a dry
+    // run must not run for real), as filters a list does not have.
+    for (const [method, path] of [
+      ["POST", "/admin/v1/models/flight-delay/gc?dryRun=true"],
+      ["POST", `/admin/v1/models/flight-delay/versions/${other}/promote?force=1`],
+      ["POST", "/admin/v1/models/flight-delay/rollback?to=x"],
+      ["GET", "/admin/v1/runs?state=running"],
+      ["GET", "/admin/v1/audit?limit=1&actor=bob"],
+    ] as const) {
+      const r = await admin(path, { method });
+      expect(r.status, path).toBe(400);
+      expect(r.body.error.details.unknown, path).toHaveLength(1);
+    }
+    expect((await admin("/admin/v1/runs?limit=2")).status).toBe(200);
+    expect((await admin("/admin/v1/nothing-here?x=1")).status).toBe(404);
     const garbage = await fetch(`${t.url}/admin/v1/models/flight-delay/rollback`, {
       method: "POST",
       headers: { authorization: `Bearer ${SECRET}`, "content-type": "application/json" },

@@ -108,6 +108,36 @@ async function checkSeedPath(source: unknown, roots: readonly string[]): Promise
     );
 }
 
+/**
+ * The query parameters each admin route reads; every other route reads none. Options go
+ * in the JSON body: one put in the URL instead (`gc?dryRun=true`) is refused, not ignored,
+ * so a dry run meant is never a real one done, nor a filter meant (`runs?state=`) a list
+ * of everything.
+ */
+const QUERY_PARAMETERS: Record<string, readonly string[]> = {
+  "GET /runs": ["limit"],
+  "GET /audit": ["limit", "refused"],
+};
+
+function onlyKnownQuery(c: Context): void {
+  const url = c.req.url;
+  const at = url.indexOf("?");
+  // No route here at all: the 404 says so first.
+  if (at === -1 || !c.req.matchedRoutes.some((r) => r.method !== "ALL")) return;
+  const route = `${c.req.method === "HEAD" ? "GET" : c.req.method} ${routeOf(c)}`;
+  const known = QUERY_PARAMETERS[route] ?? [];
+  const names = [...new URLSearchParams(url.slice(at + 1)).keys()];
+  const unknown = [...new Set(names.filter((name) => !known.includes(name)))];
+  if (unknown.length === 0) return;
+  throw new PredcacheError(
+    "bad_request",
+    known.length > 0
+      ? `unknown query parameter ${unknown[0]?.slice(0, 64)}: this route reads only ${known.join(", ")}`
+      : `unknown query parameter ${unknown[0]?.slice(0, 64)}: this route reads none${c.req.method === "POST" ? " (options go in the JSON body)" : ""}`,
+    { unknown: unknown.slice(0, 20).map((name) => name.slice(0, 64)), known },
+  );
+}
+
 /** ?limit=: a whole number from 1 to `max` (larger is taken as `max`), else 400. */
 function limitParameter(raw: string | undefined, fallback: number, max: number): number {
   if (raw === undefined) return fallback;
@@ -129,6 +159,10 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
     auditActions(audit, (c) => `${c.req.method} ${routeOf(c)}`),
   );
   admin.use("*", requireAdmin(deps.admin.tokens));
+  admin.use("*", async (c, next) => {
+    onlyKnownQuery(c);
+    await next();
+  });
   // Admin answers (runs, audit, versions) are for the token holder, and change: no cache
   // may keep them.
   admin.use("*", async (c, next) => {
