@@ -153,6 +153,7 @@ export class Precompute {
         );
     }
     const activeModel = active ? this.registry.get(spec.model, active) : undefined;
+    await this.refuseIfCollecting(spec.model, version);
     const runId = `run-${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
     await this.claim({ ...spec, version }, runId);
     await this.runs.create({
@@ -163,6 +164,14 @@ export class Precompute {
       sourceDescription: describeSource(spec.source),
       promote: spec.promote,
     });
+    // Again, now that the run is recorded: gc, marking the version after the check above,
+    // looks for runs after its mark, and either sees this one or is seen here.
+    try {
+      await this.refuseIfCollecting(spec.model, version);
+    } catch (error) {
+      await this.runs.fail(runId, (error as Error).message);
+      throw error;
+    }
     const job: RunJob = {
       runId,
       model: spec.model,
@@ -188,6 +197,16 @@ export class Precompute {
       removeOnFail: { age: 7 * 86_400 },
     });
     return { runId, version };
+  }
+
+  /** 409 while gc is deleting the version: what the run wrote would be deleted under it. */
+  private async refuseIfCollecting(model: string, version: string): Promise<void> {
+    if (await this.redis.exists(this.keys.collecting(model, version)))
+      throw new PredcacheError(
+        "conflict",
+        `gc is deleting version ${version} (retention does not keep it): precompute it once gc is done, or promote a version retention keeps`,
+        { version, reason: "collecting" },
+      );
   }
 
   /**

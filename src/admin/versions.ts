@@ -221,6 +221,12 @@ async function deleteVersion(
   if (!mark) return undefined;
   let keysDeleted = 0;
   try {
+    // A run asked for since gc looked: kept. From the mark on, a new run of this version
+    // is refused (PrecomputeJobs.enqueue checks it after recording its run): one of the
+    // two sees the other.
+    const runs = await deps.admin.precompute.runs.list(RUNS_LOOKED_AT);
+    if (runs.some((r) => r.model === model && r.version === version && !ENDED_RUN.has(r.state)))
+      return undefined;
     for await (const keys of scanKeys(deps.redis, k.bucketPattern(model, version), batch)) {
       // The claim lapsed (Redis lost it): the version could be promoted meanwhile.
       if (!mark.held())

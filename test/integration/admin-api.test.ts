@@ -698,6 +698,26 @@ describe("admin API runs and versions", () => {
     } finally {
       await t.service.precompute.runQueue.resume();
     }
+    // While gc deletes v1 (its mark, as gc sets it), a run to fill v1 is refused: what it
+    // wrote would be deleted under it.
+    const mark = t.service.keys.collecting("flight-delay", v1);
+    await t.service.redis.set(mark, "1", "PX", 60_000);
+    try {
+      const refusedRun = await admin("/admin/v1/models/flight-delay/precompute", {
+        method: "POST",
+        body: {
+          version: v1,
+          source: {
+            kind: "inline",
+            inputs: [{ origin: "SFO", destination: "LAX", hour: 2, dayOfWeek: 1 }],
+          },
+        },
+      });
+      expect(refusedRun.status).toBe(409);
+      expect(refusedRun.body.error.details).toMatchObject({ version: v1, reason: "collecting" });
+    } finally {
+      await t.service.redis.del(mark);
+    }
     // A dry run says what gc would delete, and deletes nothing.
     const dry = await admin("/admin/v1/models/flight-delay/gc", {
       method: "POST",
