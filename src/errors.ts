@@ -20,6 +20,7 @@ export type ErrorCode =
   | "precondition_failed"
   | "rate_limited"
   | "redis_unavailable"
+  | "version_unavailable"
   | "overloaded"
   | "inference_failed"
   | "internal";
@@ -55,6 +56,7 @@ export function statusOf(
     case "rate_limited":
       return 429;
     case "redis_unavailable":
+    case "version_unavailable":
     case "overloaded":
       return 503;
     case "inference_failed":

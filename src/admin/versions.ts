@@ -4,6 +4,8 @@
  * versions retention no longer keeps (keys in bounded batches, tables), never the active
  * version or the rollback target.
  */
+import { stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import type { ApiDeps } from "../api/deps.ts";
 import { PredcacheError } from "../errors.ts";
 import { markCollecting, rollbackActiveVersion, rollbackTarget } from "../model/active.ts";
@@ -95,6 +97,26 @@ export async function loadedVersion(
       {
         versions: deps.registry.versions(model).map((v) => v.version),
       },
+    );
+  // Loaded, but its folder since removed: served until the next restart, which would not
+  // load it (every lookup of the model then unanswerable). Not made active or an arm.
+  const files = [
+    join(found.directory, "manifest.json"),
+    resolve(found.directory, found.manifest.model),
+  ];
+  const missing = await Promise.all(
+    files.map((file) =>
+      stat(file).then(
+        () => false,
+        () => true,
+      ),
+    ),
+  );
+  if (missing.some(Boolean))
+    throw new PredcacheError(
+      "conflict",
+      `version ${version.slice(0, 64)} of ${model} is loaded, but its folder no longer holds it (${found.directory}): a restart would not load it`,
+      { version, directory: found.directory },
     );
   return found;
 }

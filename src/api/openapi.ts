@@ -47,6 +47,7 @@ const ERROR_CODES = Object.keys({
   precondition_failed: 0,
   rate_limited: 0,
   redis_unavailable: 0,
+  version_unavailable: 0,
   overloaded: 0,
   inference_failed: 0,
   internal: 0,

@@ -1,5 +1,5 @@
 /** The admin API: token guard on every route, audit log, runs, versions, stats, gc. */
-import { copyFile, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -596,6 +596,18 @@ describe("admin API runs and versions", () => {
     expect(
       (await admin("/admin/v1/models/flight-delay/reload", { method: "POST" })).body.added,
     ).toEqual([]);
+    // Its folder moved away: still loaded, but a restart would not load it, so it is not
+    // made active (nor the version every lookup then finds unloaded).
+    await rename(dropped, `${dropped}.away`);
+    try {
+      const gone = await admin(`/admin/v1/models/flight-delay/versions/${fresh}/promote`, {
+        method: "POST",
+      });
+      expect(gone.status).toBe(409);
+      expect(gone.body.error.message).toMatch(/its folder no longer holds it/);
+    } finally {
+      await rename(`${dropped}.away`, dropped);
+    }
     await rm(broken, { recursive: true });
     await rm(misfit, { recursive: true });
     expect((await admin("/admin/v1/models/unknown-model/reload", { method: "POST" })).status).toBe(

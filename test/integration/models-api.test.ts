@@ -1,5 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { getJson, startTestService, type TestService, uniquePrefix } from "../helpers/service.ts";
+import { switchActiveVersion } from "../../src/model/active.ts";
+import {
+  eventually,
+  getJson,
+  startTestService,
+  type TestService,
+  uniquePrefix,
+} from "../helpers/service.ts";
 
 let t: TestService;
 beforeAll(async () => {
@@ -105,6 +112,37 @@ describe("models API", () => {
       expect(head.headers.get("content-length"), path).toBe(
         String(Buffer.byteLength(JSON.stringify(first.body))),
       );
+    }
+  });
+
+  it("answers 503 while the active version is one this server has not loaded", async () => {
+    const alone = await startTestService({
+      env: { PREDCACHE_PREFIX: uniquePrefix("unloaded-active") },
+      liveWorker: false,
+      registry: t.registry,
+    });
+    try {
+      const { redis, keys } = alone.service;
+      const loaded = alone.service.active.get("flight-delay") as string;
+      // Another process promoted a version whose folder this one does not have.
+      await switchActiveVersion(redis, keys, "flight-delay", "0123456789ab");
+      const lookup = `${alone.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1`;
+      const refused = await eventually(async () => {
+        const r = await getJson(lookup);
+        return r.status === 503 ? r : undefined;
+      });
+      expect(refused.body.error).toMatchObject({
+        code: "version_unavailable",
+        details: { activeVersion: "0123456789ab", versions: [loaded] },
+      });
+      expect(refused.headers.get("retry-after")).toBe("5");
+      // A version asked for by name is still that version's answer, or its 404.
+      expect((await getJson(`${lookup}&version=${loaded}&wait=0`)).status).not.toBe(503);
+      expect((await getJson(`${lookup}&version=ffffffffffff`)).status).toBe(404);
+      await switchActiveVersion(redis, keys, "flight-delay", loaded);
+      await eventually(async () => ((await getJson(lookup)).status === 503 ? undefined : true));
+    } finally {
+      await alone.close();
     }
   });
 

@@ -38,8 +38,20 @@ export function resolveVersion(
     });
   }
   const found = servedVersion(deps, name, wanted);
+  const active = deps.active.get(name);
+  if (!found && wanted === undefined && active !== undefined) {
+    // Not the client's mistake: the version this server must serve is not loaded here (its
+    // folder gone, or not yet reloaded in this process).
+    annotate(c, { model: name });
+    throw new PredcacheError(
+      "version_unavailable",
+      `the active version "${active.slice(0, 64)}" of model "${name}" is not loaded by this server: reload it, or promote or roll back to a loaded one`,
+      { activeVersion: active, versions: versions.map((v) => v.version) },
+      5,
+    );
+  }
   if (!found) {
-    const version = wanted ?? deps.active.get(name);
+    const version = wanted ?? active;
     // The log line of a refused lookup names its model (a found one is annotated by its route).
     annotate(c, { model: name });
     throw new PredcacheError(
