@@ -186,8 +186,12 @@ export async function rollback(
     model,
     active: target,
     previous: switched.previous ?? null,
-    // As a promote's: made either way, a failure to say more is not an error.
-    warnings: await underExperiment(deps, model).catch(() => []),
+    // As a promote's: made either way, a failure to say more is not an error. The target
+    // may be one gc emptied (gc keeps only the first rollback target): said, as cold.
+    warnings: [
+      ...(await cold(deps, model, target).catch(() => [])),
+      ...(await underExperiment(deps, model).catch(() => [])),
+    ],
   };
 }
 

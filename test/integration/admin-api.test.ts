@@ -781,6 +781,11 @@ describe("admin API runs and versions", () => {
     });
     expect(cold.status).toBe(200);
     expect(cold.body.warnings).toEqual([expect.stringMatching(/nothing precomputed/)]);
-    await admin("/admin/v1/models/flight-delay/rollback", { method: "POST" });
+    // Rolling back onto it (gc keeps only the first rollback target) is said alike.
+    await admin(`/admin/v1/models/flight-delay/versions/${v2}/promote`, { method: "POST" });
+    const back = await admin("/admin/v1/models/flight-delay/rollback", { method: "POST" });
+    expect(back.body).toMatchObject({ active: v1, previous: v2 });
+    expect(back.body.warnings).toEqual([expect.stringMatching(/nothing precomputed/)]);
+    await admin(`/admin/v1/models/flight-delay/versions/${v2}/promote`, { method: "POST" });
   });
 });
