@@ -21,7 +21,8 @@ function digestOf(secret: string): Buffer {
 }
 
 /**
- * Parses `id:secret,id:sha256:<hex>,…`; refuses short secrets and duplicate ids. `what`
+ * Parses `id:secret,id:sha256:<hex>,…`; refuses short secrets, duplicate ids and one
+ * secret under two ids (plain, hashed or both). `what`
  * names them in errors (the read API's keys take the same form).
  */
 export function parseAdminTokens(text: string | undefined, what = "admin token"): AdminToken[] {
@@ -52,6 +53,10 @@ export function parseAdminTokens(text: string | undefined, what = "admin token")
     } else {
       tokens.push({ id, digest: digestOf(secret) });
     }
+    // One secret under two ids: every action would be the first id's in the audit log.
+    const added = tokens.at(-1) as AdminToken;
+    const twin = tokens.find((t) => t !== added && t.digest.equals(added.digest));
+    if (twin) throw new TokenConfigError(`${what}s ${twin.id} and ${id} have the same secret`);
   }
   return tokens;
 }

@@ -1,4 +1,5 @@
 /** The admin API: token guard on every route, audit log, runs, versions, stats, gc. */
+import { createHash } from "node:crypto";
 import { copyFile, mkdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -274,6 +275,16 @@ describe("admin API auth", () => {
       expect(() => loadConfig({ [setting]: "x:abc def ghi jkl mno" })).toThrow(
         new RegExp(`${setting}: .* no spaces`),
       );
+    // One secret under two ids, as written or one of them hashed: whose action is whose?
+    const secret = "shared-secret-0123456789";
+    const hashed = createHash("sha256").update(secret).digest("hex");
+    for (const tokens of [`alice:${secret},bob:${secret}`, `alice:${secret},bob:sha256:${hashed}`])
+      expect(() => loadConfig({ PREDCACHE_ADMIN_TOKENS: tokens })).toThrow(
+        /alice and bob have the same secret/,
+      );
+    expect(() =>
+      loadConfig({ PREDCACHE_ADMIN_TOKENS: `alice:${secret},bob:${secret}x` }),
+    ).not.toThrow();
   });
 });
 
