@@ -959,6 +959,16 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
       parameters: [model],
       responses: { 200: reply(summary, ref(schema)), ...errors(...statuses) },
     });
+  // Actions that take no options: no body, or JSON `{}` (any field is refused, 400).
+  const noOptions = {
+    schema: obj({}, [], { additionalProperties: false }),
+    required: false,
+    description: "none, or `{}`",
+  };
+  const action = (summary: string, schema: string, statuses: number[]): Operation => ({
+    ...modelOp(summary, schema, [...statuses, 413, 415]),
+    body: noOptions,
+  });
 
   add(
     paths,
@@ -974,7 +984,7 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
       responses: {
         202: reply("the run started", ref("RunAccepted"), ["Location"]),
         // 422: uploaded or grid inputs the model refuses, by row.
-        ...errors(400, 404, 409, 413, 422),
+        ...errors(400, 404, 409, 413, 415, 422),
       },
     }),
   );
@@ -1024,20 +1034,24 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
     admin({
       summary: "Make a version active",
       parameters: [model, param("version", "path", str(), "a loaded version")],
-      responses: { 200: reply("the switch", ref("Switched")), ...errors(400, 404, 409) },
+      body: noOptions,
+      responses: {
+        200: reply("the switch", ref("Switched")),
+        ...errors(400, 404, 409, 413, 415),
+      },
     }),
   );
   add(
     paths,
     `${base}/models/{model}/rollback`,
     "post",
-    modelOp("Back to the previous active version", "Switched", [400, 404, 409]),
+    action("Back to the previous active version", "Switched", [400, 404, 409]),
   );
   add(
     paths,
     `${base}/models/{model}/reload`,
     "post",
-    modelOp("Load version folders dropped into the models folder", "Reloaded", [400, 404]),
+    action("Load version folders dropped into the models folder", "Reloaded", [400, 404]),
   );
   add(
     paths,
@@ -1052,7 +1066,7 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
         schema: obj({ dryRun: bool }, ["dryRun"], { additionalProperties: false }),
         required: false,
       },
-      responses: { 200: reply("the report", ref("GcReport")), ...errors(400, 404) },
+      responses: { 200: reply("the report", ref("GcReport")), ...errors(400, 404, 413, 415) },
     }),
   );
   const experiments = `${base}/models/{model}/experiments`;
