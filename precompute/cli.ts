@@ -107,6 +107,7 @@ async function sourceOf(
   // An option for another kind of source is refused, not silently ignored.
   if (options.limit && kind !== "seed") throw new CliError("--limit is for seed sources", 2);
   if (options.top && kind !== "traffic") throw new CliError("--top is for traffic sources", 2);
+  if (options.gridMax && kind !== "grid") throw new CliError("--grid-max is for grid sources", 2);
   if (options.top && rest)
     throw new CliError("give the traffic count once: traffic:K or --source traffic --top K", 2);
   const limit = options.limit ? positive(options.limit, "--limit") : undefined;
@@ -139,7 +140,6 @@ async function sourceOf(
       );
     return { kind: "inline", inputs };
   }
-  if (options.gridMax && kind !== "grid") throw new CliError("--grid-max is for grid sources", 2);
   if (kind === "grid") {
     const maxSize = options.gridMax ? positive(options.gridMax, "--grid-max") : undefined;
     let axes: unknown;

@@ -282,6 +282,7 @@ describe("npx predcache", () => {
     for (const [args, said] of [
       [["--source", "traffic:5", "--limit", "3"], /--limit is for seed sources/],
       [["--source", `seed:${bad}`, "--top", "7"], /--top is for traffic sources/],
+      [["--source", `seed:${bad}`, "--grid-max", "9"], /--grid-max is for grid sources/],
       [["--source", "traffic:5", "--top", "7"], /give the traffic count once/],
       [["--source", "traffic:abc"], /traffic:K must be a positive integer/],
     ] as const) {
