@@ -97,7 +97,19 @@ export class DirectoryTableStore implements TableStore {
    * nor served, whose every download a client would refuse. It is set aside, as the
    * precompute worker sets aside one it finds damaged, and the one before it is the latest.
    */
-  private async describe(model: string, file: string): Promise<TableInfo | undefined> {
+  private describe(model: string, file: string): Promise<TableInfo | undefined> {
+    // Concurrent listings of a new file (a burst after a start) hash it once.
+    let described = this.describing.get(file);
+    if (!described) {
+      described = this.describeNow(model, file).finally(() => this.describing.delete(file));
+      this.describing.set(file, described);
+    }
+    return described;
+  }
+
+  private readonly describing = new Map<string, Promise<TableInfo | undefined>>();
+
+  private async describeNow(model: string, file: string): Promise<TableInfo | undefined> {
     const stats = await stat(file).catch(() => undefined);
     if (!stats) return undefined;
     const cached = this.cache.get(file);
