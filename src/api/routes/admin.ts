@@ -278,7 +278,8 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
     const keys = report.collected.reduce((sum, v) => sum + v.keysDeleted, 0);
     c.set(
       "auditDetail",
-      `${report.dryRun ? "dry run: would collect" : "collected"} ${versions} (${keys} keys, ${report.bytesFreedOnDisk} bytes of tables)`,
+      `${report.dryRun ? "dry run: would collect" : "collected"} ${versions} (${keys} keys); ` +
+        `${report.olderTablesDeleted} older tables of kept versions; ${report.bytesFreedOnDisk} bytes of tables in all`,
     );
     return c.json(report);
   });
