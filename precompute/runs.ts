@@ -31,6 +31,10 @@ export interface RunStatus {
   promote: boolean;
   state: RunState;
   chunks: { planned: number; total: number | null; done: number };
+  /**
+   * Rows gone through: those of finished chunks, and for a run cancelled or failed, those
+   * its unfinished chunks wrote before they stopped (so written + skipped = rows).
+   */
   rows: number;
   written: number;
   skipped: number;
@@ -101,7 +105,7 @@ export class RunStore {
     if (!meta.model) return undefined;
     const createdAt = Number(meta.createdAt);
     const finishedAt = meta.finishedAt ? Number(meta.finishedAt) : null;
-    const rows = Number(meta.rows ?? 0);
+    const rows = Number(meta.rows ?? 0) + this.cutShort(meta);
     const elapsed = ((finishedAt ?? Date.now()) - createdAt) / 1000;
     const rate = elapsed > 0 ? rows / elapsed : 0;
     const total = meta.chunksTotal === undefined ? null : Number(meta.chunksTotal);
@@ -133,6 +137,18 @@ export class RunStore {
       promotedFrom: meta.promotedFrom ?? null,
       promoteSkipped: meta.promoteSkipped ?? null,
     };
+  }
+
+  /**
+   * What the chunks of a cancelled or failed run wrote before they stopped: chunks count
+   * their rows once finished, their writes as they go ("cw:<index>", which a finished
+   * chunk's count removes, commands/chunk-done.lua). 0 for any other run.
+   */
+  private cutShort(meta: Record<string, string>): number {
+    if (meta.state !== "cancelled" && meta.state !== "failed") return 0;
+    return Object.entries(meta)
+      .filter(([field]) => field.startsWith("cw:"))
+      .reduce((sum, [, written]) => sum + Number(written), 0);
   }
 
   /** Newest first. */
