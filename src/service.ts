@@ -81,7 +81,10 @@ export async function createService(
     const keys = new Keys(config.prefix);
     // Its polls on the background connection, an admin's switch on the request one: a
     // switch must not wait behind a poll stuck on a frozen Redis.
-    const active = new ActiveVersions(background, subscriber, keys, models, { writer: redis });
+    const active = new ActiveVersions(background, subscriber, keys, models, {
+      writer: redis,
+      onRestored: activeRestored(log),
+    });
     await active.start();
     // Load each active model now, so the first request does not pay for it.
     for (const name of models.names()) {
@@ -334,7 +337,9 @@ export async function createLiveWorker(
   // The active versions' inference threads are warm before the first miss, and so is each
   // version made active later (a promote, a rollback), as soon as this process learns of it.
   const subscriber = createRedis(redisUrl, { role: "subscriber" });
-  const active = new ActiveVersions(redis, subscriber, new Keys(config.prefix), registry);
+  const active = new ActiveVersions(redis, subscriber, new Keys(config.prefix), registry, {
+    onRestored: activeRestored(log),
+  });
   const warm = async (name: string, version: string) => {
     const model = await registry.resolve(name, version).catch(() => undefined);
     if (model) await worker.warm([model]);
@@ -379,6 +384,15 @@ export interface PrecomputeWorkerProcess {
   /** For a worker process's /readyz. */
   readiness(): Promise<WorkerReadiness>;
   close(): Promise<void>;
+}
+
+/** An active version this process put back in Redis, which had lost it, as the log says it. */
+function activeRestored(log: Logger) {
+  return (model: string, version: string) =>
+    log.warn(
+      { model, version },
+      "the active version was gone from Redis (its data lost?): put back the one served",
+    );
 }
 
 /** A table found damaged on disk, as the log says it. */

@@ -14,6 +14,8 @@ export interface ActiveVersionsOptions {
   pollMs?: number;
   /** The connection switches are made on (default: the one polls read on). */
   writer?: Redis;
+  /** Told when this process put back a pointer Redis had lost (see refreshOne). */
+  onRestored?: (model: string, version: string) => void;
 }
 
 export class ActiveVersions {
@@ -65,7 +67,20 @@ export class ActiveVersions {
 
   private async refreshOne(model: string): Promise<void> {
     const version = await this.redis.get(this.keys.active(model));
-    if (version && this.cache.get(model) !== version) {
+    const cached = this.cache.get(model);
+    if (version === null && cached !== undefined) {
+      // Redis came back without its data (restarted with no persistence, flushed): the
+      // version served until then is put back, before a process starting now sets its
+      // default (the newest folder) and every process switches to it. Only if still unset.
+      const restored = await (this.options.writer ?? this.redis).set(
+        this.keys.active(model),
+        cached,
+        "NX",
+      );
+      if (restored) this.options.onRestored?.(model, cached);
+      return;
+    }
+    if (version && cached !== version) {
       this.cache.set(model, version);
       for (const listener of this.listeners) listener(model, version);
     }

@@ -124,6 +124,32 @@ describe("active version", () => {
     }
   });
 
+  it("is put back by the processes serving it when Redis loses it, not replaced by a newcomer's default", async () => {
+    const [v1, v2] = registry.versions("flight-delay").map((v) => v.version) as [string, string];
+    // The older version served (the newest, v2, is every new process's default).
+    await admin.active.set("flight-delay", v1);
+    await eventually(async () => (t.service.active.get("flight-delay") === v1 ? true : undefined));
+    const key = new Keys(prefix).active("flight-delay");
+    // As after a Redis restart without its data.
+    await admin.redis.del(key);
+    expect(await eventually(async () => (await admin.redis.get(key)) ?? undefined, 3_000)).toBe(v1);
+    // A process started now finds it set: it serves v1 too, and nothing switches to v2.
+    const late = await startTestService({
+      env: { PREDCACHE_PREFIX: prefix, PREDCACHE_MODELS_DIR: modelsDir },
+      liveWorker: false,
+      registry,
+    });
+    try {
+      expect(late.service.active.get("flight-delay")).toBe(v1);
+      await new Promise((r) => setTimeout(r, 700));
+      expect(t.service.active.get("flight-delay")).toBe(v1);
+      expect(await admin.redis.get(key)).toBe(v1);
+      expect(v2).not.toBe(v1);
+    } finally {
+      await late.close();
+    }
+  });
+
   it("keeps every previous version on the history, newest first", async () => {
     const history = await admin.redis.lrange(new Keys(prefix).history("flight-delay"), 0, -1);
     expect(history.length).toBeGreaterThanOrEqual(3);
