@@ -859,12 +859,14 @@ function modelRoutes(paths: Paths, schemas: Record<string, Schema>, deps: ApiDep
       summary: `A batch of ${name} predictions`,
       description:
         `Up to ${settings.batchMaxItems} inputs and ${settings.bodyMaxBytes} bytes; ` +
-        "an invalid input or an unavailable Redis fails its item only.",
+        "an invalid input fails its item only, and so does an unavailable Redis while " +
+        "memory holds some of the inputs (their items answered, the others 503 items, " +
+        "`Retry-After` on the reply); when it holds none of them, the whole batch is a 503.",
       parameters: [version],
       body: { schema: ref(`${name}.BatchRequest`) },
       responses: {
         200: reply("one result per input", ref(`${name}.BatchReply`), ["Cache-Control"]),
-        ...errors(400, 404, 413, 415, 500),
+        ...errors(400, 404, 413, 415, 500, 503),
       },
     });
   }
