@@ -81,6 +81,17 @@ const SCALARS = [
   "shadowFailed",
 ] as const;
 
+/**
+ * Sums of values, not counts: always added as floats. Chosen by the value instead, a sum
+ * that came out whole went as HINCRBY onto a field holding a float, which Redis refuses
+ * inside the transaction while applying the counts beside it.
+ */
+const FLOAT_FIELDS: ReadonlySet<(typeof SCALARS)[number]> = new Set([
+  "sum",
+  "sumSquares",
+  "absDiffSum",
+]);
+
 export function countsFromHash(hash: Record<string, string>, binCount: number): ArmCounts {
   const counts = emptyCounts(binCount);
   for (const field of SCALARS) counts[field] = Number(hash[field] ?? 0);
@@ -197,8 +208,8 @@ export class ArmTally {
     for (const field of SCALARS) {
       const n = counts[field];
       if (n === 0) continue;
-      if (Number.isInteger(n)) multi.hincrby(key, field, n);
-      else multi.hincrbyfloat(key, field, n);
+      if (FLOAT_FIELDS.has(field)) multi.hincrbyfloat(key, field, n);
+      else multi.hincrby(key, field, n);
     }
     counts.bins.forEach((n, i) => {
       if (n > 0) multi.hincrby(key, `bin${i}`, n);
