@@ -13,6 +13,7 @@ import { resolve } from "node:path";
 import { Worker } from "node:worker_threads";
 import { decodeRow, type OutputTensors, type Prediction } from "./decoding.ts";
 import { type ModelVersion, versionOf } from "./registry.ts";
+import { sessionOptions } from "./runtime.ts";
 
 /** Plain CommonJS, so the thread needs no TypeScript loader (tsx, vitest or none). */
 const THREAD_SOURCE = `
@@ -118,13 +119,8 @@ export class InferenceThread {
         model: bytes,
         input: model.manifest.encoding.input.name,
         dtype: model.manifest.encoding.input.dtype,
-        // The registry runtime's options (src/model/runtime.ts).
-        options: {
-          intraOpNumThreads: options.intraOpThreads,
-          interOpNumThreads: 1,
-          executionMode: "sequential",
-          graphOptimizationLevel: "all",
-        },
+        // The registry runtime's options.
+        options: sessionOptions(options.intraOpThreads),
       },
     });
     worker.unref();

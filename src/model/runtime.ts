@@ -17,6 +17,22 @@ export interface RuntimeStats {
   rows: number;
 }
 
+/**
+ * How every session is made, here and in inference threads (./inference-thread.ts).
+ * onnxruntime logs only what is fatal: a run that fails rejects with its message, which
+ * the worker's JSON log carries; onnxruntime's own lines on stderr would sit between
+ * those, in another format.
+ */
+export function sessionOptions(intraOpThreads: number | undefined) {
+  return {
+    ...(intraOpThreads === undefined ? {} : { intraOpNumThreads: intraOpThreads }),
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: "all",
+    logSeverityLevel: 4,
+  } satisfies ort.InferenceSession.SessionOptions;
+}
+
 export class ModelRuntime {
   readonly stats: RuntimeStats = { runs: 0, rows: 0 };
 
@@ -30,12 +46,10 @@ export class ModelRuntime {
     model: Uint8Array,
     options: RuntimeOptions = {},
   ): Promise<ModelRuntime> {
-    const session = await ort.InferenceSession.create(model, {
-      intraOpNumThreads: options.intraOpThreads ?? 1,
-      interOpNumThreads: 1,
-      executionMode: "sequential",
-      graphOptimizationLevel: "all",
-    });
+    const session = await ort.InferenceSession.create(
+      model,
+      sessionOptions(options.intraOpThreads ?? 1),
+    );
     // That the manifest fits the model was checked when its version was loaded
     // (onnx-signature.ts): names, element type and width of the input, the outputs.
     return new ModelRuntime(manifest, session);
