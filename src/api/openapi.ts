@@ -214,7 +214,18 @@ function batchItemSchema(reply: Schema): Schema {
         key: str({ description: "the canonical key being computed" }),
         job: ref("JobLink"),
       }),
-      extend(ref("Error"), { status: int({ description: "the HTTP status of this item" }) }),
+      {
+        allOf: [
+          ref("Error"),
+          obj(
+            {
+              status: int({ description: "the HTTP status of this item" }),
+              key: str({ description: "the canonical key: a valid input's that failed (no 422)" }),
+            },
+            ["key"],
+          ),
+        ],
+      },
     ],
   };
 }

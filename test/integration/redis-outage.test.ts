@@ -68,6 +68,9 @@ describe("Redis outage", () => {
     expect(batch.status).toBe(200);
     expect(batch.body.results.map((r: { status: number }) => r.status)).toEqual([200, 503]);
     expect(batch.body.results[1].error.details).toEqual({ reason: "unreachable" });
+    // Which lookup it was, as a single lookup's error would not need to say.
+    expect(batch.body.results[1].key).toMatch(/^\[/);
+    expect(batch.body.results[0].key).not.toBe(batch.body.results[1].key);
     expect(batch.headers.get("retry-after")).toBe("1");
     expect(batch.headers.get("cache-control")).toBe("no-store");
     // With no item answered from memory, the batch itself is the 503, as a lookup is;

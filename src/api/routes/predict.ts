@@ -477,6 +477,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
       if (!hits[j])
         results[v.index] = {
           status: error.status,
+          key: v.value.key,
           ...errorBody(error.code, error.message, error.details),
         };
     });
@@ -522,6 +523,8 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
     if ("error" in outcome) {
       result = {
         status: outcome.error.status ?? 500,
+        // Which lookup failed (a valid input has its key), not only where it stood.
+        key: m.value.key,
         // With its details: a miss refused past the budget says when it comes back.
         ...errorBody(
           outcome.error.code ?? "internal",
