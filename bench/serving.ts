@@ -17,6 +17,7 @@ import { hitHeaders } from "../src/api/reply.ts";
 import { requestLog } from "../src/api/request-log.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
+import type { Prediction } from "../src/model/decoding.ts";
 import type { ModelVersion } from "../src/model/registry.ts";
 import type { RuntimeStats } from "../src/model/runtime.ts";
 import { startRedisServer } from "../src/redis/embedded.ts";
@@ -46,6 +47,12 @@ const HOT_PATH = `${PREDICT}?origin=SFO&destination=LAX&hour=7&dayOfWeek=1`;
  * of one scenario, and the paired ratio's median leaves it out).
  */
 const LOAD = { connections: 50, warmupSeconds: 1, seconds: 10, slices: 20 };
+/**
+ * Keys of the many-keys Redis-hit scenario (no target: what a hit costs when no two
+ * concurrent lookups share a read). Fewer than the URLs the hot front remembers (4,096),
+ * so every one is answered ahead of Hono, as the hot key is.
+ */
+const DISTINCT_KEYS = 2_000;
 /**
  * Live misses: `inputs` distinct inputs per config, sent in `slices` interleaved chunks,
  * after `warmupInputs` each. The warm-up is long enough for V8 to have compiled the miss
@@ -216,6 +223,8 @@ function expectSource(reply: Reply, source: string, what: string): void {
 interface Target {
   name: string;
   url: string;
+  /** Paths to cycle through on that server instead of the URL's own. */
+  paths?: string[];
 }
 
 interface Load {
@@ -227,8 +236,6 @@ interface Load {
   requests: number;
   /** Connection errors, timeouts and non-2xx answers. */
   failures: number;
-  /** Requests of the warm-up and the slices together. */
-  sentInAll: number;
   /** req/s of each slice, in round order: round r's slices of all scenarios ran back to back. */
   sliceRates: number[];
   /**
@@ -237,28 +244,38 @@ interface Load {
    * (its share of the kernel's work included).
    */
   cpuMicros: number;
+  /** Redis HGETs served per request, over the slices. */
+  readsPerRequest: number;
 }
 
 /** autocannon in a process of its own (lib/autocannon-client.ts), placed apart from the servers. */
 type HttpLoad = ForkedLoad<AutocannonJob, AutocannonResult>;
 
-function fire(load: HttpLoad, url: string, seconds: number): Promise<AutocannonResult> {
-  return load.run({ url, connections: LOAD.connections, seconds });
+function fire(load: HttpLoad, target: Target, seconds: number): Promise<AutocannonResult> {
+  return load.run({ url: target.url, connections: LOAD.connections, seconds, paths: target.paths });
 }
 
-/** Warms every target, then measures them round-robin in slices. */
-async function hammerAll(load: HttpLoad, targets: readonly Target[]): Promise<Load[]> {
-  const warmups = new Map<Target, AutocannonResult>();
-  for (const target of targets)
-    warmups.set(target, await fire(load, target.url, LOAD.warmupSeconds));
+/**
+ * Warms every target, then measures them round-robin in slices; `reads` counts the reads
+ * Redis has served so far (read between slices: the service's own commands only).
+ */
+async function hammerAll(
+  load: HttpLoad,
+  targets: readonly Target[],
+  reads: () => Promise<number>,
+): Promise<Load[]> {
+  for (const target of targets) await fire(load, target, LOAD.warmupSeconds);
   const slices = new Map<Target, AutocannonResult[]>(targets.map((t) => [t, []]));
   const cpuMicros = new Map<Target, number>(targets.map((t) => [t, 0]));
+  const readCounts = new Map<Target, number>(targets.map((t) => [t, 0]));
   for (let round = 0; round < LOAD.slices; round++) {
     for (const target of rotated(targets, round)) {
+      const readsBefore = await reads();
       const before = process.cpuUsage();
-      slices.get(target)?.push(await fire(load, target.url, LOAD.seconds / LOAD.slices));
+      slices.get(target)?.push(await fire(load, target, LOAD.seconds / LOAD.slices));
       const used = process.cpuUsage(before);
       cpuMicros.set(target, (cpuMicros.get(target) ?? 0) + used.user + used.system);
+      readCounts.set(target, (readCounts.get(target) ?? 0) + (await reads()) - readsBefore);
     }
     if (round % 2 === 1) process.stdout.write(".");
   }
@@ -274,9 +291,9 @@ async function hammerAll(load: HttpLoad, targets: readonly Target[]): Promise<Lo
       p99: sum((r) => r.p99) / results.length,
       requests,
       failures: sum((r) => r.failures),
-      sentInAll: requests + (warmups.get(target)?.requests ?? 0),
       sliceRates: results.map((r) => r.requests / r.duration),
       cpuMicros: (cpuMicros.get(target) ?? 0) / requests,
+      readsPerRequest: (readCounts.get(target) ?? 0) / requests,
     };
   });
 }
@@ -325,6 +342,40 @@ async function cpuAll(scenarios: readonly CpuScenario[]): Promise<CpuCost[]> {
   });
 }
 
+/**
+ * Stores the model's real predictions for `count` distinct inputs (computed here in
+ * batches, as precompute would) in the service's Redis; returns their lookup paths.
+ */
+async function storeDistinct(app: Predcache, count: number): Promise<string[]> {
+  const version = app.service.active.get(MODEL);
+  const model = version ? app.registry.get(MODEL, version) : undefined;
+  if (!model) throw new Error(`${MODEL} is not served`);
+  const inputs = distinctInputs(model, count, 19990909);
+  const encoded = inputs.map((input) => {
+    const outcome = model.encoder.encode({ ...input });
+    if (!outcome.ok) throw new Error(`bench input refused: ${JSON.stringify(outcome.issues)}`);
+    return outcome.value;
+  });
+  const runtime = await app.registry.runtime(model);
+  for (let start = 0; start < encoded.length; start += 500) {
+    const batch = encoded.slice(start, start + 500);
+    const predictions = await runtime.run(batch.map((e) => e.row));
+    await app.service.tiers.store.put(
+      model,
+      batch.map((e, i) => ({ key: e.key, prediction: predictions[i] as Prediction })),
+    );
+  }
+  return inputs.map(
+    (input) =>
+      `${PREDICT}?${new URLSearchParams({
+        origin: input.origin,
+        destination: input.destination,
+        hour: String(input.hour),
+        dayOfWeek: String(input.dayOfWeek),
+      })}`,
+  );
+}
+
 /** HGET calls Redis has served so far (INFO commandstats). */
 async function hgetCalls(service: Service): Promise<number> {
   const stats = await service.redis.info("commandstats");
@@ -353,7 +404,7 @@ function prng(seed: number): (below: number) => number {
 }
 
 /** `count` distinct inputs drawn from the model's own vocabulary and ranges. */
-function distinctInputs(model: ModelVersion, count: number): Input[] {
+function distinctInputs(model: ModelVersion, count: number, seed = 20010101): Input[] {
   const feature = (name: string) => {
     const found = model.manifest.encoding.features.find((f) => f.name === name);
     if (!found) throw new Error(`${model.name} has no feature ${name}`);
@@ -373,7 +424,7 @@ function distinctInputs(model: ModelVersion, count: number): Input[] {
   const destinations = vocabulary("destination");
   const hours = range("hour");
   const days = range("dayOfWeek");
-  const random = prng(20010101);
+  const random = prng(seed);
   const seen = new Set<string>();
   const inputs: Input[] = [];
   while (inputs.length < count) {
@@ -586,6 +637,10 @@ async function main(): Promise<void> {
     servers.unshift(() => l2.close());
     expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "sample (Redis service)");
     expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "again  (Redis service)");
+    // 7: the same service, many keys: no two concurrent lookups share a read.
+    const distinctPaths = await storeDistinct(l2, DISTINCT_KEYS);
+    for (const path of [distinctPaths[0], distinctPaths[DISTINCT_KEYS - 1]])
+      expectSource(await get(`${l2.url}${path}`), "redis", "distinct key (Redis service)");
 
     console.log("\nHTTP scenarios");
     const httpLoad: HttpLoad = new ForkedLoad(
@@ -607,19 +662,26 @@ async function main(): Promise<void> {
     cleanup.unshift(async () => placement.undo());
     const placementNote = placement.description;
     console.log(`  placement: ${placementNote}`);
-    // Only the Redis-hit service reads Redis here; one hot key means the service shares
-    // one read among concurrent lookups of it, so count the reads Redis really served.
-    const hgetsBefore = await hgetCalls(l2.service);
-    const loads = await hammerAll(httpLoad, [
-      { name: "1 raw node:http", url: `${raw.url}${HOT_PATH}` },
-      { name: "2 Hono hello-world", url: `${hello.url}${HOT_PATH}` },
-      { name: "3 Hono hello-world + a hit's headers", url: `${headed.url}${HOT_PATH}` },
-      { name: "4 predcache edge hooks, constant", url: `${framed.url}${HOT_PATH}` },
-      { name: "5 predcache L1 hit", url: `${l1.url}${HOT_PATH}` },
-      { name: "6 predcache Redis hit", url: `${l2.url}${HOT_PATH}` },
-    ]);
+    // Only the Redis-hit service reads Redis here: the reads Redis served during a slice are
+    // its scenario's. With one hot key concurrent lookups share a read; count them.
+    const loads = await hammerAll(
+      httpLoad,
+      [
+        { name: "1 raw node:http", url: `${raw.url}${HOT_PATH}` },
+        { name: "2 Hono hello-world", url: `${hello.url}${HOT_PATH}` },
+        { name: "3 Hono hello-world + a hit's headers", url: `${headed.url}${HOT_PATH}` },
+        { name: "4 predcache edge hooks, constant", url: `${framed.url}${HOT_PATH}` },
+        { name: "5 predcache L1 hit", url: `${l1.url}${HOT_PATH}` },
+        { name: "6 predcache Redis hit", url: `${l2.url}${HOT_PATH}` },
+        {
+          name: `7 predcache Redis hit, ${fmtInt(DISTINCT_KEYS)} keys`,
+          url: l2.url,
+          paths: distinctPaths,
+        },
+      ],
+      () => hgetCalls(l2.service),
+    );
     placement.undo();
-    const hgets = (await hgetCalls(l2.service)) - hgetsBefore;
     expectSource(await get(`${l1.url}${HOT_PATH}`), "memory", "after load (L1 service)");
     expectSource(await get(`${l2.url}${HOT_PATH}`), "redis", "after load (Redis service)");
     // The same scenarios without the network: each server's own CPU per request.
@@ -658,7 +720,8 @@ async function main(): Promise<void> {
     );
 
     // ------------------------------------------------------------------ report
-    const [rawLoad, helloLoad, headedLoad, framedLoad, l1Load, l2Load] = loads as [
+    const [rawLoad, helloLoad, headedLoad, framedLoad, l1Load, l2Load, manyLoad] = loads as [
+      Load,
       Load,
       Load,
       Load,
@@ -667,8 +730,10 @@ async function main(): Promise<void> {
       Load,
     ];
     const [batched, single] = lives as [LiveResult, LiveResult];
-    const reference = [rawLoad, rawLoad, helloLoad, headedLoad, framedLoad, l1Load];
-    console.log("\nResults: HTTP, same URL, same reply body (p50/p99: mean over the slices)\n");
+    const reference = [rawLoad, rawLoad, helloLoad, headedLoad, framedLoad, l1Load, l2Load];
+    console.log(
+      "\nResults: HTTP, one URL and one reply body (7: its own keys), p50/p99 the mean over the slices\n",
+    );
     console.log(
       table(
         [
@@ -681,6 +746,7 @@ async function main(): Promise<void> {
           "× raw",
           "× row above",
           "CPU µs/req",
+          "HGET/req",
         ],
         loads.map((l, i) => [
           l.name,
@@ -692,6 +758,7 @@ async function main(): Promise<void> {
           ratio(l.reqPerSec, rawLoad.reqPerSec),
           i === 0 ? "" : ratio(l.reqPerSec, reference[i]?.reqPerSec ?? Number.NaN),
           l.cpuMicros.toFixed(1),
+          l.readsPerRequest.toFixed(3),
         ]),
       ),
     );
@@ -699,7 +766,8 @@ async function main(): Promise<void> {
       `  (3: hello-world sending the ${Object.keys(sample.headers).length} headers of a hit, at constant values.)\n` +
         `  (4: predcache's request id/log and CORS hooks, a hit's headers, a constant reply, ahead of\n` +
         `   Hono as a hit is answered: from 4 to 5 is the lookup's own work.)\n` +
-        `  (6: ${(hgets / l2Load.sentInAll).toFixed(3)} Redis HGETs per request: concurrent lookups of one key share a read)\n` +
+        `  (6: one URL; concurrent lookups of its key share a read. 7: ${fmtInt(DISTINCT_KEYS)} URLs in turn\n` +
+        `   across the connections, all in Redis; the same service, every lookup a read of its own)\n` +
         `  (CPU µs/req: the servers' process, kernel time included; placement: ${placementNote})`,
     );
     const [rawCpu, helloCpu, , , l1Cpu, l2Cpu] = cpuCosts as [
@@ -776,6 +844,10 @@ async function main(): Promise<void> {
       `  (server CPU alone, no target: L1 hit vs hello-world ${ratio(helloCpu.micros, l1Cpu.micros)}, ` +
         `Redis hit vs L1 hit ${ratio(l1Cpu.micros, l2Cpu.micros)}, as req/s ratios;\n` +
         `   an L1 hit costs ${(l1Cpu.micros - helloCpu.micros).toFixed(1)} µs more than hello-world)`,
+    );
+    console.log(
+      `  (no target: Redis hit with ${fmtInt(DISTINCT_KEYS)} keys vs L1 hit ${ratio(manyLoad.reqPerSec, l1Load.reqPerSec)}, ` +
+        `${manyLoad.readsPerRequest.toFixed(2)} HGET per request, p99 ${fmtMs(manyLoad.p99)} ms)`,
     );
     console.log(
       `  rows 64 vs rows 1 pred/s:      ${verdict(batched.perSec, single.perSec, TARGETS.batchedVsSingle)}`,

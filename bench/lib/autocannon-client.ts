@@ -10,6 +10,8 @@ export interface AutocannonJob {
   url: string;
   connections: number;
   seconds: number;
+  /** Paths (with query) to cycle through across all connections, instead of the URL's own. */
+  paths?: string[] | undefined;
 }
 
 export interface AutocannonResult {
@@ -23,10 +25,24 @@ export interface AutocannonResult {
 }
 
 async function run(job: AutocannonJob): Promise<AutocannonResult> {
+  const paths = job.paths;
+  let next = 0;
   const result = await autocannon({
     url: job.url,
     connections: job.connections,
     duration: job.seconds,
+    ...(paths?.length
+      ? {
+          requests: [
+            {
+              setupRequest: (request) => {
+                request.path = paths[next++ % paths.length] as string;
+                return request;
+              },
+            },
+          ],
+        }
+      : {}),
   });
   return {
     requests: result.requests.total,
