@@ -16,7 +16,7 @@ import { Keys } from "./cache/keys.ts";
 import { MemoryCache } from "./cache/memory.ts";
 import { ResidentTables } from "./cache/resident.ts";
 import { ServingStats } from "./cache/stats.ts";
-import { PredictionStore } from "./cache/store.ts";
+import { type CorruptEntry, PredictionStore } from "./cache/store.ts";
 import { Tiers } from "./cache/tiers.ts";
 import { TrafficRecorder } from "./cache/traffic.ts";
 import type { Config } from "./config.ts";
@@ -93,14 +93,19 @@ export async function createService(
       if (model) await models.runtime(model);
       log.info({ model: name, version: version ?? null, known: Boolean(model) }, "model ready");
     }
-    const store = new PredictionStore(redis, keys, { bucketBits: config.bucketBits });
+    // The live client (below) repairs what the store finds damaged.
+    let live: LiveClient | undefined;
+    const store = new PredictionStore(redis, keys, {
+      bucketBits: config.bucketBits,
+      onCorrupt: corruptEntry(log, (entry) => live?.repair(entry.model, entry.key)),
+    });
     const tables = new DirectoryTableStore(config.tablesDir, { onDamaged: tableDamaged(log) });
     const resident = new ResidentTables(tables, models, active, log, {
       maxBytes: config.residentMaxBytes,
     });
     await resident.start(subscriber, keys);
     const tiers = new Tiers(new MemoryCache({ maxBytes: config.l1MaxBytes }), store, resident);
-    const live = new LiveClient(redis, events, {
+    live = new LiveClient(redis, events, {
       prefix: queuePrefix(config.prefix),
       maxWaitMs: config.waitMaxMs,
       keepFinishedSeconds: config.jobKeepSeconds,
@@ -396,6 +401,23 @@ function activeRestored(log: Logger) {
 }
 
 /** A table found damaged on disk, as the log says it. */
+/** A damaged value in Redis: counted, logged with its key, and (API only) queued for repair. */
+function corruptEntry(log: Logger, repair?: (entry: CorruptEntry) => Promise<void> | undefined) {
+  return (entry: CorruptEntry) => {
+    const { model, key, bucket, reason } = entry;
+    processMetrics().corruptEntries.inc({ model: model.name, version: model.version });
+    log.warn(
+      { model: model.name, version: model.version, key, bucket, err: reason },
+      repair
+        ? "a cached entry does not decode: read as a miss, and recomputed live to replace it"
+        : "a cached entry does not decode: read as missing",
+    );
+    repair?.(entry)?.catch((error: unknown) =>
+      log.warn({ model: model.name, key, err: error }, "could not queue the entry's repair"),
+    );
+  };
+}
+
 function tableDamaged(log: Logger) {
   return (damage: { model: string; generation: string; reason: string }) =>
     log.error(
@@ -418,7 +440,10 @@ export async function createPrecomputeWorker(
   const blocking = createRedis(redisUrl, { role: "blocking" });
   await whenReady(redis);
   const keys = new Keys(config.prefix);
-  const store = new PredictionStore(redis, keys, { bucketBits: config.bucketBits });
+  const store = new PredictionStore(redis, keys, {
+    bucketBits: config.bucketBits,
+    onCorrupt: corruptEntry(log),
+  });
   const worker = new PrecomputeWorker(
     redis,
     blocking,

@@ -10,7 +10,7 @@ import { Command, type Result } from "ioredis";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { isCluster, type Redis, type Standalone } from "../redis/connection.ts";
-import { decodePrediction, encodePrediction } from "./codec.ts";
+import { CorruptEntryError, decodePrediction, encodePrediction } from "./codec.ts";
 import type { Keys } from "./keys.ts";
 
 /**
@@ -21,12 +21,10 @@ import type { Keys } from "./keys.ts";
 const HAS_MANY_LUA = `local found = {}
 for i = 1, #KEYS do found[i] = redis.call("HEXISTS", KEYS[i], ARGV[i]) end
 return found`;
-// KEYS: one bucket per entry [, a counter hash]. ARGV: entry count, field and value per
-// entry [, the counter's field]. Returns how many entries were new, and adds as many to
-// the counter in the same step: a key written meanwhile by another is not counted, and a
-// writer that dies after the write cannot leave it uncounted.
 // KEYS: n buckets, then the hashes of the counters; ARGV: n, n key/value pairs, then the
-// counters' fields. Adds to each counter how many entries were new.
+// counters' fields. Returns how many entries were new, and adds as many to each counter in
+// the same step: a key written meanwhile by another is not counted, and a writer that dies
+// after the write cannot leave it uncounted.
 const PUT_MANY_LUA = `local n = tonumber(ARGV[1])
 local added = 0
 for i = 1, n do added = added + redis.call("HSET", KEYS[i], ARGV[2 * i], ARGV[2 * i + 1]) end
@@ -50,6 +48,16 @@ declare module "ioredis" {
 export interface StoreOptions {
   /** log2 of the bucket count per model version; aim for ≲ 128 entries per bucket. */
   bucketBits: number;
+  /** Told of a stored value that does not decode for its manifest (read as absent). */
+  onCorrupt?: (entry: CorruptEntry) => void;
+}
+
+/** A stored value that is not a prediction of its version: where it is and why. */
+export interface CorruptEntry {
+  model: ModelVersion;
+  key: string;
+  bucket: string;
+  reason: string;
 }
 
 export interface StoredEntry {
@@ -85,7 +93,26 @@ export class PredictionStore {
     const bytes = this.sentThisTurn
       ? await this.redis.hgetBuffer(bucket, key)
       : await this.readNow(bucket, key);
-    return bytes ? decodePrediction(model.manifest, bytes) : undefined;
+    return bytes ? this.decoded(model, key, bucket, bytes) : undefined;
+  }
+
+  /**
+   * A value that does not decode is read as absent: the lookup becomes a miss, whose live
+   * answer then overwrites it, rather than failing every time it is asked.
+   */
+  private decoded(
+    model: ModelVersion,
+    key: string,
+    bucket: string,
+    bytes: Buffer,
+  ): Prediction | undefined {
+    try {
+      return decodePrediction(model.manifest, bytes);
+    } catch (error) {
+      if (!(error instanceof CorruptEntryError)) throw error;
+      this.options.onCorrupt?.({ model, key, bucket, reason: error.message });
+      return undefined;
+    }
   }
 
   /** A read was written at once in this event-loop turn (cleared when the turn ends). */
@@ -113,9 +140,12 @@ export class PredictionStore {
     const replies = await this.each(keys, (redis, key) =>
       redis.hgetBuffer(this.bucketOf(model, key), key),
     );
-    return replies.map((bytes) =>
-      bytes ? decodePrediction(model.manifest, bytes as Buffer) : undefined,
-    );
+    return replies.map((bytes, i) => {
+      const key = keys[i] as string;
+      return bytes
+        ? this.decoded(model, key, this.bucketOf(model, key), bytes as Buffer)
+        : undefined;
+    });
   }
 
   /** Which of `keys` are already stored (for precompute's skip-existing). */

@@ -21,8 +21,10 @@ import {
   failedKey,
   LIVE_QUEUE,
   type LiveJob,
+  type LiveJobName,
   type LiveResult,
   liveJobId,
+  repairJobId,
 } from "./jobs.ts";
 
 export interface LiveClientOptions {
@@ -195,6 +197,21 @@ export class LiveClient {
     });
     const { queued: q, result: r } = this.track(jobId, queued, result);
     return q.then(() => r);
+  }
+
+  /**
+   * Queues a "repair" job for a key whose stored value did not decode: the worker computes
+   * it and stores the answer over the damaged value. Not waited for and not retried; while
+   * one is queued for the key, another is not (its id is the key's). Failures are the
+   * caller's to log: a lookup goes on as a miss either way.
+   */
+  repair(model: ModelVersion, key: string): Promise<void> {
+    return this.add("repair", repairJobId(model.name, model.version, key), model, [key], {
+      priority: 1,
+      attempts: 1,
+      removeOnComplete: true,
+      removeOnFail: true,
+    });
   }
 
   /**
@@ -410,7 +427,7 @@ export class LiveClient {
   }
 
   private async add(
-    name: "predict" | "audit",
+    name: LiveJobName,
     jobId: string,
     model: ModelVersion,
     keys: string[],

@@ -29,9 +29,11 @@ export type LiveResult = Record<string, Prediction>;
 
 /**
  * Job names: "predict" answers misses and stores them; "audit" recomputes a cached entry
- * for the cache audit and stores nothing, so an audit observes and never repairs.
+ * for the cache audit and stores nothing, so an audit observes and never repairs;
+ * "repair" recomputes and stores a key whose stored value did not decode (a wrong value
+ * that decodes is the audit's to report, not anyone's to overwrite unseen).
  */
-export const liveJobNameSchema = z.enum(["predict", "audit"]);
+export const liveJobNameSchema = z.enum(["predict", "audit", "repair"]);
 export type LiveJobName = z.infer<typeof liveJobNameSchema>;
 
 /**
@@ -63,6 +65,11 @@ export function batchClaimTtlMs(batchId: string): number | undefined {
 /** `audit.<model>.<version>.<hash of key>`: never a key's id, so /v1/jobs does not find it. */
 export function auditJobId(model: string, version: string, key: string): string {
   return `audit.${liveJobId(model, version, key)}`;
+}
+
+/** `repair.<model>.<version>.<hash of key>`: one repair of a key queued at a time. */
+export function repairJobId(model: string, version: string, key: string): string {
+  return `repair.${liveJobId(model, version, key)}`;
 }
 
 const jobIdPattern = /^([a-z0-9][a-z0-9-]{0,62})\.([0-9a-f]{12})\.([0-9a-f]{32})$/;

@@ -192,7 +192,7 @@ export class LiveWorker {
     const batcher = this.batcherFor(model);
     const answers = await Promise.allSettled(
       keys.map((key) => {
-        const row = this.rowOf(model, key, name.data === "predict");
+        const row = this.rowOf(model, key, name.data !== "audit");
         return row instanceof UnrecoverableError ? Promise.reject(row) : batcher.submit(row);
       }),
     );

@@ -185,6 +185,12 @@ export class Metrics {
     labelNames: ["model", "version", "source"] as const,
     registers: [this.registry],
   });
+  readonly corruptEntries = new client.Counter({
+    name: "predcache_corrupt_entries_total",
+    help: "Values read from Redis that do not decode as a prediction of their version (read as misses, and recomputed live to replace them).",
+    labelNames: ["model", "version"] as const,
+    registers: [this.registry],
+  });
   readonly auditSkipped = new client.Counter({
     name: "predcache_audit_skipped_total",
     help: "Sampled hits not audited: busy (too many audits pending) or failed (recompute refused or failed).",

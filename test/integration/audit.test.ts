@@ -4,6 +4,7 @@
  * is counted and logged with its key, and left as it is (audits never write).
  */
 import { Writable } from "node:stream";
+import { pack } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CacheAudit } from "../../src/cache/audit.ts";
 import { auditJobId } from "../../src/live/jobs.ts";
@@ -50,6 +51,14 @@ interface Figures {
   checks: number;
   mismatches: number;
   busy: number;
+}
+
+async function corruptCount(): Promise<number> {
+  const text = await (await fetch(`${t.url}/metrics`)).text();
+  return sample(text, "predcache_corrupt_entries_total", {
+    model: "flight-delay",
+    version: model.version,
+  });
 }
 
 async function figures(source: string): Promise<Figures> {
@@ -181,6 +190,78 @@ describe("cache audit", () => {
     expect(batchAfter.mismatches - batchBefore.mismatches).toBe(1);
     console.log(
       `audit, batch of 1 corrupted + 1 clean redis hit: ${batchAfter.checks - batchBefore.checks} checks, ${batchAfter.mismatches - batchBefore.mismatches} mismatch`,
+    );
+  });
+
+  it("reads a value that does not decode as a miss: answered live, counted, logged with its key, replaced", async () => {
+    const damaged: [string, Record<string, string>, Buffer][] = [
+      [
+        "not msgpack",
+        { origin: "BOS", destination: "MIA", hour: "6", dayOfWeek: "4" },
+        Buffer.from([0xc1, 0xff, 0x00, 0x13]),
+      ],
+      [
+        "one value short",
+        { origin: "BOS", destination: "MIA", hour: "7", dayOfWeek: "4" },
+        pack([0.5]),
+      ],
+      [
+        "wrong types",
+        { origin: "BOS", destination: "MIA", hour: "8", dayOfWeek: "4" },
+        pack(["lol", null]),
+      ],
+    ];
+    for (const [what, input, bytes] of damaged) {
+      const { key, prediction: truth } = await inRedis(input);
+      const bucket = t.service.tiers.store.bucketOf(model, key);
+      await t.service.redis.hset(bucket, key, bytes);
+      t.service.tiers.memory.clear();
+      const before = await corruptCount();
+      // Twice: through the app, then again (the URL known to the hot front by now).
+      for (const round of [1, 2]) {
+        const reply = await getJson(predictUrl(input, 5_000));
+        expect(reply.status, `${what}, round ${round}`).toBe(200);
+        expect(reply.body.prediction).toEqual(truth);
+        if (round === 1) {
+          expect(reply.body.source).toBe("live");
+          // Repaired: the live worker computed the key again and stored it over the damage.
+          await eventually(async () =>
+            JSON.stringify(await t.service.tiers.store.get(model, key)) === JSON.stringify(truth)
+              ? true
+              : undefined,
+          );
+          t.service.tiers.memory.clear();
+        } else expect(reply.body.source).toBe("redis");
+      }
+      // Once or more: a read racing the repair finds the damage too.
+      expect(await corruptCount(), what).toBeGreaterThan(before);
+      const warning = lines.find((l) => l.key === key && l.bucket === bucket);
+      expect(warning, what).toMatchObject({
+        level: 40,
+        model: "flight-delay",
+        version: model.version,
+      });
+      expect(String(warning?.msg)).toContain("does not decode");
+    }
+
+    // In a batch, the damaged item alone is a miss; the others are answered as they are.
+    const [, input] = damaged[0] as [string, Record<string, string>, Buffer];
+    const clean = { origin: "ATL", destination: "ORD", hour: "3", dayOfWeek: "2" };
+    const key = (await getJson(predictUrl(input))).body.key as string;
+    await t.service.redis.hset(
+      t.service.tiers.store.bucketOf(model, key),
+      key,
+      Buffer.from([0xc1]),
+    );
+    t.service.tiers.memory.clear();
+    const batch = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
+      inputs: [input, clean],
+      wait: 5_000,
+    });
+    expect(batch.status).toBe(200);
+    expect(batch.body.results.map((r: { source: string }) => r.source)).toEqual(["live", "redis"]);
+    console.log(
+      `corrupt entries: ${damaged.length} damaged values read as misses, answered live and replaced; one in a batch of 2 as well`,
     );
   });
 
