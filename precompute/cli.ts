@@ -589,12 +589,15 @@ experiment
   .action(async (model: string, id: string, o: { promote?: boolean; revert?: boolean }) => {
     if (Boolean(o.promote) === Boolean(o.revert))
       throw new CliError("stop needs exactly one of --promote or --revert", 2);
-    const x = await client().request<Experiment & { active: string }>(
+    const x = await client().request<Experiment & { active: string; warnings?: string[] }>(
       "POST",
       `${experimentPath(model, id)}/stop`,
       { outcome: o.promote ? "promote" : "revert" },
     );
     print(x, () => `experiment ${x.id} ${x.state}: ${model} serves ${x.active} to everyone`);
+    for (const warning of x.warnings ?? [])
+      process.stderr.write(`warning: ${warning}
+`);
   });
 
 experiment

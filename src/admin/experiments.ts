@@ -15,7 +15,7 @@ import {
 import { type ExperimentReport, experimentReport } from "../experiment/report.ts";
 import { mainOutputOf } from "../model/manifest.ts";
 import type { AdminDeps } from "./deps.ts";
-import { knownModel, loadedVersion } from "./versions.ts";
+import { coldWarnings, knownModel, loadedVersion } from "./versions.ts";
 
 type Deps = ApiDeps & { admin: AdminDeps };
 
@@ -117,10 +117,12 @@ export async function stopExperiment(
   model: string,
   id: string,
   body: unknown,
-): Promise<Experiment & { active: string }> {
+): Promise<Experiment & { active: string; warnings: string[] }> {
   const { outcome } = parsed(stopSchema.safeParse(body));
   const current = await runningOne(deps, model, id);
   const promote = outcome === "promote";
+  // Promoting the candidate is a promote: refused as one would be (its folder gone).
+  if (promote) await loadedVersion(deps, model, current.candidate);
   const ended: Experiment = {
     ...current,
     state: promote ? "promoted" : "reverted",
@@ -131,7 +133,12 @@ export async function stopExperiment(
     throw new PredcacheError("conflict", `experiment ${id} ended meanwhile`);
   await Promise.all([experimentsOf(deps).running.refresh(), deps.active.refresh()]);
   await experimentsOf(deps).tally.flush();
-  return { ...ended, active: deps.active.get(model) ?? current.control };
+  return {
+    ...ended,
+    active: deps.active.get(model) ?? current.control,
+    // As a promote's: made either way, a failure to say more is not an error.
+    warnings: promote ? await coldWarnings(deps, model, current.candidate).catch(() => []) : [],
+  };
 }
 
 export async function listExperiments(deps: Deps, model: string): Promise<Experiment[]> {

@@ -134,7 +134,7 @@ export async function promote(
     previous: previous ?? null,
     // The switch is made: a failure to say more must not turn it into an error.
     warnings: [
-      ...(await cold(deps, model, version).catch(() => [])),
+      ...(await coldWarnings(deps, model, version).catch(() => [])),
       ...(await underExperiment(deps, model).catch(() => [])),
     ],
   };
@@ -154,7 +154,7 @@ async function underExperiment(deps: Deps, model: string): Promise<string[]> {
  * the live model (a miss storm) until a run fills it. Said, not refused: an operator may
  * mean it (and a run with --promote or --warm is the way to avoid it).
  */
-async function cold(deps: Deps, model: string, version: string): Promise<string[]> {
+export async function coldWarnings(deps: Deps, model: string, version: string): Promise<string[]> {
   const entries = Number(
     (await deps.redis.hget(deps.admin.keys.versionMeta(model, version), "entries")) ?? 0,
   );
@@ -189,7 +189,7 @@ export async function rollback(
     // As a promote's: made either way, a failure to say more is not an error. The target
     // may be one gc emptied (gc keeps only the first rollback target): said, as cold.
     warnings: [
-      ...(await cold(deps, model, target).catch(() => [])),
+      ...(await coldWarnings(deps, model, target).catch(() => [])),
       ...(await underExperiment(deps, model).catch(() => [])),
     ],
   };

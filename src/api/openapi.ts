@@ -304,6 +304,10 @@ function experimentComponents(): Record<string, Schema> {
     ExperimentStarted: extend(experiment, { url: str({ description: "its report" }) }),
     ExperimentStopped: extend(experiment, {
       active: str({ description: "the model's active version now" }),
+      warnings: arr(str(), {
+        description:
+          "with outcome promote, a promote's warnings: a candidate with nothing precomputed sends every lookup to the live model",
+      }),
     }),
     ExperimentList: obj({ model: str(), experiments: arr(experiment) }),
     Histogram: HISTOGRAM,

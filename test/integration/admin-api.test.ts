@@ -608,7 +608,17 @@ describe("admin API runs and versions", () => {
       (await admin("/admin/v1/models/flight-delay/reload", { method: "POST" })).body.added,
     ).toEqual([]);
     // Its folder moved away: still loaded, but a restart would not load it, so it is not
-    // made active (nor the version every lookup then finds unloaded).
+    // made active (nor the version every lookup then finds unloaded), by a promote or by
+    // an experiment's stop that promotes it.
+    const wasActive = (await admin("/admin/v1/models/flight-delay/versions")).body.versions.find(
+      (v: { active: boolean }) => v.active,
+    ).version;
+    const experiments = "/admin/v1/models/flight-delay/experiments";
+    const started = await admin(experiments, {
+      method: "POST",
+      body: { candidate: fresh, fraction: 0.5, id: "gone-candidate" },
+    });
+    expect(started.status).toBe(201);
     await rename(dropped, `${dropped}.away`);
     try {
       const gone = await admin(`/admin/v1/models/flight-delay/versions/${fresh}/promote`, {
@@ -616,9 +626,29 @@ describe("admin API runs and versions", () => {
       });
       expect(gone.status).toBe(409);
       expect(gone.body.error.message).toMatch(/its folder no longer holds it/);
+      const stop = await admin(`${experiments}/gone-candidate/stop`, {
+        method: "POST",
+        body: { outcome: "promote" },
+      });
+      expect(stop.status).toBe(409);
+      expect(stop.body.error.message).toMatch(/its folder no longer holds it/);
+      const still = (await admin(experiments)).body.experiments;
+      expect(still.find((x: { id: string }) => x.id === "gone-candidate").state).toBe("running");
     } finally {
       await rename(`${dropped}.away`, dropped);
     }
+    // Back in place: promoted by the stop, with a promote's warning (nothing precomputed).
+    const stopped = await admin(`${experiments}/gone-candidate/stop`, {
+      method: "POST",
+      body: { outcome: "promote" },
+    });
+    expect(stopped.status).toBe(200);
+    expect(stopped.body).toMatchObject({ state: "promoted", active: fresh });
+    expect(stopped.body.warnings).toEqual([expect.stringMatching(/has nothing precomputed/)]);
+    const back = await admin(`/admin/v1/models/flight-delay/versions/${wasActive}/promote`, {
+      method: "POST",
+    });
+    expect(back.status).toBe(200);
     await rm(broken, { recursive: true });
     await rm(misfit, { recursive: true });
     expect((await admin("/admin/v1/models/unknown-model/reload", { method: "POST" })).status).toBe(
