@@ -100,10 +100,12 @@ async function main(): Promise<void> {
     let sequence = 0;
     const use = async (setting: Setting) => {
       const running = service.experiments.running.get(MODEL);
-      if (running)
+      const stored = running && (await service.experiments.store.record(MODEL, running.id));
+      if (running && stored)
         await service.experiments.store.stop(
           { ...running, state: "reverted", stoppedAt: new Date().toISOString() },
           undefined,
+          stored.read,
         );
       if (setting.experiment)
         await service.experiments.store.start({

@@ -13,6 +13,7 @@ import {
   updateSchema,
 } from "../experiment/experiment.ts";
 import { type ExperimentReport, experimentReport } from "../experiment/report.ts";
+import type { Written } from "../experiment/store.ts";
 import { mainOutputOf } from "../model/manifest.ts";
 import type { AdminDeps } from "./deps.ts";
 import { coldWarnings, knownModel, loadedVersion } from "./versions.ts";
@@ -35,20 +36,55 @@ function parsed<T>(
   throw new PredcacheError("bad_request", "the experiment request is not valid", { issues });
 }
 
-async function existing(deps: Deps, model: string, id: string): Promise<Experiment> {
+async function existing(
+  deps: Deps,
+  model: string,
+  id: string,
+): Promise<{ experiment: Experiment; read: string }> {
   knownModel(deps, model);
-  const found = await experimentsOf(deps).store.get(model, id);
+  const found = await experimentsOf(deps).store.record(model, id);
   if (!found) throw new PredcacheError("not_found", `model ${model} has no experiment ${id}`);
   return found;
 }
 
-async function runningOne(deps: Deps, model: string, id: string): Promise<Experiment> {
+async function runningOne(
+  deps: Deps,
+  model: string,
+  id: string,
+): Promise<{ experiment: Experiment; read: string }> {
   const found = await existing(deps, model, id);
-  if (found.state !== "running")
-    throw new PredcacheError("conflict", `experiment ${id} has ended (${found.state})`, {
-      state: found.state,
-    });
+  const { state } = found.experiment;
+  if (state !== "running")
+    throw new PredcacheError("conflict", `experiment ${id} has ended (${state})`, { state });
   return found;
+}
+
+/** Times a change is made again over a record another change has just replaced. */
+const CHANGE_ATTEMPTS = 10;
+
+/**
+ * Reads the running experiment, makes its next record and saves it over the one read; a
+ * change saved meanwhile (another operator, another process) is read and built on, never
+ * overwritten with what it replaced.
+ */
+async function changeRunning<R>(
+  deps: Deps,
+  model: string,
+  id: string,
+  save: (current: Experiment, read: string) => Promise<{ written: Written; result: R }>,
+): Promise<R> {
+  for (let attempt = 1; ; attempt++) {
+    const { experiment, read } = await runningOne(deps, model, id);
+    const { written, result } = await save(experiment, read);
+    if (written === "ok") return result;
+    if (written === "ended" || attempt >= CHANGE_ATTEMPTS)
+      throw new PredcacheError(
+        "conflict",
+        written === "ended"
+          ? `experiment ${id} ended meanwhile`
+          : `experiment ${id} kept changing meanwhile: retry`,
+      );
+  }
 }
 
 export async function startExperiment(
@@ -100,14 +136,14 @@ export async function updateExperiment(
   body: unknown,
 ): Promise<Experiment> {
   const change = parsed(updateSchema.safeParse(body));
-  const current = await runningOne(deps, model, id);
-  const next: Experiment = {
-    ...current,
-    ...(change.fraction !== undefined ? { fraction: change.fraction } : {}),
-    ...(change.shadowRate !== undefined ? { shadowRate: change.shadowRate } : {}),
-  };
-  if (!(await experimentsOf(deps).store.update(next)))
-    throw new PredcacheError("conflict", `experiment ${id} ended meanwhile`);
+  const next = await changeRunning(deps, model, id, async (current, read) => {
+    const next: Experiment = {
+      ...current,
+      ...(change.fraction !== undefined ? { fraction: change.fraction } : {}),
+      ...(change.shadowRate !== undefined ? { shadowRate: change.shadowRate } : {}),
+    };
+    return { written: await experimentsOf(deps).store.update(next, read), result: next };
+  });
   await experimentsOf(deps).running.refresh();
   return next;
 }
@@ -119,18 +155,20 @@ export async function stopExperiment(
   body: unknown,
 ): Promise<Experiment & { active: string; warnings: string[] }> {
   const { outcome } = parsed(stopSchema.safeParse(body));
-  const current = await runningOne(deps, model, id);
   const promote = outcome === "promote";
+  const { experiment: current } = await runningOne(deps, model, id);
   // Promoting the candidate is a promote: refused as one would be (its folder gone).
   if (promote) await loadedVersion(deps, model, current.candidate);
-  const ended: Experiment = {
-    ...current,
-    state: promote ? "promoted" : "reverted",
-    stoppedAt: new Date().toISOString(),
-  };
-  // Reverting leaves the pointer as it is: everyone is served the active version again.
-  if (!(await experimentsOf(deps).store.stop(ended, promote ? current.candidate : undefined)))
-    throw new PredcacheError("conflict", `experiment ${id} ended meanwhile`);
+  const ended = await changeRunning(deps, model, id, async (latest, read) => {
+    const ended: Experiment = {
+      ...latest,
+      state: promote ? "promoted" : "reverted",
+      stoppedAt: new Date().toISOString(),
+    };
+    // Reverting leaves the pointer as it is: everyone is served the active version again.
+    const activate = promote ? latest.candidate : undefined;
+    return { written: await experimentsOf(deps).store.stop(ended, activate, read), result: ended };
+  });
   await Promise.all([experimentsOf(deps).running.refresh(), deps.active.refresh()]);
   await experimentsOf(deps).tally.flush();
   return {
@@ -151,7 +189,7 @@ export async function reportExperiment(
   model: string,
   id: string,
 ): Promise<ExperimentReport> {
-  const experiment = await existing(deps, model, id);
+  const { experiment } = await existing(deps, model, id);
   // This process's latest counts first; other processes add theirs every second.
   await experimentsOf(deps).tally.flush();
   return experimentReport(

@@ -24,9 +24,11 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return {'ok', ARGV[1]}`;
 
-// KEYS: running id, records. ARGV: id, record JSON, channel, model.
+// KEYS: running id, records. ARGV: id, record JSON, channel, model, the record as read.
+// 0: not running; -2: changed since it was read (the caller reads again).
 const UPDATE = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[5] then return -2 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1`;
@@ -34,9 +36,10 @@ return 1`;
 // KEYS: running id, records, active, history, the gc mark of the version to make active,
 // the switch count.
 // ARGV: id, record JSON, channel, model, version to make active ('' to leave the
-// pointer), history cap.
+// pointer), history cap, the record as read. -2: changed since it was read.
 const STOP = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[7] then return -2 end
 if ARGV[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
 if ARGV[5] ~= '' then
   local previous = redis.call('GET', KEYS[3])
@@ -51,6 +54,13 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1`;
+
+/** What a change of a running experiment came to. */
+export type Written = "ok" | "ended" | "changed";
+
+function written(reply: unknown): Written {
+  return reply === 1 ? "ok" : reply === -2 ? "changed" : "ended";
+}
 
 function gcConflict(): PredcacheError {
   return new PredcacheError(
@@ -82,13 +92,19 @@ export class ExperimentStore {
       throw new PredcacheError("conflict", `an experiment named ${id} existed already`, { id });
   }
 
-  /** Saves a running experiment's changed split; false when it is not running any more. */
-  async update(experiment: Experiment): Promise<boolean> {
-    return (await this.script(UPDATE, experiment)) === 1;
+  /**
+   * Saves a running experiment's changed split over the record `read` (as record() gave
+   * it): "changed" when another change was saved since, "ended" when it is not running.
+   */
+  async update(experiment: Experiment, read: string): Promise<Written> {
+    return written(await this.script(UPDATE, experiment, [], [read]));
   }
 
-  /** Ends a running experiment, making `activate` the active version in the same step. */
-  async stop(experiment: Experiment, activate: string | undefined): Promise<boolean> {
+  /**
+   * Ends a running experiment over the record `read`, making `activate` the active version
+   * in the same step.
+   */
+  async stop(experiment: Experiment, activate: string | undefined, read: string): Promise<Written> {
     const { model } = experiment;
     const done = await this.script(
       STOP,
@@ -99,10 +115,10 @@ export class ExperimentStore {
         this.keys.collecting(model, activate ?? ""),
         this.keys.switches(model),
       ],
-      [activate ?? "", HISTORY_CAP],
+      [activate ?? "", HISTORY_CAP, read],
     );
     if (done === -1) throw gcConflict();
-    return done === 1;
+    return written(done);
   }
 
   /**
@@ -135,8 +151,16 @@ export class ExperimentStore {
   }
 
   async get(model: string, id: string): Promise<Experiment | undefined> {
+    return (await this.record(model, id))?.experiment;
+  }
+
+  /** An experiment and its record as stored (what update and stop compare with). */
+  async record(
+    model: string,
+    id: string,
+  ): Promise<{ experiment: Experiment; read: string } | undefined> {
     const json = await this.redis.hget(this.keys.experiments(model), id);
-    return json ? (JSON.parse(json) as Experiment) : undefined;
+    return json ? { experiment: JSON.parse(json) as Experiment, read: json } : undefined;
   }
 
   /** The running experiment, if any. */

@@ -263,6 +263,20 @@ describe("experiments", () => {
       expect(reply.body.experiment.arm).toBe(armOf(after, client));
     }
     expect((await admin(`${base}/coarse-30`, { method: "PATCH", body: {} })).status).toBe(400);
+
+    // Two operators changing different settings at once: neither change is lost.
+    const shadowRate = after.shadowRate;
+    for (let i = 1; i <= 8; i++) {
+      const [split, shadow] = await Promise.all([
+        admin(`${base}/coarse-30`, { method: "PATCH", body: { fraction: 0.6 + i / 100 } }),
+        admin(`${base}/coarse-30`, { method: "PATCH", body: { shadowRate: i / 100 } }),
+      ]);
+      expect([split.status, shadow.status]).toEqual([200, 200]);
+      const now = (await admin(`${base}/coarse-30`)).body as Experiment;
+      expect([now.fraction, now.shadowRate], `round ${i}`).toEqual([0.6 + i / 100, i / 100]);
+    }
+    const reset = { fraction: 0.6, shadowRate };
+    expect((await admin(`${base}/coarse-30`, { method: "PATCH", body: reset })).status).toBe(200);
   });
 
   it("gives each client its arm's table, whose answers are the server's for that client", async () => {

@@ -245,7 +245,8 @@ describe("hot lookups", () => {
       expect(routed.headers.get("vary")).toMatch(/x-client-id/i);
       expect(main.appCalls()).toBe(calls + 1);
     } finally {
-      await store.stop(experiment, v1);
+      const stored = await store.record("flight-delay", experiment.id);
+      await store.stop(experiment, v1, stored?.read ?? "");
       await eventually(async () => !running.get("flight-delay") || undefined);
     }
     expect((await getJson(url)).body).toMatchObject({ version: v1, source: "memory" });
@@ -274,6 +275,26 @@ describe("hot lookups", () => {
     expect(miss.headers.get("x-request-id")).toMatch(/^[0-9a-f]{16}$/);
     expect(miss.headers.get("access-control-allow-origin")).toBe("https://app.example");
     expect(miss.headers.get("vary")).toBe("Origin");
+  });
+
+  it("answer a Redis hit with what Redis holds now, when the stored answer was rewritten", async () => {
+    const path = predict("origin=SEA&destination=DEN&hour=9&dayOfWeek=2");
+    const live = await getJson(`${main.url}${path}&wait=5000`);
+    const first = await getJson(`${redisOnly.url}${path}`);
+    expect(first.body).toEqual({ ...live.body, source: "redis" });
+    const calls = redisOnly.appCalls();
+    const model = registry.get("flight-delay", v1);
+    if (!model) throw new Error("v1 not loaded");
+    const rewritten = { ...live.body.prediction, delayProbability: 0.9876 };
+    await redisOnly.t.service.tiers.store.put(model, [
+      { key: live.body.key, prediction: rewritten },
+    ]);
+    const again = await getJson(`${redisOnly.url}${path}`);
+    expect(redisOnly.appCalls()).toBe(calls);
+    expect(again.body).toMatchObject({ source: "redis", prediction: rewritten });
+    expect(again.headers.get("content-length")).toBe(
+      String(Buffer.byteLength(JSON.stringify(again.body))),
+    );
   });
 
   it("answer many concurrent requests of one URL from one Redis read, each its own reply", async () => {

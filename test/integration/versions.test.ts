@@ -196,7 +196,8 @@ describe("active version", () => {
       try {
         expect(await markCollecting(admin.redis, keys, model, c)).toBeUndefined();
       } finally {
-        await experiments.stop({ ...experiment, state: "reverted" }, undefined);
+        const stored = await experiments.record(model, experiment.id);
+        await experiments.stop({ ...experiment, state: "reverted" }, undefined, stored?.read ?? "");
       }
       await switchActiveVersion(admin.redis, keys, model, c);
       expect(await admin.redis.get(keys.active(model))).toBe(c);
