@@ -586,11 +586,24 @@ export class LiveClient {
   private waitFor(id: string): Promise<Prediction> {
     return new Promise<Prediction>((resolve, reject) => {
       const timer = setTimeout(
-        () => this.settle(id, { error: new Error(`job ${id} timed out before finishing`) }),
-        this.options.maxWaitMs,
+        () => this.settle(id, { error: timedOut(id) }),
+        this.released ? 0 : this.options.maxWaitMs,
       );
       this.waiters.set(id, { resolve, reject, timer });
     });
+  }
+
+  private released = false;
+
+  /**
+   * At shutdown: lookups waiting for a live answer stop waiting now, and later ones do not
+   * wait; each answers as a wait that ran out does (202 with its job, which goes on in
+   * Redis without this process). Waits of up to PREDCACHE_WAIT_MAX_MS would otherwise hold
+   * the drain past its bound, and their clients would get no answer at all.
+   */
+  release(): void {
+    this.released = true;
+    for (const id of [...this.waiters.keys()]) this.settle(id, { error: timedOut(id) });
   }
 
   private settle(id: string, outcome: { value: Prediction } | { error: Error }): void {
@@ -614,6 +627,10 @@ export class LiveClient {
     for (const jobId of [...this.flying.keys()]) this.landed(jobId);
     await Promise.allSettled([closeWithin(this.events.close()), this.queue.close()]);
   }
+}
+
+function timedOut(id: string): Error {
+  return new Error(`job ${id} timed out before finishing`);
 }
 
 /**

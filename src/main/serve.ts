@@ -25,6 +25,8 @@ try {
   steps.unshift(() => service.close());
   const server = await listen(service.app, config.host, config.port, log);
   steps.unshift(() => server.close());
+  // First: lookups waiting on the live model answer 202 now, so the drain is not held up.
+  steps.unshift(async () => service.live.release());
   log.info({ url: server.url }, `predcache API listening on ${server.url}`);
 } catch (error) {
   await failedStart(log, error, steps);

@@ -59,6 +59,8 @@ try {
   steps.unshift(() => precompute.close());
   const server = await listen(service.app, config.host, config.port, log);
   steps.unshift(() => server.close());
+  // First: lookups waiting on the live model answer 202 now, so the drain is not held up.
+  steps.unshift(async () => service.live.release());
   log.info({ url: server.url }, `predcache listening on ${server.url}`);
   if (config.seedOnStart) await seedOnFirstStart({ ...service, log });
 } catch (error) {

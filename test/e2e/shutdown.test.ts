@@ -72,6 +72,32 @@ describe("graceful shutdown", () => {
     );
   });
 
+  it("answers lookups still waiting on the live model with 202 at once, however long their wait", async () => {
+    const { child, url: listening } = startApi({
+      REDIS_URL: inject("redisUrl"),
+      PREDCACHE_PREFIX: uniquePrefix("shutdown-wait"),
+      PREDCACHE_WAIT_MAX_MS: "30000",
+    });
+    const url = await listening;
+    const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)));
+    // No live worker: each would wait its 20 s, past the 10 s the shutdown allows itself.
+    const waiting = Array.from({ length: 5 }, (_, i) =>
+      fetch(
+        `${url}/v1/models/flight-delay/predict?origin=LAS&destination=MSP&hour=${i}&dayOfWeek=3&wait=20000`,
+      ).then(async (r) => ({ status: r.status, body: await r.json() })),
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    const signalled = Date.now();
+    child.kill("SIGTERM");
+    const answers = await Promise.all(waiting);
+    const answeredAfter = Date.now() - signalled;
+    expect(answers.map((a) => a.status)).toEqual(Array(5).fill(202));
+    for (const a of answers) expect(a.body.job.url).toMatch(/^\/v1\/jobs\//);
+    expect(answeredAfter).toBeLessThan(5_000);
+    expect(await exited).toBe(0);
+    console.log(`SIGTERM: 5 lookups waiting 20 s answered 202 after ${answeredAfter} ms, exit 0`);
+  });
+
   it("takes a Ctrl-C that reaches it twice at once (terminal and npm) as one", async () => {
     const { child, url: listening } = startApi({
       REDIS_URL: inject("redisUrl"),
