@@ -7,8 +7,21 @@ import { z } from "zod";
 import { type AdminToken, parseAdminTokens } from "./admin/tokens.ts";
 import { isRedisUrl } from "./redis/connection.ts";
 
+/**
+ * Numbers as written in decimal: Number() would also take "0x1F", "1e3" and, worse, " " (as
+ * 0, which turns a bound like PREDCACHE_LIVE_QUEUE_MAX off).
+ */
+const decimal = (pattern: RegExp, what: string) =>
+  z.string().trim().regex(pattern, `expected ${what}`).transform(Number);
 const int = (fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce.number().int().min(min).max(max).default(fallback);
+  decimal(/^-?\d+$/, "a whole number in decimal digits")
+    .pipe(z.number().int().min(min).max(max))
+    .default(fallback);
+/** A share from 0 to 1, written as a decimal (0.001, not 1e-3). */
+const share = (fallback: number) =>
+  decimal(/^(?:\d+(?:\.\d*)?|\.\d+)$/, "a decimal number from 0 to 1")
+    .pipe(z.number().min(0).max(1))
+    .default(fallback);
 
 export const settingsSchema = z.object({
   PORT: int(8787, 0, 65535),
@@ -44,9 +57,9 @@ export const settingsSchema = z.object({
   PREDCACHE_JOB_KEEP_SECONDS: int(300, 1),
   PREDCACHE_LIVE_QUEUE_MAX: int(10_000, 0),
   PREDCACHE_TRAFFIC_MAX_ENTRIES: int(100_000, 1),
-  PREDCACHE_TRAFFIC_HIT_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
+  PREDCACHE_TRAFFIC_HIT_SAMPLE: share(0.01),
   // Share of redis and table hits recomputed live and compared (0: the audit is off).
-  PREDCACHE_AUDIT_RATE: z.coerce.number().min(0).max(1).default(0.001),
+  PREDCACHE_AUDIT_RATE: share(0.001),
   PREDCACHE_PRECOMPUTE_BATCH: int(512, 1, 100_000),
   PREDCACHE_PRECOMPUTE_CONCURRENCY: int(1, 1, 64),
   PREDCACHE_LOCK_MS: int(30_000, 500),
@@ -54,7 +67,8 @@ export const settingsSchema = z.object({
   PREDCACHE_SEED_ON_START: z.enum(["true", "false"]).default("true"),
   PREDCACHE_TABLES_DIR: z.string().min(1).optional(),
   PREDCACHE_RESIDENT_MAX_BYTES: int(256 * 1024 * 1024, 0),
-  // Browser apps on other origins read predictions and tables; "" or "none" turns CORS off.
+  // Browser apps on other origins read predictions and tables; "none" turns CORS off (an
+  // empty value is no value: the default).
   PREDCACHE_CORS_ORIGINS: z.string().default("*"),
   // Experiments assign clients to arms by this header (else by API key).
   PREDCACHE_CLIENT_ID_HEADER: z
@@ -172,9 +186,9 @@ function tokensOf(setting: string, text: string | undefined, what: string): Admi
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  // Empty variables count as unset, as in most twelve-factor tooling.
+  // Empty (or blank) variables count as unset, as in most twelve-factor tooling.
   const present = Object.fromEntries(
-    Object.entries(env).filter(([, v]) => v !== undefined && v !== ""),
+    Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ""),
   );
   const parsed = settingsSchema.safeParse(present);
   if (!parsed.success) {
@@ -184,6 +198,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
   const e = parsed.data;
+  if (e.PREDCACHE_WAIT_DEFAULT_MS > e.PREDCACHE_WAIT_MAX_MS)
+    throw new ConfigError(
+      `invalid configuration:\n  PREDCACHE_WAIT_DEFAULT_MS (${e.PREDCACHE_WAIT_DEFAULT_MS}) is more than PREDCACHE_WAIT_MAX_MS (${e.PREDCACHE_WAIT_MAX_MS}), which caps every wait`,
+    );
   const adminTokens = tokensOf("PREDCACHE_ADMIN_TOKENS", e.PREDCACHE_ADMIN_TOKENS, "admin token");
   const apiKeys = tokensOf("PREDCACHE_API_KEYS", e.PREDCACHE_API_KEYS, "API key");
   const metricsTokens = tokensOf(

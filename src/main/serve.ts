@@ -5,10 +5,12 @@ import { createLogger } from "../log.ts";
 import { createService } from "../service.ts";
 import { failedStart, onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
+import { unknownSettingNotices } from "./unknown-settings.ts";
 
 const config = loadConfigOrExit();
 const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
 survivingRedisErrors(log, shuttingDown);
+for (const notice of unknownSettingNotices(process.env)) log.warn(notice);
 if (!config.redisUrl) {
   log.fatal(
     "REDIS_URL is required for the API process (npm start runs its own redis-server instead)",

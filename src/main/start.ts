@@ -17,12 +17,14 @@ import {
 } from "../service.ts";
 import { failedStart, onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
+import { unknownSettingNotices } from "./unknown-settings.ts";
 
 const config = loadConfigOrExit();
 const log = createLogger(config.logLevel, "predcache", undefined, config.logFormat);
 const steps: (() => Promise<void>)[] = [];
 onShutdown(log, steps);
 survivingRedisErrors(log, shuttingDown);
+for (const notice of unknownSettingNotices(process.env)) log.warn(notice);
 
 try {
   let redisUrl = config.redisUrl;

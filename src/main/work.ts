@@ -15,6 +15,7 @@ import {
 import { liveWorkerWaitNotice } from "./renamed-settings.ts";
 import { failedStart, onShutdown, shuttingDown } from "./shutdown.ts";
 import { survivingRedisErrors } from "./unhandled.ts";
+import { unknownSettingNotices } from "./unknown-settings.ts";
 
 const config = loadConfigOrExit();
 const log = createLogger(config.logLevel, "predcache-worker", undefined, config.logFormat);
@@ -28,6 +29,7 @@ if (!config.redisUrl) {
 const kinds = new Set(config.workers);
 const renamed = kinds.has("live") ? liveWorkerWaitNotice(process.env) : undefined;
 if (renamed) log.warn(renamed);
+for (const notice of unknownSettingNotices(process.env)) log.warn(notice);
 const redisUrl = config.redisUrl;
 const steps: (() => Promise<void>)[] = [];
 onShutdown(log, steps);

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, settingsSchema } from "../../src/config.ts";
 import { liveWorkerWaitNotice } from "../../src/main/renamed-settings.ts";
+import { unknownSettingNotices } from "../../src/main/unknown-settings.ts";
 import { parseClusterUrl } from "../../src/redis/connection.ts";
 
 describe("config", () => {
@@ -16,8 +17,58 @@ describe("config", () => {
     });
   });
 
-  it("treats empty variables as unset", () => {
+  it("treats empty and blank variables as unset", () => {
     expect(loadConfig({ REDIS_URL: "", PORT: "" }).redisUrl).toBeUndefined();
+    const blank = loadConfig({ PORT: " ", PREDCACHE_LIVE_QUEUE_MAX: "\t", HOST: " " });
+    expect(blank).toMatchObject({ port: 8787, host: "127.0.0.1" });
+    expect(blank.liveQueueMax).toBe(loadConfig({}).liveQueueMax);
+  });
+
+  it("reads numbers in decimal only, spaces around them aside", () => {
+    expect(loadConfig({ PORT: " 8080 " }).port).toBe(8080);
+    expect(loadConfig({ PREDCACHE_AUDIT_RATE: "0.25" }).auditRate).toBe(0.25);
+    expect(loadConfig({ PREDCACHE_AUDIT_RATE: ".5" }).auditRate).toBe(0.5);
+    for (const [name, value] of <[string, string][]>[
+      ["PORT", "0x53E4"],
+      ["PORT", "1e3"],
+      ["PORT", "0b101"],
+      ["PORT", "80.5"],
+      ["PREDCACHE_L1_MAX_BYTES", "0b1010"],
+      ["PREDCACHE_AUDIT_RATE", "1e-3"],
+      ["PREDCACHE_AUDIT_RATE", "Infinity"],
+      ["PREDCACHE_MISS_RATE_LIMIT", "1 000"],
+    ])
+      expect(() => loadConfig({ [name]: value }), `${name}=${value}`).toThrow(
+        new RegExp(`${name}: expected`),
+      );
+  });
+
+  it("refuses a default wait longer than the longest wait", () => {
+    expect(() =>
+      loadConfig({ PREDCACHE_WAIT_DEFAULT_MS: "3000", PREDCACHE_WAIT_MAX_MS: "500" }),
+    ).toThrow(/PREDCACHE_WAIT_DEFAULT_MS \(3000\) is more than PREDCACHE_WAIT_MAX_MS \(500\)/);
+  });
+
+  it("names PREDCACHE_ variables no process reads, with the nearest known name", () => {
+    expect(
+      unknownSettingNotices({
+        PREDCACHE_RATELIMIT: "5",
+        PREDCACHE_AUDITRATE: "1",
+        PREDCACHE_API_KEY: "k",
+        PREDCACHE_TOKEN: "t",
+        PREDCACHE_SERVER: "http://x",
+        PREDCACHE_PREFIX: "pc",
+        PREDCACHE_BLANK_THING: " ",
+        PATH: "/bin",
+      }),
+    ).toEqual([
+      "PREDCACHE_AUDITRATE is set, but no predcache process reads it: did you mean PREDCACHE_AUDIT_RATE?",
+      "PREDCACHE_RATELIMIT is set, but no predcache process reads it: did you mean PREDCACHE_RATE_LIMIT?",
+      expect.stringMatching(/^PREDCACHE_API_KEY is the CLI's key.*the read API is open$/),
+    ]);
+    expect(
+      unknownSettingNotices({ PREDCACHE_API_KEY: "k", PREDCACHE_API_KEYS: "app:0123456789abcdef" }),
+    ).toEqual([]);
   });
 
   it("names the variable that is wrong", () => {
