@@ -122,7 +122,7 @@ function onClose(this: Logged): void {
   // A client gone before any answer: no status was sent (node would say 200).
   const status = this.headersSent ? this.statusCode : 0;
   processMetrics().countHttp(routeGroup(pending.incoming.url), status);
-  // Failures are logged at error level, so they are written even with info off.
+  // Failures are logged at warn or error level, so they are written even with info off.
   if (!pending.logging && status < 500) return;
   const line = {
     reqId: pending.id,
@@ -133,7 +133,10 @@ function onClose(this: Logged): void {
     ms: Math.round((performance.now() - pending.started) * 100) / 100,
     ...pending.note,
   };
-  if (status >= 500) pending.log.error(line, "request failed");
+  // A 503 is a refusal the service chose (Redis away, the live queue full, a version not
+  // loaded; its cause logged once apart): a warning, not one error line per request.
+  if (status === 503) pending.log.warn(line, "request refused: unavailable");
+  else if (status >= 500) pending.log.error(line, "request failed");
   else pending.log.info(line, "request");
 }
 

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedRedis, startRedisServer } from "../../src/redis/embedded.ts";
 import {
+  capturedLog,
   eventually,
   getJson,
   metricSample,
@@ -12,6 +13,7 @@ import {
 
 let redis: EmbeddedRedis;
 let t: TestService;
+let lines: Record<string, unknown>[];
 const warm = "origin=DEN&destination=PHX&hour=10&dayOfWeek=4";
 const cold = "origin=PHX&destination=DEN&hour=11&dayOfWeek=4";
 const ADMIN_SECRET = "outage-test-secret-0123456789abcdef";
@@ -19,7 +21,10 @@ const admin = { headers: { authorization: `Bearer ${ADMIN_SECRET}` } };
 
 beforeAll(async () => {
   redis = await startRedisServer();
+  const captured = capturedLog();
+  lines = captured.lines;
   t = await startTestService({
+    log: captured.log,
     env: {
       REDIS_URL: redis.url,
       PREDCACHE_REDIS_TIMEOUT_MS: "500",
@@ -58,6 +63,11 @@ describe("Redis outage", () => {
     expect(miss.body.error.details).toEqual({ reason: "unreachable" });
     expect(Number(miss.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
     expect(took).toBeLessThan(2_000);
+    // A refusal the service chose: its request line is a warning, not an error.
+    const line = lines.find(
+      (l) => l.status === 503 && l.reqId === miss.headers.get("x-request-id"),
+    );
+    expect(line).toMatchObject({ level: 40, msg: "request refused: unavailable" });
 
     const batch = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
       inputs: [
