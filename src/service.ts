@@ -11,6 +11,7 @@ import { AuditLog } from "./admin/audit.ts";
 import { RateLimiter } from "./api/access.ts";
 import { createApp } from "./api/app.ts";
 import type { ApiDeps } from "./api/deps.ts";
+import { pausedWarning } from "./api/routes/health.ts";
 import { AUDIT_MAX_IN_FLIGHT, CacheAudit } from "./cache/audit.ts";
 import { Keys } from "./cache/keys.ts";
 import { MemoryCache } from "./cache/memory.ts";
@@ -151,6 +152,10 @@ export async function createService(
       precompute: precompute.runQueue,
       "precompute-chunks": precompute.chunkQueue,
     };
+    // A pause outlives restarts: said at start, not only by /readyz (a restart meant to
+    // fix what it causes would not).
+    for (const [name, queue] of Object.entries(queues))
+      if (await queue.isPaused().catch(() => false)) log.warn({ queue: name }, pausedWarning(name));
     const metrics = processMetrics();
     const unwatch = [
       // Pinged on the background connection: a scrape's PING waiting out a frozen Redis

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { switchActiveVersion } from "../../src/model/active.ts";
 import {
+  capturedLog,
   eventually,
   getJson,
   startTestService,
@@ -60,6 +61,20 @@ describe("models API", () => {
       expect(body.warnings).toEqual([
         expect.stringMatching(/^the live queue is paused .*misses wait out their wait, then 202$/),
         expect.stringMatching(/^the precompute queue is paused .*runs are not started$/),
+      ]);
+      // A process started meanwhile says so in its start log (the pause outlives restarts).
+      const captured = capturedLog();
+      const another = await startTestService({
+        env: { PREDCACHE_PREFIX: t.config.prefix },
+        liveWorker: false,
+        log: captured.log,
+      });
+      await another.close();
+      expect(
+        captured.lines.filter((l) => l.level === 40 && /queue is paused/.test(String(l.msg))),
+      ).toEqual([
+        expect.objectContaining({ queue: "live" }),
+        expect.objectContaining({ queue: "precompute" }),
       ]);
     } finally {
       await live.queue.resume();

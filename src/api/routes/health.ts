@@ -11,8 +11,16 @@ const PAUSED: Record<string, string> = {
   "precompute-chunks": "precompute runs make no progress",
 };
 
+/** What a paused queue means, as /readyz (and the start log) says it. */
+export function pausedWarning(name: string): string {
+  return `the ${name} queue is paused (kept in Redis across restarts; resume it, e.g. at /admin/queues): ${PAUSED[name] ?? "its jobs wait"}`;
+}
+
 export function registerHealth(app: Hono, deps: ApiDeps): void {
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/healthz", (c) => {
+    c.header("Cache-Control", "no-store");
+    return c.json({ status: "ok" });
+  });
 
   // Prometheus scrape: every series this process records (API, and workers run in it).
   app.get("/metrics", async (c) => {
@@ -74,10 +82,7 @@ export function registerHealth(app: Hono, deps: ApiDeps): void {
           ...(liveWorkers === 0
             ? ["no live worker takes the live queue: misses wait out their wait, then 202"]
             : []),
-          ...(pausedQueues ?? []).map(
-            (name) =>
-              `the ${name} queue is paused (kept in Redis across restarts; resume it, e.g. at /admin/queues): ${PAUSED[name] ?? "its jobs wait"}`,
-          ),
+          ...(pausedQueues ?? []).map(pausedWarning),
         ],
       },
       ready ? 200 : 503,
