@@ -15,6 +15,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { MemoryCache } from "../cache/memory.ts";
 import type { Hit } from "../cache/tiers.ts";
+import { samePrediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import type { ApiDeps } from "./deps.ts";
 import { markEntered, type NodeListener } from "./edge.ts";
@@ -259,7 +260,12 @@ export class HotLookups {
     const { model, key, outOfDistribution } = entry;
     recordHit(this.deps, { model }, key, hit, outOfDistribution, started, incoming);
     let reply = entry.reply;
-    if (reply?.prediction !== hit.prediction || reply.source !== hit.source) {
+    // A read from Redis decodes a new object each time, holding the same outputs while
+    // the entry stays stored: compared by value, its reply is not made again.
+    if (
+      reply?.source !== hit.source ||
+      (reply.prediction !== hit.prediction && !samePrediction(reply.prediction, hit.prediction))
+    ) {
       const text = hitReplyText(model, key, hit, outOfDistribution, undefined);
       const length = String(Buffer.byteLength(text));
       reply = { ...hit, text, head: [...entry.head, "Content-Length", length] };

@@ -51,6 +51,12 @@ export function hitReplyText(
   outOfDistribution: readonly string[],
   experiment: ArmLabel | undefined,
 ): string {
+  // Read from Redis or computed live: a new object, not kept (memoizing it would only add
+  // a WeakMap entry per read for the garbage collector to clear).
+  if (hit.source === "redis" || hit.source === "live")
+    return JSON.stringify(
+      predictionReply(model, key, hit.source, hit.prediction, outOfDistribution, experiment),
+    );
   let texts = replies.get(hit.prediction);
   if (!texts) {
     texts = new Map();

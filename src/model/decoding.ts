@@ -79,3 +79,25 @@ export function isLowConfidence(manifest: MainOutputSpec, prediction: Prediction
   const confidence = confidenceOf(manifest, prediction);
   return confidence !== undefined && confidence < manifest.confidenceThreshold;
 }
+
+/** Whether two predictions hold the same outputs (a prediction read again need not be rebuilt into a reply). */
+export function samePrediction(a: Prediction, b: Prediction): boolean {
+  if (a === b) return true;
+  const names = Object.keys(a);
+  if (names.length !== Object.keys(b).length) return false;
+  for (const name of names) {
+    const x = a[name];
+    const y = b[name];
+    if (typeof x === "number" || typeof y === "number") {
+      if (x !== y) return false;
+    } else if (!x || !y || !sameClasses(x, y)) return false;
+  }
+  return true;
+}
+
+function sameClasses(a: ClassesValue, b: ClassesValue): boolean {
+  if (a.label !== b.label) return false;
+  const labels = Object.keys(a.probabilities);
+  if (labels.length !== Object.keys(b.probabilities).length) return false;
+  return labels.every((label) => a.probabilities[label] === b.probabilities[label]);
+}
