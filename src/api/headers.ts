@@ -30,6 +30,19 @@ export function requestHeader(c: Context, name: string): string | undefined {
   return headerOf(incoming, name);
 }
 
+/** Each value a header was sent with, in order (node joins repeated ones into one). */
+export function headerValues(c: Context, name: string): string[] {
+  const raw = incomingOf(c)?.rawHeaders;
+  if (!raw) {
+    const value = c.req.header(name);
+    return value === undefined ? [] : [value];
+  }
+  const values: string[] = [];
+  for (let at = 0; at + 1 < raw.length; at += 2)
+    if ((raw[at] as string).toLowerCase() === name) values.push(raw[at + 1] as string);
+  return values;
+}
+
 /** A header of node's request, repeated ones joined. */
 export function headerOf(incoming: IncomingMessage, name: string): string | undefined {
   const value = incoming.headers[name];

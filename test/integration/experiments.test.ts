@@ -4,6 +4,7 @@
  * and a report whose numbers match ones computed directly from the two versions' tables.
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { request } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HybridClient } from "../../src/client/hybrid-client.ts";
@@ -61,6 +62,27 @@ function lookup(input: Record<string, string>, client?: string, server = t) {
     `${server.url}/v1/models/${MODEL}/predict?${new URLSearchParams(input)}&wait=5000`,
     client ? { headers: { "x-client-id": client } } : {},
   );
+}
+
+/** A GET with headers sent as given (repeated ones too), over node:http. */
+function rawGet(
+  base: string,
+  path: string,
+  headers: Record<string, string | string[]>,
+): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(base);
+  return new Promise((done, fail) => {
+    const req = request({ hostname, port, path, headers, agent: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => {
+        body += chunk;
+      });
+      res.on("end", () => done({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", fail);
+    req.end();
+  });
 }
 
 /** A candidate that really differs: the same network, its outputs kept to one digit. */
@@ -217,6 +239,15 @@ describe("experiments", () => {
       headers: { ...headers, "if-none-match": polled.headers.get("etag") as string },
     });
     expect(revalidated.status).toBe(304);
+
+    // Two client ids in one request: refused, not taken as a third client ("a, b").
+    const query = `/v1/models/${MODEL}/predict?${new URLSearchParams(input)}`;
+    const two = await rawGet(t.url, query, { "x-client-id": ["client-0", "client-1"] });
+    expect(two.status).toBe(400);
+    expect(JSON.parse(two.body).error.message).toMatch(/x-client-id names two clients/);
+    const same = await rawGet(t.url, query, { "x-client-id": ["client-0", "client-0"] });
+    expect(same.status).toBe(200);
+    expect(JSON.parse(same.body).experiment.arm).toBe(armOf(experiment, "client-0"));
   });
 
   it("matches the split over 10,000 client ids through the API, each keeping its arm", async () => {
