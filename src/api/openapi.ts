@@ -449,18 +449,22 @@ function components(): Record<string, Schema> {
       ["experiment"],
     ),
     TableInfo: TABLE_INFO,
-    TableListing: obj({
-      model: str(),
-      activeVersion: orNull(str()),
-      servedVersion: orNull(
-        str({
-          description:
-            "the version this client's lookups are answered by (its arm's while an experiment runs); latest is its newest table",
-        }),
-      ),
-      latest: { anyOf: [ref("TableInfo"), { type: "null" }] },
-      tables: arr(ref("TableInfo")),
-    }),
+    TableListing: obj(
+      {
+        model: str(),
+        activeVersion: orNull(str()),
+        servedVersion: orNull(
+          str({
+            description:
+              "the version this client's lookups are answered by (its arm's while an experiment runs); latest is its newest table",
+          }),
+        ),
+        experiment: ref("ArmLabel"),
+        latest: { anyOf: [ref("TableInfo"), { type: "null" }] },
+        tables: arr(ref("TableInfo")),
+      },
+      ["experiment"],
+    ),
     RunAccepted: obj({ runId: str(), model: str(), version: str(), url: str() }),
     RunStatus: obj(
       {

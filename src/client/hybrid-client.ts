@@ -50,6 +50,17 @@ export interface HybridAnswer {
   outOfDistributionFields: string[];
   /** Below the model's confidence bar (the API's lowConfidence). */
   lowConfidence: boolean;
+  /**
+   * While the model runs an experiment: its id and this client's arm (the server's reply
+   * names it; a table answer has the arm the table listing named), to tie outcomes to arms.
+   */
+  experiment?: ExperimentArm;
+}
+
+/** An experiment and the arm a client is in, as the server names them. */
+export interface ExperimentArm {
+  id: string;
+  arm: "control" | "candidate";
 }
 
 /**
@@ -151,6 +162,8 @@ interface TableListing {
   activeVersion?: string | null;
   /** The version this client is answered by (its arm's in an experiment); older servers send none. */
   servedVersion?: string | null;
+  /** This client's arm while an experiment runs; older servers send none. */
+  experiment?: ExperimentArm;
   latest: { generation: string; checksum: string; encodingHash: string; url: string } | null;
 }
 
@@ -188,6 +201,8 @@ const ok = (reply: Reply) => reply.status >= 200 && reply.status < 300;
 
 export class HybridClient {
   private current: LookupTable | undefined;
+  /** The arm the last table listing named (a 304 keeps it: the listing varies by client). */
+  private arm: ExperimentArm | undefined;
   /** The version the remembered server answers are of: a promote makes them stale. */
   private answersVersion: string | undefined;
   /** Server exchanges (lookups, listings) begun, counted: which of two was asked later. */
@@ -363,10 +378,11 @@ export class HybridClient {
     if (listing.status === 304 && conditional) return "unchanged";
     if (!ok(listing)) throw serverError("listing tables", listing);
     const etag = listing.headers.get("etag") ?? undefined;
-    const { activeVersion, servedVersion, latest } = replyJson<TableListing>(
+    const { activeVersion, servedVersion, experiment, latest } = replyJson<TableListing>(
       listing,
       "listing tables",
     );
+    this.arm = experiment;
     const version = servedVersion ?? activeVersion;
     if (version) this.answersOf(version, told);
     const held = this.current;
@@ -432,6 +448,7 @@ export class HybridClient {
         outOfDistribution: local.outOfDistribution.length > 0,
         outOfDistributionFields: local.outOfDistribution,
         lowConfidence: local.lowConfidence,
+        ...(this.arm ? { experiment: this.arm } : {}),
       };
     }
     if (!local) {
@@ -480,6 +497,7 @@ export class HybridClient {
       outOfDistribution?: boolean;
       outOfDistributionFields?: string[];
       lowConfidence?: boolean;
+      experiment?: ExperimentArm;
       job?: { url?: string };
       error?: { code: string; message: string; details?: { issues?: InputIssue[] } };
     }>(response, "asking the server");
@@ -496,6 +514,7 @@ export class HybridClient {
       outOfDistribution: body.outOfDistribution ?? false,
       outOfDistributionFields: body.outOfDistributionFields ?? [],
       lowConfidence: body.lowConfidence ?? false,
+      ...(body.experiment ? { experiment: body.experiment } : {}),
     };
     // An answer of another version than those remembered: the server switched versions
     // (unless a lookup asked later already said so of another: this one is then stale).

@@ -7,6 +7,7 @@ export type { Prediction } from "../model/decoding.ts";
 export { createEncoder } from "../model/encoding.ts";
 export { TableFormatError } from "../table/format.ts";
 export {
+  type ExperimentArm,
   type HybridAnswer,
   HybridClient,
   type HybridClientOptions,

@@ -322,6 +322,7 @@ describe("experiments", () => {
       });
       expect(listing.body).toMatchObject({
         servedVersion: version,
+        experiment: { id: experiment.id, arm },
         latest: { modelVersion: version },
       });
       expect(listing.headers.get("vary")).toMatch(/x-client-id/i);
@@ -345,7 +346,12 @@ describe("experiments", () => {
         expect(server.body.experiment.arm).toBe(arm);
         expect(local.prediction).toEqual(server.body.prediction);
         expect(local.version).toBe(server.body.version);
+        // The app knows its arm, from a table answer as from a server one.
+        expect(local.experiment).toEqual(server.body.experiment);
       }
+      const missed = await client.predict({ ...inputs[0], hour: "3", origin: "TYR" });
+      expect(missed.source).toMatch(/^server:/);
+      expect(missed.experiment).toEqual({ id: experiment.id, arm });
     }
   });
 

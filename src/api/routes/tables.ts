@@ -17,7 +17,13 @@ import { DeltaThread } from "../../table/delta-thread.ts";
 import { isGeneration, type TableInfo } from "../../table/store.ts";
 import type { ApiDeps } from "../deps.ts";
 import { routeToArm } from "../experiment-routing.ts";
-import { cacheControl, notModified, revalidatedCacheControl, revalidatedJson } from "../reply.ts";
+import {
+  type ArmLabel,
+  cacheControl,
+  notModified,
+  revalidatedCacheControl,
+  revalidatedJson,
+} from "../reply.ts";
 
 /** Deltas kept for the clients that will ask for the same one (./delta-cache.ts). */
 const DELTA_CACHE_BYTES = 64 * 1024 * 1024;
@@ -96,10 +102,17 @@ export async function latestTable(deps: ApiDeps, model: string): Promise<TableIn
  * id or API key, the reply then varying by the client id header), so the answers its
  * table gives are the server's. Read once per request.
  */
-function servedVersion(c: Context, deps: ApiDeps, model: string): string | undefined {
+function servedVersion(
+  c: Context,
+  deps: ApiDeps,
+  model: string,
+): { version: string | undefined; experiment?: ArmLabel } {
   const active = deps.active.get(model);
   const resolved = active === undefined ? undefined : deps.registry.get(model, active);
-  return resolved ? routeToArm(c, deps, resolved).model.version : active;
+  if (!resolved) return { version: active };
+  const routed = routeToArm(c, deps, resolved);
+  const label = routed.assignment?.label;
+  return { version: routed.model.version, ...(label ? { experiment: label } : {}) };
 }
 
 /** Parses a single `bytes=a-b` range (RFC 9110 §14.1.2); undefined: serve the whole file. */
@@ -189,7 +202,7 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
     // One reading of each version: a promote between two would pair one version with
     // another's table.
     const active = deps.active.get(model);
-    const served = servedVersion(c, deps, model);
+    const { version: served, experiment } = servedVersion(c, deps, model);
     const tables = await deps.tables.list(model);
     const latest = newestOf(tables, served);
     // Clients poll this to learn of new tables: a 304 costs them no body.
@@ -199,6 +212,8 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
         model,
         activeVersion: active ?? null,
         servedVersion: served ?? null,
+        // While an experiment runs: this client's arm, as its lookups' replies name it.
+        ...(experiment ? { experiment } : {}),
         latest: latest ? { ...latest, url: tableUrl(latest) } : null,
         tables: tables.map((t) => ({ ...t, url: tableUrl(t) })),
       },
@@ -218,7 +233,7 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
         await find(deps, model, generation),
         cacheControl("immutable", deps.settings.cacheScope),
       );
-    const served = servedVersion(c, deps, model);
+    const served = servedVersion(c, deps, model).version;
     const latest = newestOf(await deps.tables.list(model), served);
     if (!latest)
       throw new PredcacheError(
