@@ -12,7 +12,20 @@ export function num(value: number | null | undefined): string {
 
 export function percent(value: number | null | undefined): string {
   if (value === null || value === undefined || !Number.isFinite(value)) return "-";
-  return `${(value * 100).toFixed(1)}%`;
+  const text = (value * 100).toFixed(1);
+  // Not all (or none) unless it is: 46,616 of 46,634 is not "100.0%".
+  if (text === "100.0" && value < 1) return ">99.9%";
+  if (text === "0.0" && value > 0) return "<0.1%";
+  return `${text}%`;
+}
+
+/** An arm's lookups, with how many failed or were refused (input its version does not take). */
+function lookupsText(a: { lookups: number; failed: number; refused?: number }): string {
+  const parts = [
+    a.failed > 0 ? `${a.failed} failed` : "",
+    a.refused ? `${a.refused} refused` : "",
+  ].filter(Boolean);
+  return parts.length > 0 ? `${a.lookups} (${parts.join(", ")})` : String(a.lookups);
 }
 
 /** A share of clients as the operator typed it: 0.3 → 30%. */
@@ -139,7 +152,7 @@ export function reportText(r: ExperimentReport): string {
         return [
           arm,
           a.version,
-          a.failed > 0 ? `${a.lookups} (${a.failed} failed)` : String(a.lookups),
+          lookupsText(a),
           percent(a.hitRatio),
           num(a.main.mean),
           num(a.main.stddev),
@@ -148,6 +161,11 @@ export function reportText(r: ExperimentReport): string {
       }),
     ]),
     `agreement: ${r.agreementRule}`,
+    ...(control.anonymous
+      ? [
+          `${control.anonymous} control lookups had no client id (all served control: not a random cohort)`,
+        ]
+      : []),
     ...notComparedLines(r),
     "",
     `${output}, share of each arm's answers:`,

@@ -19,6 +19,8 @@ import type { ArmLabel } from "./reply.ts";
 export interface Assignment {
   experiment: Experiment;
   arm: Arm;
+  /** No client id and no API key: placed in control, and counted apart in its tallies. */
+  anonymous: boolean;
   label: ArmLabel;
   /** The other arm's version, when this process has it loaded (for shadow comparisons). */
   other: ModelVersion | undefined;
@@ -58,32 +60,33 @@ export function routeToArm(c: Context, deps: ApiDeps, resolved: ModelVersion): R
     assignment: {
       experiment: running,
       arm,
+      anonymous: !client,
       label: { id: running.id, arm },
       other: deps.registry.get(resolved.name, versionOf(running, otherArm(arm))),
     },
   };
 }
 
-/** Counts an answer (or a pending one: no prediction) for the arm, and maybe shadows it. */
+/**
+ * Counts an answer (or a pending one: no prediction; or an input the arm's version
+ * refused: no key) for the arm, and maybe shadows it.
+ */
 export function recordArm(
   deps: ApiDeps,
   routed: Routed,
   key: string,
-  source: Source | "pending" | "failed",
+  source: Source | "pending" | "failed" | "refused",
   prediction: Prediction | undefined,
 ): void {
   const { assignment, model } = routed;
   if (!assignment || !deps.experiments) return;
   const value = prediction ? mainValueOf(model.manifest, prediction) : undefined;
   const hit = source === "memory" || source === "table" || source === "redis";
-  deps.experiments.tally.answer(
-    assignment.experiment,
-    assignment.arm,
-    model.manifest,
-    hit,
-    value,
-    source === "failed",
-  );
+  deps.experiments.tally.answer(assignment.experiment, assignment.arm, model.manifest, hit, value, {
+    failed: source === "failed",
+    refused: source === "refused",
+    anonymous: assignment.anonymous,
+  });
   const other = assignment.other;
   if (prediction && other)
     deps.experiments.shadow.consider(

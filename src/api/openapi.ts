@@ -313,8 +313,15 @@ function experimentComponents(): Record<string, Schema> {
     Histogram: HISTOGRAM,
     ArmReport: obj({
       version: str(),
-      lookups: int({ description: "failed ones included" }),
+      lookups: int({ description: "failed and refused ones included" }),
       failed: int({ description: "lookups answered with an error (5xx)" }),
+      refused: int({
+        description: "lookups refused (422): input the arm's version does not take",
+      }),
+      anonymous: int({
+        description:
+          "lookups without a client id or API key, all served control (not a random cohort: compare with care)",
+      }),
       hits: int(),
       hitRatio: orNull(num()),
       main: extend(HISTOGRAM, {

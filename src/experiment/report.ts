@@ -33,6 +33,10 @@ export interface ArmReport {
   lookups: number;
   /** Lookups answered with an error (the live model failed, Redis away). */
   failed: number;
+  /** Lookups refused (422): input the arm's version does not take. */
+  refused: number;
+  /** Lookups with no client id nor API key (control only): they are not a random cohort. */
+  anonymous: number;
   hits: number;
   hitRatio: number | null;
   main: { output: string; count: number; mean: number | null; stddev: number | null } & Histogram;
@@ -92,6 +96,8 @@ function armReport(version: string, manifest: Manifest, c: ArmCounts): ArmReport
     version,
     lookups: c.lookups,
     failed: c.failed,
+    refused: c.refused,
+    anonymous: c.anonymous,
     hits: c.hits,
     hitRatio: ratio(c.hits, c.lookups),
     main: {

@@ -30,6 +30,10 @@ export interface ArmCounts {
   lookups: number;
   /** Lookups answered with an error (5xx: the live model failed, Redis away). */
   failed: number;
+  /** Lookups refused as input the arm's version does not take (422). */
+  refused: number;
+  /** Lookups with no client id (nor API key): all in control, counted apart too. */
+  anonymous: number;
   hits: number;
   /** Answers with a main value (the mean's denominator). */
   valued: number;
@@ -52,6 +56,8 @@ export function emptyCounts(binCount: number): ArmCounts {
   return {
     lookups: 0,
     failed: 0,
+    refused: 0,
+    anonymous: 0,
     hits: 0,
     valued: 0,
     sum: 0,
@@ -69,6 +75,8 @@ export function emptyCounts(binCount: number): ArmCounts {
 const SCALARS = [
   "lookups",
   "failed",
+  "refused",
+  "anonymous",
   "hits",
   "valued",
   "sum",
@@ -138,8 +146,8 @@ export class ArmTally {
   }
 
   /**
-   * One lookup of the arm; `value` is the main output (undefined: not answered yet, or
-   * `failed`: answered with an error).
+   * One lookup of the arm; `value` is the main output (undefined: not answered yet,
+   * `failed`: answered with an error, `refused`: input the version does not take).
    */
   answer(
     experiment: Experiment,
@@ -147,11 +155,13 @@ export class ArmTally {
     manifest: Manifest,
     hit: boolean,
     value: number | undefined,
-    failed = false,
+    how: { failed?: boolean; refused?: boolean; anonymous?: boolean } = {},
   ): void {
     const counts = this.countsOf(experiment, arm, manifest);
     counts.lookups++;
-    if (failed) counts.failed++;
+    if (how.failed) counts.failed++;
+    if (how.refused) counts.refused++;
+    if (how.anonymous) counts.anonymous++;
     if (hit) counts.hits++;
     if (value === undefined) return;
     counts.valued++;

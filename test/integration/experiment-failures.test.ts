@@ -133,6 +133,23 @@ describe("experiments with failures", () => {
       failed: 0,
     });
     expect(report.arms.candidate.agreement.notCompared.failed).toBe(0);
+    // The candidate's own refusals (its clients' 422s) are in its report, apart.
+    const refused = byArm.candidate.filter((s) => s === 422).length;
+    expect(refused).toBeGreaterThan(0);
+    expect(report.arms.candidate.refused).toBe(refused);
+    expect(report.arms.control.refused).toBe(0);
+    expect(report.arms.control.anonymous).toBe(0);
+    // Lookups with no client id are control's, and counted apart.
+    for (let i = 0; i < 3; i++) {
+      const query = "origin=SEA&destination=DEN&hour=5&dayOfWeek=3&wait=5000";
+      const anonymous = await getJson(`${t.url}/v1/models/flight-delay/predict?${query}`);
+      expect(anonymous.body.experiment).toEqual({ id: "narrow", arm: "control" });
+    }
+    const counted = await eventually(async () => {
+      const r = (await admin(`${base}/narrow`)).body;
+      return r.arms.control.anonymous === 3 ? r : undefined;
+    });
+    expect(counted.arms.control.lookups).toBe(report.arms.control.lookups + 3);
     // A rollback meanwhile says, as a promote does, that the arms keep their versions.
     const rolled = await admin("/admin/v1/models/flight-delay/rollback", {});
     expect(rolled.status).toBe(200);

@@ -208,12 +208,15 @@ function predictOne(
   }
   const encoded = query.encode(model);
   // Every problem at once: a bad wait is listed with the input's own (422), or alone (400).
-  if (!encoded.ok)
+  if (!encoded.ok) {
+    // An arm's version that refuses what the other takes: its report must show it.
+    recordArm(deps, routed, "", "refused", undefined);
     throw invalid(
       badWait
         ? [...encoded.issues, { field: "wait", code: "not_integer", message: badWait.message }]
         : encoded.issues,
     );
+  }
   if (badWait) throw badWait;
   const { key, outOfDistribution } = encoded.value;
   const validators: Validators = {
@@ -449,6 +452,7 @@ async function predictMany(c: Context, deps: ApiDeps): Promise<Response> {
   const inputs = (body as { inputs: unknown[] }).inputs;
   const encoded = inputs.map((input) => encodeItem(model, input));
   const valid = encoded.flatMap((e, i) => (e.ok ? [{ index: i, value: e.value }] : []));
+  for (const e of encoded) if (!e.ok) recordArm(deps, routed, "", "refused", undefined);
   const results: ItemResult[] = encoded.map((e) =>
     e.ok
       ? { status: 0 }
