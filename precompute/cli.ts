@@ -575,8 +575,13 @@ experiment
       ...(o.fraction !== undefined ? { fraction: shareOf(o.fraction, "--fraction") } : {}),
       ...(o.shadow !== undefined ? { shadowRate: shareOf(o.shadow, "--shadow") } : {}),
     };
-    const x = await client().request<Experiment>("PATCH", experimentPath(model, id), body);
+    const x = await client().request<Experiment & { warnings?: string[] }>(
+      "PATCH",
+      experimentPath(model, id),
+      body,
+    );
     print(x, () => `experiment ${x.id}: ${splitText(x)}`);
+    for (const warning of x.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
   });
 
 experiment

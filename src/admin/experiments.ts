@@ -134,18 +134,27 @@ export async function updateExperiment(
   model: string,
   id: string,
   body: unknown,
-): Promise<Experiment> {
+): Promise<Experiment & { warnings: string[] }> {
   const change = parsed(updateSchema.safeParse(body));
-  const next = await changeRunning(deps, model, id, async (current, read) => {
+  const { before, next } = await changeRunning(deps, model, id, async (current, read) => {
     const next: Experiment = {
       ...current,
       ...(change.fraction !== undefined ? { fraction: change.fraction } : {}),
       ...(change.shadowRate !== undefined ? { shadowRate: change.shadowRate } : {}),
     };
-    return { written: await experimentsOf(deps).store.update(next, read), result: next };
+    const written = await experimentsOf(deps).store.update(next, read);
+    return { written, result: { before: current, next } };
   });
   await experimentsOf(deps).running.refresh();
-  return next;
+  // Allowed (winding a candidate down is an operator's call), but said: a client keeps
+  // its arm while the split grows, not while it shrinks.
+  const warnings =
+    next.fraction < before.fraction
+      ? [
+          `the split shrank from ${before.fraction} to ${next.fraction}: candidate clients above ${next.fraction} are served control from now on (their lookups so far stay in the candidate's report)`,
+        ]
+      : [];
+  return { ...next, warnings };
 }
 
 export async function stopExperiment(

@@ -302,6 +302,12 @@ function experimentComponents(): Record<string, Schema> {
       ["stoppedAt"],
     ),
     ExperimentStarted: extend(experiment, { url: str({ description: "its report" }) }),
+    ExperimentChanged: extend(experiment, {
+      warnings: arr(str(), {
+        description:
+          "a shrunk split's: candidate clients past the new fraction are served control from then on",
+      }),
+    }),
     ExperimentStopped: extend(experiment, {
       active: str({ description: "the model's active version now" }),
       warnings: arr(str(), {
@@ -1146,7 +1152,7 @@ function adminRoutes(paths: Paths, deps: ApiDeps): void {
       parameters: [model, experimentId],
       body: { schema: ref("UpdateExperiment"), description: "fraction, shadowRate or both" },
       responses: {
-        200: reply("the experiment", ref("Experiment")),
+        200: reply("the experiment", ref("ExperimentChanged")),
         ...errors(400, 404, 409, 413),
       },
     }),

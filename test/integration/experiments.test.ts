@@ -285,6 +285,7 @@ describe("experiments", () => {
     const changed = await admin(`${base}/coarse-30`, { method: "PATCH", body: { fraction: 0.6 } });
     expect(changed.status).toBe(200);
     expect(changed.body.fraction).toBe(0.6);
+    expect(changed.body.warnings).toEqual([]);
     const after = changed.body as Experiment;
     const input = inputs[1] as Record<string, string>;
     for (let i = 0; i < 40; i++) {
@@ -306,8 +307,13 @@ describe("experiments", () => {
       const now = (await admin(`${base}/coarse-30`)).body as Experiment;
       expect([now.fraction, now.shadowRate], `round ${i}`).toEqual([0.6 + i / 100, i / 100]);
     }
+    // Shrinking is allowed, and said: candidate clients past the new split move back.
     const reset = { fraction: 0.6, shadowRate };
-    expect((await admin(`${base}/coarse-30`, { method: "PATCH", body: reset })).status).toBe(200);
+    const shrunk = await admin(`${base}/coarse-30`, { method: "PATCH", body: reset });
+    expect(shrunk.status).toBe(200);
+    expect(shrunk.body.warnings).toEqual([
+      expect.stringMatching(/^the split shrank from 0\.6\d+ to 0\.6:/),
+    ]);
   });
 
   it("gives each client its arm's table, whose answers are the server's for that client", async () => {
