@@ -26,6 +26,13 @@ export class CliError extends Error {
  * (none when its message names them already).
  */
 function detailsText(details: unknown, message: string): string {
+  // An unknown version: the ones loaded, so the operator can pick one (a folder just
+  // dropped into the models directory is found by `reload`).
+  const versions = (details as { versions?: unknown } | undefined)?.versions;
+  if (Array.isArray(versions))
+    return versions.length > 0
+      ? ` (loaded: ${versions.slice(0, 10).join(", ")}${versions.length > 10 ? `, and ${versions.length - 10} more` : ""}; a folder just added: reload first)`
+      : " (none loaded)";
   const issues = (details as { issues?: unknown } | undefined)?.issues;
   if (!Array.isArray(issues) || issues.length === 0) return "";
   const first = issues[0] as { message?: unknown };

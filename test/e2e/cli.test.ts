@@ -221,6 +221,12 @@ describe("npx predcache", () => {
     const unwritable = await cli(["download", "flight-delay", "--out", "/no/such/dir/t.pctable"]);
     expect(unwritable.code).toBe(1);
     expect(unwritable.err).toMatch(/cannot write \/no\/such\/dir\/t\.pctable/);
+    // An unknown version: the loaded ones are listed, to pick from.
+    const noVersion = await cli(["promote", "flight-delay", "v3"]);
+    expect(noVersion.code).toBe(2);
+    expect(noVersion.err).toMatch(
+      /has no loaded version v3 \(loaded: [0-9a-f]{12}.*reload first\)/,
+    );
     const unknown = await cli(["versions", "nope"]);
     expect(unknown.code).toBe(2);
     expect(unknown.err).toMatch(/no model named "nope"/);
