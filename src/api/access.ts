@@ -101,6 +101,14 @@ export class RateLimiter {
   /** Counts one unit of `budget` for `client`; throws 429 past the limit. */
   async take(c: Context, client: string, budget: "requests" | "misses"): Promise<void> {
     const limit = budget === "requests" ? this.options.requestLimit : this.options.missLimit;
+    // No budget at all (PREDCACHE_MISS_RATE_LIMIT=0: keys read cached answers only): not
+    // a 429 whose Retry-After would have clients retry what never comes.
+    if (limit === 0)
+      throw new PredcacheError(
+        "forbidden",
+        "this API key may not send uncached lookups to the model: only cached answers are served to it",
+        { budget, limit },
+      );
     const window = Math.floor(Date.now() / 1000 / this.options.windowSeconds);
     // Windows are aligned (floor(now / window)): the budget comes back at the next
     // boundary, not a window after this key's first request (the key's own TTL).

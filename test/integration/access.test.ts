@@ -235,6 +235,30 @@ describe("API keys and rate limits", () => {
     );
   });
 
+  it("with a miss budget of 0, answers cached lookups and refuses misses with 403, not a 429 to retry", async () => {
+    const readOnly = await startTestService({
+      env: {
+        PREDCACHE_PREFIX: uniquePrefix("access-zero"),
+        PREDCACHE_API_KEYS: `alice:${ALICE}`,
+        PREDCACHE_MISS_RATE_LIMIT: "0",
+      },
+      liveWorker: false,
+    });
+    try {
+      rememberHit(readOnly, 9);
+      expect((await predict(readOnly, ALICE, 9)).status).toBe(200);
+      const miss = await predict(readOnly, ALICE, 10);
+      expect(miss.status).toBe(403);
+      expect(miss.body.error).toMatchObject({
+        code: "forbidden",
+        details: { budget: "misses", limit: 0 },
+      });
+      expect(miss.headers.get("retry-after")).toBeNull();
+    } finally {
+      await readOnly.close();
+    }
+  });
+
   it("refuses short API keys at start", () => {
     expect(() => loadConfig({ PREDCACHE_API_KEYS: "x:short" })).toThrow(
       /PREDCACHE_API_KEYS: API key x: use a secret of at least 16 characters/,
