@@ -240,6 +240,17 @@ export function listen(
           `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`,
       );
     });
-    server.once("error", fail);
+    // A start that cannot listen says which settings to change (the fatal log line).
+    server.once("error", (error: NodeJS.ErrnoException) => {
+      const hint =
+        error.code === "EADDRINUSE" || error.code === "EACCES"
+          ? "set PORT to a free port (0: any)"
+          : error.code === "ENOTFOUND" || error.code === "EADDRNOTAVAIL"
+            ? "set HOST to an address of this machine"
+            : undefined;
+      fail(
+        hint ? Object.assign(new Error(`${error.message}: ${hint}`), { code: error.code }) : error,
+      );
+    });
   });
 }

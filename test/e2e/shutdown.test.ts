@@ -176,7 +176,7 @@ describe("graceful shutdown", () => {
         .filter(Boolean)
         .map((line) => JSON.parse(line))
         .find((line) => line.level === 60);
-      expect(fatal?.msg).toMatch(/could not start: .*EADDRINUSE/);
+      expect(fatal?.msg).toMatch(/could not start: .*EADDRINUSE.*: set PORT to a free port/);
       expect(err).not.toMatch(/^\s+at /m); // no raw stack trace
     } finally {
       taken.close();
