@@ -198,7 +198,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
   const e = parsed.data;
-  if (e.PREDCACHE_WAIT_DEFAULT_MS > e.PREDCACHE_WAIT_MAX_MS)
+  // A default set above the max is a contradiction; the default default (250 ms) under a
+  // lower max is just that max.
+  if (
+    "PREDCACHE_WAIT_DEFAULT_MS" in present &&
+    e.PREDCACHE_WAIT_DEFAULT_MS > e.PREDCACHE_WAIT_MAX_MS
+  )
     throw new ConfigError(
       `invalid configuration:\n  PREDCACHE_WAIT_DEFAULT_MS (${e.PREDCACHE_WAIT_DEFAULT_MS}) is more than PREDCACHE_WAIT_MAX_MS (${e.PREDCACHE_WAIT_MAX_MS}), which caps every wait`,
     );
@@ -223,7 +228,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     redisTimeoutMs: e.PREDCACHE_REDIS_TIMEOUT_MS,
     l1MaxBytes: e.PREDCACHE_L1_MAX_BYTES,
     bucketBits: e.PREDCACHE_BUCKET_BITS,
-    waitDefaultMs: e.PREDCACHE_WAIT_DEFAULT_MS,
+    waitDefaultMs: Math.min(e.PREDCACHE_WAIT_DEFAULT_MS, e.PREDCACHE_WAIT_MAX_MS),
     waitMaxMs: e.PREDCACHE_WAIT_MAX_MS,
     batchMaxItems: e.PREDCACHE_BATCH_MAX_ITEMS,
     bodyMaxBytes: e.PREDCACHE_BODY_MAX_BYTES,

@@ -43,10 +43,14 @@ describe("config", () => {
       );
   });
 
-  it("refuses a default wait longer than the longest wait", () => {
+  it("refuses a default wait set longer than the longest wait (an unset default is capped)", () => {
     expect(() =>
       loadConfig({ PREDCACHE_WAIT_DEFAULT_MS: "3000", PREDCACHE_WAIT_MAX_MS: "500" }),
     ).toThrow(/PREDCACHE_WAIT_DEFAULT_MS \(3000\) is more than PREDCACHE_WAIT_MAX_MS \(500\)/);
+    expect(loadConfig({ PREDCACHE_WAIT_MAX_MS: "200" })).toMatchObject({
+      waitDefaultMs: 200,
+      waitMaxMs: 200,
+    });
   });
 
   it("names PREDCACHE_ variables no process reads, with the nearest known name", () => {
