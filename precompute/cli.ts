@@ -559,8 +559,13 @@ experiment
       shadowRate: shareOf(o.shadow as string, "--shadow"),
       ...(o.id ? { id: o.id } : {}),
     };
-    const x = await client().request<Experiment>("POST", experimentPath(model), body);
+    const x = await client().request<Experiment & { warnings?: string[] }>(
+      "POST",
+      experimentPath(model),
+      body,
+    );
     print(x, () => startedText(x));
+    for (const warning of x.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
   });
 
 experiment

@@ -12,6 +12,7 @@ import {
   stopSchema,
   updateSchema,
 } from "../experiment/experiment.ts";
+import { refusedByCandidate } from "../experiment/input-coverage.ts";
 import { type ExperimentReport, experimentReport } from "../experiment/report.ts";
 import type { Written } from "../experiment/store.ts";
 import { mainOutputOf } from "../model/manifest.ts";
@@ -91,7 +92,7 @@ export async function startExperiment(
   deps: Deps,
   model: string,
   body: unknown,
-): Promise<Experiment> {
+): Promise<Experiment & { warnings: string[] }> {
   knownModel(deps, model);
   const request = parsed(startSchema.safeParse(body));
   const control = deps.active.get(model);
@@ -126,7 +127,13 @@ export async function startExperiment(
   // The candidate may have been found in the models folder by this process only (dropped
   // there, no reload): every process loads it, or it would serve control in its place.
   await deps.admin.announceModels();
-  return experiment;
+  // Said, not refused: a narrower candidate may be the point of the experiment.
+  const warnings = controlModel
+    ? refusedByCandidate(controlModel.manifest.encoding, candidate.manifest.encoding).map(
+        (why) => `${why}: the candidate's cohort gets 422 there (counted as refused in the report)`,
+      )
+    : [];
+  return { ...experiment, warnings };
 }
 
 export async function updateExperiment(

@@ -301,7 +301,13 @@ function experimentComponents(): Record<string, Schema> {
       },
       ["stoppedAt"],
     ),
-    ExperimentStarted: extend(experiment, { url: str({ description: "its report" }) }),
+    ExperimentStarted: extend(experiment, {
+      url: str({ description: "its report" }),
+      warnings: arr(str(), {
+        description:
+          "inputs control answers and the candidate refuses (422 for its cohort): a narrower range or vocabulary, a feature it requires or does not take",
+      }),
+    }),
     ExperimentChanged: extend(experiment, {
       warnings: arr(str(), {
         description:

@@ -102,6 +102,10 @@ describe("experiments with failures", () => {
       shadowRate: 1,
     });
     expect(started.status).toBe(201);
+    // Said at the start, before any client of its cohort is refused.
+    expect(started.body.warnings).toEqual([
+      expect.stringMatching(/^the candidate takes hour from 0 to 20, control from 0 to 23: .*422/),
+    ]);
     const clients = Array.from({ length: 24 }, (_, i) => `client-${i}`);
     // At once: control clients ask hour 22 (the candidate refuses it: their shadow
     // comparisons cannot be made), candidate clients ask valid misses of their version.
