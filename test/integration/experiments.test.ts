@@ -4,7 +4,6 @@
  * and a report whose numbers match ones computed directly from the two versions' tables.
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { request } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HybridClient } from "../../src/client/hybrid-client.ts";
@@ -14,6 +13,7 @@ import { armOf, type Experiment } from "../../src/experiment/experiment.ts";
 import { mainValueOf, type Prediction } from "../../src/model/decoding.ts";
 import type { ModelVersion } from "../../src/model/registry.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
+import { rawGet } from "../helpers/raw-get.ts";
 import {
   eventually,
   getJson,
@@ -62,27 +62,6 @@ function lookup(input: Record<string, string>, client?: string, server = t) {
     `${server.url}/v1/models/${MODEL}/predict?${new URLSearchParams(input)}&wait=5000`,
     client ? { headers: { "x-client-id": client } } : {},
   );
-}
-
-/** A GET with headers sent as given (repeated ones too), over node:http. */
-function rawGet(
-  base: string,
-  path: string,
-  headers: Record<string, string | string[]>,
-): Promise<{ status: number; body: string }> {
-  const { hostname, port } = new URL(base);
-  return new Promise((done, fail) => {
-    const req = request({ hostname, port, path, headers, agent: false }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk) => {
-        body += chunk;
-      });
-      res.on("end", () => done({ status: res.statusCode ?? 0, body }));
-    });
-    req.on("error", fail);
-    req.end();
-  });
 }
 
 /** A candidate that really differs: the same network, its outputs kept to one digit. */

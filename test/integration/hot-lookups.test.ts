@@ -5,13 +5,13 @@
  * ran is seen by counting calls of its fetch on a server of its own.
  */
 import { rm } from "node:fs/promises";
-import { request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Listening, listen } from "../../src/api/listen.ts";
 import { loadConfig } from "../../src/config.ts";
 import type { Experiment } from "../../src/experiment/experiment.ts";
 import type { ModelRegistry } from "../../src/model/registry.ts";
 import { loadRegistry } from "../../src/service.ts";
+import { rawGet } from "../helpers/raw-get.ts";
 import {
   type AdminView,
   adminView,
@@ -316,27 +316,6 @@ describe("hot lookups", () => {
     );
   });
 });
-
-/** A GET with headers fetch() would not send as given (Host), over node:http. */
-function rawGet(
-  base: string,
-  path: string,
-  headers: Record<string, string>,
-): Promise<{ status: number; body: string }> {
-  const { hostname, port } = new URL(base);
-  return new Promise((done, fail) => {
-    const req = request({ hostname, port, path, headers, agent: false }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk) => {
-        body += chunk;
-      });
-      res.on("end", () => done({ status: res.statusCode ?? 0, body }));
-    });
-    req.on("error", fail);
-    req.end();
-  });
-}
 
 /** predcache_lookups_total of flight-delay v1 from one source, as /metrics reports it. */
 async function lookupCount(base: string, source: string): Promise<number> {
