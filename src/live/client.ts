@@ -170,6 +170,8 @@ export class LiveClient {
       processMetrics().coalesced.inc({ model: model.name });
       // Its key may be in a batch still gathering: that batch must not outwait this request.
       this.hurry(`${model.name}@${model.version}`, waitMs);
+      // Nor may the shared wait end on the first asker's clock: this one waits its own.
+      this.prolong(keyId);
       return { jobId: keyId, ...running };
     }
     // Listen before queuing, so a batch finishing right away is not missed.
@@ -582,15 +584,29 @@ export class LiveClient {
     );
   }
 
-  /** One promise per key, settled from the shared QueueEvents listeners (or after maxWaitMs). */
+  /**
+   * One promise per key, settled from the shared QueueEvents listeners, or maxWaitMs after
+   * the last request that joined it (each request bounds its own wait within that).
+   */
   private waitFor(id: string): Promise<Prediction> {
     return new Promise<Prediction>((resolve, reject) => {
-      const timer = setTimeout(
-        () => this.settle(id, { error: timedOut(id) }),
-        this.released ? 0 : this.options.maxWaitMs,
-      );
-      this.waiters.set(id, { resolve, reject, timer });
+      this.waiters.set(id, { resolve, reject, timer: this.timeout(id) });
     });
+  }
+
+  private timeout(id: string): NodeJS.Timeout {
+    return setTimeout(
+      () => this.settle(id, { error: timedOut(id) }),
+      this.released ? 0 : this.options.maxWaitMs,
+    );
+  }
+
+  /** A request joined the key's wait: it lasts up to maxWaitMs from now. */
+  private prolong(id: string): void {
+    const waiter = this.waiters.get(id);
+    if (!waiter) return;
+    clearTimeout(waiter.timer);
+    waiter.timer = this.timeout(id);
   }
 
   private released = false;

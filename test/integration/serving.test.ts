@@ -487,6 +487,36 @@ describe("live batches while one is in flight", () => {
   });
 });
 
+describe("coalesced waits", () => {
+  it("gives a request that joins a miss in flight its own wait, not what is left of the first's", async () => {
+    // No live worker: every miss waits out its wait, then 202.
+    const api = await startTestService({
+      env: { PREDCACHE_WAIT_MAX_MS: "1000" },
+      registry,
+      liveWorker: false,
+    });
+    const ask = (wait: number) =>
+      getJson(
+        `${api.url}/v1/models/flight-delay/predict?origin=TUL&destination=TYS&hour=11&dayOfWeek=5&wait=${wait}`,
+      );
+    try {
+      expect((await ask(0)).status).toBe(202);
+      await new Promise((r) => setTimeout(r, 700));
+      const started = performance.now();
+      const joined = await ask(1_000);
+      const waited = performance.now() - started;
+      expect(joined.status).toBe(202);
+      // The first asker's wait bound would have ended 300 ms in.
+      expect(waited).toBeGreaterThan(900);
+      console.log(
+        `coalesced wait: joined 700 ms after a wait=0 miss, waited its own ${waited.toFixed(0)} ms`,
+      );
+    } finally {
+      await api.close();
+    }
+  });
+});
+
 describe("batch lookup", () => {
   it("answers every item in order: hits, live answers and per-item errors", async () => {
     const hitInput = input("IAH", "DTW");
