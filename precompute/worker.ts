@@ -23,6 +23,12 @@ import { producerQueue } from "../src/redis/queue.ts";
 import { buildTable } from "../src/table/builder.ts";
 import { parseTable, TableFormatError, type TableView, verifyTable } from "../src/table/format.ts";
 import { keyHashInto } from "../src/table/key-hash.ts";
+import {
+  clearRebuild,
+  markRebuild,
+  rebuildMarked,
+  storedKeys,
+} from "../src/table/rebuild-marks.ts";
 import type { TableInfo, TableStore } from "../src/table/store.ts";
 import { describeSource, openSource, type RawInput, type SourceContext } from "./inputs/index.ts";
 import { checkInputs, describeInvalid, type InputCheck } from "./inputs/validate.ts";
@@ -442,12 +448,22 @@ export class PrecomputeWorker {
     const passedOver = new Set<string>();
     const newest = () => newestTable(tables, target, passedOver);
     const { previous, base } = await this.intactBase(target, newest, passedOver);
+    // A damaged table set aside (here or by whoever listed it): what only it held is in
+    // Redis alone, so this generation takes every entry the version has there.
+    const { redis, keys } = this;
+    const rebuild = await rebuildMarked(redis, keys, target.name, target.version);
+    if (rebuild)
+      this.log.warn(
+        { run: run.runId, model: target.name, version: target.version },
+        "a table of this version was damaged: this one is rebuilt from every entry in Redis",
+      );
     async function* chunkKeys(): AsyncGenerator<string[]> {
       const status = await runs.get(run.runId);
       const total = status?.chunks.total ?? 0;
       for (let index = 0; index < total; index++) yield await runs.chunkKeys(run.runId, index);
+      if (rebuild) yield* storedKeys(redis, keys, target.name, target.version);
     }
-    return buildTable({
+    const built = await buildTable({
       model: target,
       generation: `${target.version}.${Date.now().toString(36)}`,
       source: `precompute ${run.runId}: ${describeSource(run.source)}${run.warm ? ` + top ${run.warm.top} observed` : ""}`,
@@ -463,13 +479,16 @@ export class PrecomputeWorker {
           );
       },
     });
+    if (rebuild) await clearRebuild(redis, keys, target.name, target.version);
+    return built;
   }
 
   /**
    * The newest table to build on, checked against its checksum first: a table damaged on
    * disk would otherwise be carried into every later generation under a new, valid
    * checksum. A damaged one is set aside and the one before it used; what only the
-   * damaged one held is still in Redis, and the next runs that cover it add it again.
+   * damaged one held is still in Redis: the version is marked, so this build (and any
+   * retried one) takes every entry it has there.
    */
   private async intactBase(
     target: ModelVersion,
@@ -496,13 +515,14 @@ export class PrecomputeWorker {
       } catch (error) {
         if (!(error instanceof TableFormatError)) throw error;
         passedOver.add(generation);
+        await markRebuild(this.redis, this.keys, target.name, target.version);
         const setAside = await tables.setAside(target.name, generation).then(
           () => "set aside (as .damaged)",
           (failure: Error) => `could not be set aside (${failure.message})`,
         );
         this.log.error(
           { model: target.name, table: generation, err: error.message },
-          `a stored table is damaged: ${setAside}; building on the one before it`,
+          `a stored table is damaged: ${setAside}; building on the one before it, with every entry of the version in Redis`,
         );
       }
     }

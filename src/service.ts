@@ -41,6 +41,7 @@ import {
   subscribe,
   whenReady,
 } from "./redis/connection.ts";
+import { markRebuild, versionOfGeneration } from "./table/rebuild-marks.ts";
 import { DirectoryTableStore, type TableStore } from "./table/store.ts";
 
 export interface Service {
@@ -100,7 +101,9 @@ export async function createService(
       bucketBits: config.bucketBits,
       onCorrupt: corruptEntry(log, (entry) => live?.repair(entry.model, entry.key)),
     });
-    const tables = new DirectoryTableStore(config.tablesDir, { onDamaged: tableDamaged(log) });
+    const tables = new DirectoryTableStore(config.tablesDir, {
+      onDamaged: tableDamaged(log, redis, keys),
+    });
     const resident = new ResidentTables(tables, models, active, log, {
       maxBytes: config.residentMaxBytes,
     });
@@ -423,12 +426,18 @@ function corruptEntry(log: Logger, repair?: (entry: CorruptEntry) => Promise<voi
   };
 }
 
-function tableDamaged(log: Logger) {
-  return (damage: { model: string; generation: string; reason: string }) =>
+/** A table damaged on disk: logged, and its version's next table rebuilt from Redis. */
+function tableDamaged(log: Logger, redis: Redis, keys: Keys) {
+  return (damage: { model: string; generation: string; reason: string }) => {
     log.error(
       { model: damage.model, table: damage.generation, err: damage.reason },
-      "a stored table is damaged: the one before it is served instead",
+      "a stored table is damaged: the one before it is served instead, and the version's next table is rebuilt from Redis",
     );
+    const version = versionOfGeneration(damage.generation);
+    markRebuild(redis, keys, damage.model, version).catch((error: unknown) =>
+      log.warn({ model: damage.model, version, err: error }, "could not mark the table rebuild"),
+    );
+  };
 }
 
 export async function createPrecomputeWorker(
@@ -437,14 +446,15 @@ export async function createPrecomputeWorker(
   log: Logger,
   registry: ModelRegistry,
   /** Where tables go (default: the config's tables folder). */
-  tables: TableStore = new DirectoryTableStore(config.tablesDir, {
-    onDamaged: tableDamaged(log),
-  }),
+  given?: TableStore,
 ): Promise<PrecomputeWorkerProcess> {
   const redis = createRedis(redisUrl, { commandTimeoutMs: config.redisTimeoutMs });
   const blocking = createRedis(redisUrl, { role: "blocking" });
   await whenReady(redis);
   const keys = new Keys(config.prefix);
+  const tables =
+    given ??
+    new DirectoryTableStore(config.tablesDir, { onDamaged: tableDamaged(log, redis, keys) });
   const store = new PredictionStore(redis, keys, {
     bucketBits: config.bucketBits,
     onCorrupt: corruptEntry(log),

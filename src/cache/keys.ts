@@ -72,6 +72,11 @@ export class Keys {
     return `${this.prefix}:{m:${model}}:traffic:${encodingHash}`;
   }
 
+  /** Versions of a model whose next table is rebuilt from Redis (table/rebuild-marks.ts). */
+  tableRebuild(model: string): string {
+    return `${this.prefix}:{m:${model}}:table-rebuild`;
+  }
+
   /** Held while a run builds and publishes a model's next table: one build at a time. */
   tableLock(model: string): string {
     return `${this.prefix}:{m:${model}}:table-lock`;

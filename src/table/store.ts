@@ -132,8 +132,20 @@ export class DirectoryTableStore implements TableStore {
       if (`${header.generation}${SUFFIX}` !== basename(file) || header.model !== model)
         return undefined;
       info = infoOf(model, header, stats.size, storedChecksum(trailer));
-    } catch {
-      return undefined; // not a table (or being replaced): not listed
+    } catch (error) {
+      // Published under its final name only once whole (publish renames): a table's name
+      // with no table in it is damage (cut short: a full disk, a copy stopped), as a
+      // checksum mismatch is.
+      const generation = basename(file).slice(0, -SUFFIX.length);
+      if (isGeneration(generation))
+        await this.damaged(
+          model,
+          file,
+          stats,
+          generation,
+          `unreadable (${(error as Error).message})`,
+        );
+      return undefined;
     } finally {
       await handle.close();
     }
@@ -143,17 +155,24 @@ export class DirectoryTableStore implements TableStore {
       this.cache.set(file, { mtimeMs: stats.mtimeMs, size: stats.size, info });
       return info;
     }
+    await this.damaged(model, file, stats, info.generation, "checksum mismatch");
+    return undefined;
+  }
+
+  /** Not listed from now on: set aside as .damaged, and said (onDamaged). */
+  private async damaged(
+    model: string,
+    file: string,
+    stats: { mtimeMs: number; size: number },
+    generation: string,
+    why: string,
+  ): Promise<void> {
     this.cache.set(file, { mtimeMs: stats.mtimeMs, size: stats.size, info: undefined });
-    const setAside = await this.setAside(model, info.generation).then(
+    const setAside = await this.setAside(model, generation).then(
       () => "set aside (as .damaged)",
       (failure: Error) => `not listed; could not be set aside (${failure.message})`,
     );
-    this.options.onDamaged?.({
-      model,
-      generation: info.generation,
-      reason: `checksum mismatch: ${setAside}`,
-    });
-    return undefined;
+    this.options.onDamaged?.({ model, generation, reason: `${why}: ${setAside}` });
   }
 
   async list(model: string): Promise<TableInfo[]> {

@@ -9,10 +9,12 @@ import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import { buildTable } from "../../src/table/builder.ts";
 import { applyDelta } from "../../src/table/delta.ts";
 import { parseTable } from "../../src/table/format.ts";
+import { storedKeys } from "../../src/table/rebuild-marks.ts";
 import { DirectoryTableStore } from "../../src/table/store.ts";
 import { promotedFetch } from "../helpers/client.ts";
 import { writeSeedCsv } from "../helpers/precompute.ts";
 import {
+  capturedLog,
   closeOrReport,
   eventually,
   getJson,
@@ -70,6 +72,24 @@ async function latestOpened() {
 }
 
 /** Flips `count` bytes in the middle of a stored table, as damage on disk would. */
+/** Entries the active version has in Redis (every bucket's fields). */
+async function entriesInRedis(): Promise<number> {
+  const { redis: client, keys, active } = t.service;
+  let total = 0;
+  const version = active.get("flight-delay") as string;
+  for await (const batch of storedKeys(client, keys, "flight-delay", version))
+    total += batch.length;
+  return total;
+}
+
+/** Cuts a table file short, as a full disk or a stopped copy leaves it. */
+async function truncate(generation: string): Promise<string> {
+  const file = join(t.config.tablesDir, "flight-delay", `${generation}.pctable`);
+  const bytes = await readFile(file);
+  await writeFile(file, bytes.subarray(0, bytes.length - 100));
+  return file;
+}
+
 async function damage(generation: string, count: number): Promise<string> {
   const file = join(t.config.tablesDir, "flight-delay", `${generation}.pctable`);
   const bytes = await readFile(file);
@@ -81,6 +101,9 @@ async function damage(generation: string, count: number): Promise<string> {
   return file;
 }
 
+/** The service's log lines (JSON). */
+let logged: Record<string, unknown>[] = [];
+
 beforeAll(async () => {
   redis = await startRedisServer(); // its own, so the test can stop it
   const dataDir = await tempDataDir();
@@ -89,7 +112,9 @@ beforeAll(async () => {
     PREDCACHE_PREFIX: uniquePrefix("tables"),
     PREDCACHE_DATA_DIR: dataDir,
   };
-  t = await startTestService({ env });
+  const captured = capturedLog();
+  logged = captured.lines;
+  t = await startTestService({ env, log: captured.log });
   worker = await precomputeWorkerFor(t);
   rows = await seedRows(300);
   const generation = await runAndWait(await writeSeedCsv(rows));
@@ -672,8 +697,12 @@ describe("lookup tables", () => {
     await expect(stat(`${file}.damaged`)).resolves.toBeDefined();
     expect(table.get(added)).toBeDefined();
     expect(table.get(rows[0] as Record<string, string>)).toBeDefined();
-    expect(table.size).toBe(before.entryCount + 1);
-    // What only the damaged table held is still answered, from Redis.
+    // Rebuilt from Redis: what only the damaged table held is in the new one too, with
+    // every other entry the version has there (live answers included).
+    expect(table.get(damagedOnly)).toBeDefined();
+    expect(table.size).toBe(await entriesInRedis());
+    expect(table.size).toBeGreaterThan(before.entryCount + 1);
+    // And it was answered from Redis meanwhile.
     const lookup = await getJson(
       `${t.url}/v1/models/flight-delay/predict?${new URLSearchParams(
         Object.fromEntries(Object.entries(damagedOnly).map(([k, v]) => [k, String(v)])),
@@ -703,6 +732,32 @@ describe("lookup tables", () => {
     await expect(
       LookupTable.open(new Uint8Array(await latest.arrayBuffer())),
     ).resolves.toBeDefined();
+  });
+
+  it("sets aside a table cut short, says so, and rebuilds the version's next one from Redis", async () => {
+    const before = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body.latest;
+    const only = { origin: "ABQ", destination: "BTV", hour: 9, dayOfWeek: 3 };
+    const cut = await runInline([only]);
+    const file = await truncate(cut);
+    const listing = (await getJson(`${t.url}/v1/models/flight-delay/tables`)).body;
+    expect(listing.latest.generation).toBe(before.generation);
+    await expect(stat(`${file}.damaged`)).resolves.toBeDefined();
+    const said = logged.find((l) => l.table === cut);
+    expect(said).toMatchObject({ level: 50 });
+    expect(String(said?.err)).toMatch(/^unreadable/);
+    expect(String(said?.msg)).toMatch(/rebuilt from Redis/);
+    // The next generation holds what only the cut one held, and all the version has.
+    const next = { origin: "ABQ", destination: "BTV", hour: 10, dayOfWeek: 3 };
+    const published = await runInline([next]);
+    const { listing: after, table } = await latestOpened();
+    expect(after.latest.generation).toBe(published);
+    expect(table.get(only)).toBeDefined();
+    expect(table.get(next)).toBeDefined();
+    expect(table.size).toBe(await entriesInRedis());
+    // Once rebuilt, the next run builds on it again (no rebuild).
+    const again = await runInline([{ ...next, hour: 11 }]);
+    expect((await latestOpened()).table.size).toBe(table.size + 1);
+    expect(again).not.toBe(published);
   });
 
   it("builds past a damaged table it cannot set aside", async () => {
