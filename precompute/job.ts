@@ -10,6 +10,7 @@ import type { Keys } from "../src/cache/keys.ts";
 import { PredcacheError } from "../src/errors.ts";
 import { switchCount } from "../src/model/active.ts";
 import { canonicalJson } from "../src/model/canonical-json.ts";
+import { folderGone } from "../src/model/folder-gone.ts";
 import type { ModelRegistry } from "../src/model/registry.ts";
 import type { Redis } from "../src/redis/connection.ts";
 import { isRedisOutage } from "../src/redis/outage.ts";
@@ -126,6 +127,13 @@ export class Precompute {
         "version_not_found",
         `model "${spec.model}" has no version "${String(version).slice(0, 64)}"`,
         { versions: this.registry.versions(spec.model).map((v) => v.version) },
+      );
+    // To be promoted when done, as a promote would be refused (and checked again then).
+    if (spec.promote && (await folderGone(target)))
+      throw new PredcacheError(
+        "conflict",
+        `version ${version} of ${spec.model} is loaded, but its folder no longer holds it (${target.directory}): a restart would not load it, so it is not promoted`,
+        { version, directory: target.directory },
       );
     if (spec.source.kind === "grid") {
       let grid: ReturnType<typeof planGrid>;

@@ -14,6 +14,7 @@ import type { PredictionStore } from "../src/cache/store.ts";
 import { type Logger, repeatedErrors } from "../src/log.ts";
 import { ActiveMovedError, switchActiveVersion } from "../src/model/active.ts";
 import type { Prediction } from "../src/model/decoding.ts";
+import { folderGone } from "../src/model/folder-gone.ts";
 import { InferenceThread } from "../src/model/inference-thread.ts";
 import type { ModelRegistry, ModelVersion } from "../src/model/registry.ts";
 import { processMetrics } from "../src/observability/metrics.ts";
@@ -395,6 +396,15 @@ export class PrecomputeWorker {
     // Last, and only here: every chunk succeeded and the table is published.
     let previous = promotedFrom ?? null;
     if (await this.ended(run.runId)) return { ended: true };
+    // As a promote refuses it: a version whose folder is gone would not load at the next
+    // restart. The run completes, not promoted, and says why.
+    if (run.promote && previous === null && (await folderGone(target))) {
+      const reason = `not promoted: the folder of ${target.version} no longer holds it (${target.directory}): a restart would not load it`;
+      await this.runs.set(run.runId, { promoteSkipped: reason });
+      this.log.warn({ run: run.runId, model: target.name, version: target.version }, reason);
+      await this.runs.transition(run.runId, "completed");
+      return { promoted: false };
+    }
     if (run.promote && previous === null) {
       try {
         previous =

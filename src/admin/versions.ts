@@ -4,11 +4,10 @@
  * versions retention no longer keeps (keys in bounded batches, tables), never the active
  * version or the rollback target.
  */
-import { stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
 import type { ApiDeps } from "../api/deps.ts";
 import { PredcacheError } from "../errors.ts";
 import { markCollecting, rollbackActiveVersion, rollbackTarget } from "../model/active.ts";
+import { folderGone } from "../model/folder-gone.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { scanKeys, unlinkKeys } from "../redis/keyspace.ts";
 import type { AdminDeps } from "./deps.ts";
@@ -100,19 +99,7 @@ export async function loadedVersion(
     );
   // Loaded, but its folder since removed: served until the next restart, which would not
   // load it (every lookup of the model then unanswerable). Not made active or an arm.
-  const files = [
-    join(found.directory, "manifest.json"),
-    resolve(found.directory, found.manifest.model),
-  ];
-  const missing = await Promise.all(
-    files.map((file) =>
-      stat(file).then(
-        () => false,
-        () => true,
-      ),
-    ),
-  );
-  if (missing.some(Boolean))
+  if (await folderGone(found))
     throw new PredcacheError(
       "conflict",
       `version ${version.slice(0, 64)} of ${model} is loaded, but its folder no longer holds it (${found.directory}): a restart would not load it`,

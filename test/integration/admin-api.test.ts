@@ -634,6 +634,20 @@ describe("admin API runs and versions", () => {
       expect(stop.body.error.message).toMatch(/its folder no longer holds it/);
       const still = (await admin(experiments)).body.experiments;
       expect(still.find((x: { id: string }) => x.id === "gone-candidate").state).toBe("running");
+      // Nor a run asked to promote it when done (the worker checks again before it does).
+      const run = await admin("/admin/v1/models/flight-delay/precompute", {
+        method: "POST",
+        body: {
+          version: fresh,
+          promote: true,
+          source: {
+            kind: "inline",
+            inputs: [{ origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 }],
+          },
+        },
+      });
+      expect(run.status).toBe(409);
+      expect(run.body.error.message).toMatch(/its folder no longer holds it/);
     } finally {
       await rename(`${dropped}.away`, dropped);
     }
