@@ -59,7 +59,8 @@ export interface Encoder {
   decodeKey(key: string): NormalizedInput;
 }
 
-const INTEGER_TEXT = /^[+-]?\d+$/;
+/** Whole numbers as text, "7.0" too (as a JSON 7.0 is taken): a float column's way. */
+const INTEGER_TEXT = /^[+-]?\d+(?:\.0*)?$/;
 const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 type FeatureOutcome =
@@ -261,7 +262,10 @@ export function createEncoder(definition: EncodingDefinition): Encoder {
     for (let i = 0; i < features.length; i++) {
       const feature = features[i] as Feature;
       const given = Object.hasOwn(raw, feature.name) ? raw[feature.name] : undefined;
-      const value = given ?? feature.default;
+      // A blank value of a feature with a default is the default: a query string cannot
+      // say null, and forms send a field left empty as "name=".
+      const blank = typeof given === "string" && given.trim() === "";
+      const value = (blank && feature.default !== undefined ? undefined : given) ?? feature.default;
       if (value === undefined || value === null) {
         issues.push({
           field: feature.name,

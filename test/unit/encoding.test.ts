@@ -27,14 +27,14 @@ const validInput = fc.record({
     .filter((s) => s.length <= 40),
 });
 
-/** The same input written differently: padding, case, numbers as text, leading zeros, plus signs. */
+/** The same input written differently: padding, case, numbers as text, leading zeros, plus signs, "7.0". */
 const rewritten = validInput.chain((input) =>
   fc
     .record({
       pad: fc.constantFrom("", " ", "  ", "\t"),
       lowerAirport: fc.boolean(),
       upperCabin: fc.boolean(),
-      hourAsText: fc.constantFrom("plain", "zero", "plus", "number"),
+      hourAsText: fc.constantFrom("plain", "zero", "plus", "float", "number"),
       distanceAsText: fc.boolean(),
     })
     .map((how) => ({
@@ -49,7 +49,9 @@ const rewritten = validInput.chain((input) =>
               ? `0${input.hour}`
               : how.hourAsText === "plus"
                 ? `+${input.hour}`
-                : input.hour,
+                : how.hourAsText === "float"
+                  ? `${input.hour}.0`
+                  : input.hour,
         bags: `${how.pad}${input.bags}`,
         distance: how.distanceAsText ? String(input.distance) : input.distance,
         note: input.note,
@@ -184,8 +186,8 @@ describe("shared encoding", () => {
       ["hour:not_integer"],
     ],
     [
-      "an integer written as a float",
-      { airport: "SFO", hour: "1.0", bags: 1, distance: 2 },
+      "a fractional integer written as text",
+      { airport: "SFO", hour: "1.5", bags: 1, distance: 2 },
       ["hour:not_integer"],
     ],
     [
@@ -237,6 +239,28 @@ describe("shared encoding", () => {
       expect(outcome.issues.map((i) => `${i.field}:${i.code}`)).toEqual(expected);
       for (const issue of outcome.issues) expect(issue.message.length).toBeGreaterThan(5);
     }
+  });
+
+  it("takes a blank value of a feature with a default as the default (a form's empty field)", () => {
+    const withDefaults = createEncoder(
+      encodingSchema.parse({
+        input: { name: "x", dtype: "int64" },
+        features: [
+          { name: "airport", type: "categorical", vocabulary: ["SFO", "LAX"], default: "LAX" },
+          { name: "hour", type: "integer", min: 0, max: 23, default: 3 },
+          { name: "bags", type: "integer", min: 0, max: 9 },
+        ],
+      }),
+    );
+    const keyOf = (raw: Record<string, unknown>) => {
+      const outcome = withDefaults.encode(raw);
+      return outcome.ok ? outcome.value.key : outcome.issues.map((i) => `${i.field}:${i.code}`);
+    };
+    expect(keyOf({ bags: "1" })).toBe('["LAX",3,1]');
+    expect(keyOf({ airport: "", hour: " ", bags: "1" })).toBe('["LAX",3,1]');
+    expect(keyOf({ airport: null, hour: null, bags: "1" })).toBe('["LAX",3,1]');
+    // No default: blank is still an error, as before.
+    expect(keyOf({ bags: "" })).toEqual(["bags:not_integer"]);
   });
 
   it("lists every offending field at once", () => {
