@@ -176,6 +176,8 @@ const RESERVED = new Set(["wait", "version"]);
  * refused here, as the table's encoder would refuse it, rather than sent as its String().
  */
 function untypedIssues(input: Readonly<Record<string, unknown>>): InputIssue[] {
+  if (typeof input !== "object" || input === null || Array.isArray(input))
+    return [{ field: "", code: "wrong_type", message: "an input must be an object of features" }];
   const issues: InputIssue[] = [];
   for (const [field, value] of Object.entries(input)) {
     if (RESERVED.has(field))

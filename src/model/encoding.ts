@@ -245,6 +245,14 @@ export function createEncoder(definition: EncodingDefinition): Encoder {
   );
 
   function encode(raw: Readonly<Record<string, unknown>>): EncodeOutcome {
+    // An app's null or list (the client takes inputs from apps' code): its issue, not a TypeError.
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw))
+      return {
+        ok: false,
+        issues: [
+          { field: "", code: "wrong_type", message: "an input must be an object of features" },
+        ],
+      };
     // Plain loops, no array of keys: this runs on every lookup, hits included.
     const issues: InputIssue[] = [];
     for (const field in raw) {

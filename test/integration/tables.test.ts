@@ -467,8 +467,12 @@ describe("lookup tables", () => {
       { ...base, origin: null },
       { ...base, hour: true },
       { ...base, version: "x" },
+      null,
+      [],
     ])
-      await expect(client.predict(bad)).rejects.toBeInstanceOf(InvalidInputError);
+      await expect(
+        client.predict(bad as unknown as Record<string, unknown>),
+      ).rejects.toBeInstanceOf(InvalidInputError);
     expect(calls).toBe(0);
     const pending = await client.predict({ ...base, hour: 6 }).catch((error: unknown) => error);
     expect(pending).toBeInstanceOf(PendingAnswerError);
@@ -476,6 +480,8 @@ describe("lookup tables", () => {
     const table = await LookupTable.open(
       new Uint8Array(await (await fetch(`${t.url}${first.url}`)).arrayBuffer()),
     );
+    // With a table, too: an invalid input, not a TypeError.
+    expect(() => table.get(null as unknown as Record<string, unknown>)).toThrow(InvalidInputError);
     expect(() => new HybridClient({ baseUrl: t.url, model: "other", table })).toThrow(
       /of model flight-delay/,
     );

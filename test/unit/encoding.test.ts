@@ -263,6 +263,16 @@ describe("shared encoding", () => {
     expect(keyOf({ bags: "" })).toEqual(["bags:not_integer"]);
   });
 
+  it("refuses what is not an object of features with an issue, not a TypeError", () => {
+    for (const raw of [null, undefined, [], "SFO", 7])
+      expect(encoder.encode(raw as unknown as Record<string, unknown>)).toEqual({
+        ok: false,
+        issues: [
+          { field: "", code: "wrong_type", message: "an input must be an object of features" },
+        ],
+      });
+  });
+
   it("lists every offending field at once", () => {
     const outcome = encoder.encode({
       airport: "",
