@@ -11,7 +11,14 @@ import { LookupTable } from "../src/client/lookup-table.ts";
 import type { Experiment } from "../src/experiment/experiment.ts";
 import type { ExperimentReport } from "../src/experiment/report.ts";
 import { AdminClient, CliError } from "./admin-client.ts";
-import { LIST_COLUMNS, listRow, reportText, splitText, startedText } from "./experiment-view.ts";
+import {
+  LIST_COLUMNS,
+  listRow,
+  percent,
+  reportText,
+  splitText,
+  startedText,
+} from "./experiment-view.ts";
 import { seedInputs } from "./inputs/seed.ts";
 import { ProgressView } from "./progress.ts";
 import type { RunStatus } from "./runs.ts";
@@ -195,7 +202,7 @@ async function watch(api: AdminClient, runId: string): Promise<void> {
   print(
     status,
     () =>
-      `run ${status.id} ${status.state}${status.error ? `: ${status.error}` : ""} (${status.written} written, ${status.skipped} already present${status.observedRefused ? `, ${status.observedRefused} observed inputs refused by this version` : ""}${status.table ? `, table ${status.table}` : ""}${status.promotedFrom !== null ? `, promoted over ${status.promotedFrom || "none"}` : ""}${status.promoteSkipped ? `; ${status.promoteSkipped}` : ""})`,
+      `run ${status.id} ${status.state}${status.error ? `: ${status.error}` : ""} (${status.written} written, ${status.skipped} already present${status.observedRefused ? `, ${status.observedRefused} observed inputs refused by this version` : ""}${status.table ? `, table ${status.table}` : ""}${status.promotedFrom === null ? "" : status.promotedFrom === status.version ? ", active already" : `, promoted over ${status.promotedFrom || "none"}`}${status.promoteSkipped ? `; ${status.promoteSkipped}` : ""})`,
   );
   if (status.state !== "completed") process.exitCode = 1;
 }
@@ -461,7 +468,7 @@ program
         const cov = m.coverage as { ratio: number | null; window: number };
         // Counts cover every version this process answered with since it started.
         lines.push(
-          `${name} (active ${m.activeVersion}): ${m.lookups} lookups, hit ratio ${hit?.overall === null || !hit ? "-" : `${(hit.overall * 100).toFixed(1)}%`}, misses ${m.misses}, table coverage ${cov.ratio === null ? "-" : `${(cov.ratio * 100).toFixed(1)}% of ${cov.window}`}`,
+          `${name} (active ${m.activeVersion}): ${m.lookups} lookups, hit ratio ${percent(hit?.overall)}, misses ${m.misses}, table coverage ${cov.ratio === null ? "-" : `${percent(cov.ratio)} of ${cov.window}`}`,
         );
         if (m.bySource) lines.push(`  by source ${JSON.stringify(m.bySource)}`);
         const versions = Object.entries(m.byVersion as Record<string, number>);

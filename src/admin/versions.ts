@@ -121,6 +121,9 @@ export async function promote(
     previous: previous ?? null,
     // The switch is made: a failure to say more must not turn it into an error.
     warnings: [
+      ...(previous === version
+        ? [`${version} was the active version already: nothing changed`]
+        : []),
       ...(await coldWarnings(deps, model, version).catch(() => [])),
       ...(await underExperiment(deps, model).catch(() => [])),
     ],

@@ -674,6 +674,12 @@ describe("admin API runs and versions", () => {
     const before = (await admin("/admin/v1/models/flight-delay/versions")).body.versions;
     const active = before.find((v: { active: boolean }) => v.active).version;
     const other = before.find((v: { active: boolean }) => !v.active).version;
+    // Promoting the active version changes nothing, and says so.
+    const again = await admin(`/admin/v1/models/flight-delay/versions/${active}/promote`, {
+      method: "POST",
+    });
+    expect(again.status).toBe(200);
+    expect(again.body.warnings).toContainEqual(expect.stringMatching(/active version already/));
     const refused = [
       ["/admin/v1/models/flight-delay/rollback", { to: other }],
       [`/admin/v1/models/flight-delay/versions/${other}/promote`, { x: 1 }],
