@@ -5,6 +5,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
+import { basename } from "node:path";
 import type { Queue } from "bullmq";
 import type { Keys } from "../src/cache/keys.ts";
 import { PredcacheError } from "../src/errors.ts";
@@ -17,6 +18,7 @@ import { isRedisOutage } from "../src/redis/outage.ts";
 import { producerQueue } from "../src/redis/queue.ts";
 import { planGrid } from "./inputs/grid.ts";
 import { describeSource, type RawInput } from "./inputs/index.ts";
+import { seedInputs } from "./inputs/seed.ts";
 import { checkInputs, describeInvalid, type InputCheck } from "./inputs/validate.ts";
 import { type RunStatus, RunStore } from "./runs.ts";
 import {
@@ -32,6 +34,9 @@ export interface PrecomputeOptions {
   /** BullMQ prefix (with its cluster hash tag). */
   queuePrefix: string;
 }
+
+/** Rows of a seed file on the server checked when its run is asked for. */
+const SEED_CHECKED_ROWS = 1_000;
 
 function refuseInvalid(check: InputCheck): void {
   if (check.total === 0)
@@ -159,6 +164,26 @@ export class Precompute {
           "bad_request",
           `${spec.source.file}: seed files are CSV (with a header row) or JSON lines named .jsonl or .ndjson, not .json`,
         );
+      // Its first rows now, as uploaded inputs are checked whole: a wrong header, an empty
+      // or binary file, a bad row near the top is refused, not started and failed (the run
+      // checks the rest; reading all of a large file here would hold the request up).
+      const first = Math.min(spec.source.limit ?? SEED_CHECKED_ROWS, SEED_CHECKED_ROWS);
+      let check: InputCheck;
+      try {
+        check = await checkInputs(target.encoder, seedInputs(spec.source.file, first));
+      } catch (error) {
+        const message = (error as Error).message;
+        // The reader's own errors name the file already; a CSV parser's do not.
+        throw new PredcacheError(
+          "bad_request",
+          message.includes(spec.source.file)
+            ? message
+            : `${basename(spec.source.file)}: ${message}`,
+        );
+      }
+      if (check.total === 0)
+        throw new PredcacheError("bad_request", `${basename(spec.source.file)} has no inputs`);
+      refuseInvalid(check);
     }
     const activeModel = active ? this.registry.get(spec.model, active) : undefined;
     await this.refuseIfCollecting(spec.model, version);

@@ -395,6 +395,31 @@ describe("admin API runs and versions", () => {
         404,
       ],
     ];
+    // Seed files on the server whose top is bad: refused with the request, as uploaded
+    // inputs are, not started and failed.
+    const seedFile = async (name: string, text: string | Buffer) => {
+      const file = join(t.config.dataDir, name);
+      await writeFile(file, text);
+      return file;
+    };
+    const header = "origin,destination,hour,dayOfWeek\n";
+    for (const [name, text, status] of [
+      ["header-only.csv", header, 400],
+      ["empty.csv", "", 400],
+      ["wrong-header.csv", "Origin,Destination,Hour,DayOfWeek\nSFO,LAX,7,1\n", 422],
+      ["bad-row.csv", `${header}SFO,LAX,7,1\nSFO,LAX,99,1\n`, 422],
+      ["ragged.csv", `${header}SFO,LAX,7\n`, 400],
+      [
+        "bad-line.jsonl",
+        '{"origin":"SFO","destination":"LAX","hour":7,"dayOfWeek":1}\nnope\n',
+        400,
+      ],
+    ] as const)
+      cases.push([
+        "/admin/v1/models/flight-delay/precompute",
+        { source: { kind: "seed", file: await seedFile(name, text) } },
+        status,
+      ]);
     // A link under the data folder to a file outside every root: refused like the file.
     const link = join(t.config.dataDir, "passwd.csv");
     await symlink("/etc/passwd", link).catch(() => {});

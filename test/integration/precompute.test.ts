@@ -473,9 +473,19 @@ describe("precompute run", () => {
     });
     const p = await setup("badrow", {}, createLogger("info", "test", sink));
     try {
-      const rows = await seedRows(300);
-      rows[250] = { ...rows[250], hour: "99" } as Record<string, string>;
-      rows[7] = { ...rows[7], destination: "" } as Record<string, string>;
+      const rows = await seedRows(1_200);
+      // Near the top: refused with the request, nothing started.
+      const top = [...rows];
+      top[7] = { ...rows[7], destination: "" } as Record<string, string>;
+      await expect(
+        p.precompute.enqueue({
+          model: "flight-delay",
+          source: { kind: "seed", file: await writeSeedCsv(top) },
+        }),
+      ).rejects.toThrow("1 of 1000 inputs are invalid: row 8: destination must not be empty");
+      // Past the rows checked then: the run reads them all before any chunk.
+      rows[1100] = { ...rows[1100], hour: "99" } as Record<string, string>;
+      rows[1007] = { ...rows[1007], destination: "" } as Record<string, string>;
       const file = await writeSeedCsv(rows);
       const before = await redis.get(p.keys.active("flight-delay"));
       const { runId } = await p.precompute.enqueue({
@@ -488,7 +498,7 @@ describe("precompute run", () => {
       // Refused whole before any chunk: every bad row counted, each named by its row.
       expect(done.state).toBe("failed");
       expect(done.error).toBe(
-        "2 of 300 inputs are invalid: row 8: destination must not be empty; row 251: hour must be between 0 and 23",
+        "2 of 1200 inputs are invalid: row 1008: destination must not be empty; row 1101: hour must be between 0 and 23",
       );
       expect(done.written).toBe(0);
       expect(done.chunks.total ?? 0).toBe(0);
