@@ -408,7 +408,6 @@ function activeRestored(log: Logger) {
     );
 }
 
-/** A table found damaged on disk, as the log says it. */
 /** A damaged value in Redis: counted, logged with its key, and (API only) queued for repair. */
 function corruptEntry(log: Logger, repair?: (entry: CorruptEntry) => Promise<void> | undefined) {
   return (entry: CorruptEntry) => {
