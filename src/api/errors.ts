@@ -15,19 +15,32 @@ export function errorBody(code: ErrorCode, message: string, details?: unknown): 
   return { error: details === undefined ? { code, message } : { code, message, details } };
 }
 
-/** Whether a request says it has a body (a GET's message is complete only after the handler starts). */
-function hasBody(incoming: IncomingMessage): boolean {
+/**
+ * A declared body up to this size, left unread by a refusal (a 415, an unknown model), is
+ * read to its end and dropped (node does, after the reply): the client keeps its
+ * connection. A larger one, one of unknown length, or one refused as too large is not.
+ */
+const DRAINED_MAX = 64 * 1024;
+
+/** Whether a refusal leaves a body unread that the connection is then closed over. */
+function bodyLeftUnread(incoming: IncomingMessage, status: number): boolean {
+  // A GET's message is complete only after the handler starts: its headers say.
+  if (incoming.complete) return false;
   const length = incoming.headers["content-length"];
-  return length !== undefined
-    ? length !== "0"
-    : incoming.headers["transfer-encoding"] !== undefined;
+  if (length === undefined) return incoming.headers["transfer-encoding"] !== undefined;
+  if (length === "0") return false;
+  // Asked to say 100 first, the client may never send it: what it sends next on the
+  // connection would be read as this body. Closed, as before.
+  if (incoming.headers.expect !== undefined) return true;
+  return status === 413 || !(Number(length) <= DRAINED_MAX);
 }
 
 export function errorReply(c: Context, error: PredcacheError): Response {
-  // Refused before its body was all read (too large): the rest of it ends the connection,
-  // which the reply says, so a client does not send its next request on it.
+  // Refused before its body was all read (too large, or of unknown size): the rest of it
+  // ends the connection, which the reply says, so a client does not send its next request
+  // on it.
   const incoming = incomingOf(c);
-  if (incoming && !incoming.complete && hasBody(incoming)) c.header("Connection", "close");
+  if (incoming && bodyLeftUnread(incoming, error.status)) c.header("Connection", "close");
   if (error.retryAfter !== undefined)
     c.header("Retry-After", String(Math.max(1, Math.ceil(error.retryAfter))));
   c.header("Cache-Control", "no-store");

@@ -785,7 +785,7 @@ describe("errors", () => {
     // The unread rest of that body ends the connection: the 413 says so, so a client
     // keeping connections alive sends its next request on another one, not into a closed one.
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    const send = (method: string, path: string, body?: string) =>
+    const send = (method: string, path: string, body?: string, type = "application/json") =>
       new Promise<{ status: number; connection: string | undefined }>((done, fail) => {
         const { port } = new URL(t.url);
         const req = request(
@@ -795,7 +795,7 @@ describe("errors", () => {
             method,
             path,
             agent,
-            headers: { "content-type": "application/json" },
+            headers: { "content-type": type },
           },
           (res) => {
             res.resume();
@@ -815,6 +815,18 @@ describe("errors", () => {
       );
       expect(refused).toEqual({ status: 413, connection: "close" });
       expect((await send("GET", "/healthz")).status).toBe(200);
+      // A small body refused unread (an unknown model, a body not JSON) is read to its end
+      // and dropped: the connection is kept, as a pooled client expects.
+      const small = JSON.stringify({ inputs: [{ origin: "SFO" }] });
+      expect(await send("POST", "/v1/models/nope/predict", small)).toEqual({
+        status: 404,
+        connection: "keep-alive",
+      });
+      expect(await send("POST", "/v1/models/flight-delay/predict", small, "text/plain")).toEqual({
+        status: 415,
+        connection: "keep-alive",
+      });
+      expect(await send("GET", "/healthz")).toEqual({ status: 200, connection: "keep-alive" });
     } finally {
       agent.destroy();
     }
@@ -829,7 +841,7 @@ describe("errors", () => {
 
   it("with Expect: 100-continue, a body refused on its headers is refused before it is sent", async () => {
     const expecting = (path: string, body: string) =>
-      new Promise<{ status: number; continued: boolean }>((done, fail) => {
+      new Promise<{ status: number; continued: boolean; connection?: string }>((done, fail) => {
         const { port } = new URL(t.url);
         let continued = false;
         const req = request(
@@ -848,7 +860,12 @@ describe("errors", () => {
             res.resume();
             res.on("end", () => {
               req.destroy();
-              done({ status: res.statusCode ?? 0, continued });
+              const connection = res.headers.connection;
+              done({
+                status: res.statusCode ?? 0,
+                continued,
+                ...(connection ? { connection } : {}),
+              });
             });
           },
         );
@@ -862,13 +879,24 @@ describe("errors", () => {
       });
     const predict = "/v1/models/flight-delay/predict";
     const big = JSON.stringify({ inputs: [{ origin: "x".repeat(200_000) }] });
-    expect(await expecting(predict, big)).toEqual({ status: 413, continued: false });
+    expect(await expecting(predict, big)).toEqual({
+      status: 413,
+      continued: false,
+      connection: "close",
+    });
     expect(await expecting("/v1/models/nope/predict", big)).toEqual({
       status: 404,
       continued: false,
+      connection: "close",
+    });
+    // Small, but never sent: what would come next on the connection is not read as it.
+    expect(await expecting("/v1/models/nope/predict", '{"inputs":[{}]}')).toEqual({
+      status: 404,
+      continued: false,
+      connection: "close",
     });
     const fine = JSON.stringify({ inputs: [input()], wait: 3000 });
-    expect(await expecting(predict, fine)).toEqual({ status: 200, continued: true });
+    expect(await expecting(predict, fine)).toMatchObject({ status: 200, continued: true });
     // Nothing to hold back: the connection stays open after the answer.
     const { port } = new URL(t.url);
     const bodiless = await new Promise<string | undefined>((done, fail) => {
