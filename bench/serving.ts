@@ -14,7 +14,7 @@ import { withEdge } from "../src/api/edge.ts";
 import { writeReply } from "../src/api/headers.ts";
 import { listen, nodeServer } from "../src/api/listen.ts";
 import { hitHeaders } from "../src/api/reply.ts";
-import { requestLog } from "../src/api/request-log.ts";
+import { logAnswered, requestLog } from "../src/api/request-log.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import type { Prediction } from "../src/model/decoding.ts";
@@ -140,8 +140,9 @@ function edgeOnly(body: string, etag: string): Hono {
   head.push("Content-Length", String(Buffer.byteLength(body)));
   const edge = [requestLog(createLogger("silent")), cors(readRoutesCors(["*"]))];
   return withEdge(new Hono(), edge, (incoming, outgoing, _app, enter) => {
-    enter(incoming, outgoing);
+    enter(incoming, outgoing, true);
     writeReply(incoming, outgoing, 200, head, body);
+    logAnswered(outgoing);
   });
 }
 

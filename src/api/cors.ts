@@ -82,7 +82,7 @@ export function cors(options: CorsOptions): EdgeHook {
   return (incoming: IncomingMessage) => {
     if (!isUnder(options.paths, incoming.url ?? "")) return undefined;
     if (!any) addHeader(incoming, "Vary", "Origin", true);
-    const allow = allowedOrigin(options, headerOf(incoming, "origin"));
+    const allow = any ? "*" : allowedOrigin(options, headerOf(incoming, "origin"));
     const preflight =
       incoming.method === "OPTIONS" && headerOf(incoming, "access-control-request-method");
     if (preflight) {

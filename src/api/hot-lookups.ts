@@ -22,7 +22,7 @@ import { markEntered, type NodeListener } from "./edge.ts";
 import { writeReply } from "./headers.ts";
 import { URL_MAX } from "./lookup-query.ts";
 import { type CacheScope, hitHeaders, type MaxAge } from "./reply.ts";
-import { noteOf } from "./request-log.ts";
+import { logAnswered, noteOf } from "./request-log.ts";
 import { servedVersion } from "./routes/models.ts";
 import { hitReplyText, recordHit } from "./served-hit.ts";
 
@@ -143,7 +143,7 @@ export class HotLookups {
     incoming: IncomingMessage,
     outgoing: ServerResponse,
     app: NodeListener,
-    enter: (incoming: IncomingMessage, outgoing: ServerResponse) => boolean,
+    enter: (incoming: IncomingMessage, outgoing: ServerResponse, now?: boolean) => boolean,
   ): void => {
     let entry: Entry | undefined;
     try {
@@ -156,10 +156,18 @@ export class HotLookups {
       return;
     }
     const started = performance.now();
+    let local: Hit | undefined;
+    try {
+      local = this.deps.tiers.withoutRedis(entry.model, entry.key, entry.memoryId);
+    } catch (error) {
+      this.deps.log.error({ err: error }, "hot lookup failed; the app answers");
+      app(incoming, outgoing);
+      return;
+    }
     try {
       // Hooks run once, here: the request is logged and counted whoever answers it. None
       // answers a GET; if one did, the app (which runs them again) gives that answer.
-      if (enter(incoming, outgoing)) {
+      if (enter(incoming, outgoing, local !== undefined)) {
         app(incoming, outgoing);
         return;
       }
@@ -168,7 +176,6 @@ export class HotLookups {
         note.model = entry.model.name;
         note.version = entry.model.version;
       }
-      const local = this.deps.tiers.withoutRedis(entry.model, entry.key, entry.memoryId);
       if (local) {
         this.answer(incoming, outgoing, entry, local, started);
         return;
@@ -176,6 +183,9 @@ export class HotLookups {
     } catch (error) {
       this.failed(incoming, outgoing, app, error);
       return;
+    } finally {
+      // Entered with `now`: answered in this turn, or (an error on the way) handed on.
+      if (local) logAnswered(outgoing);
     }
     this.fromRedis(entry, { incoming, outgoing, app, started });
   };

@@ -112,15 +112,20 @@ const PENDING = Symbol("request log");
 type Logged = ServerResponse & { [PENDING]?: Pending | undefined };
 
 /**
- * The "close" listener of every response: one function, its request's fields read off
- * the response (no closure and no once() wrapper per request; "close" comes once).
+ * The "close" listener of a response: one function, its request's fields read off the
+ * response (no closure and no once() wrapper per request; "close" comes once).
  */
 function onClose(this: Logged): void {
-  const pending = this[PENDING];
+  settle(this, !this.writableFinished);
+}
+
+/** Counts the request and writes its line, once (`aborted`: the reply was not sent whole). */
+function settle(response: Logged, aborted: boolean): void {
+  const pending = response[PENDING];
   if (!pending) return;
-  this[PENDING] = undefined;
+  response[PENDING] = undefined;
   // A client gone before any answer: no status was sent (node would say 200).
-  const status = this.headersSent ? this.statusCode : 0;
+  const status = response.headersSent ? response.statusCode : 0;
   processMetrics().countHttp(routeGroup(pending.incoming.url), status);
   // Failures are logged at warn or error level, so they are written even with info off.
   if (!pending.logging && status < 500) return;
@@ -129,7 +134,7 @@ function onClose(this: Logged): void {
     method: pending.incoming.method,
     path: pathOf(pending.incoming.url).slice(0, 200),
     status,
-    ...(this.writableFinished ? {} : { aborted: true }),
+    ...(aborted ? { aborted: true } : {}),
     ms: Math.round((performance.now() - pending.started) * 100) / 100,
     ...pending.note,
   };
@@ -140,9 +145,22 @@ function onClose(this: Logged): void {
   else pending.log.info(line, "request");
 }
 
+/**
+ * For a request whose hooks ran with `now` (see EdgeHook): counted and logged at once if
+ * its whole reply has been written (in this turn: no client can have gone meanwhile),
+ * else when it closes. A listener per response, added and called, cost about as much
+ * main-thread time as an L1 hit's lookup.
+ */
+export function logAnswered(outgoing: ServerResponse): void {
+  const response = outgoing as Logged;
+  if (!response[PENDING]) return;
+  if (response.writableEnded) settle(response, false);
+  else response.on("close", onClose);
+}
+
 export function requestLog(log: Logger): EdgeHook {
   const logging = log.isLevelEnabled("info");
-  return (incoming: IncomingMessage, outgoing: ServerResponse) => {
+  return (incoming: IncomingMessage, outgoing: ServerResponse, now?: boolean) => {
     const id = requestIdOf(incoming);
     addHeader(incoming, "X-Request-Id", id);
     let note: Record<string, unknown> | undefined;
@@ -158,8 +176,9 @@ export function requestLog(log: Logger): EdgeHook {
       started: performance.now(),
       note,
     };
-    // "close", not "finish": a request whose client went away is logged too.
-    outgoing.on("close", onClose);
+    // "close", not "finish": a request whose client went away is logged too. Answered
+    // now, the caller says so (logAnswered).
+    if (!now) outgoing.on("close", onClose);
     return undefined;
   };
 }

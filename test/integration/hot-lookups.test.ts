@@ -107,6 +107,7 @@ describe("hot lookups", () => {
     expect(JSON.parse(appText).source).toBe("memory");
 
     const lookups = await lookupCount(main.url, "memory");
+    const answered = await predictAnswers(main.url);
     const calls = main.appCalls();
     const front = await fetch(url, {
       headers: { origin: "https://app.example", "x-request-id": "hot-1" },
@@ -126,6 +127,7 @@ describe("hot lookups", () => {
 
     // Counted and logged as the app's answers are.
     expect(await lookupCount(main.url, "memory")).toBe(lookups + 2);
+    expect(await predictAnswers(main.url)).toBe(answered + 2);
     const line = await eventually(async () => lines.find((l) => l.reqId === "hot-1"));
     expect(line).toMatchObject({
       msg: "request",
@@ -327,6 +329,20 @@ async function lookupCount(base: string, source: string): Promise<number> {
         l.startsWith("predcache_lookups_total{") &&
         l.includes(`version="${v1}"`) &&
         l.includes(`source="${source}"`),
+    );
+  return line ? Number(line.split(" ").at(-1)) : 0;
+}
+
+/** predcache_http_requests_total of 200s on the predict route (counted as each closes). */
+async function predictAnswers(base: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text
+    .split("\n")
+    .find(
+      (l) =>
+        l.startsWith("predcache_http_requests_total{") &&
+        l.includes('route="predict"') &&
+        l.includes('status="200"'),
     );
   return line ? Number(line.split(" ").at(-1)) : 0;
 }
