@@ -15,13 +15,13 @@ import { flushHeaders } from "./headers.ts";
 
 /**
  * Runs on a request before the app; a Response answers it there (the app is not run).
- * `now`: a front is about to answer the request in this very turn and then calls
- * logAnswered (./request-log.ts), so nothing need wait on the response's events.
+ * `answering`: a front answers the request itself and says when it has, or when it hands
+ * the request on (logAnswered, ./request-log.ts): nothing need wait on its events.
  */
 export type EdgeHook = (
   incoming: IncomingMessage,
   outgoing: ServerResponse,
-  now?: boolean,
+  answering?: boolean,
 ) => Response | undefined;
 
 /** node:http's request listener (the app, as @hono/node-server serves it). */
@@ -32,14 +32,14 @@ export type NodeListener = (incoming: IncomingMessage, outgoing: ServerResponse)
  * it answers, it calls `enter`, which runs the edge hooks and says whether one answered
  * (a hook answers CORS preflights, OPTIONS, only): then the app must. A request it
  * entered and then hands to the app is marked first (markEntered), so the hooks do not
- * run twice. Entered with `now` (see EdgeHook), it calls logAnswered once it has
- * answered, or before it hands the request on.
+ * run twice. It enters with `answering` (see EdgeHook): it calls logAnswered once it has
+ * answered, or as it hands the request on.
  */
 export type Front = (
   incoming: IncomingMessage,
   outgoing: ServerResponse,
   app: NodeListener,
-  enter: (incoming: IncomingMessage, outgoing: ServerResponse, now?: boolean) => boolean,
+  enter: (incoming: IncomingMessage, outgoing: ServerResponse, answering?: boolean) => boolean,
 ) => void;
 
 interface NodeBindings {
@@ -91,8 +91,8 @@ export function withEdge(app: Hono, hooks: readonly EdgeHook[], front?: Front): 
     return answer.finally(() => flushHeaders(incoming, outgoing));
   };
   if (front) {
-    const enter = (incoming: IncomingMessage, outgoing: ServerResponse, now?: boolean) => {
-      for (const hook of hooks) if (hook(incoming, outgoing, now)) return true;
+    const enter = (incoming: IncomingMessage, outgoing: ServerResponse, answering?: boolean) => {
+      for (const hook of hooks) if (hook(incoming, outgoing, answering)) return true;
       return false;
     };
     fronts.set(app, (incoming, outgoing, next) => front(incoming, outgoing, next, enter));

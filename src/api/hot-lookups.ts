@@ -78,6 +78,7 @@ function handOn(
   app: NodeListener,
   read?: FrontRead,
 ): void {
+  logAnswered(outgoing);
   markEntered(incoming);
   if (read) (incoming as WithRead)[READ] = read;
   app(incoming, outgoing);
@@ -143,7 +144,7 @@ export class HotLookups {
     incoming: IncomingMessage,
     outgoing: ServerResponse,
     app: NodeListener,
-    enter: (incoming: IncomingMessage, outgoing: ServerResponse, now?: boolean) => boolean,
+    enter: (incoming: IncomingMessage, outgoing: ServerResponse, answering?: boolean) => boolean,
   ): void => {
     let entry: Entry | undefined;
     try {
@@ -156,18 +157,10 @@ export class HotLookups {
       return;
     }
     const started = performance.now();
-    let local: Hit | undefined;
-    try {
-      local = this.deps.tiers.withoutRedis(entry.model, entry.key, entry.memoryId);
-    } catch (error) {
-      this.deps.log.error({ err: error }, "hot lookup failed; the app answers");
-      app(incoming, outgoing);
-      return;
-    }
     try {
       // Hooks run once, here: the request is logged and counted whoever answers it. None
       // answers a GET; if one did, the app (which runs them again) gives that answer.
-      if (enter(incoming, outgoing, local !== undefined)) {
+      if (enter(incoming, outgoing, true)) {
         app(incoming, outgoing);
         return;
       }
@@ -176,16 +169,15 @@ export class HotLookups {
         note.model = entry.model.name;
         note.version = entry.model.version;
       }
+      const local = this.deps.tiers.withoutRedis(entry.model, entry.key, entry.memoryId);
       if (local) {
         this.answer(incoming, outgoing, entry, local, started);
+        logAnswered(outgoing);
         return;
       }
     } catch (error) {
       this.failed(incoming, outgoing, app, error);
       return;
-    } finally {
-      // Entered with `now`: answered in this turn, or (an error on the way) handed on.
-      if (local) logAnswered(outgoing);
     }
     this.fromRedis(entry, { incoming, outgoing, app, started });
   };
@@ -210,9 +202,12 @@ export class HotLookups {
         this.waiting.delete(entry);
         for (const { incoming, outgoing, app, started } of waiters) {
           try {
-            // Answered even to a client gone meanwhile: recorded as the app records it.
-            if (hit) this.answer(incoming, outgoing, entry, hit, started);
-            else handOn(incoming, outgoing, app, { model, key, error: undefined });
+            if (hit) {
+              // Answered even to a client gone meanwhile: recorded as the app records it.
+              const gone = outgoing.destroyed;
+              this.answer(incoming, outgoing, entry, hit, started);
+              logAnswered(outgoing, gone);
+            } else handOn(incoming, outgoing, app, { model, key, error: undefined });
           } catch (error) {
             this.failed(incoming, outgoing, app, error);
           }
@@ -235,8 +230,10 @@ export class HotLookups {
     error: unknown,
   ): void {
     this.deps.log.error({ err: error }, "hot lookup failed; the app answers");
-    if (outgoing.headersSent) outgoing.destroy();
-    else handOn(incoming, outgoing, app);
+    if (outgoing.headersSent) {
+      logAnswered(outgoing);
+      outgoing.destroy();
+    } else handOn(incoming, outgoing, app);
   }
 
   /** The remembered lookup of this request, if it may be answered as remembered. */

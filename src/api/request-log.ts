@@ -119,13 +119,16 @@ function onClose(this: Logged): void {
   settle(this, !this.writableFinished);
 }
 
-/** Counts the request and writes its line, once (`aborted`: the reply was not sent whole). */
-function settle(response: Logged, aborted: boolean): void {
+/**
+ * Counts the request and writes its line, once (`aborted`: the reply was not sent whole;
+ * `unanswered`: the client was gone before any).
+ */
+function settle(response: Logged, aborted: boolean, unanswered = false): void {
   const pending = response[PENDING];
   if (!pending) return;
   response[PENDING] = undefined;
   // A client gone before any answer: no status was sent (node would say 200).
-  const status = response.headersSent ? response.statusCode : 0;
+  const status = response.headersSent && !unanswered ? response.statusCode : 0;
   processMetrics().countHttp(routeGroup(pending.incoming.url), status);
   // Failures are logged at warn or error level, so they are written even with info off.
   if (!pending.logging && status < 500) return;
@@ -146,21 +149,23 @@ function settle(response: Logged, aborted: boolean): void {
 }
 
 /**
- * For a request whose hooks ran with `now` (see EdgeHook): counted and logged at once if
- * its whole reply has been written (in this turn: no client can have gone meanwhile),
- * else when it closes. A listener per response, added and called, cost about as much
- * main-thread time as an L1 hit's lookup.
+ * For a request whose hooks ran with `answering` (see EdgeHook), once its front has
+ * written the whole reply: counted and logged now. `gone`: the client had left before it
+ * was written. Not answered yet (handed on): counted and logged when it closes. A
+ * listener per response, added and called, cost about as much main-thread time as an
+ * L1 hit's lookup.
  */
-export function logAnswered(outgoing: ServerResponse): void {
+export function logAnswered(outgoing: ServerResponse, gone = false): void {
   const response = outgoing as Logged;
   if (!response[PENDING]) return;
-  if (response.writableEnded) settle(response, false);
+  if (gone) settle(response, true, true);
+  else if (response.writableEnded) settle(response, false);
   else response.on("close", onClose);
 }
 
 export function requestLog(log: Logger): EdgeHook {
   const logging = log.isLevelEnabled("info");
-  return (incoming: IncomingMessage, outgoing: ServerResponse, now?: boolean) => {
+  return (incoming: IncomingMessage, outgoing: ServerResponse, answering?: boolean) => {
     const id = requestIdOf(incoming);
     addHeader(incoming, "X-Request-Id", id);
     let note: Record<string, unknown> | undefined;
@@ -176,9 +181,9 @@ export function requestLog(log: Logger): EdgeHook {
       started: performance.now(),
       note,
     };
-    // "close", not "finish": a request whose client went away is logged too. Answered
-    // now, the caller says so (logAnswered).
-    if (!now) outgoing.on("close", onClose);
+    // "close", not "finish": a request whose client went away is logged too. A front
+    // answering it says when it has (logAnswered).
+    if (!answering) outgoing.on("close", onClose);
     return undefined;
   };
 }

@@ -5,6 +5,7 @@
  * ran is seen by counting calls of its fetch on a server of its own.
  */
 import { rm } from "node:fs/promises";
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Listening, listen } from "../../src/api/listen.ts";
 import { loadConfig } from "../../src/config.ts";
@@ -69,6 +70,7 @@ beforeAll(async () => {
       env: { ...env, PREDCACHE_L1_MAX_BYTES: "1", PREDCACHE_CORS_ORIGINS: "https://app.example" },
       registry,
       liveWorker: false,
+      log: captured.log,
     }),
   );
   admin = await adminView(prefix, registry);
@@ -316,6 +318,57 @@ describe("hot lookups", () => {
     expect(replies.map((r) => r.headers.get("x-request-id"))).toEqual(
       Array.from({ length: 100 }, (_, i) => `many-${i}`),
     );
+  });
+
+  it("log and count each Redis hit it answers, and a client gone during the read as aborted", async () => {
+    const path = predict("origin=ORD&destination=ATL&hour=8&dayOfWeek=4");
+    await getJson(`${main.url}${path}&wait=5000`);
+    await getJson(`${redisOnly.url}${path}`);
+    const answered = await predictAnswers(redisOnly.url);
+    const calls = redisOnly.appCalls();
+    await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        fetch(`${redisOnly.url}${path}`, { headers: { "x-request-id": `read-${i}` } }).then((r) =>
+          r.text(),
+        ),
+      ),
+    );
+    expect(redisOnly.appCalls()).toBe(calls);
+    expect(await predictAnswers(redisOnly.url)).toBe(answered + 5);
+    for (let i = 0; i < 5; i++)
+      expect(lines.find((l) => l.reqId === `read-${i}`)).toMatchObject({
+        status: 200,
+        source: "redis",
+      });
+
+    // The read held until the client has left: answered to no one, logged as such.
+    const { tiers } = redisOnly.t.service;
+    const read = tiers.fromRedis;
+    let release = () => {};
+    const held = new Promise<void>((done) => {
+      release = done;
+    });
+    let reading = false;
+    tiers.fromRedis = async (...args) => {
+      reading = true;
+      await held;
+      return read.apply(tiers, args);
+    };
+    try {
+      const { hostname, port } = new URL(redisOnly.url);
+      const socket = connect(Number(port), hostname);
+      socket.on("error", () => {});
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: gone-1\r\n\r\n`);
+      await eventually(async () => reading || undefined);
+      socket.destroy();
+      await new Promise((done) => setTimeout(done, 50));
+      release();
+      const line = await eventually(async () => lines.find((l) => l.reqId === "gone-1"));
+      expect(line).toMatchObject({ status: 0, aborted: true, source: "redis" });
+    } finally {
+      tiers.fromRedis = read;
+    }
+    expect(redisOnly.appCalls()).toBe(calls + 1); // the /metrics read above
   });
 });
 
