@@ -77,8 +77,12 @@ const LIVE_CONFIGS: { name: string; env: Record<string, string> }[] = [
     env: { PREDCACHE_LIVE_BATCH_ROWS: "1", PREDCACHE_LIVE_CONCURRENCY: "256" },
   },
 ];
-/** Server CPU per request over an in-memory socket: requests per round, rounds (after one warm-up round). */
-const CPU = { requests: 20_000, rounds: 5 };
+/**
+ * Server CPU per request over an in-memory socket: requests per round, rounds (after one
+ * warm-up round). Many short rounds: a stall of this shared machine spoils a few of them,
+ * and ratios are taken round by round (the scenarios of a round ran back to back).
+ */
+const CPU = { requests: 4_000, rounds: 25 };
 const TARGETS = { l1VsHello: 0.9, redisVsL1: 0.85, batchedVsSingle: 3 };
 
 // ---------------------------------------------------------------------------- servers
@@ -319,7 +323,18 @@ interface CpuCost {
   name: string;
   /** Median over the rounds, µs of process CPU per request. */
   micros: number;
+  /** µs per request in each round, in round order. */
   rounds: number[];
+}
+
+/** a's cost over b's, round by round (as a req/s ratio: b's cost / a's), the median. */
+function pairedCpuRatio(a: CpuCost, b: CpuCost): number {
+  return median(a.rounds.map((micros, i) => (b.rounds[i] as number) / micros));
+}
+
+/** How much more a request of a costs than one of b, round by round, the median (µs). */
+function pairedCpuExtra(a: CpuCost, b: CpuCost): number {
+  return median(a.rounds.map((micros, i) => micros - (b.rounds[i] as number)));
 }
 
 /** The app's node:http server as listen() makes it, not listening (lib/in-memory-http.ts hands it a socket). */
@@ -781,17 +796,18 @@ async function main(): Promise<void> {
     ];
     console.log(
       `\nResults: server CPU per request over an in-memory socket (no network, no load generator;\n` +
-        `${fmtInt(CPU.requests)} pipelined keep-alive requests per round, median of ${CPU.rounds} rounds)\n`,
+        `${fmtInt(CPU.requests)} pipelined keep-alive requests per round, ${CPU.rounds} rounds; medians, ratios\n` +
+        "taken round by round)\n",
     );
     console.log(
       table(
-        ["scenario", "CPU µs/req", "rounds", "as req/s × raw", "as req/s × hello"],
+        ["scenario", "CPU µs/req", "rounds (min–max)", "as req/s × raw", "as req/s × hello"],
         cpuCosts.map((c) => [
           c.name,
           c.micros.toFixed(2),
-          c.rounds.map((r) => r.toFixed(1)).join(" "),
-          ratio(rawCpu.micros, c.micros),
-          ratio(helloCpu.micros, c.micros),
+          `${Math.min(...c.rounds).toFixed(1)}–${Math.max(...c.rounds).toFixed(1)}`,
+          `${pairedCpuRatio(c, rawCpu).toFixed(2)}×`,
+          `${pairedCpuRatio(c, helloCpu).toFixed(2)}×`,
         ]),
       ),
     );
@@ -842,9 +858,9 @@ async function main(): Promise<void> {
         `                                 ${pairedRatio(l2Load, l1Load)}`,
     );
     console.log(
-      `  (server CPU alone, no target: L1 hit vs hello-world ${ratio(helloCpu.micros, l1Cpu.micros)}, ` +
-        `Redis hit vs L1 hit ${ratio(l1Cpu.micros, l2Cpu.micros)}, as req/s ratios;\n` +
-        `   an L1 hit costs ${(l1Cpu.micros - helloCpu.micros).toFixed(1)} µs more than hello-world)`,
+      `  (server CPU alone, no target: L1 hit vs hello-world ${pairedCpuRatio(l1Cpu, helloCpu).toFixed(2)}×, ` +
+        `Redis hit vs L1 hit ${pairedCpuRatio(l2Cpu, l1Cpu).toFixed(2)}×, as req/s ratios;\n` +
+        `   an L1 hit costs ${pairedCpuExtra(l1Cpu, helloCpu).toFixed(1)} µs more than hello-world)`,
     );
     console.log(
       `  (no target: Redis hit with ${fmtInt(DISTINCT_KEYS)} keys vs L1 hit ${ratio(manyLoad.reqPerSec, l1Load.reqPerSec)}, ` +
