@@ -9,7 +9,7 @@ import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Listening, listen } from "../../src/api/listen.ts";
 import { loadConfig } from "../../src/config.ts";
-import type { Experiment } from "../../src/experiment/experiment.ts";
+import { armOf, type Experiment } from "../../src/experiment/experiment.ts";
 import type { ModelRegistry } from "../../src/model/registry.ts";
 import { loadRegistry } from "../../src/service.ts";
 import { rawGet } from "../helpers/raw-get.ts";
@@ -223,37 +223,75 @@ describe("hot lookups", () => {
     }
   });
 
-  it("leave lookups to the app while an experiment picks the version by client", async () => {
-    const url = `${main.url}${predict("origin=EWR&destination=DTW&hour=14&dayOfWeek=6")}&wait=5000`;
-    for (let i = 0; i < 3; i++) await getJson(url);
-    const { store, running } = main.t.service.experiments;
+  it("answer an experiment's lookups ahead of the app too, each client in its arm, as the app does", async () => {
+    const path = predict("origin=EWR&destination=DTW&hour=14&dayOfWeek=6");
+    const url = `${main.url}${path}`;
+    for (let i = 0; i < 3; i++) await getJson(`${url}&wait=5000`);
+    const { store, running, tally } = main.t.service.experiments;
     const experiment: Experiment = {
-      id: "hot-all-candidate",
+      id: "hot-split",
       model: "flight-delay",
       control: v1,
       candidate: v2,
-      fraction: 1,
+      fraction: 0.5,
       shadowRate: 0,
       state: "running",
       startedAt: new Date().toISOString(),
     };
+    // One client of each arm, as the experiment's own hash places them.
+    const clients = Array.from({ length: 40 }, (_, i) => `client-${i}`);
+    const inArm = (arm: string) => clients.find((id) => armOf(experiment, id) === arm) as string;
+    const answered: { arm: string; hit: boolean; anonymous: boolean }[] = [];
+    const count = tally.answer.bind(tally);
+    tally.answer = (e, arm, manifest, hit, value, how = {}) => {
+      if (e.id === experiment.id) answered.push({ arm, hit, anonymous: how.anonymous === true });
+      count(e, arm, manifest, hit, value, how);
+    };
     await store.start(experiment);
     try {
       await eventually(async () => running.get("flight-delay"));
+      for (const [arm, version, client] of [
+        ["candidate", v2, inArm("candidate")],
+        ["control", v1, inArm("control")],
+        ["control", v1, undefined],
+      ] as const) {
+        const headers: Record<string, string> = { origin: "https://app.example" };
+        if (client) headers["x-client-id"] = client;
+        // Until the arm's version holds the key in L1, and the app has answered it once.
+        await getJson(`${url}&wait=5000`, { headers });
+        const viaApp = await fetch(url, { headers });
+        const appText = await viaApp.text();
+        expect(JSON.parse(appText)).toMatchObject({ version, source: "memory" });
+        const calls = main.appCalls();
+        answered.length = 0;
+        const front = await fetch(url, { headers });
+        expect(main.appCalls()).toBe(calls);
+        expect(await front.text()).toBe(appText);
+        for (const name of SAME_HEADERS)
+          expect(front.headers.get(name)).toBe(viaApp.headers.get(name));
+        expect(JSON.parse(appText).experiment).toEqual({ id: experiment.id, arm });
+        expect(front.headers.get("vary")).toMatch(/x-client-id/i);
+        // Counted in the arm's tallies, as the app counts it.
+        expect(answered).toEqual([{ arm, hit: true, anonymous: client === undefined }]);
+      }
+      // Two client ids: the app refuses them (400), the front does not guess.
       const calls = main.appCalls();
-      const routed = await getJson(url, { headers: { "x-client-id": "client-1" } });
-      expect(routed.body).toMatchObject({
-        version: v2,
-        experiment: { id: "hot-all-candidate", arm: "candidate" },
+      const two = await rawGet(main.url, path, {
+        host: "127.0.0.1",
+        "x-client-id": [inArm("candidate"), inArm("control")],
       });
-      expect(routed.headers.get("vary")).toMatch(/x-client-id/i);
+      expect(two.status).toBe(400);
       expect(main.appCalls()).toBe(calls + 1);
     } finally {
+      tally.answer = count;
       const stored = await store.record("flight-delay", experiment.id);
       await store.stop(experiment, v1, stored?.read ?? "");
       await eventually(async () => !running.get("flight-delay") || undefined);
     }
-    expect((await getJson(url)).body).toMatchObject({ version: v1, source: "memory" });
+    // Stopped: everyone gets the active version again, without the arm.
+    const after = await getJson(url, { headers: { "x-client-id": inArm("candidate") } });
+    expect(after.body).toMatchObject({ version: v1, source: "memory" });
+    expect(after.body.experiment).toBeUndefined();
   });
 
   it("read Redis when L1 does not hold the key, and hand a Redis miss to the app, hooks run once", async () => {

@@ -265,8 +265,15 @@ function answerHit(
   const incoming = incomingOf(c);
   recordHit(deps, routed, key, hit, outOfDistribution, started, incoming);
   // The same URL again is answered before the app, while nothing it depends on changes.
-  if (incoming?.url && incoming.method === "GET" && !routed.assignment)
-    hot?.remember(incoming.url, { model, key, outOfDistribution, ...validators });
+  if (incoming?.url && incoming.method === "GET")
+    hot?.remember(incoming.url, {
+      model,
+      key,
+      outOfDistribution,
+      ...validators,
+      ...(routed.assignment ? { assignment: routed.assignment } : {}),
+      ...(routed.input ? { input: routed.input } : {}),
+    });
   const text = hitReplyText(model, key, hit, outOfDistribution, routed.assignment?.label);
   return plainResponse(
     c,
