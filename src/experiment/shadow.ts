@@ -77,7 +77,7 @@ export class ShadowComparer {
     const outcomes = processMetrics().shadowComparisons;
     const count = (outcome: ShadowOutcome) => {
       if (this.options.isRunning?.(experiment) ?? true)
-        outcomes.inc({ model: other.name, experiment: experiment.id, outcome });
+        outcomes.labels(other.name, experiment.id, outcome).inc();
     };
     if (this.inFlight >= this.options.maxInFlight) {
       this.counts.dropped++;

@@ -54,6 +54,11 @@ abstract class HotMetric<S> {
     return found.series;
   }
 
+  /** Drops the series of these label values (a label whose values keep coming, such as an experiment id). */
+  remove(...values: string[]): void {
+    this.series.delete(values.join("\u0000"));
+  }
+
   reset(): void {
     this.series.clear();
   }

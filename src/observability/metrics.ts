@@ -197,12 +197,13 @@ export class Metrics {
     labelNames: ["model", "reason"] as const,
     registers: [this.registry],
   });
-  readonly shadowComparisons = new client.Counter({
-    name: "predcache_shadow_comparisons_total",
-    help: "Experiment lookups also answered by the other arm's version: agreed, disagreed, dropped (too many pending) or failed. A stopped experiment's series are removed (its report keeps the totals).",
-    labelNames: ["model", "experiment", "outcome"] as const,
-    registers: [this.registry],
-  });
+  // Hot (./hot-series.ts): at a shadow rate of 100% every experiment lookup counts one.
+  readonly shadowComparisons = new HotCounter(
+    "predcache_shadow_comparisons_total",
+    "Experiment lookups also answered by the other arm's version: agreed, disagreed, dropped (too many pending) or failed. A stopped experiment's series are removed (its report keeps the totals).",
+    ["model", "experiment", "outcome"],
+    this.registry,
+  );
 
   /**
    * Removes a stopped experiment's series, so the experiment label does not grow with
@@ -210,7 +211,7 @@ export class Metrics {
    */
   forgetExperiment(model: string, experiment: string): void {
     for (const outcome of SHADOW_OUTCOMES)
-      this.shadowComparisons.remove({ model, experiment, outcome });
+      this.shadowComparisons.remove(model, experiment, outcome);
   }
 
   // Hot (./hot-series.ts) too: every request is counted.
