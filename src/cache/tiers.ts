@@ -67,12 +67,19 @@ export class Tiers {
       this.inFlight.set(id, read);
       // Shared until the end of the event-loop turn it completes in: lookups that arrive in
       // that same turn are as concurrent as those that arrived while it was in flight.
-      const forget = () => setImmediate(() => this.inFlight.delete(id));
-      read.then(forget, forget);
+      // (Inline arrows: tsx names a closure kept in a const, a defineProperty per read.)
+      read.then(
+        () => this.forgetSoon(id),
+        () => this.forgetSoon(id),
+      );
     }
     const prediction = await read;
     if (!prediction) return undefined;
     return { prediction, source: "redis" };
+  }
+
+  private forgetSoon(id: string): void {
+    setImmediate(() => this.inFlight.delete(id));
   }
 
   /** Many keys: L1 first, then one Redis pipeline for all L1 misses. */

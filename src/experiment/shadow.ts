@@ -12,6 +12,7 @@ import type { LiveClient } from "../live/client.ts";
 import type { Logger } from "../log.ts";
 import type { Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
+import type { HotCounterSeries } from "../observability/hot-series.ts";
 import { processMetrics, type ShadowOutcome } from "../observability/metrics.ts";
 import { agreementOf } from "./agreement.ts";
 import type { Arm, Experiment } from "./experiment.ts";
@@ -47,9 +48,24 @@ export function keyFor(
   }
 }
 
+/** A sampled lookup to compare with the other version's answer. */
+interface Comparison {
+  experiment: Experiment;
+  arm: Arm;
+  other: ModelVersion;
+  /** The other version's key for the lookup's input. */
+  key: string;
+  served: Prediction;
+}
+
+function compareLater(comparer: ShadowComparer, comparison: Comparison): void {
+  comparer.run(comparison);
+}
+
 export class ShadowComparer {
   private inFlight = 0;
-  private readonly pending = new Set<Promise<void>>();
+  /** Who waits for the comparisons under way to end (drain). */
+  private drained: (() => void)[] = [];
   readonly counts = { sampled: 0, compared: 0, dropped: 0, refused: 0, failed: 0 };
 
   constructor(
@@ -74,47 +90,92 @@ export class ShadowComparer {
     if (experiment.shadowRate <= 0) return;
     if ((this.options.random ?? Math.random)() >= experiment.shadowRate) return;
     this.counts.sampled++;
-    const outcomes = processMetrics().shadowComparisons;
-    const count = (outcome: ShadowOutcome) => {
-      if (this.options.isRunning?.(experiment) ?? true)
-        outcomes.labels(other.name, experiment.id, outcome).inc();
-    };
     if (this.inFlight >= this.options.maxInFlight) {
       this.counts.dropped++;
-      count("dropped");
+      this.count(experiment, other, "dropped");
       this.tally.missed(experiment, arm, other.manifest, "dropped");
       return;
     }
-    const theirKey = otherKey();
-    if (theirKey === undefined) {
+    const key = otherKey();
+    if (key === undefined) {
       this.counts.refused++;
-      count("refused");
+      this.count(experiment, other, "refused");
       this.tally.missed(experiment, arm, other.manifest, "refused");
       return;
     }
     this.inFlight++;
-    const work = new Promise<void>((done) => setImmediate(done))
-      .then(() => this.answerOf(other, theirKey))
-      .then((theirs) => {
-        const { agreed, absDiff } = agreementOf(other.manifest, served, theirs);
-        this.tally.compare(experiment, arm, other.manifest, agreed, absDiff);
-        this.counts.compared++;
-        count(agreed ? "agreed" : "disagreed");
-      })
-      .catch((error: Error) => {
-        this.counts.failed++;
-        count("failed");
-        this.tally.missed(experiment, arm, other.manifest, "failed");
-        this.log.debug(
-          { err: error.message, model: other.name, key: theirKey },
-          "shadow comparison failed",
-        );
-      })
-      .finally(() => {
-        this.inFlight--;
-        this.pending.delete(work);
-      });
-    this.pending.add(work);
+    // After the reply has gone. Most often the other version's answer is in L1: compared
+    // then, without a promise chain. (Methods, not closures made per comparison: tsx
+    // names each closure it makes, a defineProperty per call.)
+    setImmediate(compareLater, this, { experiment, arm, other, key, served });
+  }
+
+  /** A sampled comparison, after the reply has gone. */
+  run(comparison: Comparison): void {
+    try {
+      const local = this.tiers.withoutRedis(comparison.other, comparison.key);
+      if (local) {
+        this.compared(comparison, local.prediction);
+        this.ended();
+        return;
+      }
+    } catch (error) {
+      this.failed(comparison, error as Error);
+      this.ended();
+      return;
+    }
+    this.answerOf(comparison.other, comparison.key).then(
+      (theirs) => {
+        this.compared(comparison, theirs);
+        this.ended();
+      },
+      (error: Error) => {
+        this.failed(comparison, error);
+        this.ended();
+      },
+    );
+  }
+
+  private compared({ experiment, arm, other, served }: Comparison, theirs: Prediction): void {
+    const { agreed, absDiff } = agreementOf(other.manifest, served, theirs);
+    this.tally.compare(experiment, arm, other.manifest, agreed, absDiff);
+    this.counts.compared++;
+    this.count(experiment, other, agreed ? "agreed" : "disagreed");
+  }
+
+  private failed({ experiment, arm, other, key }: Comparison, error: Error): void {
+    this.counts.failed++;
+    this.count(experiment, other, "failed");
+    this.tally.missed(experiment, arm, other.manifest, "failed");
+    this.log.debug({ err: error.message, model: other.name, key }, "shadow comparison failed");
+  }
+
+  /** Counts an outcome in the metrics while its experiment runs here (its series go with the stop). */
+  private count(experiment: Experiment, other: ModelVersion, outcome: ShadowOutcome): void {
+    if (!(this.options.isRunning?.(experiment) ?? true)) return;
+    let series = this.series.get(experiment);
+    if (!series) {
+      series = new Map();
+      this.series.set(experiment, series);
+    }
+    let counter = series.get(outcome);
+    if (!counter) {
+      counter = processMetrics().shadowComparisons.labels(other.name, experiment.id, outcome);
+      series.set(outcome, counter);
+    }
+    counter.inc();
+  }
+
+  /** The counters of each running experiment (a refreshed experiment is a new object). */
+  private readonly series = new WeakMap<Experiment, Map<ShadowOutcome, HotCounterSeries>>();
+
+  /** One comparison less under way. */
+  private ended(): void {
+    this.inFlight--;
+    if (this.inFlight > 0 || this.drained.length === 0) return;
+    const waiting = this.drained;
+    this.drained = [];
+    for (const done of waiting) done();
   }
 
   private async answerOf(model: ModelVersion, key: string): Promise<Prediction> {
@@ -129,6 +190,7 @@ export class ShadowComparer {
 
   /** Waits for the comparisons under way (bounded by the live wait). */
   async drain(): Promise<void> {
-    await Promise.allSettled([...this.pending]);
+    if (this.inFlight === 0) return;
+    await new Promise<void>((done) => this.drained.push(done));
   }
 }

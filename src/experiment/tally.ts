@@ -130,7 +130,26 @@ export class ArmTally {
     this.timer.unref();
   }
 
+  /**
+   * The counts each arm of an experiment (as running here: a refresh makes a new object)
+   * adds to now, found without making their id: every experiment lookup adds to one.
+   */
+  private recent = new WeakMap<Experiment, Partial<Record<Arm, ArmCounts>>>();
+
   private countsOf(experiment: Experiment, arm: Arm, manifest: Manifest): ArmCounts {
+    let arms = this.recent.get(experiment);
+    const known = arms?.[arm];
+    if (known) return known;
+    const counts = this.pendingCountsOf(experiment, arm, manifest);
+    if (!arms) {
+      arms = {};
+      this.recent.set(experiment, arms);
+    }
+    arms[arm] = counts;
+    return counts;
+  }
+
+  private pendingCountsOf(experiment: Experiment, arm: Arm, manifest: Manifest): ArmCounts {
     const id = `${experiment.model}|${experiment.id}|${arm}`;
     let entry = this.pending.get(id);
     if (!entry) {
@@ -197,6 +216,7 @@ export class ArmTally {
     if (this.pending.size === 0) return;
     const batch = this.pending;
     this.pending = new Map();
+    this.recent = new WeakMap();
     await Promise.all(
       [...batch].map(async ([id, entry]) => {
         try {

@@ -137,6 +137,8 @@ describe("shadow comparison metrics", () => {
   function comparer(isRunning: (x: Experiment) => boolean) {
     asked = [];
     const tiers = {
+      // Not in L1: asked through lookup(), which records the key.
+      withoutRedis: () => undefined,
       lookup: async (_model: ModelVersion, key: string) => {
         asked.push(key);
         return { source: "memory", prediction: { y: 0.4 } };
