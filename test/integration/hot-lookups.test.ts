@@ -410,33 +410,22 @@ describe("hot lookups", () => {
   });
 });
 
-/** predcache_lookups_total of flight-delay v1 from one source, as /metrics reports it. */
-async function lookupCount(base: string, source: string): Promise<number> {
+/** A counter as /metrics reports it: its series whose labels include each of `labels`. */
+async function counter(base: string, name: string, ...labels: string[]): Promise<number> {
   const text = await (await fetch(`${base}/metrics`)).text();
   const line = text
     .split("\n")
-    .find(
-      (l) =>
-        l.startsWith("predcache_lookups_total{") &&
-        l.includes(`version="${v1}"`) &&
-        l.includes(`source="${source}"`),
-    );
+    .find((l) => l.startsWith(`${name}{`) && labels.every((label) => l.includes(label)));
   return line ? Number(line.split(" ").at(-1)) : 0;
 }
 
+/** predcache_lookups_total of flight-delay v1 from one source. */
+const lookupCount = (base: string, source: string) =>
+  counter(base, "predcache_lookups_total", `version="${v1}"`, `source="${source}"`);
+
 /** predcache_http_requests_total of 200s on the predict route (counted as each closes). */
-async function predictAnswers(base: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const line = text
-    .split("\n")
-    .find(
-      (l) =>
-        l.startsWith("predcache_http_requests_total{") &&
-        l.includes('route="predict"') &&
-        l.includes('status="200"'),
-    );
-  return line ? Number(line.split(" ").at(-1)) : 0;
-}
+const predictAnswers = (base: string) =>
+  counter(base, "predcache_http_requests_total", 'route="predict"', 'status="200"');
 
 /** Deletes a key's answer from every prediction hash of this test's prefix. */
 async function removeFromRedis(key: string): Promise<void> {
