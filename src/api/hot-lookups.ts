@@ -215,8 +215,6 @@ export class HotLookups {
         app(incoming, outgoing);
         return;
       }
-      // Answers differ by client while an experiment runs (as the app's route says).
-      if (routed.assignment) addHeader(incoming, "Vary", this.deps.settings.clientIdHeader, true);
       const note = noteOf(incoming);
       if (note) {
         note.model = answer.model.name;
@@ -349,6 +347,9 @@ export class HotLookups {
   ): void {
     const { model, key, outOfDistribution } = answer;
     recordHit(this.deps, routed, key, hit, outOfDistribution, started, incoming);
+    // Answers differ by client while an experiment runs (as the app's route says; here,
+    // not before: a request handed on gets it from the app's route).
+    if (routed.assignment) addHeader(incoming, "Vary", this.deps.settings.clientIdHeader, true);
     let reply = answer.reply;
     // A read from Redis decodes a new object each time, holding the same outputs while
     // the entry stays stored: compared by value, its reply is not made again.

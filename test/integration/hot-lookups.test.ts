@@ -294,6 +294,51 @@ describe("hot lookups", () => {
     expect(after.body.experiment).toBeUndefined();
   });
 
+  it("hand an experiment's Redis miss to the app with the reply's Vary said once", async () => {
+    const path = predict("origin=BOS&destination=MSP&hour=16&dayOfWeek=2");
+    const headers = { origin: "https://app.example", "x-client-id": "handed-on" };
+    const { store } = main.t.service.experiments;
+    const experiment: Experiment = {
+      id: "hot-handoff",
+      model: "flight-delay",
+      control: v1,
+      candidate: v2,
+      fraction: 1,
+      shadowRate: 0,
+      state: "running",
+      startedAt: new Date().toISOString(),
+    };
+    await store.start(experiment);
+    try {
+      for (const { t } of [main, redisOnly])
+        await eventually(async () => t.service.experiments.running.get("flight-delay"));
+      const live = await getJson(`${main.url}${path}&wait=5000`, { headers });
+      expect(live.body).toMatchObject({ version: v2, source: "live" });
+      const hit = await fetch(`${redisOnly.url}${path}`, { headers });
+      expect(await hit.json()).toMatchObject({ version: v2, source: "redis" });
+      expect(hit.headers.get("vary")).toBe("Origin, x-client-id");
+      const calls = redisOnly.appCalls();
+      const again = await fetch(`${redisOnly.url}${path}`, { headers });
+      await again.text();
+      expect(redisOnly.appCalls()).toBe(calls);
+      expect(again.headers.get("vary")).toBe("Origin, x-client-id");
+
+      // Gone from Redis: the front reads, finds nothing, and the app answers the miss.
+      await removeFromRedis(live.body.key);
+      const miss = await fetch(`${redisOnly.url}${path}`, { headers });
+      await miss.text();
+      expect(redisOnly.appCalls()).toBe(calls + 1);
+      expect(miss.headers.get("vary")).toBe("Origin, x-client-id");
+    } finally {
+      const stored = await store.record("flight-delay", experiment.id);
+      await store.stop(experiment, v1, stored?.read ?? "");
+      for (const { t } of [main, redisOnly])
+        await eventually(
+          async () => !t.service.experiments.running.get("flight-delay") || undefined,
+        );
+    }
+  });
+
   it("read Redis when L1 does not hold the key, and hand a Redis miss to the app, hooks run once", async () => {
     const path = predict("origin=MSP&destination=BOS&hour=12&dayOfWeek=5");
     const live = await getJson(`${main.url}${path}&wait=5000`);
