@@ -120,20 +120,15 @@ export class ShadowComparer {
         return;
       }
     } catch (error) {
+      // The lookup or the comparison itself: counted as failed, never left under way.
       this.failed(comparison, error as Error);
       this.ended();
       return;
     }
-    this.answerOf(comparison.other, comparison.key).then(
-      (theirs) => {
-        this.compared(comparison, theirs);
-        this.ended();
-      },
-      (error: Error) => {
-        this.failed(comparison, error);
-        this.ended();
-      },
-    );
+    this.answerOf(comparison.other, comparison.key)
+      .then((theirs) => this.compared(comparison, theirs))
+      .catch((error: Error) => this.failed(comparison, error))
+      .finally(() => this.ended());
   }
 
   private compared({ experiment, arm, other, served }: Comparison, theirs: Prediction): void {
