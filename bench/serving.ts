@@ -621,8 +621,8 @@ async function main(): Promise<void> {
     console.log(`redis-server ${redis.url} (pid ${redis.pid}, no persistence)`);
 
     // 5 (set up first): the real service, whose reply body the baselines will serve; its
-    // live worker in a process of its own, as deployed (it also does the audits that a
-    // share of Redis hits asks for: worker work, not the measured API's).
+    // live worker in a process of its own, as deployed (it also runs the cache audit's
+    // recomputes: the hot key's once, as an entry that agreed is not audited again).
     const config = loadConfig({ LOG_LEVEL: "silent" });
     const registry = await loadRegistry(config);
     cleanup.unshift(() => registry.close());

@@ -4,18 +4,30 @@
  * A mismatch (a corrupted entry, a skewed encoding) is counted and logged with its key,
  * so it is caught in production rather than by users. Audits only observe: the live
  * worker does not store their results, so a bad entry stays until someone acts on it.
+ *
+ * The model of a version is deterministic, so an entry whose audit agreed, still holding
+ * the value that agreed, would only agree again: it is not recomputed twice. Without that
+ * the audit spent its samples (and the live model's time) on the hottest keys over and
+ * over, since those are most of the hits; measured on bench:serving's one hot key read
+ * from Redis, re-auditing it cost ~10% of the API's throughput (BullMQ jobs, the worker's
+ * run, their Redis scripts).
  */
+import { LRUCache } from "lru-cache";
 import type { LiveClient } from "../live/client.ts";
 import type { Logger } from "../log.ts";
-import type { OutputValue, Prediction } from "../model/decoding.ts";
+import { type OutputValue, type Prediction, samePrediction } from "../model/decoding.ts";
 import type { Manifest, OutputDefinition } from "../model/manifest.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import { closeWithin } from "../redis/connection.ts";
+import { MemoryCache } from "./memory.ts";
 import type { Hit } from "./tiers.ts";
 
 /** Audits pending at once per process: past it sampled hits are skipped, not queued. */
 export const AUDIT_MAX_IN_FLIGHT = 32;
+
+/** Entries remembered as verified (the least recently sampled go first). */
+export const AUDIT_VERIFIED_MAX = 10_000;
 
 /** How long close() waits for pending audits. */
 const CLOSE_WAIT_MS = 2_000;
@@ -24,6 +36,8 @@ export interface CacheAuditOptions {
   /** Share of redis and table hits audited (0: none). */
   rate: number;
   maxInFlight: number;
+  /** How many verified entries are remembered (default AUDIT_VERIFIED_MAX). */
+  verifiedMax?: number;
 }
 
 function closeEnough(a: unknown, b: unknown, unit: number): boolean {
@@ -65,31 +79,45 @@ export function differingOutputs(
 
 export class CacheAudit {
   private readonly pending = new Set<Promise<void>>();
+  /** By source and L1 id: the value whose audit agreed (a table's float32 is its own). */
+  private readonly verified: LRUCache<string, Prediction>;
 
   constructor(
     private readonly live: LiveClient,
     private readonly log: Logger,
     private readonly options: CacheAuditOptions,
     private readonly random: () => number = Math.random,
-  ) {}
+  ) {
+    this.verified = new LRUCache({ max: options.verifiedMax ?? AUDIT_VERIFIED_MAX });
+  }
 
   /** Maybe audits this hit; returns at once and never throws into the request. */
   consider(model: ModelVersion, key: string, hit: Hit): void {
     if (hit.source !== "redis" && hit.source !== "table") return;
     if (!(this.random() < this.options.rate)) return;
     const metrics = processMetrics();
+    const { source, prediction: cached } = hit;
+    const id = `${source}|${MemoryCache.id(model.name, model.version, key)}`;
+    const agreed = this.verified.get(id);
+    if (agreed && samePrediction(agreed, cached)) {
+      metrics.auditSkipped.inc({ model: model.name, reason: "verified" });
+      return;
+    }
     if (this.pending.size >= this.options.maxInFlight) {
       metrics.auditSkipped.inc({ model: model.name, reason: "busy" });
       return;
     }
-    const { source, prediction: cached } = hit;
     const check = Promise.resolve()
       .then(() => this.live.recompute(model, key))
       .then(
         (recomputed) => {
           metrics.auditChecks.inc({ model: model.name, version: model.version, source });
           const outputs = differingOutputs(model.manifest, cached, recomputed);
-          if (outputs.length === 0) return;
+          if (outputs.length === 0) {
+            this.verified.set(id, cached);
+            return;
+          }
+          this.verified.delete(id);
           metrics.auditMismatches.inc({ model: model.name, version: model.version, source });
           this.log.warn(
             {

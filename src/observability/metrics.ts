@@ -193,7 +193,7 @@ export class Metrics {
   });
   readonly auditSkipped = new client.Counter({
     name: "predcache_audit_skipped_total",
-    help: "Sampled hits not audited: busy (too many audits pending) or failed (recompute refused or failed).",
+    help: "Sampled hits not audited: busy (too many audits pending), failed (recompute refused or failed) or verified (the entry already agreed with the model, holding the same value).",
     labelNames: ["model", "reason"] as const,
     registers: [this.registry],
   });

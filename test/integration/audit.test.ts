@@ -51,6 +51,7 @@ interface Figures {
   checks: number;
   mismatches: number;
   busy: number;
+  verified: number;
 }
 
 async function corruptCount(): Promise<number> {
@@ -68,6 +69,10 @@ async function figures(source: string): Promise<Figures> {
     checks: sample(text, "predcache_audit_checks_total", labels),
     mismatches: sample(text, "predcache_audit_mismatches_total", labels),
     busy: sample(text, "predcache_audit_skipped_total", { model: "flight-delay", reason: "busy" }),
+    verified: sample(text, "predcache_audit_skipped_total", {
+      model: "flight-delay",
+      reason: "verified",
+    }),
   };
 }
 
@@ -177,8 +182,10 @@ describe("cache audit", () => {
       `audit, corrupted redis entry ${key}: ${after.checks - before.checks} check, ${after.mismatches - before.mismatches} mismatch; still stored afterwards: ${JSON.stringify(await t.service.tiers.store.get(model, key))} (live model: ${JSON.stringify(truth)})`,
     );
 
-    // The batch route audits its hits too: the corrupted one mismatches, a clean one does not.
-    const clean = { origin: "ATL", destination: "ORD", hour: "3", dayOfWeek: "2" };
+    // The batch route audits its hits too: the corrupted one mismatches (again: a mismatch
+    // is not remembered as verified), a clean one does not.
+    const clean = { origin: "ATL", destination: "ORD", hour: "4", dayOfWeek: "2" };
+    await inRedis(clean);
     t.service.tiers.memory.clear();
     const batchBefore = await figures("redis");
     const batch = await postJson(`${t.url}/v1/models/flight-delay/predict`, {
@@ -190,6 +197,48 @@ describe("cache audit", () => {
     expect(batchAfter.mismatches - batchBefore.mismatches).toBe(1);
     console.log(
       `audit, batch of 1 corrupted + 1 clean redis hit: ${batchAfter.checks - batchBefore.checks} checks, ${batchAfter.mismatches - batchBefore.mismatches} mismatch`,
+    );
+  });
+
+  it("does not recompute an entry that agreed while it holds that value; does once it changes", async () => {
+    const input = { origin: "ORD", destination: "DFW", hour: "11", dayOfWeek: "6" };
+    const { key, prediction: truth } = await inRedis(input);
+    const runtime = await t.registry.runtime(model);
+    const redisHit = async () => {
+      t.service.tiers.memory.clear();
+      const hit = await getJson(predictUrl(input));
+      expect(hit.body.source).toBe("redis");
+      return hit.body.prediction;
+    };
+
+    const first = await figures("redis");
+    await redisHit();
+    const checked = await afterChecks("redis", first, 1);
+    expect(checked.checks - first.checks).toBe(1);
+    expect(checked.mismatches - first.mismatches).toBe(0);
+
+    // Sampled again (the rate is 1), twice: skipped as verified, the model not run.
+    const rows = runtime.stats.rows;
+    await redisHit();
+    await redisHit();
+    const skipped = await eventually(async () => {
+      const now = await figures("redis");
+      return now.verified - checked.verified >= 2 ? now : undefined;
+    });
+    expect(skipped.verified - checked.verified).toBe(2);
+    expect(skipped.checks).toBe(checked.checks);
+    expect(runtime.stats.rows).toBe(rows);
+
+    // Another value stored under the key: audited again, and its mismatch found.
+    const wrong: Prediction = { ...truth, delayProbability: 0.99 };
+    await t.service.tiers.store.put(model, [{ key, prediction: wrong }]);
+    expect(await redisHit()).toEqual(wrong);
+    const rechecked = await afterChecks("redis", skipped, 1);
+    expect(rechecked.checks - skipped.checks).toBe(1);
+    expect(rechecked.mismatches - skipped.mismatches).toBe(1);
+    expect(runtime.stats.rows - rows).toBe(1);
+    console.log(
+      `audit, one entry hit 4 times from Redis: ${rechecked.checks - first.checks} recomputes (${skipped.verified - checked.verified} skipped as verified), the changed value's mismatch found`,
     );
   });
 
