@@ -59,8 +59,10 @@ export interface Encoder {
   decodeKey(key: string): NormalizedInput;
 }
 
-/** Whole numbers as text, "7.0" too (as a JSON 7.0 is taken): a float column's way. */
-const INTEGER_TEXT = /^[+-]?\d+(?:\.0*)?$/;
+/**
+ * Numbers as text, read as a JSON number is: an integer feature then takes "7.0" or
+ * "7e0" as 7 (a float column's way, or a spreadsheet's), as it takes JSON 7.0 or 7e0.
+ */
 const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 type FeatureOutcome =
@@ -155,8 +157,7 @@ function encodeFeature(
       let value: number | undefined;
       if (typeof raw === "string") {
         const text = raw.trim();
-        if (!INTEGER_TEXT.test(text))
-          return fail(name, "not_integer", `${name} must be an integer`);
+        if (!NUMBER_TEXT.test(text)) return fail(name, "not_integer", `${name} must be an integer`);
         value = Number(text);
       } else value = asNumber(raw);
       if (value === undefined) return fail(name, "wrong_type", `${name} must be an integer`);

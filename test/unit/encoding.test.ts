@@ -27,14 +27,14 @@ const validInput = fc.record({
     .filter((s) => s.length <= 40),
 });
 
-/** The same input written differently: padding, case, numbers as text, leading zeros, plus signs, "7.0". */
+/** The same input written differently: padding, case, numbers as text, leading zeros, plus signs, "7.0", "70e-1". */
 const rewritten = validInput.chain((input) =>
   fc
     .record({
       pad: fc.constantFrom("", " ", "  ", "\t"),
       lowerAirport: fc.boolean(),
       upperCabin: fc.boolean(),
-      hourAsText: fc.constantFrom("plain", "zero", "plus", "float", "number"),
+      hourAsText: fc.constantFrom("plain", "zero", "plus", "float", "exponent", "number"),
       distanceAsText: fc.boolean(),
     })
     .map((how) => ({
@@ -51,7 +51,9 @@ const rewritten = validInput.chain((input) =>
                 ? `+${input.hour}`
                 : how.hourAsText === "float"
                   ? `${input.hour}.0`
-                  : input.hour,
+                  : how.hourAsText === "exponent"
+                    ? `${input.hour * 10}e-1`
+                    : input.hour,
         bags: `${how.pad}${input.bags}`,
         distance: how.distanceAsText ? String(input.distance) : input.distance,
         note: input.note,
@@ -189,6 +191,16 @@ describe("shared encoding", () => {
       "a fractional integer written as text",
       { airport: "SFO", hour: "1.5", bags: 1, distance: 2 },
       ["hour:not_integer"],
+    ],
+    [
+      "a fraction in exponent notation, written as text",
+      { airport: "SFO", hour: "15e-1", bags: 1, distance: 2 },
+      ["hour:not_integer"],
+    ],
+    [
+      "hex, or no digits, written as text",
+      { airport: "SFO", hour: "0x1", bags: "e1", distance: 2 },
+      ["hour:not_integer", "bags:not_integer"],
     ],
     [
       "a whole number past 2^53, written or as JSON, where out of range is refused",
