@@ -63,7 +63,7 @@ export interface Encoder {
  * Numbers as text, read as a JSON number is: an integer feature then takes "7.0" or
  * "7e0" as 7 (a float column's way, or a spreadsheet's), as it takes JSON 7.0 or 7e0.
  */
-const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+export const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 type FeatureOutcome =
   | { ok: true; value: FeatureValue; tensor: number; ood: boolean }
@@ -106,7 +106,8 @@ function asText(raw: unknown): string | undefined {
   return undefined;
 }
 
-function asNumber(raw: unknown): number | undefined {
+/** A JSON number, or text read as one (NaN: text that is not a number); else undefined. */
+export function asNumber(raw: unknown): number | undefined {
   if (typeof raw === "number") return raw;
   if (typeof raw === "string") {
     const text = raw.trim();

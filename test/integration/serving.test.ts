@@ -702,10 +702,14 @@ describe("errors", () => {
       code: "wrong_type",
       message: "origin must be one value, not a list of 2",
     });
-    const wait = await getJson(`${t.url}/v1/models/flight-delay/predict?${query(input())}&wait=-5`);
-    expect(wait.status).toBe(400);
-    expect(wait.body.error.code).toBe("bad_request");
-    expect(wait.body.error.message).toMatch(/whole number of milliseconds/);
+    for (const bad of ["-5", "2.5", "0x10", "Infinity", "1e"]) {
+      const wait = await getJson(
+        `${t.url}/v1/models/flight-delay/predict?${query(input())}&wait=${bad}`,
+      );
+      expect(wait.status, bad).toBe(400);
+      expect(wait.body.error.code).toBe("bad_request");
+      expect(wait.body.error.message).toMatch(/whole number of milliseconds/);
+    }
     // With the input's own problems, a bad wait is one more of them: every one at once.
     const both = await getJson(`${t.url}/v1/models/flight-delay/predict?origin=SFO&wait=abc`);
     expect(both.status).toBe(422);
@@ -723,8 +727,18 @@ describe("errors", () => {
       expect(batch.status, JSON.stringify(bad)).toBe(400);
       expect(batch.body.error.message).toMatch(/wait must be a whole number of milliseconds/);
     }
-    // Any whole number is a wait: past the cap (5 s here), the cap, however many digits.
-    for (const long of ["1000000000", "99999999999999999999", "%2B0"]) {
+    // Any whole number is a wait, read as an integer feature is: past the cap (5 s here),
+    // the cap, however many digits.
+    for (const long of [
+      "1000000000",
+      "99999999999999999999",
+      "%2B0",
+      "1e400",
+      "2.5e2",
+      "250.0",
+      "%20250",
+      "-0",
+    ]) {
       const hit = await getJson(
         `${t.url}/v1/models/flight-delay/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1&wait=${long}`,
       );

@@ -11,7 +11,13 @@ import { z } from "zod";
 import type { Hit, Source } from "../../cache/tiers.ts";
 import { PredcacheError } from "../../errors.ts";
 import type { Prediction } from "../../model/decoding.ts";
-import type { EncodedInput, EncodeOutcome, InputIssue } from "../../model/encoding.ts";
+import {
+  asNumber,
+  type EncodedInput,
+  type EncodeOutcome,
+  type InputIssue,
+  NUMBER_TEXT,
+} from "../../model/encoding.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import { clientOf } from "../access.ts";
 import type { ApiDeps } from "../deps.ts";
@@ -57,22 +63,27 @@ function waitFor<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMED_O
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** A wait as text: whole milliseconds, any number of digits (past the cap is the cap). */
-const WAIT_TEXT = /^\+?\d+$/;
-
+/**
+ * The wait: whole milliseconds, read as an integer feature is (JSON 250, "250", " 250",
+ * "250.0", "2.5e2"); past the cap is the cap, however large ("1e400" too).
+ */
 function parseWait(raw: unknown, deps: ApiDeps): number {
   if (raw === undefined) return deps.settings.waitDefaultMs;
   const max = deps.settings.waitMaxMs;
-  // A JSON number (a batch's wait): any whole number, longer ones shortened to the cap.
-  if (typeof raw === "number" && Number.isInteger(raw) && raw >= 0) return Math.min(raw, max);
-  if (typeof raw !== "string" || !WAIT_TEXT.test(raw)) {
+  const ms = asNumber(raw);
+  if (
+    ms === undefined ||
+    !(ms >= 0) ||
+    !(Number.isInteger(ms) || ms === Number.POSITIVE_INFINITY)
+  ) {
     throw new PredcacheError(
       "bad_request",
       `wait must be a whole number of milliseconds (longer than ${max} is shortened to ${max})`,
       { max },
     );
   }
-  return Math.min(Number(raw), max);
+  // -0 is 0.
+  return ms === 0 ? 0 : Math.min(ms, max);
 }
 
 /**
@@ -342,7 +353,12 @@ async function answerMiss(
 export const batchSchema = z.strictObject({
   inputs: z.array(z.record(z.string(), z.unknown())).min(1),
   // multipleOf(1), not int(): int() documents a maximum (2^53) the wait does not have.
-  wait: z.union([z.number().min(0).multipleOf(1), z.string().regex(WAIT_TEXT)]).optional(),
+  wait: z
+    .union([
+      z.number().min(0).multipleOf(1),
+      z.string().regex(NUMBER_TEXT).describe('whole milliseconds as text ("250", "2.5e2")'),
+    ])
+    .optional(),
 });
 
 /**
