@@ -10,8 +10,9 @@ export function sha256Hex(data: string | Uint8Array): string {
 
 /**
  * FNV-1a, 32 bits, over the UTF-8 bytes: the hashing trick for string features, and
- * Redis buckets (which may share a hash; an ETag may not: src/api/reply.ts). ASCII (every canonical key in practice) is hashed straight from the
- * string, without encoding it first; anything else goes through TextEncoder.
+ * Redis buckets (which may share a hash; an ETag may not: src/api/reply.ts). ASCII
+ * (every canonical key in practice) is hashed straight from the string, without
+ * encoding it first; anything else goes through TextEncoder.
  */
 export function fnv1a32(text: string): number {
   let h = 0x811c9dc5;
