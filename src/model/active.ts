@@ -66,8 +66,17 @@ export class ActiveVersions {
   }
 
   private async refreshOne(model: string): Promise<void> {
-    const version = await this.redis.get(this.keys.active(model));
+    let version = await this.redis.get(this.keys.active(model));
     const cached = this.cache.get(model);
+    if (version === null && cached === undefined) {
+      // A model new to this process since start() (a reload loaded its first folder): its
+      // default version is made active as start() does, unless another process did first.
+      const fallback = this.registry.defaultVersion(model);
+      if (!fallback) return;
+      const writer = this.options.writer ?? this.redis;
+      await writer.set(this.keys.active(model), fallback.version, "NX");
+      version = await writer.get(this.keys.active(model));
+    }
     if (version === null && cached !== undefined) {
       // Redis came back without its data (restarted with no persistence, flushed): the
       // version served until then is put back, before a process starting now sets its

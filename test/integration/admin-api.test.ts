@@ -695,6 +695,31 @@ describe("admin API runs and versions", () => {
     );
   });
 
+  it("makes a model new to the models directory active when a reload loads it, as a start would", async () => {
+    const source = join(modelsDir, "flight-delay");
+    const folder = join(modelsDir, "second-model");
+    await mkdir(folder);
+    await copyFile(join(source, "model.onnx"), join(folder, "model.onnx"));
+    const manifest = JSON.parse(await readFile(join(source, "manifest.json"), "utf8"));
+    await writeFile(
+      join(folder, "manifest.json"),
+      JSON.stringify({ ...manifest, name: "second-model" }),
+    );
+    const reloaded = await admin("/admin/v1/models/second-model/reload", { method: "POST" });
+    expect(reloaded.status).toBe(200);
+    const [version] = reloaded.body.versions;
+    // Active at once: its versions say so, and so does its tables listing (which a client
+    // reads to pick the table of the version that answers).
+    const versions = (await admin("/admin/v1/models/second-model/versions")).body.versions;
+    expect(versions).toEqual([expect.objectContaining({ version, active: true })]);
+    const tables = await getJson(`${t.url}/v1/models/second-model/tables`);
+    expect(tables.body).toMatchObject({ activeVersion: version, servedVersion: version });
+    const answer = await getJson(
+      `${t.url}/v1/models/second-model/predict?origin=SFO&destination=LAX&hour=7&dayOfWeek=1&wait=3000`,
+    );
+    expect(answer.body).toMatchObject({ model: "second-model", version });
+  });
+
   it("refuses a body an action does not take, and does nothing", async () => {
     const before = (await admin("/admin/v1/models/flight-delay/versions")).body.versions;
     const active = before.find((v: { active: boolean }) => v.active).version;

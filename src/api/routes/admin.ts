@@ -249,6 +249,8 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
     await actionBody(c, {});
     const model = c.req.param("model");
     const { added, failed } = await deps.registry.reload();
+    // A model seen for the first time gets its active version now, not at the next poll.
+    await deps.active.refresh();
     await deps.admin.announceModels();
     if (deps.registry.versions(model).length === 0)
       throw new PredcacheError(
