@@ -605,8 +605,12 @@ export function parseHead(bytes: Uint8Array, fileLength?: number): ParsedHead {
     throw new TableFormatError(`header is not msgpack: ${(error as Error).message}`, PREAMBLE);
   }
   const parsed = (version === 1 ? tableHeaderSchemaV1 : tableHeaderSchema).safeParse(raw);
-  if (!parsed.success)
-    throw new TableFormatError(`header is invalid: ${parsed.error.issues[0]?.message}`, PREAMBLE);
+  if (!parsed.success) {
+    // The field named: "Invalid input" alone did not say which of the header's it was.
+    const issue = parsed.error.issues[0];
+    const field = issue?.path.map(String).join(".") || "(the header itself)";
+    throw new TableFormatError(`header is invalid at ${field}: ${issue?.message}`, PREAMBLE);
+  }
   const head = { version, header: parsed.data } as ParsedHead;
   const n = head.header.entryCount;
   let valuesOffset: number;

@@ -1,4 +1,5 @@
 import fc from "fast-check";
+import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { LookupTable } from "../../src/client/lookup-table.ts";
 import { createEncoder } from "../../src/model/encoding.ts";
@@ -158,6 +159,20 @@ describe("lookup table format", () => {
       ),
       { numRuns: 300 },
     );
+  });
+
+  it("names the header field it refuses", async () => {
+    const bytes = await build([
+      { input: { airport: "SFO", hour: 1, bags: 0, distance: 10 }, p: 0.5, minutes: 3 },
+    ]);
+    const length = new DataView(bytes.buffer, bytes.byteOffset).getUint32(12, true);
+    const header = unpack(bytes.subarray(16, 16 + length));
+    header.outputs[1].kind = "bogus";
+    const forged = pack(header);
+    const preamble = bytes.slice(0, 16);
+    new DataView(preamble.buffer).setUint32(12, forged.length, true);
+    const table = Uint8Array.from([...preamble, ...forged, ...bytes.subarray(16 + length)]);
+    expect(() => parseTable(table)).toThrow(/^header is invalid at outputs\.1\.kind: /);
   });
 
   it("detects any truncation, and says it is incomplete when the bytes end early", async () => {
