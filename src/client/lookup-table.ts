@@ -55,6 +55,9 @@ export class LookupTable {
    * Throws TableFormatError (code "table_corrupt") on any mismatch: a corrupt,
    * truncated or foreign table is refused, never half-used.
    *
+   * The table reads from the bytes given, not a copy (a large table is not held twice):
+   * they must not be changed while it is in use.
+   *
    * @example
    *   const table = await LookupTable.open(await (await fetch(url)).arrayBuffer());
    *   table.get({ origin: "SFO", destination: "LAX", hour: 7, dayOfWeek: 1 });
