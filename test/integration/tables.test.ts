@@ -517,6 +517,19 @@ describe("lookup tables", () => {
       { headers: { "if-none-match": again.headers.get("etag") as string } },
     );
     expect(revalidated.status).toBe(304);
+    // If-Match, as for a table: another tag (or a weak one) is 412, this one or * is 200.
+    const deltaUrl = `${t.url}/v1/models/flight-delay/tables/${second}/delta?from=${old.header.generation}`;
+    const tag = again.headers.get("etag") as string;
+    for (const [ifMatch, status] of [
+      ['"other"', 412],
+      [`W/${tag}`, 412],
+      [tag, 200],
+      ["*", 200],
+    ] as const) {
+      const r = await fetch(deltaUrl, { headers: { "if-match": ifMatch } });
+      expect(r.status, ifMatch).toBe(status);
+      await r.arrayBuffer();
+    }
     const twice = await getJson(
       `${t.url}/v1/models/flight-delay/tables/${second}/delta?from=${old.header.generation}&from=${second}`,
     );

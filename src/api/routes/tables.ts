@@ -270,6 +270,12 @@ export function registerTables(app: Hono, deps: ApiDeps): void {
     const etag = `"${from.checksum.slice(0, 32)}-${to.checksum.slice(0, 32)}"`;
     c.header("ETag", etag);
     c.header("Cache-Control", cacheControl("immutable", deps.settings.cacheScope));
+    // As for a table: If-Match first, compared strongly (RFC 9110 §13.2.2).
+    const ifMatch = c.req.header("if-match");
+    if (ifMatch && !matchesStrongly(ifMatch, etag))
+      throw new PredcacheError("precondition_failed", "the delta is not the one If-Match names", {
+        etag,
+      });
     if (notModified(c, etag)) return c.body(null, 304);
     const { delta } = outcome;
     processMetrics().tableDownloads.inc({ model, kind: "delta" });
