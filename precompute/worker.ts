@@ -7,7 +7,7 @@
  * once every chunk has succeeded.
  */
 
-import { type Job, type Queue, UnrecoverableError, WaitingChildrenError, Worker } from "bullmq";
+import { Job, type Queue, UnrecoverableError, WaitingChildrenError, Worker } from "bullmq";
 import { AuditLog } from "../src/admin/audit.ts";
 import type { Keys } from "../src/cache/keys.ts";
 import type { PredictionStore } from "../src/cache/store.ts";
@@ -100,6 +100,25 @@ function isFinalAttempt(job: Job, error: Error): boolean {
   return error.name === "UnrecoverableError" || job.attemptsMade >= (job.opts.attempts ?? 1);
 }
 
+/** A chunk's failure as its run records it: the chunk named, then its cause. */
+function chunkFailure(index: number, message: string): string {
+  return message.startsWith(`chunk ${index},`) ? message : `chunk ${index} failed: ${message}`;
+}
+
+/**
+ * Why a run failed, from its job's error. A chunk's final failure fails the run's job too
+ * (failParentOnFailure), as "child <chunk job key> failed", which names no cause: the
+ * chunk's own reason is read instead. The run's and the chunk's failed handlers race to
+ * record the reason (the first is kept), so both must give the cause.
+ */
+export async function runFailure(chunks: Queue<ChunkJob>, error: Error): Promise<string> {
+  const key = /^child (.+) failed$/.exec(error.message)?.[1];
+  const prefix = `${chunks.qualifiedName}:`;
+  if (!key?.startsWith(prefix)) return error.message;
+  const chunk = await Job.fromId<ChunkJob>(chunks, key.slice(prefix.length)).catch(() => undefined);
+  return chunk?.failedReason ? chunkFailure(chunk.data.index, chunk.failedReason) : error.message;
+}
+
 /** The newest table of `target` (its version and encoding), but those passed over. */
 async function newestTable(
   tables: TableStore,
@@ -158,7 +177,10 @@ export class PrecomputeWorker {
     });
     this.chunkWorker.on("failed", (job, error) => void this.onChunkFailed(job, error));
     this.runWorker.on("failed", (job, error) => {
-      if (job && isFinalAttempt(job, error)) void this.failRun(job.data.runId, error.message);
+      if (job && isFinalAttempt(job, error))
+        void runFailure(this.chunkQueue, error).then((reason) =>
+          this.failRun(job.data.runId, reason),
+        );
     });
     const outcomes = processMetrics().jobOutcomes;
     for (const [queue, worker] of [
@@ -698,9 +720,7 @@ export class PrecomputeWorker {
   private async onChunkFailed(job: Job<ChunkJob> | undefined, error: Error): Promise<void> {
     if (!job || !isFinalAttempt(job, error)) return;
     if (await this.runCancelled(job.data.runId)) return;
-    const reason = error.message.startsWith(`chunk ${job.data.index},`)
-      ? error.message
-      : `chunk ${job.data.index} failed: ${error.message}`;
+    const reason = chunkFailure(job.data.index, error.message);
     this.log.warn(
       { run: job.data.runId, chunk: job.data.index, err: error.message },
       "precompute chunk failed",

@@ -4,7 +4,8 @@ import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { gridInputs } from "../../precompute/inputs/grid.ts";
 import { Precompute } from "../../precompute/job.ts";
-import type { SourceSpec } from "../../precompute/spec.ts";
+import { CHUNK_QUEUE, type ChunkJob, type SourceSpec } from "../../precompute/spec.ts";
+import { runFailure } from "../../precompute/worker.ts";
 import { AuditLog } from "../../src/admin/audit.ts";
 import { Keys } from "../../src/cache/keys.ts";
 import { PredictionStore } from "../../src/cache/store.ts";
@@ -18,6 +19,7 @@ import { rollbackActiveVersion, switchActiveVersion } from "../../src/model/acti
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import { processMetrics } from "../../src/observability/metrics.ts";
 import { createRedis, isCluster, type Redis, whenReady } from "../../src/redis/connection.ts";
+import { producerQueue } from "../../src/redis/queue.ts";
 import {
   createPrecomputeWorker,
   loadRegistry,
@@ -512,6 +514,65 @@ describe("precompute run", () => {
       expect(failed[0]).toMatchObject({ level: 50, run: runId });
     } finally {
       await p.close();
+    }
+  });
+
+  it("says why a run failed when its model fails on a chunk: the chunk and the model's error", async () => {
+    // A version whose manifest admits days the model has no row for: its Gather fails.
+    const modelsDir = await modelsDirWithVersions(["misfit"]);
+    const manifestPath = `${modelsDir}/flight-delay-misfit/manifest.json`;
+    const manifest = JSON.parse(await readFile(manifestPath, "utf8"));
+    const day = manifest.encoding.features.find((f: { name: string }) => f.name === "dayOfWeek");
+    day.max = 9;
+    await writeFile(manifestPath, JSON.stringify(manifest));
+    const two = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
+    const misfit = two.versions("flight-delay").find((v) => v.manifest.label === "misfit");
+    const prefix = uniquePrefix("misfit");
+    const config = loadConfig({
+      PREDCACHE_PREFIX: prefix,
+      PREDCACHE_MODELS_DIR: modelsDir,
+      PREDCACHE_DATA_DIR: await tempDataDir(),
+      LOG_LEVEL: "silent",
+    });
+    const worker = await createPrecomputeWorker(config, redisUrl, createLogger("silent"), two);
+    const precompute = new Precompute(redis, new Keys(prefix), two, {
+      queuePrefix: queuePrefix(prefix),
+    });
+    try {
+      const inputs = [8, 9, 8, 9].map((dayOfWeek) => ({
+        origin: "SFO",
+        destination: "LAX",
+        hour: 7,
+        dayOfWeek,
+      }));
+      const { runId } = await precompute.enqueue({
+        model: "flight-delay",
+        version: misfit?.version,
+        source: { kind: "inline", inputs },
+        chunkSize: 2,
+      });
+      const done = await precompute.waitUntilDone(runId, 60_000);
+      expect(done.state).toBe("failed");
+      expect(done.error).toMatch(/^chunk [01] failed: /);
+      expect(done.error).toMatch(/Gather|indices|out of bounds/i);
+      // Whichever handler records it first (the chunk's, or its run's, which BullMQ fails
+      // as "child <key> failed"), the reason is the chunk's own.
+      const chunks = producerQueue<ChunkJob>(CHUNK_QUEUE, redis, queuePrefix(prefix));
+      try {
+        const failedChunk = (done.error as string).startsWith("chunk 0") ? 0 : 1;
+        const reason = await runFailure(
+          chunks,
+          new Error(`child ${chunks.qualifiedName}:${runId}.c${failedChunk} failed`),
+        );
+        expect(reason).toBe(done.error);
+        expect(await runFailure(chunks, new Error("something else"))).toBe("something else");
+      } finally {
+        await chunks.close();
+      }
+    } finally {
+      await worker.close();
+      await precompute.close();
+      await two.close();
     }
   });
 
