@@ -103,10 +103,13 @@ function table(rows: Record<string, unknown>[], columns: string[]): string {
   return [line(columns), line(widths.map((w) => "-".repeat(w))), ...cells.map(line)].join("\n");
 }
 
-/** --source seed:FILE | grid:JSON | traffic[:K]; a local seed file is uploaded inline. */
+/**
+ * --source seed:FILE | grid:JSON | traffic[:K]; a local seed file is uploaded inline, unless
+ * --on-server says FILE is the server's (one too large to upload, in the server's folder).
+ */
 async function sourceOf(
   text: string,
-  options: { top?: string; limit?: string; gridMax?: string },
+  options: { top?: string; limit?: string; gridMax?: string; onServer?: boolean },
 ): Promise<unknown> {
   const colon = text.indexOf(":");
   const kind = colon < 0 ? text : text.slice(0, colon);
@@ -115,15 +118,18 @@ async function sourceOf(
   if (options.limit && kind !== "seed") throw new CliError("--limit is for seed sources", 2);
   if (options.top && kind !== "traffic") throw new CliError("--top is for traffic sources", 2);
   if (options.gridMax && kind !== "grid") throw new CliError("--grid-max is for grid sources", 2);
+  if (options.onServer && kind !== "seed") throw new CliError("--on-server is for seed sources", 2);
   if (options.top && rest)
     throw new CliError("give the traffic count once: traffic:K or --source traffic --top K", 2);
   const limit = options.limit ? positive(options.limit, "--limit") : undefined;
   if (kind === "seed") {
     if (!rest) throw new CliError("--source seed:<file>", 2);
-    const local = await stat(rest).then(
-      (s) => s.isFile(),
-      () => false,
-    );
+    const local =
+      !options.onServer &&
+      (await stat(rest).then(
+        (s) => s.isFile(),
+        () => false,
+      ));
     if (!local) return { kind: "seed", file: rest, ...(limit ? { limit } : {}) }; // a file on the server
     const inputs: unknown[] = [];
     try {
@@ -131,7 +137,7 @@ async function sourceOf(
         inputs.push(row);
         if (inputs.length > INLINE_MAX)
           throw new CliError(
-            `${rest} has more than ${INLINE_MAX} rows: put it in the server's seeds folder and name that path`,
+            `${rest} has more than ${INLINE_MAX} rows to upload: put it in the server's seeds, models or data folder and run again with --on-server, naming it as the server sees it`,
             2,
           );
       }
@@ -214,6 +220,10 @@ program
   .option("--top <K>", "traffic: the K most asked inputs the version does not hold yet")
   .option("--limit <N>", "seed: only the first N rows")
   .option("--grid-max <N>", "grid: the most inputs it may have (default 1000000)")
+  .option(
+    "--on-server",
+    "seed: the file is the server's (under its seeds, models or data folder), not uploaded",
+  )
   .option("--version <id>", "target model version (default: the active one)")
   .option("--chunk-size <N>", "inputs per chunk job")
   .option("--promote", "make the target version active once every chunk succeeded")
@@ -229,17 +239,34 @@ program
         top: o.top as string,
         limit: o.limit as string,
         gridMax: o.gridMax as string,
+        onServer: Boolean(o.onServer),
       }),
       ...(o.version ? { version: o.version } : {}),
       ...(o.chunkSize ? { chunkSize: positive(o.chunkSize as string, "--chunk-size") } : {}),
       ...(o.warm ? { warmFromTraffic: positive(o.warm as string, "--warm") } : {}),
       promote: Boolean(o.promote),
     };
-    const started = await api.request<{ runId: string; version: string }>(
-      "POST",
-      `/admin/v1/models/${encodeURIComponent(model)}/precompute`,
-      body,
-    );
+    const started = await api
+      .request<{ runId: string; version: string }>(
+        "POST",
+        `/admin/v1/models/${encodeURIComponent(model)}/precompute`,
+        body,
+      )
+      .catch((error: unknown) => {
+        // An upload larger than the server takes: say what to do instead.
+        if (
+          error instanceof CliError &&
+          error.status === 413 &&
+          o.source?.toString().startsWith("seed:")
+        )
+          throw new CliError(
+            `${error.message}: put the file in the server's seeds, models or data folder and run again with --on-server`,
+            error.exitCode,
+            error.status,
+            error.code,
+          );
+        throw error;
+      });
     if (!o.watch || !globals().json)
       print(started, () => `run ${started.runId} started: ${model}@${started.version}`);
     if (o.watch) await watch(api, started.runId);

@@ -106,6 +106,35 @@ describe("npx predcache", () => {
     const json = await cli(["--json", "runs"]);
     expect(json.code).toBe(0);
     expect(JSON.parse(json.out)[0]).toMatchObject({ state: "completed", written: 3 });
+
+    // --on-server: the path is the server's (here in its data folder, and local too, as
+    // when both run in one folder), read there rather than uploaded.
+    const onServer = join(dataDir, "on-server.csv");
+    await writeFile(onServer, "origin,destination,hour,dayOfWeek\nSFO,LAX,7,1\nBOS,MIA,8,2\n");
+    const named = await cli([
+      "precompute",
+      "flight-delay",
+      "--source",
+      `seed:${onServer}`,
+      "--on-server",
+      "--version",
+      versions[0],
+      "--watch",
+    ]);
+    expect(named.code).toBe(0);
+    // Past the server's upload limit (16 MiB): refused, with what to do instead.
+    const huge = join(dataDir, "huge.csv");
+    const row = `${"X".repeat(250)},LAX,7,1\n`;
+    await writeFile(huge, `origin,destination,hour,dayOfWeek\n${row.repeat(70_000)}`);
+    const tooLarge = await cli(["precompute", "flight-delay", "--source", `seed:${huge}`]);
+    expect(tooLarge.code).toBe(2);
+    expect(tooLarge.err).toMatch(/larger than .*run again with --on-server/);
+    const [latest] = JSON.parse((await cli(["--json", "runs"])).out);
+    expect(latest).toMatchObject({
+      state: "completed",
+      source: { kind: "seed", file: onServer },
+      sourceDescription: "seed file on-server.csv",
+    });
   });
 
   it("cancels a run; watching a cancelled run exits 1", async () => {
@@ -289,6 +318,7 @@ describe("npx predcache", () => {
       [["--source", "traffic:5", "--limit", "3"], /--limit is for seed sources/],
       [["--source", `seed:${bad}`, "--top", "7"], /--top is for traffic sources/],
       [["--source", `seed:${bad}`, "--grid-max", "9"], /--grid-max is for grid sources/],
+      [["--source", "traffic:5", "--on-server"], /--on-server is for seed sources/],
       [["--source", "traffic:5", "--top", "7"], /give the traffic count once/],
       [["--source", "traffic:abc"], /traffic:K must be a positive integer/],
     ] as const) {
