@@ -98,7 +98,15 @@ function refusalOf(error: unknown, log: Logger | undefined): Response {
 }
 
 /** What node:http's parser error (llhttp's code) is to the client. */
-function clientRefusal(code: string | undefined) {
+export function clientRefusal(code: string | undefined) {
+  // Too slow (headersTimeout, requestTimeout), not malformed: RFC 9110 §15.5.9, as node's own.
+  if (code === "ERR_HTTP_REQUEST_TIMEOUT")
+    return {
+      status: 408,
+      reason: "Request Timeout",
+      code: "request_timeout",
+      message: "the request did not arrive in time (headers within 15 s, all of it within 2 min)",
+    };
   if (code === "HPE_HEADER_OVERFLOW")
     return {
       status: 431,

@@ -1352,7 +1352,8 @@ export function buildOpenApi(deps: ApiDeps, served: ServedRoutes = {}): object {
         "and lookup tables for apps. Errors are `{ error: { code, message, details? } }`. " +
         "On any path, a method it does not serve is 405 with `Allow`, and OPTIONS is 204 " +
         "with `Allow` (a CORS preflight gets its Access-Control headers); a request line and " +
-        "headers over 16 KiB are 431 `headers_too_large`, an `Expect` other than `100-continue` " +
+        "headers over 16 KiB are 431 `headers_too_large`, a request too slow to arrive 408 " +
+        "`request_timeout`, an `Expect` other than `100-continue` " +
         "is 417 `expectation_failed`, a method the server does not know at all 501 " +
         "`not_implemented`. Answers of 1 KiB or more, but for single lookups and " +
         "table files, are gzipped when `Accept-Encoding` allows (ETag then weak). Every answer carries `X-Request-Id`: " +

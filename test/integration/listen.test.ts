@@ -2,7 +2,7 @@
 import { connect } from "node:net";
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
-import { listen } from "../../src/api/listen.ts";
+import { clientRefusal, listen } from "../../src/api/listen.ts";
 
 describe("listen().close()", () => {
   it("answers a request sent just before the close on a kept-alive connection", async () => {
@@ -30,5 +30,16 @@ describe("listen().close()", () => {
     await ended;
     await closed;
     expect(reply.match(/HTTP\/1\.1 200 OK/g)).toHaveLength(2);
+  });
+});
+
+describe("clientRefusal", () => {
+  it("answers a request node:http timed out with 408, not as a malformed one", () => {
+    expect(clientRefusal("ERR_HTTP_REQUEST_TIMEOUT")).toMatchObject({
+      status: 408,
+      code: "request_timeout",
+    });
+    expect(clientRefusal("HPE_INVALID_CONSTANT")).toMatchObject({ status: 400 });
+    expect(clientRefusal("HPE_HEADER_OVERFLOW")).toMatchObject({ status: 431 });
   });
 });
