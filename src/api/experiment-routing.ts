@@ -7,13 +7,20 @@
 import type { Context } from "hono";
 import type { Source } from "../cache/tiers.ts";
 import { PredcacheError } from "../errors.ts";
-import { type Arm, armOf, type Experiment, otherArm, versionOf } from "../experiment/experiment.ts";
+import {
+  type Arm,
+  armOf,
+  clientIdFrom,
+  type Experiment,
+  otherArm,
+  versionOf,
+} from "../experiment/experiment.ts";
 import { keyFor } from "../experiment/shadow.ts";
 import { mainValueOf, type Prediction } from "../model/decoding.ts";
 import type { ModelVersion } from "../model/registry.ts";
 import { clientOf } from "./access.ts";
 import type { ApiDeps } from "./deps.ts";
-import { headerValues, requestHeader, setHeader } from "./headers.ts";
+import { headerValues, setHeader } from "./headers.ts";
 import type { ArmLabel } from "./reply.ts";
 
 export interface Assignment {
@@ -40,15 +47,15 @@ export function routeToArm(c: Context, deps: ApiDeps, resolved: ModelVersion): R
   // Answers differ by client now: shared caches must key on the client id too, and on the
   // API key that picks the arm of a request without one.
   setHeader(c, "Vary", deps.access ? `${header}, Authorization, X-API-Key` : header, true);
-  const ids = new Set(headerValues(c, header).map((v) => v.trim()));
+  const named = clientIdFrom(headerValues(c, header));
   // Which of two clients the request is, is not for the server to guess (joined, they
   // would be a third client, in an arm neither is in).
-  if (ids.size > 1)
+  if (named === "ambiguous")
     throw new PredcacheError("bad_request", `${header} names two clients: send one`, {
       header,
     });
-  const client = requestHeader(c, header) || clientOf(c);
-  let arm = armOf(running, client ? client.slice(0, 256) : undefined);
+  const client = named ?? clientOf(c);
+  let arm = armOf(running, client);
   let model = deps.registry.get(resolved.name, versionOf(running, arm));
   if (!model) {
     // A version this process has not loaded (yet) cannot serve its arm: control does.

@@ -313,9 +313,12 @@ export class HotLookups {
     }
     // The app's route refuses what it must (no version served, two client ids).
     if (!served) return;
-    const client = incoming.headers[this.deps.settings.clientIdHeader];
-    if (Array.isArray(client) || client?.includes(",")) return;
-    const arm = armOf(running, client ? client.slice(0, 256) : undefined);
+    // One value, no list (repeated lines come joined with commas): else the app's route
+    // reads it (./experiment-routing.ts), as clientIdFrom does.
+    const header = incoming.headers[this.deps.settings.clientIdHeader];
+    if (Array.isArray(header) || header?.includes(",")) return;
+    const client = header?.trim() || undefined;
+    const arm = armOf(running, client);
     const slot = `${running.id}|${arm}`;
     const answer = answers.get(slot);
     if (!answer) return;

@@ -61,12 +61,15 @@ export function newExperimentId(now = Date.now()): string {
  */
 export function cohortPoint(experimentId: string, clientId: string): number {
   const id = `${experimentId}\0${clientId}`;
-  let point = points.get(id);
+  // The whole id is hashed, however long; only short ones are remembered (a header may
+  // hold kilobytes, and 10,000 of those would be a lot of memory for a cache of points).
+  const kept = clientId.length <= POINT_ID_KEPT_MAX;
+  let point = kept ? points.get(id) : undefined;
   if (point === undefined) {
     const digest = createHash("sha256").update(id).digest();
     // 48 bits are plenty for a uniform point and exact in a double.
     point = digest.readUIntBE(0, 6) / 2 ** 48;
-    points.set(id, point);
+    if (kept) points.set(id, point);
   }
   return point;
 }
@@ -76,6 +79,24 @@ export function cohortPoint(experimentId: string, clientId: string): number {
  * client's arm, and a SHA-256 (~2 µs with createHash) is most of what routing costs a hit.
  */
 const points = new LRUCache<string, number>({ max: 10_000 });
+const POINT_ID_KEPT_MAX = 256;
+
+/**
+ * The client a client id header names, from each value it was sent with: a list, as HTTP
+ * lets a proxy join repeated lines with commas, so an id holds no comma. Repeats of one id
+ * are that id; none (absent, empty, blank) is undefined; two different ids are "ambiguous".
+ */
+export function clientIdFrom(values: readonly string[]): string | undefined | "ambiguous" {
+  let id: string | undefined;
+  for (const value of values)
+    for (const part of value.split(",")) {
+      const trimmed = part.trim();
+      if (trimmed === "") continue;
+      if (id !== undefined && trimmed !== id) return "ambiguous";
+      id = trimmed;
+    }
+  return id;
+}
 
 /** The arm of a client; clients without an id stay in the control arm. */
 export function armOf(experiment: Experiment, clientId: string | undefined): Arm {

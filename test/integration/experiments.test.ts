@@ -224,9 +224,20 @@ describe("experiments", () => {
     const two = await rawGet(t.url, query, { "x-client-id": ["client-0", "client-1"] });
     expect(two.status).toBe(400);
     expect(JSON.parse(two.body).error.message).toMatch(/x-client-id names two clients/);
-    const same = await rawGet(t.url, query, { "x-client-id": ["client-0", "client-0"] });
-    expect(same.status).toBe(200);
-    expect(JSON.parse(same.body).experiment.arm).toBe(armOf(experiment, "client-0"));
+    // One line listing two is the same request (a proxy may join lines with commas).
+    const listed = await rawGet(t.url, query, { "x-client-id": "client-0, client-1" });
+    expect(listed.status).toBe(400);
+    // The same id repeated, in lines or in a list, or beside an empty line: that client,
+    // in its own arm (the candidate's here), not "a, a" hashed as another client.
+    const doubled = Array.from({ length: 200 }, (_, i) => `twice-${i}`).find(
+      (id) =>
+        armOf(experiment, id) === "candidate" && armOf(experiment, `${id}, ${id}`) === "control",
+    ) as string;
+    for (const sent of [[doubled, doubled], `${doubled}, ${doubled}`, ["", doubled]]) {
+      const same = await rawGet(t.url, query, { "x-client-id": sent });
+      expect(same.status, String(sent)).toBe(200);
+      expect(JSON.parse(same.body).experiment.arm, String(sent)).toBe("candidate");
+    }
   });
 
   it("matches the split over 10,000 client ids through the API, each keeping its arm", async () => {

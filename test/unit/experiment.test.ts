@@ -3,7 +3,12 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { Tiers } from "../../src/cache/tiers.ts";
 import { agreementOf } from "../../src/experiment/agreement.ts";
-import { armOf, cohortPoint, type Experiment } from "../../src/experiment/experiment.ts";
+import {
+  armOf,
+  clientIdFrom,
+  cohortPoint,
+  type Experiment,
+} from "../../src/experiment/experiment.ts";
 import { keyFor, ShadowComparer } from "../../src/experiment/shadow.ts";
 import { type ArmTally, binOf } from "../../src/experiment/tally.ts";
 import type { LiveClient } from "../../src/live/client.ts";
@@ -62,6 +67,34 @@ describe("arm assignment", () => {
     expect(armOf(experiment(1), "")).toBe("control");
     expect(clients.some((c) => armOf(experiment(0), c) === "candidate")).toBe(false);
     expect(clients.every((c) => armOf(experiment(1), c) === "candidate")).toBe(true);
+  });
+
+  it("hashes the whole id, however long: ids alike in their first 256 characters still spread", () => {
+    const prefix = `tenant/${"x".repeat(300)}/user/`;
+    const points = new Set(
+      Array.from({ length: 40 }, (_, i) => cohortPoint("exp-long", `${prefix}${i}`)),
+    );
+    expect(points.size).toBe(40);
+    const inCandidate = Array.from({ length: 40 }, (_, i) => `${prefix}${i}`).filter(
+      (c) => armOf(experiment(0.5), c) === "candidate",
+    );
+    expect(inCandidate.length).toBeGreaterThan(5);
+    expect(inCandidate.length).toBeLessThan(35);
+    // Asked again (not remembered: too long to keep), the same point.
+    expect(cohortPoint("exp-long", `${prefix}7`)).toBe(cohortPoint("exp-long", `${prefix}7`));
+  });
+
+  it("reads the client id header as a list: repeats are one client, two different ids ambiguous", () => {
+    expect(clientIdFrom([])).toBeUndefined();
+    expect(clientIdFrom([""])).toBeUndefined();
+    expect(clientIdFrom([" ", " , "])).toBeUndefined();
+    expect(clientIdFrom(["u0"])).toBe("u0");
+    expect(clientIdFrom([" u0 "])).toBe("u0");
+    expect(clientIdFrom(["u0", "u0"])).toBe("u0");
+    expect(clientIdFrom(["u0, u0"])).toBe("u0");
+    expect(clientIdFrom(["", "u0"])).toBe("u0");
+    expect(clientIdFrom(["u0,u5"])).toBe("ambiguous");
+    expect(clientIdFrom(["u0", "u5"])).toBe("ambiguous");
   });
 
   it("keeps every client's point across releases (the first 48 bits of SHA-256 of id, NUL, client)", () => {
