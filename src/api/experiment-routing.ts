@@ -31,7 +31,16 @@ export interface Assignment {
   label: ArmLabel;
   /** The other arm's version, when this process has it loaded (for shadow comparisons). */
   other: ModelVersion | undefined;
+  /**
+   * Set when the client's own arm could not be served here (its version not loaded in this
+   * process): the control version answered, and the lookup is kept out of both arms'
+   * tallies (counting it as control's would skew the comparison).
+   */
+  unserved?: Arm;
 }
+
+/** Experiments this process has warned of an arm it cannot serve (once each). */
+const warnedUnserved = new WeakSet<Experiment>();
 
 export interface Routed {
   model: ModelVersion;
@@ -57,8 +66,18 @@ export function routeToArm(c: Context, deps: ApiDeps, resolved: ModelVersion): R
   const client = named ?? clientOf(c);
   let arm = armOf(running, client);
   let model = deps.registry.get(resolved.name, versionOf(running, arm));
+  let unserved: Arm | undefined;
   if (!model) {
-    // A version this process has not loaded (yet) cannot serve its arm: control does.
+    // A version this process has not loaded (yet, or its folder gone) cannot serve its
+    // arm: control answers, labelled so, and the lookup is counted in neither arm.
+    unserved = arm;
+    if (!warnedUnserved.has(running)) {
+      warnedUnserved.add(running);
+      deps.log.warn(
+        { model: resolved.name, experiment: running.id, arm, version: versionOf(running, arm) },
+        "experiment arm's version not loaded in this process: control answers its clients, left out of the report",
+      );
+    }
     arm = "control";
     model = deps.registry.get(resolved.name, running.control) ?? resolved;
   }
@@ -70,6 +89,7 @@ export function routeToArm(c: Context, deps: ApiDeps, resolved: ModelVersion): R
       anonymous: !client,
       label: { id: running.id, arm },
       other: deps.registry.get(resolved.name, versionOf(running, otherArm(arm))),
+      ...(unserved ? { unserved } : {}),
     },
   };
 }
@@ -86,7 +106,7 @@ export function recordArm(
   prediction: Prediction | undefined,
 ): void {
   const { assignment, model } = routed;
-  if (!assignment || !deps.experiments) return;
+  if (!assignment || assignment.unserved || !deps.experiments) return;
   const value = prediction ? mainValueOf(model.manifest, prediction) : undefined;
   const hit = source === "memory" || source === "table" || source === "redis";
   deps.experiments.tally.answer(assignment.experiment, assignment.arm, model.manifest, hit, value, {

@@ -3,7 +3,7 @@
  * stops that revert or promote within 1 s, shadow comparisons that leave replies alone,
  * and a report whose numbers match ones computed directly from the two versions' tables.
  */
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HybridClient } from "../../src/client/hybrid-client.ts";
@@ -96,8 +96,11 @@ async function switchTime(check: () => Promise<boolean>): Promise<number> {
   return performance.now() - started;
 }
 
+/** The services' environment (a third process may join them). */
+let env: Record<string, string>;
+
 beforeAll(async () => {
-  const env = {
+  env = {
     PREDCACHE_PREFIX: uniquePrefix("experiments"),
     PREDCACHE_MODELS_DIR: await modelsDirWithCoarseCandidate(),
     PREDCACHE_DATA_DIR: await tempDataDir(),
@@ -483,6 +486,43 @@ describe("experiments", () => {
           9,
         );
     }
+  });
+
+  it("answers an arm whose version a process has not loaded with control, counted in neither arm", async () => {
+    const experiment = (await admin(`${base}/counted`)).body as Experiment;
+    const before = (await admin(`${base}/counted`)).body.arms;
+    // A process whose models folder lacks the candidate (say, its folder moved away).
+    const models = await modelsDirWithCoarseCandidate();
+    const candidateDir = candidate.directory.endsWith("-coarse") ? `${MODEL}-coarse` : MODEL;
+    await rm(join(models, candidateDir), { recursive: true });
+    const lone = await startTestService({
+      env: { ...env, PREDCACHE_MODELS_DIR: models },
+      liveWorker: false,
+    });
+    try {
+      const client = Array.from({ length: 60 }, (_, i) => `lone-${i}`).find(
+        (id) => armOf(experiment, id) === "candidate",
+      ) as string;
+      const reply = await lookup(inputs[5] as Record<string, string>, client, lone);
+      expect(reply.status, JSON.stringify(reply.body)).toBe(200);
+      expect(reply.body).toMatchObject({
+        version: control.version,
+        experiment: { id: "counted", arm: "control" },
+      });
+      const ready = await getJson(`${lone.url}/readyz`);
+      expect(ready.body.warnings).toEqual([
+        expect.stringMatching(
+          new RegExp(
+            `experiment counted of ${MODEL}: its candidate version ${candidate.version} is not loaded here`,
+          ),
+        ),
+      ]);
+    } finally {
+      await lone.close(); // flushes its tallies
+    }
+    const after = (await admin(`${base}/counted`)).body.arms;
+    expect(after.control.lookups).toBe(before.control.lookups);
+    expect(after.candidate.lookups).toBe(before.candidate.lookups);
   });
 
   it("stops: revert puts everyone on the active version, promote on the candidate, within 1 s", async () => {

@@ -1,5 +1,6 @@
 /** Liveness, readiness and the Prometheus scrape. */
 import type { Hono } from "hono";
+import { versionOf } from "../../experiment/experiment.ts";
 import { processMetrics } from "../../observability/metrics.ts";
 import { refuseScrape } from "../../observability/metrics-guard.ts";
 import type { ApiDeps } from "../deps.ts";
@@ -14,6 +15,23 @@ const PAUSED: Record<string, string> = {
 /** What a paused queue means, as /readyz (and the start log) says it. */
 export function pausedWarning(name: string): string {
   return `the ${name} queue is paused (kept in Redis across restarts; resume it, e.g. at /admin/queues): ${PAUSED[name] ?? "its jobs wait"}`;
+}
+
+/** Running experiments with an arm whose version this process has not loaded. */
+function unservedArms(deps: ApiDeps): string[] {
+  const warnings: string[] = [];
+  for (const name of deps.registry.names()) {
+    const running = deps.experiments?.running.get(name);
+    if (!running) continue;
+    for (const arm of ["control", "candidate"] as const) {
+      const version = versionOf(running, arm);
+      if (!deps.registry.get(name, version))
+        warnings.push(
+          `experiment ${running.id} of ${name}: its ${arm} version ${version} is not loaded here; control answers those clients, left out of the report (reload, or stop the experiment)`,
+        );
+    }
+  }
+  return warnings;
 }
 
 export function registerHealth(app: Hono, deps: ApiDeps): void {
@@ -83,6 +101,7 @@ export function registerHealth(app: Hono, deps: ApiDeps): void {
             ? ["no live worker takes the live queue: misses wait out their wait, then 202"]
             : []),
           ...(pausedQueues ?? []).map(pausedWarning),
+          ...unservedArms(deps),
         ],
       },
       ready ? 200 : 503,
