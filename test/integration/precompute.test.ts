@@ -16,6 +16,7 @@ import { PredcacheError } from "../../src/errors.ts";
 import { queuePrefix } from "../../src/live/jobs.ts";
 import { createLogger } from "../../src/log.ts";
 import { rollbackActiveVersion, switchActiveVersion } from "../../src/model/active.ts";
+import type { Manifest } from "../../src/model/manifest.ts";
 import type { ModelRegistry, ModelVersion } from "../../src/model/registry.ts";
 import { processMetrics } from "../../src/observability/metrics.ts";
 import { createRedis, isCluster, type Redis, whenReady } from "../../src/redis/connection.ts";
@@ -79,9 +80,18 @@ async function setup(
   };
 }
 
-/** A precompute setup whose models folder holds the demo model and one more version of it. */
-async function twoVersions(label: string) {
+/**
+ * A precompute setup whose models folder holds the demo model and one more version of it
+ * (its manifest changed by `edit`, if given).
+ */
+async function twoVersions(label: string, edit?: (manifest: Manifest) => void) {
   const modelsDir = await modelsDirWithVersions([label]);
+  if (edit) {
+    const path = `${modelsDir}/flight-delay-${label}/manifest.json`;
+    const manifest = JSON.parse(await readFile(path, "utf8"));
+    edit(manifest);
+    await writeFile(path, JSON.stringify(manifest));
+  }
   const two = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
   const prefix = uniquePrefix(label);
   const keys = new Keys(prefix);
@@ -519,25 +529,11 @@ describe("precompute run", () => {
 
   it("says why a run failed when its model fails on a chunk: the chunk and the model's error", async () => {
     // A version whose manifest admits days the model has no row for: its Gather fails.
-    const modelsDir = await modelsDirWithVersions(["misfit"]);
-    const manifestPath = `${modelsDir}/flight-delay-misfit/manifest.json`;
-    const manifest = JSON.parse(await readFile(manifestPath, "utf8"));
-    const day = manifest.encoding.features.find((f: { name: string }) => f.name === "dayOfWeek");
-    day.max = 9;
-    await writeFile(manifestPath, JSON.stringify(manifest));
-    const two = await loadRegistry(loadConfig({ PREDCACHE_MODELS_DIR: modelsDir }));
+    const { two, prefix, worker, precompute } = await twoVersions("misfit", (manifest) => {
+      const day = manifest.encoding.features.find((f) => f.name === "dayOfWeek");
+      if (day?.type === "integer") day.max = 9;
+    });
     const misfit = two.versions("flight-delay").find((v) => v.manifest.label === "misfit");
-    const prefix = uniquePrefix("misfit");
-    const config = loadConfig({
-      PREDCACHE_PREFIX: prefix,
-      PREDCACHE_MODELS_DIR: modelsDir,
-      PREDCACHE_DATA_DIR: await tempDataDir(),
-      LOG_LEVEL: "silent",
-    });
-    const worker = await createPrecomputeWorker(config, redisUrl, createLogger("silent"), two);
-    const precompute = new Precompute(redis, new Keys(prefix), two, {
-      queuePrefix: queuePrefix(prefix),
-    });
     try {
       const inputs = [8, 9, 8, 9].map((dayOfWeek) => ({
         origin: "SFO",
