@@ -174,9 +174,14 @@ describe("docker-compose.yml", () => {
     expect(loadConfig(resolvedEnv(service("api"))).host).toBe("0.0.0.0");
     expect(loadConfig(resolvedEnv(service("live-worker"))).workers).toEqual(["live"]);
     expect(loadConfig(resolvedEnv(service("precompute-worker"))).workers).toEqual(["precompute"]);
-    expect(environment(service("api")).PREDCACHE_ADMIN_TOKENS).toMatch(
-      /^\$\{PREDCACHE_ADMIN_TOKENS(:-)?\}$/,
-    );
+    // Secrets come from the host's environment, never written in the file.
+    const api = environment(service("api"));
+    for (const name of ["PREDCACHE_ADMIN_TOKENS", "PREDCACHE_API_KEYS", "PREDCACHE_METRICS_TOKENS"])
+      expect(api[name], name).toMatch(new RegExp(`^\\$\\{${name}(:-)?\\}$`));
+    for (const worker of ["live-worker", "precompute-worker"])
+      expect(environment(service(worker)).PREDCACHE_METRICS_TOKENS, worker).toMatch(
+        /^\$\{PREDCACHE_METRICS_TOKENS(:-)?\}$/,
+      );
   });
 
   it("puts the tables the precompute workers write where the API reads them", () => {
