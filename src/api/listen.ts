@@ -237,8 +237,9 @@ export function listen(
       // Its headers were not read: an id of its own, not one it may have sent.
       const id = requestIdOf(undefined);
       // One line like the request log's, and counted like its requests: these never reach it.
+      // reqId, as the request log's lines say it (log queries join on it).
       log?.info(
-        { id, status: refusal.status, reason: error.code ?? error.message },
+        { reqId: id, status: refusal.status, reason: error.code ?? error.message },
         "request refused by node:http",
       );
       processMetrics().countHttp("other", refusal.status);

@@ -113,7 +113,7 @@ describe("request logs", () => {
     const line = await eventually(async () =>
       lines.find((l) => l.msg === "request refused by node:http"),
     );
-    expect(line).toMatchObject({ status: 400 });
+    expect(line).toMatchObject({ status: 400, reqId: expect.any(String) });
     socket.destroy();
   });
 
