@@ -14,6 +14,7 @@ import { PredcacheError } from "../errors.ts";
 import { processMetrics } from "../observability/metrics.ts";
 import type { Redis } from "../redis/connection.ts";
 import { setHeader } from "./headers.ts";
+import { annotate } from "./request-log.ts";
 
 export interface AccessOptions {
   keys: readonly AdminToken[];
@@ -167,6 +168,8 @@ export function requireApiKey(limiter: RateLimiter, options: AccessOptions): Mid
       throw new PredcacheError("forbidden", "the API key is not valid");
     }
     clients.set(c.req.raw, client);
+    // Its id (never the secret) on the request's log line: whose traffic, whose 429s.
+    annotate(c, { apiKey: client });
     await limiter.take(c, client, "requests");
     await next();
   };

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HybridClient, PendingAnswerError } from "../../src/client/hybrid-client.ts";
 import { loadConfig } from "../../src/config.ts";
 import {
+  capturedLog,
   eventually,
   getJson,
   startTestService,
@@ -20,6 +21,8 @@ const GRACE = "grace-key-0123456789abcdefg";
 const HENRY = "henry-key-0123456789abcdefg";
 let a: TestService;
 let b: TestService;
+/** Process a's log lines. */
+const logged = capturedLog();
 
 beforeAll(async () => {
   const env = {
@@ -30,7 +33,7 @@ beforeAll(async () => {
     PREDCACHE_RATE_WINDOW_SECONDS: "60",
   };
   // Two API processes' worth of services on one Redis and prefix: the budgets are shared.
-  a = await startTestService({ env, liveWorker: false });
+  a = await startTestService({ env, liveWorker: false, log: logged.log });
   b = await startTestService({ env, liveWorker: false });
 });
 afterAll(async () => {
@@ -64,6 +67,16 @@ function rememberHit(t: TestService, hour: number): void {
 }
 
 describe("API keys and rate limits", () => {
+  it("names the key's id on the request's log line, never its secret", async () => {
+    rememberHit(a, 5); // a hit: henry's miss budget is the batch test's
+    const reply = await predict(a, HENRY, 5);
+    expect(reply.status).toBe(200);
+    const id = reply.headers.get("x-request-id");
+    const line = await eventually(async () => logged.lines.find((l) => l.reqId === id));
+    expect(line).toMatchObject({ apiKey: "henry" });
+    expect(JSON.stringify(logged.lines)).not.toContain(HENRY);
+  });
+
   it("refuses a missing key (401) and a wrong one (403); health stays open", async () => {
     const none = await predict(a, undefined, 1);
     expect(none.status).toBe(401);
