@@ -133,19 +133,40 @@ function connectCluster(url: string, node: RedisOptions): Cluster {
   return new Cluster(nodes, options);
 }
 
-/** Resolves once the connection is ready (commands fail fast before that). */
+/** Replies of a Redis that refuses the credentials it was given (or wants some). */
+const AUTH_REFUSED = /^(WRONGPASS|NOAUTH|NOPERM)|invalid password/i;
+
+/**
+ * Resolves once the connection is ready (commands fail fast before that). Refused
+ * credentials fail it at once, saying so; past `timeoutMs` it fails with the last
+ * connection error (neither names the URL: it may hold a password).
+ */
 export function whenReady(redis: Redis, timeoutMs = 10_000): Promise<void> {
   if (redis.status === "ready") return Promise.resolve();
   return new Promise((done, fail) => {
-    const timer = setTimeout(() => {
-      redis.removeListener("ready", onReady);
-      fail(new Error(`Redis not reachable within ${timeoutMs} ms (check REDIS_URL)`));
-    }, timeoutMs);
-    const onReady = () => {
+    let last: string | undefined;
+    const stop = (error?: Error) => {
       clearTimeout(timer);
-      done();
+      redis.removeListener("ready", onReady);
+      redis.removeListener("error", onError);
+      if (error) fail(error);
+      else done();
+    };
+    const timer = setTimeout(() => {
+      stop(
+        new Error(
+          `Redis not reachable within ${timeoutMs} ms (check REDIS_URL)${last ? `: ${last}` : ""}`,
+        ),
+      );
+    }, timeoutMs);
+    const onReady = () => stop();
+    const onError = (error: Error) => {
+      last = error.message;
+      if (AUTH_REFUSED.test(error.message))
+        stop(new Error(`Redis refused the credentials in REDIS_URL: ${error.message}`));
     };
     redis.once("ready", onReady);
+    redis.on("error", onError);
   });
 }
 
