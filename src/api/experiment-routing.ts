@@ -39,8 +39,11 @@ export interface Assignment {
   unserved?: Arm;
 }
 
-/** Experiments this process has warned of an arm it cannot serve (once each). */
-const warnedUnserved = new WeakSet<Experiment>();
+/**
+ * Arms this process has warned it cannot serve, by model, experiment id and arm: once
+ * each (the running experiment is a new object at every refresh, so not by object).
+ */
+const warnedUnserved = new Set<string>();
 
 export interface Routed {
   model: ModelVersion;
@@ -71,8 +74,9 @@ export function routeToArm(c: Context, deps: ApiDeps, resolved: ModelVersion): R
     // A version this process has not loaded (yet, or its folder gone) cannot serve its
     // arm: control answers, labelled so, and the lookup is counted in neither arm.
     unserved = arm;
-    if (!warnedUnserved.has(running)) {
-      warnedUnserved.add(running);
+    const warned = `${resolved.name}|${running.id}|${arm}`;
+    if (!warnedUnserved.has(warned)) {
+      warnedUnserved.add(warned);
       deps.log.warn(
         { model: resolved.name, experiment: running.id, arm, version: versionOf(running, arm) },
         "experiment arm's version not loaded in this process: control answers its clients, left out of the report",

@@ -81,8 +81,9 @@ function refusalOf(error: unknown, log: Logger | undefined): Response {
   const status = refused ? 400 : 500;
   // The adapter gives the error alone, not the request: an id of its own.
   const id = requestIdOf(undefined);
-  if (refused) log?.info({ id, status, reason: (error as Error).message }, "request refused");
-  else log?.error({ id, err: error }, "request failed outside the app");
+  if (refused)
+    log?.info({ reqId: id, status, reason: (error as Error).message }, "request refused");
+  else log?.error({ reqId: id, err: error }, "request failed outside the app");
   processMetrics().countHttp("other", status);
   const body = refused
     ? { code: "bad_request", message: `the request is not valid: ${(error as Error).message}` }
@@ -154,7 +155,7 @@ function refuse(
   log: Logger | undefined,
 ): void {
   const id = requestIdOf(outgoing.req);
-  log?.info({ id, status, reason: message }, "request refused by node:http");
+  log?.info({ reqId: id, status, reason: message }, "request refused by node:http");
   processMetrics().countHttp("other", status);
   const body = JSON.stringify({ error: { code, message } });
   outgoing.shouldKeepAlive = false;

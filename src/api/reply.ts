@@ -1,5 +1,5 @@
 /** The body and cache headers of a prediction answer, shared by every route that gives one. */
-import { createHash, hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { Context } from "hono";
 import type { Source } from "../cache/tiers.ts";
 import type { Arm } from "../experiment/experiment.ts";
@@ -56,7 +56,9 @@ export function predictionReply(
  */
 export function predictionEtag(model: ModelVersion, key: string, experiment?: ArmLabel): string {
   const arm = experiment ? `-${experiment.id}-${experiment.arm}` : "";
-  return `"${model.version}-${hash("sha256", key, "hex").slice(0, 32)}${arm}"`;
+  // createHash, not crypto.hash (~0.3 µs less, but only from Node 20.12; engines says 20).
+  const digest = createHash("sha256").update(key).digest("hex").slice(0, 32);
+  return `"${model.version}-${digest}${arm}"`;
 }
 
 /**

@@ -6,7 +6,8 @@
  * worker does not store their results, so a bad entry stays until someone acts on it.
  *
  * The model of a version is deterministic, so an entry whose audit agreed, still holding
- * the value that agreed, would only agree again: it is not recomputed twice. Without that
+ * the value that agreed, would only agree again: it is not recomputed again within the
+ * hour (AUDIT_VERIFIED_MS; what runs the model may change meanwhile). Without that
  * the audit spent its samples (and the live model's time) on the hottest keys over and
  * over, since those are most of the hits; measured on bench:serving's one hot key read
  * from Redis, re-auditing it cost ~10% of the API's throughput (BullMQ jobs, the worker's
@@ -29,6 +30,12 @@ export const AUDIT_MAX_IN_FLIGHT = 32;
 /** Entries remembered as verified (the least recently sampled go first). */
 export const AUDIT_VERIFIED_MAX = 10_000;
 
+/**
+ * How long an entry stays verified: the model of a version does not change, but what runs
+ * it may (a new worker image, another onnxruntime), so hot entries are checked again hourly.
+ */
+export const AUDIT_VERIFIED_MS = 3_600_000;
+
 /** How long close() waits for pending audits. */
 const CLOSE_WAIT_MS = 2_000;
 
@@ -38,6 +45,8 @@ export interface CacheAuditOptions {
   maxInFlight: number;
   /** How many verified entries are remembered (default AUDIT_VERIFIED_MAX). */
   verifiedMax?: number;
+  /** For how long (ms; default AUDIT_VERIFIED_MS). */
+  verifiedMs?: number;
 }
 
 function closeEnough(a: unknown, b: unknown, unit: number): boolean {
@@ -88,7 +97,10 @@ export class CacheAudit {
     private readonly options: CacheAuditOptions,
     private readonly random: () => number = Math.random,
   ) {
-    this.verified = new LRUCache({ max: options.verifiedMax ?? AUDIT_VERIFIED_MAX });
+    this.verified = new LRUCache({
+      max: options.verifiedMax ?? AUDIT_VERIFIED_MAX,
+      ttl: options.verifiedMs ?? AUDIT_VERIFIED_MS,
+    });
   }
 
   /** Maybe audits this hit; returns at once and never throws into the request. */

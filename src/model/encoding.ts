@@ -63,7 +63,7 @@ export interface Encoder {
  * Numbers as text, read as a JSON number is: an integer feature then takes "7.0" or
  * "7e0" as 7 (a float column's way, or a spreadsheet's), as it takes JSON 7.0 or 7e0.
  */
-export const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 type FeatureOutcome =
   | { ok: true; value: FeatureValue; tensor: number; ood: boolean }

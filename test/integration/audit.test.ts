@@ -242,6 +242,28 @@ describe("cache audit", () => {
     );
   });
 
+  it("checks a verified entry again once its time as verified is up", async () => {
+    const input = { origin: "MSP", destination: "DTW", hour: "6", dayOfWeek: "1" };
+    const { key, prediction } = await inRedis(input);
+    const audit = new CacheAudit(t.service.live, createLogger("silent"), {
+      rate: 1,
+      maxInFlight: 4,
+      verifiedMs: 300,
+    });
+    const hit = { source: "redis" as const, prediction };
+    const before = await figures("redis");
+    audit.consider(model, key, hit);
+    await audit.close();
+    audit.consider(model, key, hit); // verified: skipped
+    await audit.close();
+    await new Promise((r) => setTimeout(r, 400));
+    audit.consider(model, key, hit); // no longer: checked again
+    await audit.close();
+    const after = await figures("redis");
+    expect(after.checks - before.checks).toBe(2);
+    expect(after.verified - before.verified).toBe(1);
+  });
+
   it("reads a value that does not decode as a miss: answered live, counted, logged with its key, replaced", async () => {
     const damaged: [string, Record<string, string>, Buffer][] = [
       [

@@ -15,6 +15,7 @@ import type { ModelVersion } from "../../src/model/registry.ts";
 import type { PrecomputeWorkerProcess } from "../../src/service.ts";
 import { rawGet } from "../helpers/raw-get.ts";
 import {
+  capturedLog,
   eventually,
   getJson,
   modelsDirWithVersions,
@@ -495,9 +496,11 @@ describe("experiments", () => {
     const models = await modelsDirWithCoarseCandidate();
     const candidateDir = candidate.directory.endsWith("-coarse") ? `${MODEL}-coarse` : MODEL;
     await rm(join(models, candidateDir), { recursive: true });
+    const logged = capturedLog();
     const lone = await startTestService({
       env: { ...env, PREDCACHE_MODELS_DIR: models },
       liveWorker: false,
+      log: logged.log,
     });
     try {
       const client = Array.from({ length: 60 }, (_, i) => `lone-${i}`).find(
@@ -509,6 +512,11 @@ describe("experiments", () => {
         version: control.version,
         experiment: { id: "counted", arm: "control" },
       });
+      // Said once, however many lookups and refreshes of the experiment (every 500 ms).
+      await new Promise((r) => setTimeout(r, 700));
+      expect((await lookup(inputs[6] as Record<string, string>, client, lone)).status).toBe(200);
+      const warnings = logged.lines.filter((l) => l.experiment === "counted" && l.level === 40);
+      expect(warnings).toHaveLength(1);
       const ready = await getJson(`${lone.url}/readyz`);
       expect(ready.body.warnings).toEqual([
         expect.stringMatching(

@@ -143,7 +143,7 @@ describe("request logs", () => {
           (l) => l.msg === "request refused by node:http" && /Host/.test(String(l.reason)),
         ),
       ),
-    ).toMatchObject({ status: 400 });
+    ).toMatchObject({ status: 400, reqId: expect.any(String) });
     expect(await exchange("GET /healthz HTTP/1.0\r\n\r\n")).toMatch(/^HTTP\/1\.1 200 /);
   });
 });

@@ -249,8 +249,11 @@ export function registerAdmin(app: Hono, deps: Deps, seedRoots: readonly string[
     await actionBody(c, {});
     const model = c.req.param("model");
     const { added, failed } = await deps.registry.reload();
-    // A model seen for the first time gets its active version now, not at the next poll.
-    await deps.active.refresh();
+    // A model seen for the first time gets its active version now, not at the next poll
+    // (which does it anyway: a failure here does not undo the reload).
+    await deps.active.refresh().catch((error: unknown) => {
+      deps.log.warn({ err: error, model }, "active versions not refreshed after a reload");
+    });
     await deps.admin.announceModels();
     if (deps.registry.versions(model).length === 0)
       throw new PredcacheError(

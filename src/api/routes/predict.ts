@@ -16,7 +16,6 @@ import {
   type EncodedInput,
   type EncodeOutcome,
   type InputIssue,
-  NUMBER_TEXT,
 } from "../../model/encoding.ts";
 import type { ModelVersion } from "../../model/registry.ts";
 import { clientOf } from "../access.ts";
@@ -356,7 +355,11 @@ export const batchSchema = z.strictObject({
   wait: z
     .union([
       z.number().min(0).multipleOf(1),
-      z.string().regex(NUMBER_TEXT).describe('whole milliseconds as text ("250", "2.5e2")'),
+      // The usual forms; " 250" and "2.5e2" are taken too (read as an integer feature is).
+      z
+        .string()
+        .regex(/^\+?\d+(\.0*)?$/)
+        .describe('whole milliseconds as text ("250", "250.0")'),
     ])
     .optional(),
 });
