@@ -121,6 +121,7 @@ export async function startExperiment(
     shadowRate: request.shadowRate,
     state: "running",
     startedAt: new Date().toISOString(),
+    clientIds: "whole",
   };
   await experimentsOf(deps).store.start(experiment);
   await experimentsOf(deps).running.refresh();

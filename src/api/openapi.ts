@@ -298,8 +298,13 @@ function experimentComponents(): Record<string, Schema> {
         state: str({ enum: ["running", "promoted", "reverted"] }),
         startedAt: str({ format: "date-time" }),
         stoppedAt: str({ format: "date-time" }),
+        clientIds: str({
+          enum: ["whole"],
+          description:
+            "whole: the whole client id is hashed (absent in experiments started by older releases: its first 256 characters)",
+        }),
       },
-      ["stoppedAt"],
+      ["stoppedAt", "clientIds"],
     ),
     ExperimentStarted: extend(experiment, {
       url: str({ description: "its report" }),

@@ -25,6 +25,11 @@ export interface Experiment {
   state: ExperimentState;
   startedAt: string;
   stoppedAt?: string;
+  /**
+   * "whole": the whole client id is hashed. Experiments started before it was (no field)
+   * keep hashing an id's first 256 characters, so no client changes arm mid-experiment.
+   */
+  clientIds?: "whole";
 }
 
 export const experimentIdSchema = z
@@ -101,7 +106,8 @@ export function clientIdFrom(values: readonly string[]): string | undefined | "a
 /** The arm of a client; clients without an id stay in the control arm. */
 export function armOf(experiment: Experiment, clientId: string | undefined): Arm {
   if (!clientId || experiment.fraction <= 0) return "control";
-  return cohortPoint(experiment.id, clientId) < experiment.fraction ? "candidate" : "control";
+  const hashed = experiment.clientIds === "whole" ? clientId : clientId.slice(0, 256);
+  return cohortPoint(experiment.id, hashed) < experiment.fraction ? "candidate" : "control";
 }
 
 export function versionOf(experiment: Experiment, arm: Arm): string {

@@ -75,11 +75,16 @@ describe("arm assignment", () => {
       Array.from({ length: 40 }, (_, i) => cohortPoint("exp-long", `${prefix}${i}`)),
     );
     expect(points.size).toBe(40);
-    const inCandidate = Array.from({ length: 40 }, (_, i) => `${prefix}${i}`).filter(
-      (c) => armOf(experiment(0.5), c) === "candidate",
-    );
+    const long = Array.from({ length: 40 }, (_, i) => `${prefix}${i}`);
+    const whole: Experiment = { ...experiment(0.5), clientIds: "whole" };
+    const inCandidate = long.filter((c) => armOf(whole, c) === "candidate");
     expect(inCandidate.length).toBeGreaterThan(5);
     expect(inCandidate.length).toBeLessThan(35);
+    // An experiment started before (no clientIds) keeps hashing the first 256 characters:
+    // its clients stay in their arms through a rolling deploy.
+    const older = experiment(0.5);
+    expect(new Set(long.map((c) => armOf(older, c))).size).toBe(1);
+    expect(armOf(older, long[0] as string)).toBe(armOf(older, (long[0] as string).slice(0, 256)));
     // Asked again (not remembered: too long to keep), the same point.
     expect(cohortPoint("exp-long", `${prefix}7`)).toBe(cohortPoint("exp-long", `${prefix}7`));
   });
