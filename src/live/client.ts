@@ -343,10 +343,15 @@ export class LiveClient {
     void this.dispatch(batch.model, batch.items);
   }
 
-  /** Claims the batch's keys, queues the ones it holds now, waits on others' batches for the rest. */
+  /**
+   * Claims the batch's keys, waits on others' batches for the keys they hold, and queues
+   * the ones it holds now, unless the queue is past its bound: then those alone are
+   * refused (a key already queued is followed, however full the queue, as asking again
+   * adds nothing to it).
+   */
   private async dispatch(model: ModelVersion, items: Gathered[]): Promise<void> {
+    let pending = items;
     try {
-      await this.checkDepth();
       const batchId = batchJobId(model.name, model.version, this.claimTtlMs());
       let holders: (string | undefined)[];
       try {
@@ -366,34 +371,41 @@ export class LiveClient {
         if (holder === undefined) return;
         elsewhere.set(holder, [...(elsewhere.get(holder) ?? []), item]);
       });
-      if (ours.length > 0) {
-        this.watch(batchId, ours);
-        this.takeOff(`${model.name}@${model.version}`, batchId);
-        await this.add(
-          "predict",
-          batchId,
-          model,
-          ours.map((item) => item.key),
-          {
-            attempts: 3,
-            backoff: { type: "exponential", delay: 100 },
-            removeOnComplete: { age: this.options.keepFinishedSeconds },
-            removeOnFail: { age: this.options.keepFinishedSeconds },
-          },
-        ).catch(async (error: Error) => {
-          this.landed(batchId);
-          await this.releaseClaims(batchId, ours).catch(() => {});
-          throw error;
-        });
-      }
       for (const [holder, group] of elsewhere) {
         processMetrics().coalesced.inc({ model: model.name }, group.length);
         this.watch(holder, group);
         void this.follow(holder, model);
+        for (const item of group) item.queued.resolve();
       }
-      for (const item of items) item.queued.resolve();
+      pending = ours;
+      if (ours.length === 0) return;
+      try {
+        await this.checkDepth();
+      } catch (error) {
+        await this.releaseClaims(batchId, ours).catch(() => {});
+        throw error;
+      }
+      this.watch(batchId, ours);
+      this.takeOff(`${model.name}@${model.version}`, batchId);
+      await this.add(
+        "predict",
+        batchId,
+        model,
+        ours.map((item) => item.key),
+        {
+          attempts: 3,
+          backoff: { type: "exponential", delay: 100 },
+          removeOnComplete: { age: this.options.keepFinishedSeconds },
+          removeOnFail: { age: this.options.keepFinishedSeconds },
+        },
+      ).catch(async (error: Error) => {
+        this.landed(batchId);
+        await this.releaseClaims(batchId, ours).catch(() => {});
+        throw error;
+      });
+      for (const item of ours) item.queued.resolve();
     } catch (error) {
-      for (const item of items) item.queued.reject(error as Error);
+      for (const item of pending) item.queued.reject(error as Error);
     }
   }
 

@@ -411,11 +411,10 @@ describe("misses", () => {
 describe("bounded live queue", () => {
   it("refuses misses with 503 and Retry-After once the queue holds PREDCACHE_LIVE_QUEUE_MAX", async () => {
     // Its own prefix and no live worker: queued misses stay queued.
-    const bounded = await startTestService({
-      env: { PREDCACHE_LIVE_QUEUE_MAX: "2" },
-      registry,
-      liveWorker: false,
-    });
+    const env = { PREDCACHE_LIVE_QUEUE_MAX: "2", PREDCACHE_PREFIX: uniquePrefix("bounded") };
+    const bounded = await startTestService({ env, registry, liveWorker: false });
+    // A second API process on that queue, which has none of the first's misses in flight.
+    const second = await startTestService({ env, registry, liveWorker: false });
     try {
       const ask = (hour: number) =>
         getJson(
@@ -431,9 +430,25 @@ describe("bounded live queue", () => {
         code: "overloaded",
         details: { depth: 2, max: 2 },
       });
-      // An input already queued is not a new miss: it still gets its job.
-      expect((await ask(1)).status).toBe(202);
+      // An input already queued is not a new miss: it still gets its job, from this
+      // process or another, single or in a batch, however full the queue.
+      const again = await ask(1);
+      expect(again.status).toBe(202);
+      const elsewhere = await getJson(
+        `${second.url}/v1/models/flight-delay/predict?origin=BOS&destination=SEA&hour=1&dayOfWeek=2&wait=0`,
+      );
+      expect(elsewhere.status).toBe(202);
+      expect(elsewhere.headers.get("location")).toBe(again.headers.get("location"));
+      const batch = await postJson(`${second.url}/v1/models/flight-delay/predict`, {
+        inputs: [
+          { origin: "BOS", destination: "SEA", hour: 2, dayOfWeek: 2 },
+          { origin: "BOS", destination: "SEA", hour: 4, dayOfWeek: 2 },
+        ],
+        wait: 0,
+      });
+      expect(batch.body.results.map((r: { status: number }) => r.status)).toEqual([202, 503]);
     } finally {
+      await second.close();
       await bounded.close();
     }
   });
